@@ -1,0 +1,163 @@
+"""Two-sided normal-mixture confidence sequence for a mean."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from numpy.typing import ArrayLike
+
+from ._moments import Moments
+
+__all__ = ["Interval", "NormalMixtureSequence", "normal_mixture_boundary", "optimal_rho"]
+
+
+class Interval(NamedTuple):
+    """A confidence interval (or one time of a confidence sequence)."""
+
+    estimate: float
+    """The point estimate the interval is centred on."""
+    low: float
+    """Lower end; ``-inf`` when there is no information yet."""
+    high: float
+    """Upper end; ``+inf`` when there is no information yet."""
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2.0
+
+
+def optimal_rho(target_time: float, alpha: float) -> float:
+    """Mixture precision that makes the boundary tightest at intrinsic time ``target_time``.
+
+    The closed-form approximation of Howard et al. (2021, Section 3.5), also the one
+    used by their ``confseq`` package: ``rho = m / (2 log(1/alpha) + log(1 + 2 log(1/alpha)))``.
+
+    >>> round(optimal_rho(1000, 0.05), 1)
+    126.0
+    """
+    if target_time <= 0 or not 0 < alpha < 1:
+        raise ValueError("target_time must be > 0 and alpha in (0, 1)")
+    log_term = 2.0 * math.log(1.0 / alpha)
+    return target_time / (log_term + math.log1p(log_term))
+
+
+def normal_mixture_boundary(intrinsic_time: float, rho: float, alpha: float) -> float:
+    """Two-sided normal-mixture boundary ``u(V)`` on the standardized sum ``|S_t|``.
+
+    ``u(V) = sqrt((V + rho) (log(1 + V/rho) + 2 log(1/alpha)))``: with probability at
+    least ``1 - alpha``, ``|S_t| < u(V_t)`` for all ``t`` at once (sub-Gaussian increments).
+
+    >>> round(normal_mixture_boundary(1000, optimal_rho(1000, 0.05), 0.05), 1)
+    96.0
+    """
+    v = max(float(intrinsic_time), 0.0)
+    return math.sqrt((v + rho) * (math.log1p(v / rho) + 2.0 * math.log(1.0 / alpha)))
+
+
+class NormalMixtureSequence:
+    """Anytime-valid confidence sequence for the mean of a stream (normal mixture).
+
+    The boundary is Howard et al.'s two-sided normal mixture with the running sample
+    variance plugged in for the variance process, ``V_t = t``, in standardized units,
+    as in the asymptotic confidence sequences of Waudby-Smith et al.: the interval
+
+        ``mean_t +- sigma_t * u(t) / t``
+
+    may be checked after every batch, for ever, and keeps the true mean at all times
+    with probability about ``1 - alpha``, where a fixed-n interval checked after each
+    batch would not (20 looks: ~25% false alarms instead of 5%). The state is the
+    mergeable :class:`Moments`, so workers' sequences merge exactly.
+
+    Parameters
+    ----------
+    alpha
+        Error probability over the whole (infinite) horizon.
+    target_time
+        Number of observations at which the boundary is tightest; ``rho`` is tuned to it
+        with :func:`optimal_rho`.
+    min_n
+        Below this many values the interval is infinite: a plug-in variance from a
+        handful of points is not to be trusted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(7)
+    >>> cs = NormalMixtureSequence(alpha=0.05).update(rng.normal(0.3, 1.0, 2_000))
+    >>> ci = cs.interval
+    >>> ci.low > 0, ci.contains(0.3)
+    (True, True)
+
+    References
+    ----------
+    Howard, S. R., Ramdas, A., McAuliffe, J. and Sekhon, J. (2021). Time-uniform,
+    nonparametric, nonasymptotic confidence sequences. Annals of Statistics 49(2).
+    Waudby-Smith, I., Arbour, D., Sinha, R., Kennedy, E. H. and Ramdas, A. (2024).
+    Time-uniform central limit theory and asymptotic confidence sequences. Annals of
+    Statistics.
+    """
+
+    def __init__(self, alpha: float = 0.05, target_time: float = 1000.0, min_n: int = 30) -> None:
+        self.alpha = alpha
+        self.target_time = target_time
+        self.min_n = min_n
+        self.rho = optimal_rho(target_time, alpha)
+        self.moments = Moments()
+
+    def update(self, values: ArrayLike) -> NormalMixtureSequence:
+        self.moments.update(values)
+        return self
+
+    def __iadd__(self, other: NormalMixtureSequence) -> NormalMixtureSequence:
+        if (other.alpha, other.target_time) != (self.alpha, self.target_time):
+            raise ValueError("cannot merge sequences with different alpha or target_time")
+        self.moments += other.moments
+        return self
+
+    def __add__(self, other: NormalMixtureSequence) -> NormalMixtureSequence:
+        merged = NormalMixtureSequence.from_state(self.to_state())
+        merged += other
+        return merged
+
+    @property
+    def n(self) -> int:
+        return self.moments.n
+
+    @property
+    def mean(self) -> float:
+        return self.moments.mean
+
+    @property
+    def interval(self) -> Interval:
+        n = self.moments.n
+        if n < max(self.min_n, 2):
+            return Interval(self.moments.mean if n else math.nan, -math.inf, math.inf)
+        sigma = math.sqrt(max(self.moments.variance, 0.0))
+        half = sigma * normal_mixture_boundary(n, self.rho, self.alpha) / n
+        return Interval(self.moments.mean, self.moments.mean - half, self.moments.mean + half)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "target_time": self.target_time,
+            "min_n": self.min_n,
+            "moments": self.moments.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> NormalMixtureSequence:
+        sequence = cls(float(state["alpha"]), float(state["target_time"]), int(state["min_n"]))
+        sequence.moments = Moments.from_state(state["moments"])
+        return sequence
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NormalMixtureSequence):
+            return NotImplemented
+        return self.to_state() == other.to_state()
+
+    def __repr__(self) -> str:
+        return f"NormalMixtureSequence(alpha={self.alpha}, n={self.n}, interval={self.interval})"

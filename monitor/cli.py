@@ -1,0 +1,405 @@
+"""The ``driftgate`` command line.
+
+Exit status: 0 done; 2 bad usage or bad input; 1 a runtime failure (a service
+unreachable and so on). Each message names the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from ._calibration import InputError, activate_calibrator, read_pairs
+from ._config import ConfigError, Settings
+from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
+from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
+from ._snapshot import read_snapshot
+from ._state import Keys
+
+__all__ = ["main"]
+
+
+class UsageError(ValueError):
+    """Bad usage: exit status 2."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
+        redis_url=getattr(args, "redis_url", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        config_path=getattr(args, "config", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+    )
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    check_redis(settings.redis_url)
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+# --- worker -------------------------------------------------------------------------
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ._app import create_app
+    from ._metrics import StateCollector
+
+    settings = _settings(args)
+    settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
+    check_redis(settings.redis_url)
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
+    registry = CollectorRegistry()
+    monitor = create_app(settings, registry)
+    keys = Keys(settings.redis_prefix)
+    registry.register(StateCollector(redis.Redis.from_url(settings.redis_url), keys))
+    try:
+        start_http_server(settings.metrics_port, addr=args.metrics_host, registry=registry)
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"metrics port {args.metrics_host}:{settings.metrics_port} unavailable: {exc}"
+        ) from exc
+    print(
+        f"driftgate worker: kafka {settings.kafka_bootstrap}, redis {settings.redis_url}, "
+        f"metrics http://{args.metrics_host}:{settings.metrics_port}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    worker = faust.Worker(monitor.app, loglevel=args.loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()  # exits the process when the worker stops
+    return 0
+
+
+# --- up -----------------------------------------------------------------------------
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host or "127.0.0.1"), int(port or default_port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ensure_service(
+    name: str, host: str, port: int, start: Any, started: list[ServiceProcess]
+) -> str:
+    if port_open(host, port):
+        return "found running"
+    if not _is_loopback(host):
+        raise ServiceUnavailable(f"{name} unreachable at {host}:{port} (not loopback: not started)")
+    started.append(start(port))
+    return "started"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
+    state_dir = Path(args.state_dir or Path.home() / ".driftgate")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started: list[ServiceProcess] = []
+    worker: subprocess.Popen[bytes] | None = None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        kafka_host, kafka_port = _host_port(settings.kafka_bootstrap, 9092)
+        kafka_how = _ensure_service(
+            "Kafka", kafka_host, kafka_port,
+            lambda port: start_broker(port, state_dir / "broker.log"), started,
+        )
+        redis_host, redis_port = _host_port(
+            settings.redis_url.split("://", 1)[-1].split("/", 1)[0], 6379
+        )
+        redis_how = _ensure_service(
+            "Redis", redis_host, redis_port,
+            lambda port: start_redis(port, state_dir / "redis"), started,
+        )
+        env = dict(os.environ)
+        env.update(
+            DRIFTGATE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+            DRIFTGATE_REDIS_URL=settings.redis_url,
+            DRIFTGATE_METRICS_PORT=str(settings.metrics_port),
+            DRIFTGATE_TOPIC_PREFIX=settings.topic_prefix,
+        )
+        if settings.config_path:
+            env["DRIFTGATE_CONFIG"] = settings.config_path
+        check_redis(settings.redis_url)
+        asyncio.run(ensure_topics(settings))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn"], env=env
+        )
+        print(
+            "driftgate up\n"
+            f"  kafka    {settings.kafka_bootstrap} ({kafka_how})\n"
+            f"  redis    {settings.redis_url} ({redis_how})\n"
+            f"  metrics  http://127.0.0.1:{settings.metrics_port}/metrics\n"
+            f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
+            f"  demo     {'off' if args.no_demo else 'on: stream demo:judge drifts after 10 s'}\n"
+            "Ctrl-C stops everything started here.",
+            flush=True,
+        )
+        asyncio.run(_supervise(settings, worker, demo=not args.no_demo))
+        return 1 if worker.poll() not in (None, 0) else 0
+    except KeyboardInterrupt:
+        print("\ndriftgate up: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        for service in reversed(started):
+            service.stop()
+
+
+async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: bool) -> None:
+    """Run the demo producer and print verdict changes until the worker exits."""
+    from ._demo import run_demo_producer
+
+    stop = asyncio.Event()
+    producer = asyncio.create_task(run_demo_producer(settings, stop)) if demo else None
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    shown: dict[str, str] = {}
+    try:
+        while worker.poll() is None:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(redis.RedisError):
+                for key, raw in client.hgetall(keys.gate).items():
+                    record = orjson.loads(raw)
+                    name = key.decode()
+                    if shown.get(name) != record["verdict"]:
+                        shown[name] = record["verdict"]
+                        evidence = record["evidence"]
+                        print(
+                            f"[{time.strftime('%H:%M:%S')}] {name}: {record['verdict']} "
+                            f"(n={evidence.get('n')}, estimate={evidence.get('estimate')}, "
+                            f"ci=[{evidence.get('ci_low')}, {evidence.get('ci_high')}])",
+                            flush=True,
+                        )
+            if producer is not None and producer.done():
+                producer.result()  # surfaces a producer failure
+    finally:
+        stop.set()
+        if producer is not None and not producer.done():
+            await producer
+        client.close()
+
+
+# --- status, log ----------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = _redis(settings)
+    snapshot = read_snapshot(client, Keys(settings.redis_prefix))
+    if args.json:
+        _print_json(snapshot.status_document())
+        return 0
+    if not snapshot.streams:
+        print("no streams yet")
+    for name, row in snapshot.streams.items():
+        calibrator = row["calibrator"]
+        mean = "-" if row["residual_mean"] is None else f"{row['residual_mean']:+.4f}"
+        low = "-inf" if row["ci_low"] is None else f"{row['ci_low']:+.4f}"
+        high = "+inf" if row["ci_high"] is None else f"{row['ci_high']:+.4f}"
+        note = " (identity: no calibrator fitted)" if calibrator["kind"] == "identity" else ""
+        print(
+            f"{name}: {row['verdict']:<12} n={row['n']} labeled={row['labeled_n']} "
+            f"mean residual {mean} [{low}, {high}] calibrator {calibrator['kind']} "
+            f"v{calibrator['version']}{note}"
+        )
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = _redis(settings)
+    start = "-" if args.hours is None else str(int((time.time() - args.hours * 3600) * 1000))
+    entries = []
+    for _, fields in client.xrange(Keys(settings.redis_prefix).audit, min=start):
+        record = orjson.loads(fields[b"json"])
+        if args.action and record.get("action") != args.action:
+            continue
+        entries.append(record)
+    if args.json:
+        _print_json(entries)
+        return 0
+    for record in entries:
+        print(
+            f"{record['ts']} {record['gate']:<14} {record['subject']:<24} "
+            f"{record['verdict']:<12} action={record['action']} reason={record['reason']}"
+        )
+    if not entries:
+        print("no entries")
+    return 0
+
+
+# --- calibrate --------------------------------------------------------------------------
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from estimators import IsotonicCalibrator
+
+    settings = _settings(args)
+    scores, labels = read_pairs(args.file)
+    model = IsotonicCalibrator().fit(scores, labels)
+    version = activate_calibrator(_redis(settings), Keys(settings.redis_prefix), args.stream, model)
+    print(
+        f"stream {args.stream}: isotonic calibrator v{version} active "
+        f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh"
+    )
+    return 0
+
+
+# --- produce ----------------------------------------------------------------------------
+
+def _topic_name(settings: Settings, name: str) -> str:
+    return settings.topic(name) if name in TOPIC_NAMES else name
+
+
+def _message_key(line: bytes) -> bytes | None:
+    with contextlib.suppress(orjson.JSONDecodeError):
+        document = orjson.loads(line)
+        first = document[0] if isinstance(document, list) and document else document
+        if isinstance(first, dict):
+            for field in ("stream", "experiment_id", "agent"):
+                if isinstance(first.get(field), str):
+                    return str(first[field]).encode()
+    return None
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    settings = _settings(args)
+    topic = _topic_name(settings, args.topic)
+    try:
+        lines = [line for line in Path(args.file).read_bytes().splitlines() if line.strip()]
+    except OSError as exc:
+        raise InputError(f"cannot read {args.file}: {exc}") from exc
+
+    async def send_all() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            raise ServiceUnavailable(
+                f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}"
+            ) from exc
+        try:
+            pending = [await producer.send(topic, line, key=_message_key(line)) for line in lines]
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send_all())
+    print(f"produced {len(lines)} messages to {topic}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def _connection_flags(parser: argparse.ArgumentParser, *, kafka: bool, redis_: bool) -> None:
+    if kafka:
+        parser.add_argument("--kafka-bootstrap", help="overrides DRIFTGATE_KAFKA_BOOTSTRAP")
+        parser.add_argument("--topic-prefix", help="overrides DRIFTGATE_TOPIC_PREFIX")
+    if redis_:
+        parser.add_argument("--redis-url", help="overrides DRIFTGATE_REDIS_URL")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftgate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="embedded broker, Redis, worker, metrics and demo")
+    _connection_flags(up, kafka=True, redis_=True)
+    up.add_argument("--metrics-port", type=int, help="overrides DRIFTGATE_METRICS_PORT")
+    up.add_argument("--config", help="overrides DRIFTGATE_CONFIG")
+    up.add_argument("--no-demo", action="store_true", help="do not run the synthetic producer")
+    up.add_argument("--state-dir", help="where embedded Redis keeps its files (~/.driftgate)")
+    up.set_defaults(handler=cmd_up)
+
+    worker = commands.add_parser("worker", help="the Faust worker (production)")
+    _connection_flags(worker, kafka=True, redis_=True)
+    worker.add_argument("--metrics-port", type=int, help="overrides DRIFTGATE_METRICS_PORT")
+    worker.add_argument("--metrics-host", default="0.0.0.0", help="bind address for /metrics")
+    worker.add_argument("--config", help="overrides DRIFTGATE_CONFIG")
+    worker.add_argument(
+        "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    status = commands.add_parser("status", help="counts, estimates, intervals and verdicts")
+    _connection_flags(status, kafka=False, redis_=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    calibrate = commands.add_parser("calibrate", help="fit f: S -> Y and make it active")
+    calibrate.add_argument("file", help="JSONL with s and y")
+    calibrate.add_argument("--stream", required=True)
+    _connection_flags(calibrate, kafka=False, redis_=True)
+    calibrate.set_defaults(handler=cmd_calibrate)
+
+    log = commands.add_parser("log", help="the audit log of decisions")
+    log.add_argument("--action", choices=["none", "alert", "hold", "promote", "rollback"])
+    log.add_argument("--hours", type=float)
+    log.add_argument("--json", action="store_true")
+    _connection_flags(log, kafka=False, redis_=True)
+    log.set_defaults(handler=cmd_log)
+
+    produce = commands.add_parser("produce", help="publish JSONL events, a message per line")
+    produce.add_argument("file")
+    produce.add_argument("--topic", required=True, help="labels, telemetry, canary or a full name")
+    _connection_flags(produce, kafka=True, redis_=False)
+    produce.set_defaults(handler=cmd_produce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (UsageError, InputError, ConfigError) as exc:
+        print(f"driftgate {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (ServiceUnavailable, ServiceError) as exc:
+        print(f"driftgate {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
