@@ -58,7 +58,7 @@ class MonitorApp:
         self.policy = settings.policy
         self.keys = Keys(settings.redis_prefix)
         self.app = faust.App(
-            "driftgate",
+            settings.app_id,
             broker=f"kafka://{settings.kafka_bootstrap}",
             value_serializer="raw",
             key_serializer="raw",

@@ -122,6 +122,11 @@ class Settings:
                     ) from exc
         return replace(cls(), **values)
 
+    @property
+    def app_id(self) -> str:
+        """Faust app id and Kafka consumer group: the topic prefix without its dot."""
+        return self.topic_prefix.rstrip(".") or "driftgate"
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 

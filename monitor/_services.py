@@ -92,8 +92,11 @@ def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
         "--storage-engine",
         "memory://tansu/",
     ]
-    output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    if log_path is None:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    else:
+        with open(log_path, "ab") as output:  # the child keeps its own descriptor
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 15.0, process)
     return ServiceProcess("kafka", f"127.0.0.1:{port}", process)
 

@@ -1,0 +1,229 @@
+"""Real services for integration tests: the embedded broker (or DRIFTGATE_TEST_KAFKA) and
+a Redis server of each test's own on a free loopback port. Never the shared Redis on 6379."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from monitor._services import ServiceProcess, free_port, start_broker, start_redis
+from monitor._snapshot import Snapshot, read_snapshot
+from monitor._state import Keys
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess | None]:
+    """The embedded broker, or None when DRIFTGATE_TEST_KAFKA names an external Kafka."""
+    if os.environ.get("DRIFTGATE_TEST_KAFKA"):
+        yield None
+        return
+    broker = start_broker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: ServiceProcess | None) -> str:
+    return kafka_broker.address if kafka_broker else os.environ["DRIFTGATE_TEST_KAFKA"]
+
+
+@dataclass
+class RedisServer:
+    """A redis-server the test owns: it can be stopped and started again on the same port."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: ServiceProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = start_redis(self.port, self.directory)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()  # SIGTERM: Redis writes its append-only file and exits
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Deployment:
+    """One isolated driftgate deployment: its own topic prefix, Redis and workers."""
+
+    kafka: str
+    redis_server: RedisServer
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DRIFTGATE_KAFKA_BOOTSTRAP=self.kafka,
+            DRIFTGATE_REDIS_URL=self.redis_server.url,
+            DRIFTGATE_TOPIC_PREFIX=self.prefix,
+            DRIFTGATE_PARTITIONS="4",
+        )
+        env.update(extra)
+        return env
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def cli(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "monitor", *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        index = len(self.workers)
+        metrics_port = extra_env.pop("DRIFTGATE_METRICS_PORT", str(free_port()))
+        with open(self.workdir / f"worker{index}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "worker", "--loglevel", "info"],
+                env=self.env(DRIFTGATE_METRICS_PORT=metrics_port, **extra_env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process.metrics_port = int(metrics_port)  # type: ignore[attr-defined]
+        self.workers.append(process)
+        self.wait_for(
+            lambda: b"[^Worker]: Ready" in self.worker_log(index) or process.poll() is not None,
+            timeout=60,
+            what="worker ready",
+        )
+        assert process.poll() is None, self.worker_log(index).decode()[-3000:]
+        return process
+
+    def worker_log(self, index: int = 0) -> bytes:
+        return (self.workdir / f"worker{index}.log").read_bytes()
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def snapshot(self) -> Snapshot:
+        client = self.redis_server.client()
+        try:
+            return read_snapshot(client, Keys())
+        finally:
+            client.close()
+
+    def counters(self) -> dict[str, int]:
+        return self.snapshot().counters
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except redis.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def wait_for_count(self, topic: str, outcome: str, expected: int, timeout: float = 60) -> None:
+        key = f"{self.topic(topic)}|{outcome}"
+        self.wait_for(
+            lambda: self.counters().get(key, 0) >= expected,
+            timeout,
+            f"{key} to reach {expected} (now {self.counters().get(key, 0)})",
+        )
+
+    def produce(self, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+        asyncio.run(produce(self.kafka, self.topic(topic), values, keys))
+
+    def consume_all(self, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
+        return asyncio.run(consume(self.kafka, self.topic(topic), expected, timeout))
+
+
+async def produce(
+    bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        keys = keys or [None] * len(values)
+        pending = [
+            await producer.send(topic, value, key=key) for value, key in zip(values, keys, strict=True)
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+        # A little longer, so that extra (unwanted) records are seen too.
+        batch = await consumer.getmany(timeout_ms=1000)
+        for messages in batch.values():
+            records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.fixture
+def deployment(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
+    dep = Deployment(kafka_bootstrap, redis_server, tmp_path)
+    yield dep
+    dep.stop_workers()
+
+
+def label(event_id: str, stream: str, s: float, y: float | None, ts: float = 1.7e9) -> dict[str, Any]:
+    return {"event_id": event_id, "ts": ts, "stream": stream, "s": s, "y": y}
+
+
+def encode(document: Any) -> bytes:
+    return orjson.dumps(document)
