@@ -44,8 +44,9 @@ async def retry_with_backoff(
         try:
             return await action()
         except TRANSIENT_ERRORS as exc:
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc,
-                        delay)
+            log.warning(
+                "%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
 
@@ -83,7 +84,9 @@ class MonitorApp:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.labels = LabelBatchProcessor(self.redis, self.keys, self.policy, self._send_dead_letter)
+        self.labels = LabelBatchProcessor(
+            self.redis, self.keys, self.policy, self._send_dead_letter
+        )
         self.app.agent(self.labels_topic, name="labels")(self._labels_agent)
         self.app.timer(1.0)(self._drain_outbox_timer)
 

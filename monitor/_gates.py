@@ -53,15 +53,16 @@ def residual_drift_gate(
         "calibrator_version": calibrator_version,
     }
     if residuals.n < policy.min_labeled or not math.isfinite(interval.low):
-        return Verdict("residual_drift", subject, "INCONCLUSIVE", "none", "insufficient_data",
-                       evidence)
+        return Verdict(
+            "residual_drift", subject, "INCONCLUSIVE", "none", "insufficient_data", evidence
+        )
     if interval.contains(0.0):
         return Verdict("residual_drift", subject, "PASS", "none", "no_drift", evidence)
     if abs(interval.estimate) < policy.bias_threshold:
-        return Verdict("residual_drift", subject, "WARN", policy.warn_action, "residual_bias",
-                       evidence)
-    return Verdict("residual_drift", subject, "FAIL", policy.fail_action, "residual_bias",
-                   evidence)
+        return Verdict(
+            "residual_drift", subject, "WARN", policy.warn_action, "residual_bias", evidence
+        )
+    return Verdict("residual_drift", subject, "FAIL", policy.fail_action, "residual_bias", evidence)
 
 
 def should_publish(last_published: str | None, verdict: str) -> bool:

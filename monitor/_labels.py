@@ -20,7 +20,15 @@ import redis.asyncio as aioredis
 from ._config import Policy
 from ._events import BadElement, LabelEvent, decode_message, parse_label_event
 from ._gates import Verdict, decision_id, residual_drift_gate, should_publish
-from ._state import AUDIT_MAXLEN, Keys, PlanConflict, WritePlan, apply_plan, event_digest, fence_field
+from ._state import (
+    AUDIT_MAXLEN,
+    Keys,
+    PlanConflict,
+    WritePlan,
+    apply_plan,
+    event_digest,
+    fence_field,
+)
 from ._streams import ActiveCalibrator, StreamState
 
 __all__ = ["BatchResult", "LabelBatchProcessor", "RawMessage", "decision_record"]
@@ -48,6 +56,7 @@ class BatchResult:
     duplicate: int = 0
     dlq: int = 0
     skipped_messages: int = 0
+    retries: int = 0
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -127,6 +136,7 @@ class LabelBatchProcessor:
             return BatchResult()
         decoded = [decode_message(m.value, parse_label_event) for m in messages]
         dead_lettered: set[int] = set()
+        retries = 0
         while True:
             snapshot = await self._read(messages, decoded)
             live = [
@@ -140,11 +150,15 @@ class LabelBatchProcessor:
                     dead_lettered.add(index)
             plan, result = self._plan(messages, decoded, live, snapshot)
             result.skipped_messages = len(messages) - len(live)
+            result.retries = retries
             try:
                 await apply_plan(self.client, self.script, plan)
             except PlanConflict as conflict:
                 log.info("batch guard moved (%s); re-reading", conflict)
+                retries += 1
                 continue
+            if result.skipped_messages:
+                log.info("skipped %d messages below the offset fence", result.skipped_messages)
             return result
 
     async def _dead_letter(self, message: RawMessage, bad: list[BadElement]) -> None:

@@ -51,7 +51,8 @@ class StateCollector(Collector):
             "driftgate_events", "Input events by topic and outcome.", labels=["topic", "outcome"]
         )
         decisions = CounterMetricFamily(
-            "driftgate_decisions", "Decisions published by gate and action.",
+            "driftgate_decisions",
+            "Decisions published by gate and action.",
             labels=["gate", "action"],
         )
         for name, count in sorted(snapshot.counters.items()):
@@ -90,7 +91,8 @@ class StateCollector(Collector):
         yield status
 
         last = GaugeMetricFamily(
-            "driftgate_last_event_timestamp_seconds", "Newest event time seen, by topic.",
+            "driftgate_last_event_timestamp_seconds",
+            "Newest event time seen, by topic.",
             labels=["topic"],
         )
         for topic, ts in sorted(snapshot.last_event_ts.items()):

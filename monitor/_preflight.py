@@ -35,9 +35,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         await admin.start()
     except KafkaError as exc:
-        raise ServiceUnavailable(
-            f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}"
-        ) from exc
+        raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
     try:
         existing = set(await admin.list_topics())
         wanted = [settings.topic(name) for name in TOPIC_NAMES]

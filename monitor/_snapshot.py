@@ -51,7 +51,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.last_event_ts)
     replies = pipe.execute()
-    rows, (gates_raw, counters_raw, last_ts_raw) = replies[: len(names)], replies[len(names):]
+    rows, (gates_raw, counters_raw, last_ts_raw) = replies[: len(names)], replies[len(names) :]
     gates = {_text(k): orjson.loads(v) for k, v in gates_raw.items()}
 
     streams: dict[str, Any] = {}

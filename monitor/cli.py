@@ -58,6 +58,7 @@ def _print_json(document: Any) -> None:
 
 # --- worker -------------------------------------------------------------------------
 
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
     from prometheus_client import CollectorRegistry, start_http_server
@@ -93,6 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 # --- up -----------------------------------------------------------------------------
+
 
 def _host_port(address: str, default_port: int) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
@@ -134,15 +136,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         kafka_host, kafka_port = _host_port(settings.kafka_bootstrap, 9092)
         kafka_how = _ensure_service(
-            "Kafka", kafka_host, kafka_port,
-            lambda port: start_broker(port, state_dir / "broker.log"), started,
+            "Kafka",
+            kafka_host,
+            kafka_port,
+            lambda port: start_broker(port, state_dir / "broker.log"),
+            started,
         )
         redis_host, redis_port = _host_port(
             settings.redis_url.split("://", 1)[-1].split("/", 1)[0], 6379
         )
         redis_how = _ensure_service(
-            "Redis", redis_host, redis_port,
-            lambda port: start_redis(port, state_dir / "redis"), started,
+            "Redis",
+            redis_host,
+            redis_port,
+            lambda port: start_redis(port, state_dir / "redis"),
+            started,
         )
         env = dict(os.environ)
         env.update(
@@ -222,6 +230,7 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
 
 # --- status, log ----------------------------------------------------------------------
 
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = _redis(settings)
@@ -270,6 +279,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 # --- calibrate --------------------------------------------------------------------------
 
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from estimators import IsotonicCalibrator
 
@@ -285,6 +295,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 # --- produce ----------------------------------------------------------------------------
+
 
 def _topic_name(settings: Settings, name: str) -> str:
     return settings.topic(name) if name in TOPIC_NAMES else name
@@ -332,6 +343,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------
+
 
 def _connection_flags(parser: argparse.ArgumentParser, *, kafka: bool, redis_: bool) -> None:
     if kafka:

@@ -171,7 +171,9 @@ class Deployment:
             f"{key} to reach {expected} (now {self.counters().get(key, 0)})",
         )
 
-    def produce(self, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    def produce(
+        self, topic: str, values: list[bytes], keys: list[bytes | None] | None = None
+    ) -> None:
         asyncio.run(produce(self.kafka, self.topic(topic), values, keys))
 
     def consume_all(self, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
@@ -186,7 +188,8 @@ async def produce(
     try:
         keys = keys or [None] * len(values)
         pending = [
-            await producer.send(topic, value, key=key) for value, key in zip(values, keys, strict=True)
+            await producer.send(topic, value, key=key)
+            for value, key in zip(values, keys, strict=True)
         ]
         await asyncio.gather(*pending)
     finally:
@@ -215,13 +218,17 @@ async def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> 
 
 
 @pytest.fixture
-def deployment(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Deployment]:
     dep = Deployment(kafka_bootstrap, redis_server, tmp_path)
     yield dep
     dep.stop_workers()
 
 
-def label(event_id: str, stream: str, s: float, y: float | None, ts: float = 1.7e9) -> dict[str, Any]:
+def label(
+    event_id: str, stream: str, s: float, y: float | None, ts: float = 1.7e9
+) -> dict[str, Any]:
     return {"event_id": event_id, "ts": ts, "stream": stream, "s": s, "y": y}
 
 

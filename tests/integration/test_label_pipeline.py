@@ -25,7 +25,10 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def stream_messages(name: str, s: np.ndarray, y: np.ndarray, start: int) -> list[bytes]:
     """Alternate single-event messages and 100-event envelopes."""
-    events = [label(f"{name}-{start + i}", name, float(a), float(b)) for i, (a, b) in enumerate(zip(s, y, strict=True))]
+    events = [
+        label(f"{name}-{start + i}", name, float(a), float(b))
+        for i, (a, b) in enumerate(zip(s, y, strict=True))
+    ]
     messages: list[bytes] = []
     i = 0
     while i < len(events):
@@ -92,9 +95,16 @@ def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deploymen
     assert metrics[("driftgate_residual_ci_lower", stream_label)] == pytest.approx(drift["ci_low"])
     labels_topic = deployment.topic("labels")
     assert metrics[("driftgate_events_total", (("outcome", "dlq"), ("topic", labels_topic)))] == 5
-    assert metrics[("driftgate_events_total", (("outcome", "ok"), ("topic", labels_topic)))] == total_ok
-    assert metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "drift")))] == 2
-    assert metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "steady")))] == 0
+    assert (
+        metrics[("driftgate_events_total", (("outcome", "ok"), ("topic", labels_topic)))]
+        == total_ok
+    )
+    assert (
+        metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "drift")))] == 2
+    )
+    assert (
+        metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "steady")))] == 0
+    )
     assert ("driftgate_batch_duration_seconds_count", (("topic", labels_topic),)) in metrics
 
     decisions = [orjson.loads(r.value) for r in deployment.consume_all("decisions", expected=2)]
@@ -132,7 +142,9 @@ def test_redelivered_event_ids_count_once(deployment: Deployment) -> None:
     deployment.wait_for_count("labels", "ok", 50)
     # The same ids again: as single messages and inside an envelope with a new one.
     deployment.produce(
-        "labels", [encode(e) for e in events[:10]] + [encode([*events[10:20], label("new", "dups", 0.1, 0.2)])]
+        "labels",
+        [encode(e) for e in events[:10]]
+        + [encode([*events[10:20], label("new", "dups", 0.1, 0.2)])],
     )
     deployment.wait_for_count("labels", "duplicate", 20)
     deployment.wait_for_count("labels", "ok", 51)

@@ -18,7 +18,9 @@ from .conftest import Deployment, encode, label
 pytestmark = pytest.mark.integration
 
 
-def labelled_messages(stream: str, count_messages: int, seed: int) -> tuple[list[bytes], np.ndarray]:
+def labelled_messages(
+    stream: str, count_messages: int, seed: int
+) -> tuple[list[bytes], np.ndarray]:
     """Messages alternating a single event and a 50-event envelope; returns the residuals."""
     rng = np.random.default_rng(seed)
     messages: list[bytes] = []
@@ -28,7 +30,10 @@ def labelled_messages(stream: str, count_messages: int, seed: int) -> tuple[list
         size = 1 if m % 2 == 0 else 50
         s = rng.uniform(0, 1, size)
         y = s + rng.normal(0.0, 0.1, size)
-        events = [label(f"{stream}-{counter + i}", stream, float(a), float(b)) for i, (a, b) in enumerate(zip(s, y, strict=True))]
+        events = [
+            label(f"{stream}-{counter + i}", stream, float(a), float(b))
+            for i, (a, b) in enumerate(zip(s, y, strict=True))
+        ]
         counter += size
         residuals.extend((y - s).tolist())
         messages.append(encode(events[0]) if size == 1 else encode(events))

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor import Settings
+from monitor._config import ConfigError, load_policy
+
+
+def test_environment_then_flags() -> None:
+    env = {"DRIFTGATE_KAFKA_BOOTSTRAP": "k:1", "DRIFTGATE_METRICS_PORT": "9200"}
+    settings = Settings.from_env(env, redis_url="redis://r:1/0")
+    assert (settings.kafka_bootstrap, settings.metrics_port, settings.redis_url) == ("k:1", 9200, "redis://r:1/0")
+    assert Settings.from_env(env, kafka_bootstrap="flag:2").kafka_bootstrap == "flag:2"
+    assert Settings.from_env({}).topic("labels") == "driftgate.labels"
+    assert Settings.from_env({}).app_id == "driftgate"
+    with pytest.raises(ConfigError, match="DRIFTGATE_METRICS_PORT"):
+        Settings.from_env({"DRIFTGATE_METRICS_PORT": "x"})
+
+
+def test_policy_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("residual_drift:\n  alpha: 0.01\n  fail_action: hold\ndedupe_window_seconds: 60\n")
+    policy = load_policy(str(path))
+    assert policy.residual_drift.alpha == 0.01 and policy.residual_drift.fail_action == "hold"
+    assert policy.residual_drift.bias_threshold == 0.05  # default kept
+    assert policy.dedupe_window_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("residual_drift:\n  alpah: 0.1\n", "unknown keys"),
+        ("residual_drift:\n  fail_action: explode\n", "must be one of"),
+        ("residual_drift:\n  alpha: high\n", "must be a number"),
+        ("nonsense: 1\n", "unknown keys"),
+        ("[1, 2]\n", "must hold a mapping"),
+        ("a: [\n", "not valid YAML"),
+        ("dedupe_window_seconds: -1\n", "positive"),
+    ],
+)
+def test_bad_policy_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_policy(str(path))
