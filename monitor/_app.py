@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -103,7 +104,7 @@ class MonitorApp:
                 for e in events
             ]
             started = time.perf_counter()
-            await retry_with_backoff(lambda: self.labels.apply(messages), "label batch")
+            await retry_with_backoff(partial(self.labels.apply, messages), "label batch")
             self.batch_duration.labels(self.labels_topic.get_topic_name()).observe(
                 time.perf_counter() - started
             )

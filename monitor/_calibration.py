@@ -78,7 +78,11 @@ def activate_calibrator(
             pipe.hset(keys.gate, gate_field, orjson.dumps(gate))
         return version
 
-    version: int = client.transaction(
-        swap, stream_key, versions_key, keys.gate, value_from_callable=True
+    version = client.transaction(
+        swap,  # type: ignore[arg-type]  # redis-py types the callable as returning None
+        stream_key,
+        versions_key,
+        keys.gate,
+        value_from_callable=True,
     )
-    return version
+    return int(version)  # type: ignore[arg-type]

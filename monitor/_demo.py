@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -53,9 +54,7 @@ async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int =
             ]
             await producer.send_and_wait(topic, orjson.dumps(envelope), key=DEMO_STREAM.encode())
             sent += ENVELOPE
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=ENVELOPE / EVENTS_PER_SECOND)
-            except asyncio.TimeoutError:
-                pass
     finally:
         await producer.stop()

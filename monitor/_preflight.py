@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -41,12 +43,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         wanted = [settings.topic(name) for name in TOPIC_NAMES]
         missing = [name for name in wanted if name not in existing]
         if missing:
-            try:
+            # Another worker may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(name, settings.partitions, 1) for name in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another worker created them first
         return missing
     finally:
         await admin.close()

@@ -43,7 +43,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     Intervals are recomputed from the stored sufficient statistics, so what is shown
     is exactly what the gate saw.
     """
-    names = sorted(_text(name) for name in client.smembers(keys.streams))  # type: ignore[union-attr]
+    names = sorted(_text(name) for name in client.smembers(keys.streams))  # type: ignore[union-attr, arg-type]
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hmget(keys.stream(name), ["calibrator", "state"])

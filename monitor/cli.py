@@ -14,11 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -207,7 +206,8 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
         while worker.poll() is None:
             await asyncio.sleep(1.0)
             with contextlib.suppress(redis.RedisError):
-                for key, raw in client.hgetall(keys.gate).items():
+                gates = cast(dict[bytes, bytes], client.hgetall(keys.gate))
+                for key, raw in gates.items():
                     record = orjson.loads(raw)
                     name = key.decode()
                     if shown.get(name) != record["verdict"]:
@@ -259,7 +259,11 @@ def cmd_log(args: argparse.Namespace) -> int:
     client = _redis(settings)
     start = "-" if args.hours is None else str(int((time.time() - args.hours * 3600) * 1000))
     entries = []
-    for _, fields in client.xrange(Keys(settings.redis_prefix).audit, min=start):
+    stream = cast(
+        list[tuple[bytes, dict[bytes, bytes]]],
+        client.xrange(Keys(settings.redis_prefix).audit, min=start),
+    )
+    for _, fields in stream:
         record = orjson.loads(fields[b"json"])
         if args.action and record.get("action") != args.action:
             continue

@@ -38,7 +38,9 @@ def test_merging_sequences_with_different_parameters_is_refused() -> None:
         NormalMixtureSequence(alpha=0.05) + NormalMixtureSequence(alpha=0.01)
 
 
-def running_intervals(paths: np.ndarray, alpha: float, target: float, min_n: int) -> tuple[np.ndarray, np.ndarray]:
+def running_intervals(
+    paths: np.ndarray, alpha: float, target: float, min_n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The sequence's interval at every time of every path, vectorized for the simulation."""
     t = np.arange(1, paths.shape[1] + 1)
     sums = np.cumsum(paths, axis=1)

@@ -11,7 +11,11 @@ from monitor._config import ConfigError, load_policy
 def test_environment_then_flags() -> None:
     env = {"DRIFTGATE_KAFKA_BOOTSTRAP": "k:1", "DRIFTGATE_METRICS_PORT": "9200"}
     settings = Settings.from_env(env, redis_url="redis://r:1/0")
-    assert (settings.kafka_bootstrap, settings.metrics_port, settings.redis_url) == ("k:1", 9200, "redis://r:1/0")
+    assert (settings.kafka_bootstrap, settings.metrics_port, settings.redis_url) == (
+        "k:1",
+        9200,
+        "redis://r:1/0",
+    )
     assert Settings.from_env(env, kafka_bootstrap="flag:2").kafka_bootstrap == "flag:2"
     assert Settings.from_env({}).topic("labels") == "driftgate.labels"
     assert Settings.from_env({}).app_id == "driftgate"
@@ -21,7 +25,9 @@ def test_environment_then_flags() -> None:
 
 def test_policy_yaml(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text("residual_drift:\n  alpha: 0.01\n  fail_action: hold\ndedupe_window_seconds: 60\n")
+    path.write_text(
+        "residual_drift:\n  alpha: 0.01\n  fail_action: hold\ndedupe_window_seconds: 60\n"
+    )
     policy = load_policy(str(path))
     assert policy.residual_drift.alpha == 0.01 and policy.residual_drift.fail_action == "hold"
     assert policy.residual_drift.bias_threshold == 0.05  # default kept

@@ -15,7 +15,9 @@ def event(**overrides: object) -> dict[str, object]:
 def test_one_object_and_an_envelope() -> None:
     single = decode_message(orjson.dumps(event()), parse_label_event)
     assert [e.event_id for e in single.events] == ["e"] and not single.bad
-    envelope = decode_message(orjson.dumps([event(event_id="a"), event(event_id="b")]), parse_label_event)
+    envelope = decode_message(
+        orjson.dumps([event(event_id="a"), event(event_id="b")]), parse_label_event
+    )
     assert [e.event_id for e in envelope.events] == ["a", "b"]
 
 

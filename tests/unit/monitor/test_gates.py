@@ -26,7 +26,11 @@ def test_verdict_bands() -> None:
 
 def test_evidence_carries_the_contract_fields() -> None:
     verdict = residual_drift_gate("s", NormalMixtureSequence().update(np.full(100, 0.3)), POLICY, 4)
-    assert verdict.verdict == "FAIL" and verdict.reason == "residual_bias" and verdict.action == "alert"
+    assert (
+        verdict.verdict == "FAIL"
+        and verdict.reason == "residual_bias"
+        and verdict.action == "alert"
+    )
     assert verdict.evidence["n"] == 100
     assert verdict.evidence["estimate"] == pytest.approx(0.3)
     assert verdict.evidence["ci_low"] == pytest.approx(0.3) == verdict.evidence["ci_high"]
@@ -45,7 +49,9 @@ def test_publish_only_on_change_with_a_quiet_start() -> None:
 def test_decision_id_is_deterministic_in_the_evidence() -> None:
     sequence = NormalMixtureSequence().update(np.full(100, 0.3))
     first = residual_drift_gate("s", sequence, POLICY, 1)
-    again = residual_drift_gate("s", NormalMixtureSequence.from_state(sequence.to_state()), POLICY, 1)
+    again = residual_drift_gate(
+        "s", NormalMixtureSequence.from_state(sequence.to_state()), POLICY, 1
+    )
     other_version = residual_drift_gate("s", sequence, POLICY, 2)
     assert decision_id(first) == decision_id(again)
     assert decision_id(first) != decision_id(other_version)

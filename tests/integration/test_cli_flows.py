@@ -1,0 +1,116 @@
+"""User flows through the CLI: `driftgate up`, and recalibrating a live stream."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from monitor._services import free_port, port_open
+
+from .conftest import Deployment, encode, label
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_shows_the_gate_flip_within_a_minute_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    kafka_port, redis_port, metrics_port = free_port(), free_port(), free_port()
+    env = dict(os.environ)
+    env.update(
+        DRIFTGATE_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka_port}",
+        DRIFTGATE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        DRIFTGATE_METRICS_PORT=str(metrics_port),
+    )
+    started = time.monotonic()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "up", "--state-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout])  # type: ignore[union-attr]
+    reader.start()
+    seen: list[str] = []
+    try:
+        while time.monotonic() - started < 60:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            if "residual_drift|demo:judge: FAIL" in seen[-1]:
+                break
+        flipped_after = time.monotonic() - started
+        output = "".join(seen)
+        assert "residual_drift|demo:judge: FAIL" in output, output
+        assert flipped_after < 60
+        assert f"127.0.0.1:{kafka_port} (started)" in output
+        assert f"redis://127.0.0.1:{redis_port}/0 (started)" in output
+        assert f"http://127.0.0.1:{metrics_port}/metrics" in output
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        assert 'driftgate_gate_status{gate="residual_drift",subject="demo:judge"} 2.0' in metrics
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+        reader.join(10)
+        up.stdout.close()  # type: ignore[union-attr]
+    assert code == 0
+    for port in (kafka_port, redis_port, metrics_port):
+        assert not port_open("127.0.0.1", port), f"port {port} still open after Ctrl-C"
+
+
+def test_calibrate_a_live_stream_without_restarting_the_worker(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(21)
+    deployment.start_worker()
+
+    def batch(first: int, count: int) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+        s = rng.uniform(0, 1, count)
+        y = s**2 + rng.normal(0, 0.05, count)  # a judge whose scale is not the label's
+        events = [
+            label(f"j-{first + i}", "judge", float(a), float(b))
+            for i, (a, b) in enumerate(zip(s, y, strict=True))
+        ]
+        return [encode(events[i : i + 100]) for i in range(0, count, 100)], s, y
+
+    messages, s, y = batch(0, 1000)
+    deployment.produce("labels", messages)
+    deployment.wait_for_count("labels", "ok", 1000)
+    before = orjson.loads(deployment.cli("status", "--json").stdout)["streams"]["judge"]
+    assert before["verdict"] == "FAIL"
+    assert before["calibrator"] == {"kind": "identity", "version": 0}
+    assert "identity: no calibrator fitted" in deployment.cli("status").stdout
+
+    pairs = tmp_path / "oracle.jsonl"
+    pairs.write_bytes(
+        b"\n".join(orjson.dumps({"s": float(a), "y": float(b)}) for a, b in zip(s, y, strict=True))
+    )
+    result = deployment.cli("calibrate", str(pairs), "--stream", "judge")
+    assert result.returncode == 0, result.stderr
+    assert "isotonic calibrator v1" in result.stdout
+
+    messages, _, _ = batch(1000, 1000)
+    deployment.produce("labels", messages)
+    deployment.wait_for_count("labels", "ok", 2000)
+    after = orjson.loads(deployment.cli("status", "--json").stdout)["streams"]["judge"]
+    assert after["calibrator"] == {"kind": "isotonic", "version": 1}
+    assert after["labeled_n"] == 1000
+    assert after["verdict"] == "PASS"
+    decisions = [orjson.loads(r.value) for r in deployment.consume_all("decisions", expected=2)]
+    assert [d["verdict"] for d in decisions if d["subject"] == "judge"][-1] == "PASS"
