@@ -103,8 +103,13 @@ class MonitorApp:
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.value)
                 for e in events
             ]
+            highwaters = {
+                e.message.partition: self.app.consumer.highwater(e.message.tp) for e in events
+            }
             started = time.perf_counter()
-            await retry_with_backoff(partial(self.labels.apply, messages), "label batch")
+            await retry_with_backoff(
+                partial(self.labels.apply, messages, highwaters), "label batch"
+            )
             self.batch_duration.labels(self.labels_topic.get_topic_name()).observe(
                 time.perf_counter() - started
             )

@@ -9,17 +9,28 @@ import uuid
 
 import numpy as np
 import orjson
+import redis
 from aiokafka import AIOKafkaProducer
 
 from ._config import Settings
+from ._state import Keys
 
-__all__ = ["DEMO_STREAM", "run_demo_producer"]
+__all__ = ["DEMO_STREAM", "reset_demo_stream", "run_demo_producer"]
 
 DEMO_STREAM = "demo:judge"
 EVENTS_PER_SECOND = 200
 ENVELOPE = 20
 HEALTHY_SECONDS = 10.0
 DRIFT = 0.15
+
+
+def reset_demo_stream(client: redis.Redis, keys: Keys) -> None:
+    """Forget the demo stream's statistics, so each `driftgate up` shows the flip anew."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.stream(DEMO_STREAM), keys.calibrators(DEMO_STREAM))
+    pipe.hdel(keys.gate, f"residual_drift|{DEMO_STREAM}")
+    pipe.srem(keys.streams, DEMO_STREAM)
+    pipe.execute()
 
 
 async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int = 0) -> None:

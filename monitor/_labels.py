@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -130,8 +130,16 @@ class LabelBatchProcessor:
         self.script = client.register_script(script_source or load_apply_script())
         self._calibrators: dict[bytes, ActiveCalibrator] = {}
 
-    async def apply(self, messages: Sequence[RawMessage]) -> BatchResult:
-        """Process one batch; returns once it is durably in Redis (or was already)."""
+    async def apply(
+        self, messages: Sequence[RawMessage], highwaters: Mapping[int, int | None] | None = None
+    ) -> BatchResult:
+        """Process one batch; returns once it is durably in Redis (or was already).
+
+        ``highwaters`` (partition -> log end offset, as the consumer last saw it) lets a
+        fence that lies beyond the end of the log be recognised as stale: the topic was
+        deleted and created again (an in-memory broker restarted), so its offsets
+        started over and nothing of the new log has been applied yet.
+        """
         if not messages:
             return BatchResult()
         decoded = [decode_message(m.value, parse_label_event) for m in messages]
@@ -139,11 +147,8 @@ class LabelBatchProcessor:
         retries = 0
         while True:
             snapshot = await self._read(messages, decoded)
-            live = [
-                i
-                for i, message in enumerate(messages)
-                if message.offset >= _as_int(snapshot.fences.get(message.partition), 0)
-            ]
+            fences = self._effective_fences(messages[0].topic, snapshot, highwaters or {})
+            live = [i for i, m in enumerate(messages) if m.offset >= fences[m.partition]]
             for index in live:
                 if index not in dead_lettered:
                     await self._dead_letter(messages[index], decoded[index].bad)
@@ -160,6 +165,26 @@ class LabelBatchProcessor:
             if result.skipped_messages:
                 log.info("skipped %d messages below the offset fence", result.skipped_messages)
             return result
+
+    @staticmethod
+    def _effective_fences(
+        topic: str, snapshot: _Snapshot, highwaters: Mapping[int, int | None]
+    ) -> dict[int, int]:
+        fences = {}
+        for partition, raw in snapshot.fences.items():
+            fence, end = _as_int(raw, 0), highwaters.get(partition)
+            if end is not None and fence > end:
+                log.warning(
+                    "offset fence %d of %s[%d] is past the end of the log (%d): the topic was "
+                    "recreated; applying its messages from the start",
+                    fence,
+                    topic,
+                    partition,
+                    end,
+                )
+                fence = 0
+            fences[partition] = fence
+        return fences
 
     async def _dead_letter(self, message: RawMessage, bad: list[BadElement]) -> None:
         for element in bad:

@@ -93,10 +93,14 @@ def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
         "memory://tansu/",
     ]
     if log_path is None:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        )
     else:
         with open(log_path, "ab") as output:  # the child keeps its own descriptor
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
     wait_for_port("127.0.0.1", port, 15.0, process)
     return ServiceProcess("kafka", f"127.0.0.1:{port}", process)
 
@@ -122,6 +126,10 @@ def start_redis(port: int, directory: Path, appendonly: bool = True) -> ServiceP
         "--logfile",
         str(directory / "redis.log"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # A session of its own: Ctrl-C in the terminal reaches `driftgate up`, which stops the
+    # worker first and the services after it, instead of everything dying at once.
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     wait_for_port("127.0.0.1", port, 15.0, process)
     return ServiceProcess("redis", f"redis://127.0.0.1:{port}/0", process)

@@ -20,12 +20,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
-__all__ = ["AUDIT_MAXLEN", "Keys", "WritePlan", "apply_plan", "event_digest", "load_apply_script"]
+__all__ = [
+    "AUDIT_MAXLEN",
+    "Keys",
+    "PlanConflict",
+    "WritePlan",
+    "apply_plan",
+    "event_digest",
+    "fence_field",
+    "load_apply_script",
+    "reset_fences",
+]
 
 AUDIT_MAXLEN = 100_000
 
@@ -132,6 +143,16 @@ class WritePlan:
 
 def load_apply_script() -> str:
     return resources.files("monitor").joinpath("apply_batch.lua").read_text()
+
+
+def reset_fences(client: redis.Redis, keys: Keys, topics: list[str]) -> int:
+    """Forget the offset fences of ``topics``: for a broker known to start with empty logs."""
+    fields = [
+        name
+        for name in cast(list[bytes], client.hkeys(keys.fence))
+        if name.decode().rpartition("|")[0] in topics
+    ]
+    return int(cast(int, client.hdel(keys.fence, *fields))) if fields else 0
 
 
 class PlanConflict(Exception):

@@ -24,10 +24,11 @@ import redis
 
 from ._calibration import InputError, activate_calibrator, read_pairs
 from ._config import ConfigError, Settings
+from ._demo import reset_demo_stream
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
 from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
 from ._snapshot import read_snapshot
-from ._state import Keys
+from ._state import Keys, reset_fences
 
 __all__ = ["main"]
 
@@ -87,7 +88,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    worker = faust.Worker(monitor.app, loglevel=args.loglevel, redirect_stdouts=False)
+    worker = faust.Worker(
+        monitor.app, loglevel=args.loglevel, redirect_stdouts=False, quiet=args.quiet
+    )
     worker.execute_from_commandline()  # exits the process when the worker stops
     return 0
 
@@ -162,8 +165,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             env["DRIFTGATE_CONFIG"] = settings.config_path
         check_redis(settings.redis_url)
         asyncio.run(ensure_topics(settings))
+        client = redis.Redis.from_url(settings.redis_url)
+        if kafka_how == "started":
+            # A broker started here has empty logs: fences left by an earlier run are stale.
+            topics = [settings.topic(name) for name in TOPIC_NAMES]
+            reset_fences(client, Keys(settings.redis_prefix), topics)
+        if not args.no_demo:
+            reset_demo_stream(client, Keys(settings.redis_prefix))
+        client.close()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn"], env=env
+            [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn", "--quiet"],
+            env=env,
+            start_new_session=True,
         )
         print(
             "driftgate up\n"
@@ -377,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
     )
+    worker.add_argument("--quiet", action="store_true", help="no banner or start-up spinner")
     worker.set_defaults(handler=cmd_worker)
 
     status = commands.add_parser("status", help="counts, estimates, intervals and verdicts")

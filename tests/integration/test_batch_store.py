@@ -202,3 +202,20 @@ async def test_dead_letters_are_sent_once_per_bad_element(
         (b'{"event_id":"x"}', "8", "2"),
     ]
     assert dead_letters[1][1]["driftgate-error"].startswith("EventValidationError: ")
+
+
+async def test_a_fence_past_the_end_of_the_log_is_recognised_as_stale(
+    processor: LabelBatchProcessor, sync_client: redis.Redis
+) -> None:
+    await processor.apply(messages("old", [(0.5, 0.5)] * 500))
+    # The broker restarted empty: offsets start at 0 again, with new event ids.
+    reborn = [
+        RawMessage(TOPIC, 0, i, encode(label(f"new-{i}", "new", 0.5, 0.5))) for i in range(10)
+    ]
+    unaware = await processor.apply(reborn)  # without the log end, it looks like a replay
+    assert (unaware.ok, unaware.skipped_messages) == (0, 10)
+    aware = await processor.apply(reborn, highwaters={0: 10})
+    assert (aware.ok, aware.skipped_messages) == (10, 0)
+    assert sync_client.hget(Keys().fence, f"{TOPIC}|0") == b"10"
+    replay = await processor.apply(reborn[5:], highwaters={0: 10})
+    assert (replay.ok, replay.skipped_messages) == (0, 5)

@@ -44,7 +44,10 @@ def test_compose_has_the_stack_and_the_worker_reads_our_settings() -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "--appendonly" in services["redis"]["command"]
-    assert services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1] == "yes"
+    assert (
+        services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1]
+        == "yes"
+    )
     worker = services["worker"]
     settings = Settings.from_env(worker["environment"])
     assert settings.kafka_bootstrap == "kafka:9092"
@@ -83,9 +86,13 @@ def test_rules_and_dashboard_use_only_metrics_that_exist() -> None:
     assert names <= CONTRACT_METRICS, names - CONTRACT_METRICS
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/test installs it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (scripts/test installs it)"
+)
 def test_alert_rules_pass_promtool() -> None:
     folder = ROOT / "deploy/prometheus"
     for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
-        result = subprocess.run(["promtool", *command], cwd=folder, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["promtool", *command], cwd=folder, capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, result.stdout + result.stderr
