@@ -1,9 +1,38 @@
 """driftgate's numerical core: pure, batch-vectorized, mergeable estimators.
 
-No I/O here: every estimator takes numpy arrays, merges with ``+=`` and
-round-trips through ``to_state()`` / ``from_state()`` (plain JSON-able dicts).
+No I/O here: every estimator takes numpy arrays, merges with ``+=`` where merging
+means something, and round-trips through ``to_state()`` / ``from_state()`` (plain
+JSON-able dicts).
 """
 
+from ._audit import AuditResult, DecileResidual, residuals_by_decile, transport_audit
+from ._augmented import AugmentedEstimate, augmented_estimate, cross_fit_predictions
+from ._bernoulli import BernoulliSequence
+from ._budget import BudgetPlan, VarianceModel, plan_for_budget, plan_for_mde
+from ._change_detector import MeanShiftDetector
+from ._drift import (
+    DriftResult,
+    ks_critical_distance,
+    ks_drift,
+    population_stability_index,
+    severity_band,
+)
+from ._empirical_bernstein import EmpiricalBernsteinSequence
+from ._experiment import (
+    Comparison,
+    CupedResult,
+    SrmResult,
+    benjamini_hochberg,
+    cuped,
+    difference_in_means,
+    difference_in_proportions,
+    hedges_g,
+    non_inferiority,
+    sample_ratio_mismatch,
+    two_proportion_power,
+    two_proportion_sample_size,
+)
+from ._importance_weights import ImportanceWeights, importance_weights
 from ._isotonic import IdentityCalibrator, IsotonicCalibrator, calibrator_from_state
 from ._moments import Moments
 from ._normal_mixture import (
@@ -12,14 +41,53 @@ from ._normal_mixture import (
     normal_mixture_boundary,
     optimal_rho,
 )
+from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
+from ._sketch import QuantileSketch
 
 __all__ = [
+    "AuditResult",
+    "AugmentedEstimate",
+    "BernoulliSequence",
+    "BudgetPlan",
+    "Comparison",
+    "CupedResult",
+    "DecileResidual",
+    "DriftResult",
+    "EmpiricalBernsteinSequence",
     "IdentityCalibrator",
+    "ImportanceWeights",
     "Interval",
     "IsotonicCalibrator",
+    "MeanShiftDetector",
     "Moments",
     "NormalMixtureSequence",
+    "QuantileSketch",
+    "SrmResult",
+    "VarianceModel",
+    "augmented_estimate",
+    "benjamini_hochberg",
     "calibrator_from_state",
+    "cross_fit_predictions",
+    "cuped",
+    "difference_in_means",
+    "difference_in_proportions",
+    "hedges_g",
+    "importance_weights",
+    "ks_critical_distance",
+    "ks_drift",
+    "lan_demets_boundaries",
+    "non_inferiority",
     "normal_mixture_boundary",
+    "obrien_fleming_boundaries",
     "optimal_rho",
+    "plan_for_budget",
+    "plan_for_mde",
+    "population_stability_index",
+    "residuals_by_decile",
+    "sample_ratio_mismatch",
+    "severity_band",
+    "spent_alpha",
+    "transport_audit",
+    "two_proportion_power",
+    "two_proportion_sample_size",
 ]
