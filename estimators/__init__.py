@@ -11,6 +11,7 @@ from ._bernoulli import BernoulliSequence
 from ._budget import BudgetPlan, VarianceModel, plan_for_budget, plan_for_mde
 from ._change_detector import MeanShiftDetector
 from ._drift import (
+    SEVERITY_THRESHOLDS,
     DriftResult,
     ks_critical_distance,
     ks_drift,
@@ -45,6 +46,7 @@ from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries
 from ._sketch import QuantileSketch
 
 __all__ = [
+    "SEVERITY_THRESHOLDS",
     "AuditResult",
     "AugmentedEstimate",
     "BernoulliSequence",

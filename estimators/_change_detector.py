@@ -84,14 +84,17 @@ class MeanShiftDetector:
         self.shifts = tuple(float(s) for s in shifts)
         self._signed = np.concatenate([np.asarray(self.shifts), -np.asarray(self.shifts)])
         self._log_threshold = math.log(horizon / alpha)
+        self._scale_n = 0
+        self._sum = 0.0
+        self._sum_sq = 0.0
         self.reset()
 
     def reset(self) -> MeanShiftDetector:
+        """Start detecting afresh (``n`` and ``alarm_time`` count from here); the
+        estimate of the scale, a property of the noise rather than of the mean, is kept."""
         self.n = 0
         self.log_w = np.full(self._signed.size, -np.inf)  # log W_t per signed shift
         self.alarm_time: int | None = None
-        self._sum = 0.0
-        self._sum_sq = 0.0
         return self
 
     @property
@@ -101,7 +104,7 @@ class MeanShiftDetector:
     def _current_scale(self, batch: np.ndarray) -> float:
         if self.scale is not None:
             return self.scale
-        n, total, squares = self.n, self._sum, self._sum_sq
+        n, total, squares = self._scale_n, self._sum, self._sum_sq
         if n < 2:  # nothing before: the first batch speaks for itself
             n, total, squares = batch.size, float(batch.sum()), float(np.dot(batch, batch))
         variance = (squares - total * total / n) / max(n - 1, 1)
@@ -126,6 +129,7 @@ class MeanShiftDetector:
                     self.alarm_time = self.n + int(crossed[0]) + 1
         self.log_w = log_w[:, -1].copy()
         self.n += x.size
+        self._scale_n += x.size
         self._sum += float(x.sum())
         self._sum_sq += float(np.dot(x, x))
         return self
@@ -151,6 +155,7 @@ class MeanShiftDetector:
             "n": self.n,
             "log_w": [None if math.isinf(v) else float(v) for v in self.log_w],
             "alarm_time": self.alarm_time,
+            "scale_n": self._scale_n,
             "sum": self._sum,
             "sum_sq": self._sum_sq,
         }
@@ -167,6 +172,7 @@ class MeanShiftDetector:
         detector.n = int(state["n"])
         detector.log_w = np.array([-np.inf if v is None else v for v in state["log_w"]])
         detector.alarm_time = state["alarm_time"]
+        detector._scale_n = int(state["scale_n"])
         detector._sum, detector._sum_sq = float(state["sum"]), float(state["sum_sq"])
         return detector
 

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 __all__ = [
+    "SEVERITY_THRESHOLDS",
     "DriftResult",
     "ks_critical_distance",
     "ks_drift",
@@ -17,7 +18,8 @@ __all__ = [
     "severity_band",
 ]
 
-MODERATE, SEVERE = 0.2, 0.3
+SEVERITY_THRESHOLDS = {"moderate": 0.2, "severe": 0.3}
+MODERATE, SEVERE = SEVERITY_THRESHOLDS["moderate"], SEVERITY_THRESHOLDS["severe"]
 
 
 def severity_band(distance: float) -> str:

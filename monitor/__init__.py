@@ -1,6 +1,6 @@
 """driftgate's service side: Faust agents, Redis state, gates, decisions, metrics, CLI."""
 
-from ._config import Policy, ResidualDriftPolicy, Settings
+from ._config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
 from ._events import EventValidationError, LabelEvent, decode_message, parse_label_event
 from ._gates import Verdict, residual_drift_gate
 from ._labels import LabelBatchProcessor, RawMessage
@@ -12,6 +12,7 @@ __all__ = [
     "Policy",
     "RawMessage",
     "ResidualDriftPolicy",
+    "ScoreDriftPolicy",
     "Settings",
     "Verdict",
     "decode_message",

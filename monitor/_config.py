@@ -10,7 +10,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "Policy", "ResidualDriftPolicy", "Settings", "load_policy"]
+__all__ = [
+    "ConfigError",
+    "Policy",
+    "ResidualDriftPolicy",
+    "ScoreDriftPolicy",
+    "Settings",
+    "load_policy",
+]
 
 
 class ConfigError(ValueError):
@@ -27,11 +34,27 @@ class ResidualDriftPolicy:
     bias_threshold: float = 0.05
     warn_action: str = "alert"
     fail_action: str = "alert"
+    # The change detector that restarts the interval after a late shift: chance of a
+    # false alarm within change_horizon labels is at most change_alpha.
+    change_alpha: float = 0.05
+    change_horizon: float = 100_000.0
+
+
+@dataclass(frozen=True)
+class ScoreDriftPolicy:
+    """The score drift gate: KS distance of live scores from the calibration scores."""
+
+    alpha: float = 0.05
+    min_n: int = 100
+    relative_accuracy: float = 0.01
+    warn_action: str = "alert"
+    fail_action: str = "alert"
 
 
 @dataclass(frozen=True)
 class Policy:
     residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
+    score_drift: ScoreDriftPolicy = field(default_factory=ScoreDriftPolicy)
     # How long event ids are remembered for duplicate detection (see README).
     dedupe_window_seconds: float = 6 * 3600.0
 
@@ -72,16 +95,23 @@ def load_policy(path: str | None) -> Policy:
         raise ConfigError(f"DRIFTGATE_CONFIG {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, Mapping):
         raise ConfigError(f"DRIFTGATE_CONFIG {path} must hold a mapping")
-    unknown = set(raw) - {"residual_drift", "dedupe_window_seconds"}
+    unknown = set(raw) - {"residual_drift", "score_drift", "dedupe_window_seconds"}
     if unknown:
         raise ConfigError(f"DRIFTGATE_CONFIG {path}: unknown keys {sorted(unknown)}")
     residual = _section(ResidualDriftPolicy, raw.get("residual_drift"), "residual_drift")
-    if not 0 < residual.alpha < 1:
-        raise ConfigError("residual_drift.alpha must be in (0, 1)")
+    score = _section(ScoreDriftPolicy, raw.get("score_drift"), "score_drift")
+    for name, value in (
+        ("residual_drift.alpha", residual.alpha),
+        ("residual_drift.change_alpha", residual.change_alpha),
+        ("score_drift.alpha", score.alpha),
+        ("score_drift.relative_accuracy", score.relative_accuracy),
+    ):
+        if not 0 < value < 1:
+            raise ConfigError(f"{name} must be in (0, 1)")
     window = raw.get("dedupe_window_seconds", Policy.dedupe_window_seconds)
     if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
         raise ConfigError("dedupe_window_seconds must be a positive number")
-    return Policy(residual_drift=residual, dedupe_window_seconds=float(window))
+    return Policy(residual_drift=residual, score_drift=score, dedupe_window_seconds=float(window))
 
 
 @dataclass(frozen=True)

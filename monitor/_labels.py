@@ -19,7 +19,13 @@ import redis.asyncio as aioredis
 
 from ._config import Policy
 from ._events import BadElement, LabelEvent, decode_message, parse_label_event
-from ._gates import Verdict, decision_id, residual_drift_gate, should_publish
+from ._gates import (
+    Verdict,
+    decision_id,
+    residual_drift_gate,
+    score_drift_gate,
+    should_publish,
+)
 from ._state import (
     AUDIT_MAXLEN,
     Keys,
@@ -109,7 +115,7 @@ class LabelBatchProcessor:
         Wall clock, injectable for tests.
     """
 
-    gate_name = "residual_drift"
+    gate_names = ("residual_drift", "score_drift")
 
     def __init__(
         self,
@@ -201,7 +207,7 @@ class LabelBatchProcessor:
         partitions = sorted({m.partition for m in messages})
         digests = [event_digest(e.event_id) for d in decoded for e in d.events]
         streams = sorted({e.stream for d in decoded for e in d.events})
-        gate_fields = [f"{self.gate_name}|{name}" for name in streams]
+        gate_fields = [f"{gate}|{name}" for name in streams for gate in self.gate_names]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.fence, [fence_field(topic, p) for p in partitions])
         if digests:
@@ -214,7 +220,7 @@ class LabelBatchProcessor:
         fences = dict(zip(partitions, next(replies), strict=True))
         seen = [score is not None for score in next(replies)] if digests else []
         stream_rows = {name: tuple(next(replies)) for name in streams}
-        gates = dict(zip(streams, next(replies), strict=True)) if gate_fields else {}
+        gates = dict(zip(gate_fields, next(replies), strict=True)) if gate_fields else {}
         return _Snapshot(fences, seen, stream_rows, gates)  # type: ignore[arg-type]
 
     def _calibrator(self, raw: bytes | None) -> ActiveCalibrator:
@@ -271,8 +277,9 @@ class LabelBatchProcessor:
         for event in accepted:
             by_stream.setdefault(event.stream, []).append(event)
         for name, events in by_stream.items():
-            verdict = self._update_stream(plan, name, events, snapshot)
-            self._record_verdict(plan, verdict, snapshot.gates.get(name), now, result)
+            for verdict in self._update_stream(plan, name, events, snapshot):
+                previous = snapshot.gates.get(f"{verdict.gate}|{name}")
+                self._record_verdict(plan, verdict, previous, now, result)
 
         plan.count(keys.counters, f"{topic}|ok", result.ok)
         plan.count(keys.counters, f"{topic}|duplicate", result.duplicate)
@@ -284,31 +291,47 @@ class LabelBatchProcessor:
 
     def _update_stream(
         self, plan: WritePlan, name: str, events: list[LabelEvent], snapshot: _Snapshot
-    ) -> Verdict:
+    ) -> list[Verdict]:
         raw_calibrator, raw_state, raw_rev = snapshot.streams[name]
         calibrator = self._calibrator(raw_calibrator)
         state = (
             StreamState.from_json(raw_state)
             if raw_state
-            else StreamState.empty(calibrator.version, self.policy.residual_drift)
+            else StreamState.empty(calibrator.version, self.policy)
         )
         scores = np.fromiter((e.s for e in events), dtype=np.float64, count=len(events))
         labels = np.fromiter(
             (np.nan if e.y is None else e.y for e in events), dtype=np.float64, count=len(events)
         )
         labeled = ~np.isnan(labels)
-        state.n += len(events)
-        state.scores.update(scores)
-        state.residuals.update(labels[labeled] - calibrator.model.predict(scores[labeled]))
+        residuals = labels[labeled] - calibrator.model.predict(scores[labeled])
+        state.update(scores, residuals, self.policy.residual_drift)
 
         stream_key = self.keys.stream(name)
         plan.checks.append((stream_key, "rev", _as_text(raw_rev)))
         plan.hset.append((stream_key, "state", state.to_json()))
         plan.hset.append((stream_key, "rev", str(_as_int(raw_rev, 0) + 1)))
         plan.sadd.append((self.keys.streams, name))
-        return residual_drift_gate(
-            name, state.residuals, self.policy.residual_drift, calibrator.version
-        )
+        verdicts = [
+            residual_drift_gate(
+                name,
+                state.residuals,
+                self.policy.residual_drift,
+                calibrator.version,
+                state.recent,
+            )
+        ]
+        if calibrator.baseline_scores is not None:
+            verdicts.append(
+                score_drift_gate(
+                    name,
+                    state.score_sketch,
+                    calibrator.baseline_scores,
+                    self.policy.score_drift,
+                    calibrator.version,
+                )
+            )
+        return verdicts
 
     def _record_verdict(
         self,

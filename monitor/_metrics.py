@@ -80,6 +80,16 @@ class StateCollector(Collector):
             residual["ci_upper"].add_metric([name], _value(row["ci_high"], math.inf))
         yield from residual.values()
 
+        score_ks = GaugeMetricFamily(
+            "driftgate_score_ks",
+            "KS distance of the stream's scores from its calibration scores.",
+            labels=["stream"],
+        )
+        for name, row in snapshot.streams.items():
+            if row["score_ks"] is not None:
+                score_ks.add_metric([name], row["score_ks"])
+        yield score_ks
+
         status = GaugeMetricFamily(
             "driftgate_gate_status",
             "Current verdict: 0 PASS, 1 WARN, 2 FAIL, 3 INCONCLUSIVE or HOLD.",

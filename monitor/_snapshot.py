@@ -57,6 +57,8 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     streams: dict[str, Any] = {}
     for name, (raw_calibrator, raw_state) in zip(names, rows, strict=True):
         calibrator = ActiveCalibrator.from_json(raw_calibrator)
+        recent: dict[str, Any] | None = None
+        score_ks = None
         if raw_state:
             state = StreamState.from_json(raw_state)
             interval = state.residuals.interval
@@ -64,8 +66,20 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
             mean = _number(interval.estimate) if labeled_n else None
             low, high = _number(interval.low), _number(interval.high)
             score_mean = state.scores.mean if state.scores.n else None
+            if state.recent is not None:
+                since = state.recent.interval
+                recent = {
+                    "since_labeled_n": state.last_change_at,
+                    "n": state.recent.n,
+                    "residual_mean": _number(since.estimate) if state.recent.n else None,
+                    "ci_low": _number(since.low),
+                    "ci_high": _number(since.high),
+                }
+            if calibrator.baseline_scores is not None and state.score_sketch.n:
+                score_ks = _number(state.score_sketch.ks_distance(calibrator.baseline_scores)[0])
+            changes = state.changes
         else:
-            n = labeled_n = 0
+            n = labeled_n = changes = 0
             mean = low = high = score_mean = None
         gate = gates.get(f"residual_drift|{name}", {})
         streams[name] = {
@@ -78,6 +92,10 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
             "reason": gate.get("reason", "insufficient_data"),
             "calibrator": {"kind": calibrator.kind, "version": calibrator.version},
             "score_mean": score_mean,
+            "score_ks": score_ks,
+            "score_verdict": gates.get(f"score_drift|{name}", {}).get("verdict"),
+            "changes_detected": changes,
+            "since_last_change": recent,
         }
     return Snapshot(
         streams=streams,

@@ -29,6 +29,7 @@ from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_top
 from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
 from ._snapshot import read_snapshot
 from ._state import Keys, reset_fences
+from ._streams import ActiveCalibrator
 
 __all__ = ["main"]
 
@@ -53,7 +54,10 @@ def _redis(settings: Settings) -> redis.Redis:
 
 
 def _print_json(document: Any) -> None:
-    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+        + "\n"
+    )
 
 
 # --- worker -------------------------------------------------------------------------
@@ -298,16 +302,98 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from estimators import IsotonicCalibrator
+    from estimators import IsotonicCalibrator, QuantileSketch
 
     settings = _settings(args)
-    scores, labels = read_pairs(args.file)
-    model = IsotonicCalibrator().fit(scores, labels)
-    version = activate_calibrator(_redis(settings), Keys(settings.redis_prefix), args.stream, model)
+    pairs = read_pairs(args.file)
+    model = IsotonicCalibrator().fit(pairs.s, pairs.y)
+    baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(pairs.s)
+    version = activate_calibrator(
+        _redis(settings), Keys(settings.redis_prefix), args.stream, model, baseline
+    )
     print(
         f"stream {args.stream}: isotonic calibrator v{version} active "
         f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh"
     )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from estimators import residuals_by_decile, transport_audit
+
+    settings = _settings(args)
+    pairs = read_pairs(args.file)
+    raw = _redis(settings).hget(Keys(settings.redis_prefix).stream(args.stream), "calibrator")
+    calibrator = ActiveCalibrator.from_json(cast(bytes | None, raw))
+    residuals = pairs.y - calibrator.model.predict(pairs.s)
+    result = transport_audit(
+        residuals,
+        alpha=args.alpha,
+        clusters=pairs.clusters,
+        margin=args.margin,
+        family_size=args.family_size,
+    )
+    deciles = residuals_by_decile(pairs.s, residuals)
+    document = {
+        "stream": args.stream,
+        "calibrator": {"kind": calibrator.kind, "version": calibrator.version},
+        **result.to_dict(),
+        "deciles": [d.__dict__ for d in deciles],
+    }
+    if args.json:
+        _print_json(document)
+        return 0
+    print(
+        f"Transport: {result.status} | Group: {args.stream} | N={result.n} | "
+        f"delta={result.delta:+.4f} [{result.interval.low:+.4f}, {result.interval.high:+.4f}] "
+        f"({result.method}, calibrator {calibrator.kind} v{calibrator.version})"
+    )
+    for row in deciles:
+        print(
+            f"  decile {row.decile:>2}  s in [{row.score_low:.3f}, {row.score_high:.3f}]  "
+            f"n={row.n:<4} mean residual {row.mean_residual:+.4f}"
+        )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from estimators import VarianceModel, plan_for_budget, plan_for_mde
+
+    if (args.pilot is None) == (args.r2 is None):
+        raise UsageError("give exactly one of --pilot FILE or --r2 R")
+    for name in ("budget", "surrogate_cost", "oracle_cost"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    if args.pilot is not None:
+        pairs = read_pairs(args.pilot)
+        if pairs.s.size < 10:
+            raise InputError(f"{args.pilot}: a pilot needs at least 10 labeled pairs")
+        model = VarianceModel.from_pilot(pairs.s, pairs.y)
+    else:
+        if not 0 <= args.r2 <= 1:
+            raise UsageError("--r2 must be in [0, 1]")
+        model = VarianceModel.from_r2(args.r2)
+    plans = {"budget": plan_for_budget(args.budget, model, args.surrogate_cost, args.oracle_cost)}
+    if args.target_mde is not None:
+        if args.target_mde <= 0:
+            raise UsageError("--target-mde must be positive")
+        plans["target_mde"] = plan_for_mde(
+            args.target_mde, model, args.surrogate_cost, args.oracle_cost
+        )
+    document = {
+        "variance_model": model.__dict__,
+        **{name: plan.to_dict() for name, plan in plans.items()},
+    }
+    if args.json:
+        _print_json(document)
+        return 0
+    print(f"variance model ({model.source}): s2_eval={model.s2_eval:.5g} s2_cal={model.s2_cal:.5g}")
+    for name, plan in plans.items():
+        title = "for the budget" if name == "budget" else f"for MDE {args.target_mde}"
+        print(
+            f"plan {title}: score n={plan.n_scored}, label m={plan.m_labeled}, "
+            f"cost {plan.total_cost:.2f}, SE {plan.standard_error:.5f}, MDE {plan.mde:.5f}"
+        )
     return 0
 
 
@@ -403,6 +489,26 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--stream", required=True)
     _connection_flags(calibrate, kafka=False, redis_=True)
     calibrate.set_defaults(handler=cmd_calibrate)
+
+    audit = commands.add_parser("audit", help="transport audit of a probe slice")
+    audit.add_argument("file", help="JSONL with s, y and optionally cluster")
+    audit.add_argument("--stream", required=True)
+    audit.add_argument("--alpha", type=float, default=0.05)
+    audit.add_argument("--margin", type=float, help="equivalence mode: PASS inside +-margin")
+    audit.add_argument("--family-size", type=int, default=1, help="Bonferroni over N audits")
+    audit.add_argument("--json", action="store_true")
+    _connection_flags(audit, kafka=False, redis_=True)
+    audit.set_defaults(handler=cmd_audit)
+
+    plan = commands.add_parser("plan", help="label budget plan")
+    plan.add_argument("--budget", type=float, required=True)
+    plan.add_argument("--surrogate-cost", type=float, required=True)
+    plan.add_argument("--oracle-cost", type=float, required=True)
+    plan.add_argument("--pilot", help="JSONL with s and y")
+    plan.add_argument("--r2", type=float, help="assumed share of Var(Y) the calibrator explains")
+    plan.add_argument("--target-mde", type=float)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=cmd_plan)
 
     log = commands.add_parser("log", help="the audit log of decisions")
     log.add_argument("--action", choices=["none", "alert", "hold", "promote", "rollback"])

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from estimators import IsotonicCalibrator
+from estimators import IsotonicCalibrator, QuantileSketch
 from monitor import LabelBatchProcessor, Policy, RawMessage
 from monitor._calibration import activate_calibrator
 from monitor._snapshot import read_snapshot
@@ -219,3 +219,48 @@ async def test_a_fence_past_the_end_of_the_log_is_recognised_as_stale(
     assert sync_client.hget(Keys().fence, f"{TOPIC}|0") == b"10"
     replay = await processor.apply(reborn[5:], highwaters={0: 10})
     assert (replay.ok, replay.skipped_messages) == (0, 5)
+
+
+async def test_a_late_shift_fails_through_the_restarted_interval(
+    processor: LabelBatchProcessor, sync_client: redis.Redis
+) -> None:
+    rng = np.random.default_rng(12)
+    s = rng.uniform(size=20_600)
+    r = rng.normal(0, 0.1, 20_600)
+    r[20_000:] += 0.08
+    pairs = list(zip(s.tolist(), (s + r).tolist(), strict=True))
+    decisions = []
+    for start in range(0, len(pairs), 200):
+        result = await processor.apply(messages("late", pairs[start : start + 200], first=start))
+        decisions += result.decisions
+    row = read_snapshot(sync_client, Keys()).streams["late"]
+    assert row["verdict"] == "FAIL"
+    assert abs(row["residual_mean"]) < 0.01  # all-time mean: diluted
+    assert row["changes_detected"] == 1
+    recent = row["since_last_change"]
+    assert 20_000 <= recent["since_labeled_n"] < 20_600
+    assert recent["ci_low"] > 0.04
+    fail = [d for d in decisions if d["verdict"] == "FAIL"]
+    assert len(fail) == 1 and fail[0]["evidence"]["method"] == "normal_mixture_cs_after_change"
+
+
+async def test_scores_drifting_from_the_calibration_scores_fail_the_score_gate(
+    processor: LabelBatchProcessor, sync_client: redis.Redis
+) -> None:
+    rng = np.random.default_rng(13)
+    s = rng.uniform(size=2000)
+    model = IsotonicCalibrator().fit(s, s)
+    activate_calibrator(sync_client, Keys(), "scored", model, QuantileSketch(0.01).update(s))
+    calm = rng.uniform(size=1000)
+    await processor.apply(messages("scored", [(float(v), None) for v in calm]))
+    row = read_snapshot(sync_client, Keys()).streams["scored"]
+    assert row["score_verdict"] == "PASS" and row["score_ks"] < 0.1
+    shifted = rng.uniform(0.6, 1.0, 3000)
+    result = await processor.apply(
+        messages("scored", [(float(v), None) for v in shifted], first=1000)
+    )
+    row = read_snapshot(sync_client, Keys()).streams["scored"]
+    assert row["score_verdict"] == "FAIL"
+    assert row["score_ks"] == pytest.approx(0.45, abs=0.05)
+    assert [d["reason"] for d in result.decisions] == ["score_drift_severe"]
+    assert row["labeled_n"] == 0 and row["n"] == 4000

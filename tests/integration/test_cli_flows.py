@@ -125,3 +125,36 @@ def test_calibrate_a_live_stream_without_restarting_the_worker(
     assert after["verdict"] == "PASS"
     decisions = [orjson.loads(r.value) for r in deployment.consume_all("decisions", expected=2)]
     assert [d["verdict"] for d in decisions if d["subject"] == "judge"][-1] == "PASS"
+
+
+def test_audit_a_probe_against_the_active_calibrator(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(22)
+    s = rng.uniform(size=500)
+    fit = tmp_path / "fit.jsonl"
+    fit.write_bytes(b"\n".join(orjson.dumps({"s": float(a), "y": float(a)}) for a in s))
+    assert deployment.cli("calibrate", str(fit), "--stream", "policy:a").returncode == 0
+
+    probe = tmp_path / "probe.jsonl"
+    ps = rng.uniform(size=60)
+    probe.write_bytes(
+        b"\n".join(
+            orjson.dumps({"s": float(a), "y": float(a) + 0.2 + float(e), "cluster": f"p{i // 3}"})
+            for i, (a, e) in enumerate(zip(ps, rng.normal(0, 0.05, 60), strict=True))
+        )
+    )
+    result = deployment.cli("audit", str(probe), "--stream", "policy:a", "--json")
+    assert result.returncode == 0, result.stderr
+    audit = orjson.loads(result.stdout)
+    assert audit["status"] == "FAIL"
+    assert audit["calibrator"] == {"kind": "isotonic", "version": 1}
+    assert audit["method"] == "t_cluster_robust" and audit["clusters"] == 20
+    assert audit["delta"] == pytest.approx(0.2, abs=0.03)
+    assert len(audit["deciles"]) == 10
+    text = deployment.cli("audit", str(probe), "--stream", "policy:a").stdout
+    assert text.startswith("Transport: FAIL | Group: policy:a | N=60")
+    equivalence = deployment.cli(
+        "audit", str(probe), "--stream", "policy:a", "--margin", "0.5", "--json"
+    )
+    assert orjson.loads(equivalence.stdout)["status"] == "PASS"
