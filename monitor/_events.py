@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import orjson
 
 __all__ = [
     "BadElement",
     "Decoded",
     "EventValidationError",
+    "LabelColumns",
     "LabelEvent",
+    "decode_label_message",
     "decode_message",
     "parse_label_event",
 ]
@@ -158,3 +161,85 @@ def parse_label_event(document: Mapping[str, Any]) -> LabelEvent:
         y=_finite(document.get("y"), "y", nullable=True),
         covariates=optional_object(document, "covariates"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LabelColumns:
+    """The valid label events of one message, column by column (``y`` is NaN if absent)."""
+
+    event_ids: list[str]
+    streams: list[str]
+    s: np.ndarray
+    y: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @classmethod
+    def from_events(cls, events: list[LabelEvent]) -> LabelColumns:
+        return cls(
+            [e.event_id for e in events],
+            [e.stream for e in events],
+            np.array([e.s for e in events], dtype=np.float64),
+            np.array([np.nan if e.y is None else e.y for e in events], dtype=np.float64),
+            np.array([e.ts for e in events], dtype=np.float64),
+        )
+
+
+# Exact types: bool is an int subclass and never a number here.
+_NUMBER_TYPES = frozenset((int, float))
+_OPTIONAL_NUMBER_TYPES = frozenset((int, float, type(None)))
+_OPTIONAL_OBJECT_TYPES = frozenset((dict, type(None)))
+_STRING_TYPES = frozenset((str,))
+
+
+def _fast_columns(elements: list[Any]) -> LabelColumns | None:
+    """Columns of a message whose every element is plainly valid, or None to look closer.
+
+    Whole columns are checked at once (types in one pass each, finiteness with numpy),
+    which is what lets a worker keep up with 100-event envelopes; anything unusual
+    (an RFC 3339 ``ts``, a bad field) takes the per-element path with its exact errors.
+    """
+    if not set(map(type, elements)) <= {dict}:
+        return None
+    ids = [e.get("event_id") for e in elements]
+    streams = [e.get("stream") for e in elements]
+    s = [e.get("s") for e in elements]
+    y = [e.get("y") for e in elements]
+    ts = [e.get("ts") for e in elements]
+    # set(map(type, ...)) runs in C: a few nanoseconds an element.
+    if not (
+        set(map(type, ids)) <= _STRING_TYPES
+        and all(ids)
+        and set(map(type, streams)) <= _STRING_TYPES
+        and all(streams)
+        and set(map(type, s)) <= _NUMBER_TYPES
+        and set(map(type, ts)) <= _NUMBER_TYPES
+        and set(map(type, y)) <= _OPTIONAL_NUMBER_TYPES
+        and {type(e.get("covariates")) for e in elements} <= _OPTIONAL_OBJECT_TYPES
+    ):
+        return None
+    s_array = np.array(s, dtype=np.float64)
+    ts_array = np.array(ts, dtype=np.float64)
+    y_array = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
+    if not (np.isfinite(s_array).all() and np.isfinite(ts_array).all()):
+        return None
+    if np.isinf(y_array).any():
+        return None
+    return LabelColumns(ids, streams, s_array, y_array, ts_array)
+
+
+def decode_label_message(raw: bytes | None) -> tuple[LabelColumns, list[BadElement]]:
+    """:func:`decode_message` for label events, returning columns; same results, faster."""
+    if raw is not None:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict | list):
+            columns = _fast_columns([document] if isinstance(document, dict) else document)
+            if columns is not None:
+                return columns, []
+    decoded = decode_message(raw, parse_label_event)
+    return LabelColumns.from_events(decoded.events), decoded.bad

@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ._config import Policy
-from ._events import BadElement, LabelEvent, decode_message, parse_label_event
+from ._events import BadElement, LabelColumns, decode_label_message
 from ._gates import (
     Verdict,
     decision_id,
@@ -32,7 +32,7 @@ from ._state import (
     PlanConflict,
     WritePlan,
     apply_plan,
-    event_digest,
+    event_digests,
     fence_field,
 )
 from ._streams import ActiveCalibrator, StreamState
@@ -87,12 +87,18 @@ def decision_record(verdict: Verdict, now: float) -> dict[str, Any]:
     return record
 
 
+Decoded = tuple[LabelColumns, list[BadElement]]
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0)
+
+
 @dataclass
 class _Snapshot:
     """What the read phase saw: the compare-and-set guards of the write."""
 
     fences: dict[int, bytes | None]
-    seen: list[bool]
     streams: dict[str, tuple[bytes | None, bytes | None, bytes | None]]
     gates: dict[str, bytes | None]
 
@@ -145,11 +151,16 @@ class LabelBatchProcessor:
         fence that lies beyond the end of the log be recognised as stale: the topic was
         deleted and created again (an in-memory broker restarted), so its offsets
         started over and nothing of the new log has been applied yet.
+
+        Event ids already remembered are found by the write itself, which refuses the
+        batch and names them; the batch is then recomputed without them. Duplicates are
+        rare, so the common case costs no extra round trip.
         """
         if not messages:
             return BatchResult()
-        decoded = [decode_message(m.value, parse_label_event) for m in messages]
+        decoded = [decode_label_message(m.value) for m in messages]
         dead_lettered: set[int] = set()
+        known_duplicates: set[bytes] = set()
         retries = 0
         while True:
             snapshot = await self._read(messages, decoded)
@@ -157,15 +168,16 @@ class LabelBatchProcessor:
             live = [i for i, m in enumerate(messages) if m.offset >= fences[m.partition]]
             for index in live:
                 if index not in dead_lettered:
-                    await self._dead_letter(messages[index], decoded[index].bad)
+                    await self._dead_letter(messages[index], decoded[index][1])
                     dead_lettered.add(index)
-            plan, result = self._plan(messages, decoded, live, snapshot)
+            plan, result = self._plan(messages, decoded, live, snapshot, known_duplicates)
             result.skipped_messages = len(messages) - len(live)
             result.retries = retries
             try:
                 await apply_plan(self.client, self.script, plan)
             except PlanConflict as conflict:
-                log.info("batch guard moved (%s); re-reading", conflict)
+                log.info("batch guard moved (%s); re-reading", conflict.reason)
+                known_duplicates.update(conflict.seen)
                 retries += 1
                 continue
             if result.skipped_messages:
@@ -202,26 +214,22 @@ class LabelBatchProcessor:
             }
             await self.send_dead_letter(element.payload, headers)
 
-    async def _read(self, messages: Sequence[RawMessage], decoded: list[Any]) -> _Snapshot:
+    async def _read(self, messages: Sequence[RawMessage], decoded: list[Decoded]) -> _Snapshot:
         topic = messages[0].topic
         partitions = sorted({m.partition for m in messages})
-        digests = [event_digest(e.event_id) for d in decoded for e in d.events]
-        streams = sorted({e.stream for d in decoded for e in d.events})
+        streams = sorted({name for columns, _ in decoded for name in set(columns.streams)})
         gate_fields = [f"{gate}|{name}" for name in streams for gate in self.gate_names]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self.keys.fence, [fence_field(topic, p) for p in partitions])
-        if digests:
-            pipe.zmscore(self.keys.seen(topic), digests)
         for name in streams:
             pipe.hmget(self.keys.stream(name), ["calibrator", "state", "rev"])
         if gate_fields:
             pipe.hmget(self.keys.gate, gate_fields)
         replies = iter(await pipe.execute())
         fences = dict(zip(partitions, next(replies), strict=True))
-        seen = [score is not None for score in next(replies)] if digests else []
         stream_rows = {name: tuple(next(replies)) for name in streams}
         gates = dict(zip(gate_fields, next(replies), strict=True)) if gate_fields else {}
-        return _Snapshot(fences, seen, stream_rows, gates)  # type: ignore[arg-type]
+        return _Snapshot(fences, stream_rows, gates)  # type: ignore[arg-type]
 
     def _calibrator(self, raw: bytes | None) -> ActiveCalibrator:
         if not raw:
@@ -234,36 +242,41 @@ class LabelBatchProcessor:
     def _plan(
         self,
         messages: Sequence[RawMessage],
-        decoded: list[Any],
+        decoded: list[Decoded],
         live: list[int],
         snapshot: _Snapshot,
+        known_duplicates: set[bytes],
     ) -> tuple[WritePlan, BatchResult]:
         topic = messages[0].topic
         keys, now = self.keys, self.clock()
         plan, result = WritePlan(), BatchResult()
-        live_set = set(live)
+        result.dlq = sum(len(decoded[i][1]) for i in live)
 
-        # Walk events in offset order; the seen flags follow the read order.
-        accepted: list[LabelEvent] = []
-        new_digests: list[str] = []
-        batch_ids: set[str] = set()
-        flag_index = 0
-        for index, item in enumerate(decoded):
-            for event in item.events:
-                already_seen = snapshot.seen[flag_index]
-                flag_index += 1
-                if index not in live_set:
-                    continue
-                digest = event_digest(event.event_id)
-                if already_seen or digest in batch_ids:
-                    result.duplicate += 1
+        # The live events, in offset order, as columns.
+        ids = [event_id for i in live for event_id in decoded[i][0].event_ids]
+        streams = [name for i in live for name in decoded[i][0].streams]
+        live_columns = [decoded[i][0] for i in live]
+        scores = _concatenate([c.s for c in live_columns])
+        labels = _concatenate([c.y for c in live_columns])
+        times = _concatenate([c.ts for c in live_columns])
+
+        # First occurrence of an id wins; ids remembered from earlier batches are out.
+        digests = event_digests(ids)
+        if len(dict.fromkeys(digests)) == len(digests) and not known_duplicates:
+            accepted = np.ones(len(ids), dtype=bool)  # the common case, at C speed
+            new_digests = digests
+        else:
+            accepted = np.zeros(len(ids), dtype=bool)
+            batch_ids: set[bytes] = set()
+            new_digests = []
+            for index, digest in enumerate(digests):
+                if digest in batch_ids or digest in known_duplicates:
                     continue
                 batch_ids.add(digest)
                 new_digests.append(digest)
-                accepted.append(event)
-            if index in live_set:
-                result.dlq += len(item.bad)
-        result.ok = len(accepted)
+                accepted[index] = True
+        result.ok = len(new_digests)
+        result.duplicate = len(ids) - result.ok
 
         for partition, raw_fence in snapshot.fences.items():
             field_name = fence_field(topic, partition)
@@ -273,24 +286,32 @@ class LabelBatchProcessor:
                 plan.hset.append((keys.fence, field_name, str(max(offsets) + 1)))
         plan.remember_ids(keys.seen(topic), new_digests, now, self.policy.dedupe_window_seconds)
 
-        by_stream: dict[str, list[LabelEvent]] = {}
-        for event in accepted:
-            by_stream.setdefault(event.stream, []).append(event)
-        for name, events in by_stream.items():
-            for verdict in self._update_stream(plan, name, events, snapshot):
+        by_stream: dict[str, list[int]] = {}
+        for index in np.flatnonzero(accepted).tolist():
+            by_stream.setdefault(streams[index], []).append(index)
+        for name, rows in by_stream.items():
+            chosen = np.asarray(rows)
+            for verdict in self._update_stream(
+                plan, name, scores[chosen], labels[chosen], snapshot
+            ):
                 previous = snapshot.gates.get(f"{verdict.gate}|{name}")
                 self._record_verdict(plan, verdict, previous, now, result)
 
         plan.count(keys.counters, f"{topic}|ok", result.ok)
         plan.count(keys.counters, f"{topic}|duplicate", result.duplicate)
         plan.count(keys.counters, f"{topic}|dlq", result.dlq)
-        if accepted:
-            newest = max(event.ts for event in accepted)
+        if result.ok:
+            newest = float(times[accepted].max())
             plan.hmax.append((keys.last_event_ts, topic, repr(newest)))
         return plan, result
 
     def _update_stream(
-        self, plan: WritePlan, name: str, events: list[LabelEvent], snapshot: _Snapshot
+        self,
+        plan: WritePlan,
+        name: str,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        snapshot: _Snapshot,
     ) -> list[Verdict]:
         raw_calibrator, raw_state, raw_rev = snapshot.streams[name]
         calibrator = self._calibrator(raw_calibrator)
@@ -298,10 +319,6 @@ class LabelBatchProcessor:
             StreamState.from_json(raw_state)
             if raw_state
             else StreamState.empty(calibrator.version, self.policy)
-        )
-        scores = np.fromiter((e.s for e in events), dtype=np.float64, count=len(events))
-        labels = np.fromiter(
-            (np.nan if e.y is None else e.y for e in events), dtype=np.float64, count=len(events)
         )
         labeled = ~np.isnan(labels)
         residuals = labels[labeled] - calibrator.model.predict(scores[labeled])

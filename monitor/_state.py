@@ -3,7 +3,8 @@
 Keys (prefix ``driftgate:`` by default)::
 
     fence                 hash  "{topic}|{partition}" -> next offset to apply
-    seen:{topic}          zset  blake2b-128(event_id) hex -> ingest time (dedupe window)
+    seen:{topic}:{bucket} set   XXH3-128(event_id), 16 bytes; bucket = floor(time / window),
+                                the current and the previous bucket are checked
     streams               set   names of label streams
     stream:{name}         hash  calibrator (JSON, active), state (JSON), rev,
                                 history:{version} (JSON state of retired calibrators)
@@ -17,7 +18,6 @@ Keys (prefix ``driftgate:`` by default)::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, cast
@@ -25,6 +25,7 @@ from typing import Any, cast
 import orjson
 import redis
 import redis.asyncio as aioredis
+import xxhash
 
 __all__ = [
     "AUDIT_MAXLEN",
@@ -32,7 +33,7 @@ __all__ = [
     "PlanConflict",
     "WritePlan",
     "apply_plan",
-    "event_digest",
+    "event_digests",
     "fence_field",
     "load_apply_script",
     "reset_fences",
@@ -50,7 +51,8 @@ class Keys:
         return f"{self.prefix}fence"
 
     def seen(self, topic: str) -> str:
-        return f"{self.prefix}seen:{topic}"
+        """Prefix of the per-window sets of remembered event ids (``{prefix}{bucket}``)."""
+        return f"{self.prefix}seen:{topic}:"
 
     @property
     def streams(self) -> str:
@@ -87,9 +89,16 @@ class Keys:
         return f"{self.prefix}audit"
 
 
-def event_digest(event_id: str) -> str:
-    """Fixed-size id kept for deduplication: 32 hex characters, whatever the id's length."""
-    return hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
+DIGEST_SIZE = 16
+
+
+def event_digests(event_ids: list[str]) -> list[bytes]:
+    """Fixed-size ids kept for deduplication: 16 bytes (XXH3-128) whatever the id's length.
+
+    A 128-bit digest makes a collision (which would drop an event as a duplicate) about
+    as likely as ``n^2 / 2^129``: 1e-21 for a billion remembered ids.
+    """
+    return list(map(xxhash.xxh3_128_digest, map(str.encode, event_ids)))
 
 
 def fence_field(topic: str, partition: int) -> str:
@@ -107,6 +116,7 @@ class WritePlan:
 
     checks: list[tuple[str, str, str | None]] = field(default_factory=list)
     seen: dict[str, Any] | None = None
+    seen_ids: bytes = b""
     hset: list[tuple[str, str, str]] = field(default_factory=list)
     hincrby: list[tuple[str, str, int]] = field(default_factory=list)
     hmax: list[tuple[str, str, str]] = field(default_factory=list)
@@ -114,13 +124,18 @@ class WritePlan:
     rpush: list[tuple[str, str]] = field(default_factory=list)
     xadd: list[tuple[str, int, list[str]]] = field(default_factory=list)
 
-    def remember_ids(self, key: str, digests: list[str], now: float, window: float) -> None:
+    def remember_ids(self, key: str, digests: list[bytes], now: float, window: float) -> None:
+        # The digests travel as one binary argument beside the JSON plan: no escaping,
+        # no JSON parsing of tens of thousands of strings inside Redis.
+        bucket = int(now // window)
         self.seen = {
-            "key": key,
-            "ids": digests,
-            "score": repr(now),
-            "prune_before": repr(now - window),
+            "current": f"{key}{bucket}",
+            "previous": f"{key}{bucket - 1}",
+            "count": len(digests),
+            "size": DIGEST_SIZE,
+            "expire_seconds": int(2 * window) + 1,
         }
+        self.seen_ids = b"".join(digests)
 
     def count(self, key: str, field_name: str, amount: int) -> None:
         if amount:
@@ -156,12 +171,22 @@ def reset_fences(client: redis.Redis, keys: Keys, topics: list[str]) -> int:
 
 
 class PlanConflict(Exception):
-    """A fence or revision changed between read and write: re-read and recompute."""
+    """A guard moved between read and write (a fence or revision changed, or some event
+    ids were already remembered, listed in ``seen``): recompute and try again."""
+
+    def __init__(self, reason: str, seen: list[bytes]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seen = seen
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def apply_plan(client: aioredis.Redis, script: Any, plan: WritePlan) -> None:
     """Run the plan atomically; raise :class:`PlanConflict` when a guard has moved."""
-    result = await script(args=[plan.to_json()], client=client)
+    result = await script(args=[plan.to_json(), plan.seen_ids], client=client)
     if int(result[0]) != 1:
-        reason = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
-        raise PlanConflict(reason)
+        seen = [bytes(digest) for digest in result[2]] if len(result) > 2 else []
+        raise PlanConflict(_text(result[1]), seen)

@@ -1,7 +1,8 @@
 -- One atomic write of a processed batch, fenced by compare-and-set checks.
--- ARGV[1] is a JSON plan built by monitor/_state.py; Lua never formats a float:
+-- ARGV[1] is a JSON plan built by monitor/_state.py, ARGV[2] the event-id digests; Lua never formats a float:
 -- every value arrives as the string Python wrote, so state round-trips exactly.
--- Returns {1} when applied, {0, why} when a check failed (the caller re-reads and retries).
+-- Returns {1} when applied, {0, why} when a check failed, {0, why, ids} when some event
+-- ids were already remembered (the caller counts those as duplicates and retries).
 local plan = cjson.decode(ARGV[1])
 local CHUNK = 1000  -- keeps unpack() far below Lua's stack limit
 
@@ -15,26 +16,27 @@ for _, check in ipairs(plan.checks) do
 end
 
 local seen = plan.seen
-if seen and #seen.ids > 0 then
-  for start = 1, #seen.ids, CHUNK do
-    local stop = math.min(start + CHUNK - 1, #seen.ids)
-    local scores = redis.call('ZMSCORE', seen.key, unpack(seen.ids, start, stop))
-    for _, score in ipairs(scores) do
-      if score then return {0, 'seen: ' .. seen.key} end
+if seen and seen.count > 0 then
+  -- ARGV[2]: the event-id digests, seen.size bytes each, back to back. Ids live in one
+  -- set per window-long bucket; the current and the previous bucket are consulted, so an
+  -- id is remembered for at least one window and at most two.
+  local ids, blob, size = {}, ARGV[2], seen.size
+  for i = 1, seen.count do ids[i] = string.sub(blob, (i - 1) * size + 1, i * size) end
+  local already = {}
+  for _, key in ipairs({seen.current, seen.previous}) do
+    for start = 1, #ids, CHUNK do
+      local stop = math.min(start + CHUNK - 1, #ids)
+      local members = redis.call('SMISMEMBER', key, unpack(ids, start, stop))
+      for offset, member in ipairs(members) do
+        if member == 1 then already[#already + 1] = ids[start + offset - 1] end
+      end
     end
   end
-  for start = 1, #seen.ids, CHUNK do
-    local stop = math.min(start + CHUNK - 1, #seen.ids)
-    local args = {}
-    for i = start, stop do
-      args[#args + 1] = seen.score
-      args[#args + 1] = seen.ids[i]
-    end
-    redis.call('ZADD', seen.key, unpack(args))
+  if #already > 0 then return {0, 'seen', already} end
+  for start = 1, #ids, CHUNK do
+    redis.call('SADD', seen.current, unpack(ids, start, math.min(start + CHUNK - 1, #ids)))
   end
-end
-if seen then
-  redis.call('ZREMRANGEBYSCORE', seen.key, '-inf', '(' .. seen.prune_before)
+  redis.call('EXPIRE', seen.current, seen.expire_seconds)
 end
 
 for _, item in ipairs(plan.hset) do redis.call('HSET', item[1], item[2], item[3]) end
