@@ -104,7 +104,8 @@ class MonitorApp:
                 for e in events
             ]
             highwaters = {
-                e.message.partition: self.app.consumer.highwater(e.message.tp) for e in events
+                tp.partition: self.app.consumer.highwater(tp)
+                for tp in {e.message.tp for e in events}
             }
             started = time.perf_counter()
             await retry_with_backoff(

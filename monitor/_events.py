@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 import orjson
 
 __all__ = [
@@ -165,13 +164,17 @@ def parse_label_event(document: Mapping[str, Any]) -> LabelEvent:
 
 @dataclass(frozen=True, slots=True)
 class LabelColumns:
-    """The valid label events of one message, column by column (``y`` is NaN if absent)."""
+    """The valid label events of one message, column by column (``y`` is None if absent).
+
+    Plain lists: a batch turns the columns of all its messages into numpy arrays at once,
+    which matters when every message carries a single event.
+    """
 
     event_ids: list[str]
     streams: list[str]
-    s: np.ndarray
-    y: np.ndarray
-    ts: np.ndarray
+    s: list[float]
+    y: list[float | None]
+    ts: list[float]
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -181,9 +184,9 @@ class LabelColumns:
         return cls(
             [e.event_id for e in events],
             [e.stream for e in events],
-            np.array([e.s for e in events], dtype=np.float64),
-            np.array([np.nan if e.y is None else e.y for e in events], dtype=np.float64),
-            np.array([e.ts for e in events], dtype=np.float64),
+            [e.s for e in events],
+            [e.y for e in events],
+            [e.ts for e in events],
         )
 
 
@@ -197,8 +200,8 @@ _STRING_TYPES = frozenset((str,))
 def _fast_columns(elements: list[Any]) -> LabelColumns | None:
     """Columns of a message whose every element is plainly valid, or None to look closer.
 
-    Whole columns are checked at once (types in one pass each, finiteness with numpy),
-    which is what lets a worker keep up with 100-event envelopes; anything unusual
+    Whole columns are checked at once (types and finiteness with ``map`` in C), which is
+    what lets a worker keep up with 100-event envelopes; anything unusual
     (an RFC 3339 ``ts``, a bad field) takes the per-element path with its exact errors.
     """
     if not set(map(type, elements)) <= {dict}:
@@ -220,14 +223,11 @@ def _fast_columns(elements: list[Any]) -> LabelColumns | None:
         and {type(e.get("covariates")) for e in elements} <= _OPTIONAL_OBJECT_TYPES
     ):
         return None
-    s_array = np.array(s, dtype=np.float64)
-    ts_array = np.array(ts, dtype=np.float64)
-    y_array = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
-    if not (np.isfinite(s_array).all() and np.isfinite(ts_array).all()):
+    if not (all(map(math.isfinite, s)) and all(map(math.isfinite, ts))):
         return None
-    if np.isinf(y_array).any():
+    if not all(v is None or math.isfinite(v) for v in y):
         return None
-    return LabelColumns(ids, streams, s_array, y_array, ts_array)
+    return LabelColumns(ids, streams, s, y, ts)
 
 
 def decode_label_message(raw: bytes | None) -> tuple[LabelColumns, list[BadElement]]:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,9 @@ def decision_record(verdict: Verdict, now: float) -> dict[str, Any]:
 Decoded = tuple[LabelColumns, list[BadElement]]
 
 
-def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(arrays) if arrays else np.empty(0)
+def _column(columns: list[LabelColumns], name: str) -> np.ndarray:
+    values = chain.from_iterable(getattr(c, name) for c in columns)
+    return np.array(list(values), dtype=np.float64)
 
 
 @dataclass
@@ -256,9 +258,9 @@ class LabelBatchProcessor:
         ids = [event_id for i in live for event_id in decoded[i][0].event_ids]
         streams = [name for i in live for name in decoded[i][0].streams]
         live_columns = [decoded[i][0] for i in live]
-        scores = _concatenate([c.s for c in live_columns])
-        labels = _concatenate([c.y for c in live_columns])
-        times = _concatenate([c.ts for c in live_columns])
+        scores = _column(live_columns, "s")
+        labels = _column(live_columns, "y")  # None becomes NaN: unlabeled
+        times = _column(live_columns, "ts")
 
         # First occurrence of an id wins; ids remembered from earlier batches are out.
         digests = event_digests(ids)
