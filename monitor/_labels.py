@@ -1,7 +1,8 @@
 """The label path: a batch of Kafka messages to residual statistics, gates and decisions.
 
-decode, validate, dead-letter -> read fences, seen ids and stream states -> group by
-stream -> estimators update -> gate -> one atomic, fenced Redis write.
+decode, validate, dead-letter -> read fences and stream states -> group by stream ->
+estimators update -> gates -> one atomic Redis write, fenced by offsets and revisions,
+that also refuses event ids it already remembers.
 """
 
 from __future__ import annotations
@@ -35,12 +36,15 @@ from ._state import (
     apply_plan,
     event_digests,
     fence_field,
+    load_apply_script,
 )
 from ._streams import ActiveCalibrator, StreamState
 
 __all__ = ["BatchResult", "LabelBatchProcessor", "RawMessage", "decision_record"]
 
 log = logging.getLogger(__name__)
+
+STATE_CACHE_SIZE = 10_000
 
 DeadLetterSender = Callable[[bytes, dict[str, str]], Awaitable[None]]
 
@@ -134,8 +138,6 @@ class LabelBatchProcessor:
         clock: Callable[[], float] = time.time,
         script_source: str | None = None,
     ) -> None:
-        from ._state import load_apply_script
-
         self.client = client
         self.keys = keys
         self.policy = policy
@@ -143,6 +145,11 @@ class LabelBatchProcessor:
         self.clock = clock
         self.script = client.register_script(script_source or load_apply_script())
         self._calibrators: dict[bytes, ActiveCalibrator] = {}
+        # Stream states this worker wrote last, by stream: (revision, state). A stream
+        # lives on one partition, so the next batch usually finds its own write there
+        # and skips parsing the JSON; any other revision in Redis means someone else
+        # wrote, and the stored state is read instead.
+        self._states: dict[str, tuple[str, StreamState]] = {}
 
     async def apply(
         self, messages: Sequence[RawMessage], highwaters: Mapping[int, int | None] | None = None
@@ -172,11 +179,13 @@ class LabelBatchProcessor:
                 if index not in dead_lettered:
                     await self._dead_letter(messages[index], decoded[index][1])
                     dead_lettered.add(index)
-            plan, result = self._plan(messages, decoded, live, snapshot, known_duplicates)
+            written: dict[str, tuple[str, StreamState]] = {}
+            plan, result = self._plan(messages, decoded, live, snapshot, known_duplicates, written)
             result.skipped_messages = len(messages) - len(live)
             result.retries = retries
             try:
                 await apply_plan(self.client, self.script, plan)
+                self._remember_states(written)
             except PlanConflict as conflict:
                 log.info("batch guard moved (%s); re-reading", conflict.reason)
                 known_duplicates.update(conflict.seen)
@@ -185,6 +194,11 @@ class LabelBatchProcessor:
             if result.skipped_messages:
                 log.info("skipped %d messages below the offset fence", result.skipped_messages)
             return result
+
+    def _remember_states(self, written: dict[str, tuple[str, StreamState]]) -> None:
+        self._states.update(written)
+        while len(self._states) > STATE_CACHE_SIZE:  # drop the least recently written
+            del self._states[next(iter(self._states))]
 
     @staticmethod
     def _effective_fences(
@@ -248,6 +262,7 @@ class LabelBatchProcessor:
         live: list[int],
         snapshot: _Snapshot,
         known_duplicates: set[bytes],
+        written: dict[str, tuple[str, StreamState]],
     ) -> tuple[WritePlan, BatchResult]:
         topic = messages[0].topic
         keys, now = self.keys, self.clock()
@@ -294,7 +309,7 @@ class LabelBatchProcessor:
         for name, rows in by_stream.items():
             chosen = np.asarray(rows)
             for verdict in self._update_stream(
-                plan, name, scores[chosen], labels[chosen], snapshot
+                plan, name, scores[chosen], labels[chosen], snapshot, written
             ):
                 previous = snapshot.gates.get(f"{verdict.gate}|{name}")
                 self._record_verdict(plan, verdict, previous, now, result)
@@ -314,22 +329,29 @@ class LabelBatchProcessor:
         scores: np.ndarray,
         labels: np.ndarray,
         snapshot: _Snapshot,
+        written: dict[str, tuple[str, StreamState]],
     ) -> list[Verdict]:
         raw_calibrator, raw_state, raw_rev = snapshot.streams[name]
         calibrator = self._calibrator(raw_calibrator)
-        state = (
-            StreamState.from_json(raw_state)
-            if raw_state
-            else StreamState.empty(calibrator.version, self.policy)
-        )
+        revision = _as_text(raw_rev)
+        # Taken out of the cache: it is mutated below and only comes back once written.
+        cached = self._states.pop(name, None)
+        if cached is not None and revision is not None and cached[0] == revision:
+            state = cached[1]
+        elif raw_state:
+            state = StreamState.from_json(raw_state)
+        else:
+            state = StreamState.empty(calibrator.version, self.policy)
         labeled = ~np.isnan(labels)
         residuals = labels[labeled] - calibrator.model.predict(scores[labeled])
         state.update(scores, residuals, self.policy.residual_drift)
 
         stream_key = self.keys.stream(name)
-        plan.checks.append((stream_key, "rev", _as_text(raw_rev)))
+        new_revision = str(_as_int(raw_rev, 0) + 1)
+        plan.checks.append((stream_key, "rev", revision))
         plan.hset.append((stream_key, "state", state.to_json()))
-        plan.hset.append((stream_key, "rev", str(_as_int(raw_rev, 0) + 1)))
+        plan.hset.append((stream_key, "rev", new_revision))
+        written[name] = (new_revision, state)
         plan.sadd.append((self.keys.streams, name))
         verdicts = [
             residual_drift_gate(

@@ -37,6 +37,20 @@ def _text(raw: bytes) -> str:
     return raw.decode()
 
 
+def _history(fields: dict[str, bytes]) -> dict[str, Any]:
+    """Residual statistics of the retired calibrator versions, by version."""
+    history = {}
+    for key, raw in sorted(fields.items()):
+        if key.startswith("history:"):
+            state = StreamState.from_json(raw)
+            history[key.split(":", 1)[1]] = {
+                "n": state.n,
+                "labeled_n": state.labeled_n,
+                "residual_mean": state.residuals.mean if state.labeled_n else None,
+            }
+    return history
+
+
 def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     """Everything status and metrics show, in one pipelined read.
 
@@ -46,7 +60,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     names = sorted(_text(name) for name in client.smembers(keys.streams))  # type: ignore[union-attr, arg-type]
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.hmget(keys.stream(name), ["calibrator", "state"])
+        pipe.hgetall(keys.stream(name))
     pipe.hgetall(keys.gate)
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.last_event_ts)
@@ -55,8 +69,10 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
     gates = {_text(k): orjson.loads(v) for k, v in gates_raw.items()}
 
     streams: dict[str, Any] = {}
-    for name, (raw_calibrator, raw_state) in zip(names, rows, strict=True):
-        calibrator = ActiveCalibrator.from_json(raw_calibrator)
+    for name, row in zip(names, rows, strict=True):
+        fields = {_text(k): v for k, v in row.items()}
+        calibrator = ActiveCalibrator.from_json(fields.get("calibrator"))
+        raw_state = fields.get("state")
         recent: dict[str, Any] | None = None
         score_ks = None
         if raw_state:
@@ -96,6 +112,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
             "score_verdict": gates.get(f"score_drift|{name}", {}).get("verdict"),
             "changes_detected": changes,
             "since_last_change": recent,
+            "history": _history(fields),
         }
     return Snapshot(
         streams=streams,
