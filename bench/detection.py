@@ -125,11 +125,17 @@ def detector_alarms(x: np.ndarray) -> np.ndarray:
         c = np.cumsum(d * z[:, None, :] - 0.5 * d * d, axis=2)
         floor = np.concatenate([-np.maximum(log_w, 0.0)[:, :, None], c[:, :, :-1]], axis=2)
         w = c - np.minimum.accumulate(floor, axis=2)
+        # The mixture is at most its largest term: look closely only where that is high
+        # (as MeanShiftDetector.update does).
         top = w.max(axis=1)
-        mixture = np.log(np.mean(np.exp(w - top[:, None, :]), axis=1)) + top
-        crossed = (mixture >= log_threshold) & (alarm < 0)[:, None]
-        hit = crossed.any(axis=1)
-        alarm[hit] = start + np.argmax(crossed[hit], axis=1) + 1
+        near = (top >= log_threshold) & (alarm < 0)[:, None]
+        rows = np.flatnonzero(near.any(axis=1))
+        if rows.size:
+            sub_w, sub_top = w[rows], top[rows]
+            mixture = np.log(np.mean(np.exp(sub_w - sub_top[:, None, :]), axis=1)) + sub_top
+            crossed = (mixture >= log_threshold) & near[rows]
+            hit = crossed.any(axis=1)
+            alarm[rows[hit]] = start + np.argmax(crossed[hit], axis=1) + 1
         log_w = w[:, :, -1]
         count = count + batch.shape[1]
         total = total + batch.sum(axis=1)

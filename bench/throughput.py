@@ -339,7 +339,7 @@ def report(
             color=["#999", "#777", "#1f77b4", "#d62728"][: len(names)],
         )
         axis.set_xscale("log")
-        axis.set_title(f"{shape} ({'1' if shape == 'single' else '100'} event(s) per message)")
+        axis.set_title(f"{shape}: {1 if shape == 'single' else 100} event(s)/message")
         axis.set_xlabel("events per second (log)")
     fig.tight_layout()
     fig.savefig(args.out / "throughput.png", dpi=110)
