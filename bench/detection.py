@@ -379,21 +379,41 @@ def plot(delays: list[list[object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    names = list(dict.fromkeys(r[3] for r in delays if r[0] == "gaussian"))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}  # one color a method, both panels
     for axis, when in zip(axes, ("start", "halfway"), strict=True):
         rows = [r for r in delays if r[0] == "gaussian" and r[2] == when]
-        for name in dict.fromkeys(r[3] for r in rows):
+        for name in names:
             points = [(r[1], r[4]) for r in rows if r[3] == name and math.isfinite(r[4])]
             if points:
-                axis.plot(*zip(*points, strict=True), marker="o", label=name)
+                axis.plot(*zip(*points, strict=True), marker="o", label=name, color=colors[name])
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(f"Gaussian residuals, shift from the {when}")
         axis.set_xlabel("shift (standard deviations)")
     axes[0].set_ylabel("median detection delay (values)")
-    axes[1].legend(fontsize=7)
+    handles = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[1].legend(list(handles.values()), list(handles), fontsize=7)
+    axes[0].text(
+        0.02,
+        0.02,
+        "missing points: never detected (ADWIN: no change within its window)",
+        transform=axes[0].transAxes,
+        fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--plot-only"]:  # redraw from the last results
+        saved = json.loads((ROOT / "bench/results/detection.json").read_text())
+        plot(
+            [[*r[:4], float(r[4]), *r[5:]] for r in saved["delays"]],
+            ROOT / "bench/results/detection.png",
+        )
+    else:
+        main()
