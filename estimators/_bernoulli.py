@@ -10,12 +10,13 @@ from numpy.typing import ArrayLike
 from scipy.optimize import brentq
 from scipy.special import betaln, xlog1py, xlogy
 
+from ._base import StatefulEstimator
 from ._normal_mixture import Interval
 
 __all__ = ["BernoulliSequence"]
 
 
-class BernoulliSequence:
+class BernoulliSequence(StatefulEstimator):
     """Anytime-valid confidence sequence for a Bernoulli rate ``p``.
 
     Robbins' conjugate mixture: for each candidate ``p``, the likelihood ratio of a
@@ -76,11 +77,6 @@ class BernoulliSequence:
         self.successes += other.successes
         return self
 
-    def __add__(self, other: BernoulliSequence) -> BernoulliSequence:
-        merged = BernoulliSequence.from_state(self.to_state())
-        merged += other
-        return merged
-
     def log_mixture_ratio(self, p: float) -> float:
         """``log M_t(p)``; the sequence is where this stays below ``log(1/alpha)``."""
         s, f = self.successes, self.n - self.successes
@@ -119,8 +115,3 @@ class BernoulliSequence:
         sequence = cls(state["alpha"], state["prior_a"], state["prior_b"])
         sequence.n, sequence.successes = int(state["n"]), int(state["successes"])
         return sequence
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BernoulliSequence):
-            return NotImplemented
-        return self.to_state() == other.to_state()

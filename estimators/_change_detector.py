@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._base import StatefulEstimator
+
 __all__ = ["MeanShiftDetector"]
 
 DEFAULT_SHIFTS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
-class MeanShiftDetector:
+class MeanShiftDetector(StatefulEstimator):
     """Detects a shift of a stream's mean away from ``baseline`` (two-sided).
 
     For each shift ``d`` of a grid (in units of ``scale``) and both signs, it runs the
@@ -88,6 +90,9 @@ class MeanShiftDetector:
         self._sum = 0.0
         self._sum_sq = 0.0
         self.reset()
+
+    # Sequential by nature: there is no merge of two detectors.
+    __add__ = None  # type: ignore[assignment]
 
     def reset(self) -> MeanShiftDetector:
         """Start detecting afresh (``n`` and ``alarm_time`` count from here); the
@@ -175,11 +180,6 @@ class MeanShiftDetector:
         detector._scale_n = int(state["scale_n"])
         detector._sum, detector._sum_sq = float(state["sum"]), float(state["sum_sq"])
         return detector
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MeanShiftDetector):
-            return NotImplemented
-        return self.to_state() == other.to_state()
 
 
 def _logmeanexp(values: np.ndarray, axis: int) -> np.ndarray:

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._base import StatefulEstimator
 from ._normal_mixture import Interval
 
 __all__ = ["EmpiricalBernsteinSequence"]
 
 
-class EmpiricalBernsteinSequence:
+class EmpiricalBernsteinSequence(StatefulEstimator):
     """Anytime-valid confidence sequence for the mean of values in ``[low, high]``.
 
     Waudby-Smith and Ramdas's predictable plug-in empirical-Bernstein (PrPl-EB)
@@ -111,11 +112,6 @@ class EmpiricalBernsteinSequence:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
-    def __add__(self, other: EmpiricalBernsteinSequence) -> EmpiricalBernsteinSequence:
-        merged = EmpiricalBernsteinSequence.from_state(self.to_state())
-        merged += other
-        return merged
-
     @property
     def interval(self) -> Interval:
         scale = self.high - self.low
@@ -150,8 +146,3 @@ class EmpiricalBernsteinSequence:
         for name in ("sum_x", "sum_sq", "sum_lambda", "sum_lambda_x", "sum_penalty"):
             setattr(sequence, name, float(state[name]))
         return sequence
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EmpiricalBernsteinSequence):
-            return NotImplemented
-        return self.to_state() == other.to_state()

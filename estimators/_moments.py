@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._base import StatefulEstimator
+
 __all__ = ["Moments"]
 
 
-class Moments:
+class Moments(StatefulEstimator):
     """Count, mean and sum of squared deviations, updated by batch and merged exactly.
 
     A batch is reduced with numpy (two-pass, so each batch is as accurate as
@@ -98,12 +100,6 @@ class Moments:
     def __iadd__(self, other: Moments) -> Moments:
         return self._merge(other)
 
-    def __add__(self, other: Moments) -> Moments:
-        return self.copy()._merge(other)
-
-    def copy(self) -> Moments:
-        return Moments.from_state(self.to_state())
-
     @property
     def variance(self) -> float:
         """Unbiased (``ddof=1``) variance for unit weights; NaN below two values."""
@@ -130,11 +126,6 @@ class Moments:
         moments.mean = float(state["mean"])
         moments.m2 = float(state["m2"])
         return moments
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Moments):
-            return NotImplemented
-        return self.to_state() == other.to_state()
 
     def __repr__(self) -> str:
         return f"Moments(n={self.n}, mean={self.mean!r}, variance={self.variance!r})"

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from numpy.typing import ArrayLike
 
+from ._base import StatefulEstimator
 from ._moments import Moments
 
 __all__ = ["Interval", "NormalMixtureSequence", "normal_mixture_boundary", "optimal_rho"]
@@ -58,7 +59,7 @@ def normal_mixture_boundary(intrinsic_time: float, rho: float, alpha: float) -> 
     return math.sqrt((v + rho) * (math.log1p(v / rho) + 2.0 * math.log(1.0 / alpha)))
 
 
-class NormalMixtureSequence:
+class NormalMixtureSequence(StatefulEstimator):
     """Anytime-valid confidence sequence for the mean of a stream (normal mixture).
 
     The boundary is Howard et al.'s two-sided normal mixture with the running sample
@@ -118,11 +119,6 @@ class NormalMixtureSequence:
         self.moments += other.moments
         return self
 
-    def __add__(self, other: NormalMixtureSequence) -> NormalMixtureSequence:
-        merged = NormalMixtureSequence.from_state(self.to_state())
-        merged += other
-        return merged
-
     @property
     def n(self) -> int:
         return self.moments.n
@@ -153,11 +149,6 @@ class NormalMixtureSequence:
         sequence = cls(float(state["alpha"]), float(state["target_time"]), int(state["min_n"]))
         sequence.moments = Moments.from_state(state["moments"])
         return sequence
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, NormalMixtureSequence):
-            return NotImplemented
-        return self.to_state() == other.to_state()
 
     def __repr__(self) -> str:
         return f"NormalMixtureSequence(alpha={self.alpha}, n={self.n}, interval={self.interval})"

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._base import StatefulEstimator
+
 __all__ = ["QuantileSketch"]
 
 
@@ -17,7 +19,7 @@ def _add_counts(store: dict[int, int], keys: np.ndarray) -> None:
         store[key] = store.get(key, 0) + count
 
 
-class QuantileSketch:
+class QuantileSketch(StatefulEstimator):
     """Quantiles with relative error at most ``relative_accuracy``, merged exactly.
 
     Values fall into logarithmic buckets ``(gamma^(k-1), gamma^k]`` with
@@ -87,11 +89,6 @@ class QuantileSketch:
         self.zeros += other.zeros
         self.n += other.n
         return self
-
-    def __add__(self, other: QuantileSketch) -> QuantileSketch:
-        merged = QuantileSketch.from_state(self.to_state())
-        merged += other
-        return merged
 
     def _buckets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Buckets in increasing order: (upper edge, representative value, count)."""
@@ -174,8 +171,3 @@ class QuantileSketch:
         sketch.negative = {int(k): int(c) for k, c in state["negative"]}
         sketch.zeros, sketch.n = int(state["zeros"]), int(state["n"])
         return sketch
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, QuantileSketch):
-            return NotImplemented
-        return self.to_state() == other.to_state()

@@ -196,13 +196,13 @@ async def produce(
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Any]:
+async def consume(bootstrap: str, topic: str, expected: int, give_up_after: float) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + give_up_after
     try:
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
