@@ -287,8 +287,6 @@ def main() -> None:
             try:
                 time.sleep(12)  # every member joined and the partitions split
                 messages = make_messages(args.envelope // 2, 100, seed=2 + count)
-                producer = asyncio.get_event_loop_policy().new_event_loop()
-                producer.close()
                 started = time.monotonic()
                 produce(services.bootstrap, f"{prefix}labels", messages)
                 wait_until(lambda w=workers: w[0].ok_count() >= args.envelope // 2, 600, "scale")

@@ -97,7 +97,7 @@ class BernoulliSequence(StatefulEstimator):
 
         # log M is convex in p with its minimum (< 0) at the MLE; one root on each side.
         tiny = 1e-15
-        low = 0.0 if excess(max(tiny, 0.0)) < 0 or estimate == 0 else brentq(excess, tiny, estimate)
+        low = 0.0 if estimate == 0 or excess(tiny) < 0 else brentq(excess, tiny, estimate)
         high = 1.0 if estimate == 1 or excess(1 - tiny) < 0 else brentq(excess, estimate, 1 - tiny)
         return Interval(estimate, float(low), float(high))
 

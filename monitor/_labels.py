@@ -185,12 +185,12 @@ class LabelBatchProcessor:
             result.retries = retries
             try:
                 await apply_plan(self.client, self.script, plan)
-                self._remember_states(written)
             except PlanConflict as conflict:
                 log.info("batch guard moved (%s); re-reading", conflict.reason)
                 known_duplicates.update(conflict.seen)
                 retries += 1
                 continue
+            self._remember_states(written)
             if result.skipped_messages:
                 log.info("skipped %d messages below the offset fence", result.skipped_messages)
             return result
