@@ -121,7 +121,7 @@ def detector_alarms(x: np.ndarray) -> np.ndarray:
             n_, s_, q_ = count, total, total_sq
         variance = (q_ - s_ * s_ / n_) / np.maximum(n_ - 1, 1)
         scale = np.where(variance > 0, np.sqrt(np.maximum(variance, 1e-300)), 1.0)
-        z = batch / scale[:, None]
+        z = np.clip(batch / scale[:, None], -detector.clip, detector.clip)
         c = np.cumsum(d * z[:, None, :] - 0.5 * d * d, axis=2)
         floor = np.concatenate([-np.maximum(log_w, 0.0)[:, :, None], c[:, :, :-1]], axis=2)
         w = c - np.minimum.accumulate(floor, axis=2)

@@ -50,6 +50,11 @@ class MeanShiftDetector(StatefulEstimator):
         values before each batch (and from the batch itself for the very first one).
     shifts
         The shifts to mix over, in units of ``scale``.
+    clip
+        Standardized values are clipped to ``+-clip`` (Huber-style) before the likelihood
+        ratio: a Gaussian ratio on heavy-tailed residuals (Student t with 3 degrees of
+        freedom, say) lets single outliers build evidence and raises false alarms above
+        the bound; clipped values are bounded and keep it closer. ``None`` turns it off.
 
     Examples
     --------
@@ -79,11 +84,13 @@ class MeanShiftDetector(StatefulEstimator):
         baseline: float = 0.0,
         scale: float | None = None,
         shifts: tuple[float, ...] = DEFAULT_SHIFTS,
+        clip: float | None = 3.0,
     ) -> None:
         if not 0 < alpha < 1 or horizon < 1:
             raise ValueError("alpha must be in (0, 1) and horizon at least 1")
         self.alpha, self.horizon, self.baseline, self.scale = alpha, horizon, baseline, scale
         self.shifts = tuple(float(s) for s in shifts)
+        self.clip = clip
         self._signed = np.concatenate([np.asarray(self.shifts), -np.asarray(self.shifts)])
         self._log_threshold = math.log(horizon / alpha)
         self._scale_n = 0
@@ -120,6 +127,8 @@ class MeanShiftDetector(StatefulEstimator):
         if x.size == 0:
             return self
         z = (x - self.baseline) / self._current_scale(x)
+        if self.clip is not None:
+            np.clip(z, -self.clip, self.clip, out=z)
         d = self._signed[:, None]
         c = np.cumsum(d * z[None, :] - 0.5 * d * d, axis=1)
         floor = np.concatenate([-np.maximum(self.log_w, 0.0)[:, None], c[:, :-1]], axis=1)
@@ -157,6 +166,7 @@ class MeanShiftDetector(StatefulEstimator):
             "baseline": self.baseline,
             "scale": self.scale,
             "shifts": list(self.shifts),
+            "clip": self.clip,
             "n": self.n,
             "log_w": [None if math.isinf(v) else float(v) for v in self.log_w],
             "alarm_time": self.alarm_time,
@@ -173,6 +183,7 @@ class MeanShiftDetector(StatefulEstimator):
             state["baseline"],
             state["scale"],
             tuple(state["shifts"]),
+            state["clip"],
         )
         detector.n = int(state["n"])
         detector.log_w = np.array([-np.inf if v is None else v for v in state["log_w"]])

@@ -9,10 +9,10 @@ from estimators import MeanShiftDetector
 
 
 def scalar_reference(x: np.ndarray, shifts: tuple[float, ...], threshold: float) -> int | None:
-    """The textbook recursion W_t = max(W_{t-1}, 1) L_t, one value at a time."""
+    """The textbook recursion W_t = max(W_{t-1}, 1) L_t, one value at a time (z clipped at 3)."""
     signed = np.array([*shifts, *(-s for s in shifts)])
     w = np.zeros(signed.size)
-    for t, value in enumerate(x, start=1):
+    for t, value in enumerate(np.clip(x, -3, 3), start=1):
         w = np.maximum(w, 1.0) * np.exp(signed * value - signed**2 / 2)
         if w.mean() >= threshold:
             return t
