@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import redis
 
+from estimators import NormalMixtureSequence
+
 from ._state import Keys
 from ._streams import ActiveCalibrator, StreamState
 
@@ -51,16 +53,27 @@ def _history(fields: dict[str, bytes]) -> dict[str, Any]:
     return history
 
 
-def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
+def _interval_fields(sequence: NormalMixtureSequence) -> tuple[float | None, ...]:
+    """Mean, lower and upper end of a residual interval, None where undefined."""
+    interval = sequence.interval
+    mean = _number(interval.estimate) if sequence.n else None
+    return mean, _number(interval.low), _number(interval.high)
+
+
+def read_snapshot(client: redis.Redis, keys: Keys, with_history: bool = False) -> Snapshot:
     """Everything status and metrics show, in one pipelined read.
 
     Intervals are recomputed from the stored sufficient statistics, so what is shown
-    is exactly what the gate saw.
+    is exactly what the gate saw. ``with_history`` adds the retired calibrator
+    versions (for ``status``; a metrics scrape does not parse them).
     """
     names = sorted(_text(name) for name in client.smembers(keys.streams))  # type: ignore[union-attr, arg-type]
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.hgetall(keys.stream(name))
+        if with_history:
+            pipe.hgetall(keys.stream(name))
+        else:
+            pipe.hmget(keys.stream(name), ["calibrator", "state"])
     pipe.hgetall(keys.gate)
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.last_event_ts)
@@ -70,26 +83,27 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
 
     streams: dict[str, Any] = {}
     for name, row in zip(names, rows, strict=True):
-        fields = {_text(k): v for k, v in row.items()}
+        if with_history:
+            fields = {_text(k): v for k, v in row.items()}
+        else:
+            fields = dict(zip(("calibrator", "state"), row, strict=True))
         calibrator = ActiveCalibrator.from_json(fields.get("calibrator"))
         raw_state = fields.get("state")
         recent: dict[str, Any] | None = None
         score_ks = None
         if raw_state:
             state = StreamState.from_json(raw_state)
-            interval = state.residuals.interval
             n, labeled_n = state.n, state.labeled_n
-            mean = _number(interval.estimate) if labeled_n else None
-            low, high = _number(interval.low), _number(interval.high)
+            mean, low, high = _interval_fields(state.residuals)
             score_mean = state.scores.mean if state.scores.n else None
             if state.recent is not None:
-                since = state.recent.interval
+                recent_mean, recent_low, recent_high = _interval_fields(state.recent)
                 recent = {
                     "since_labeled_n": state.last_change_at,
                     "n": state.recent.n,
-                    "residual_mean": _number(since.estimate) if state.recent.n else None,
-                    "ci_low": _number(since.low),
-                    "ci_high": _number(since.high),
+                    "residual_mean": recent_mean,
+                    "ci_low": recent_low,
+                    "ci_high": recent_high,
                 }
             if calibrator.baseline_scores is not None and state.score_sketch.n:
                 score_ks = _number(state.score_sketch.ks_distance(calibrator.baseline_scores)[0])
@@ -112,7 +126,7 @@ def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
             "score_verdict": gates.get(f"score_drift|{name}", {}).get("verdict"),
             "changes_detected": changes,
             "since_last_change": recent,
-            "history": _history(fields),
+            **({"history": _history(fields)} if with_history else {}),
         }
     return Snapshot(
         streams=streams,

@@ -251,7 +251,7 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = _redis(settings)
-    snapshot = read_snapshot(client, Keys(settings.redis_prefix))
+    snapshot = read_snapshot(client, Keys(settings.redis_prefix), with_history=True)
     if args.json:
         _print_json(snapshot.status_document())
         return 0

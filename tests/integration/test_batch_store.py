@@ -184,7 +184,7 @@ async def test_new_calibrator_version_starts_fresh_and_keeps_history(
     assert [d["verdict"] for d in result.decisions] == ["PASS"]  # recovery is news after a FAIL
     history = orjson.loads(client.hget(Keys().stream("judge"), "history:0"))
     assert history["n"] == 300
-    shown = read_snapshot(client, Keys()).streams["judge"]["history"]
+    shown = read_snapshot(client, Keys(), with_history=True).streams["judge"]["history"]
     assert shown["0"]["labeled_n"] == 300
     assert shown["0"]["residual_mean"] == pytest.approx(float(np.mean(y[:300] - s[:300])))
 
