@@ -10,13 +10,17 @@ from ._augmented import AugmentedEstimate, augmented_estimate, cross_fit_predict
 from ._bernoulli import BernoulliSequence
 from ._budget import BudgetPlan, VarianceModel, plan_for_budget, plan_for_mde
 from ._change_detector import MeanShiftDetector
+from ._co_moments import CoMoments
+from ._disparity import DisparityInterval, disparity_ratio_sequence
 from ._drift import (
     SEVERITY_THRESHOLDS,
     DriftResult,
+    KSBounds,
     ks_critical_distance,
     ks_drift,
     population_stability_index,
     severity_band,
+    sketch_ks_bounds,
 )
 from ._empirical_bernstein import EmpiricalBernsteinSequence
 from ._experiment import (
@@ -42,8 +46,11 @@ from ._normal_mixture import (
     normal_mixture_boundary,
     optimal_rho,
 )
+from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
+from ._srm import SampleRatioSequence
+from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
     "SEVERITY_THRESHOLDS",
@@ -51,19 +58,25 @@ __all__ = [
     "AugmentedEstimate",
     "BernoulliSequence",
     "BudgetPlan",
+    "CoMoments",
     "Comparison",
     "CupedResult",
     "DecileResidual",
+    "DifferenceInterval",
+    "DisparityInterval",
     "DriftResult",
     "EmpiricalBernsteinSequence",
     "IdentityCalibrator",
     "ImportanceWeights",
     "Interval",
     "IsotonicCalibrator",
+    "KSBounds",
     "MeanShiftDetector",
     "Moments",
     "NormalMixtureSequence",
     "QuantileSketch",
+    "RestartingMeanSequence",
+    "SampleRatioSequence",
     "SrmResult",
     "VarianceModel",
     "augmented_estimate",
@@ -73,11 +86,13 @@ __all__ = [
     "cuped",
     "difference_in_means",
     "difference_in_proportions",
+    "disparity_ratio_sequence",
     "hedges_g",
     "importance_weights",
     "ks_critical_distance",
     "ks_drift",
     "lan_demets_boundaries",
+    "mean_difference_sequence",
     "non_inferiority",
     "normal_mixture_boundary",
     "obrien_fleming_boundaries",
@@ -88,6 +103,7 @@ __all__ = [
     "residuals_by_decile",
     "sample_ratio_mismatch",
     "severity_band",
+    "sketch_ks_bounds",
     "spent_alpha",
     "transport_audit",
     "two_proportion_power",

@@ -9,13 +9,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from ._sketch import QuantileSketch
+
 __all__ = [
     "SEVERITY_THRESHOLDS",
     "DriftResult",
+    "KSBounds",
     "ks_critical_distance",
     "ks_drift",
     "population_stability_index",
     "severity_band",
+    "sketch_ks_bounds",
 ]
 
 SEVERITY_THRESHOLDS = {"moderate": 0.2, "severe": 0.3}
@@ -90,6 +94,55 @@ def ks_drift(
     lower = max(0.0, distance - ks_critical_distance(a.size, b.size, alpha) - sketch_error)
     return DriftResult(
         distance, float(result.pvalue), lower, severity_band(lower), int(a.size), int(b.size)
+    )
+
+
+@dataclass(frozen=True)
+class KSBounds:
+    """The KS distance of two sketched samples, with the bounds a gate reads its band off."""
+
+    distance: float
+    """``sup |F_live - F_baseline|`` at the sketches' bucket edges."""
+    low: float
+    """``distance - noise - sketch_error``, at least 0: the distance surely exceeds this."""
+    high: float
+    """``distance + noise + sketch_error``, at most 1."""
+    noise: float
+    """The two-sample KS critical distance at the two sample sizes."""
+    sketch_error: float
+    """What the sketches' bucketing can add or hide."""
+
+
+def sketch_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: float) -> KSBounds:
+    """KS distance of ``live`` from ``baseline`` with a noise- and sketch-guarded interval.
+
+    The single implementation of the score drift gate's statistic: the sketches' own
+    distance (:meth:`QuantileSketch.ks_distance`, with its stated bucketing error) widened
+    by the two-sample critical distance :func:`ks_critical_distance` at ``alpha``.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> same = sketch_ks_bounds(
+    ...     QuantileSketch().update(rng.uniform(size=2000)),
+    ...     QuantileSketch().update(rng.uniform(size=2000)), 0.05)
+    >>> same.low == 0.0 and same.distance < same.high
+    True
+    >>> shifted = sketch_ks_bounds(
+    ...     QuantileSketch().update(rng.uniform(0.5, 1.0, 2000)),
+    ...     QuantileSketch().update(rng.uniform(size=2000)), 0.05)
+    >>> severity_band(shifted.low)
+    'severe'
+    """
+    if live.n == 0 or baseline.n == 0:
+        raise ValueError("both sketches need at least one value")
+    distance, sketch_error = live.ks_distance(baseline)
+    noise = ks_critical_distance(live.n, baseline.n, alpha)
+    return KSBounds(
+        distance=distance,
+        low=max(0.0, distance - noise - sketch_error),
+        high=min(1.0, distance + noise + sketch_error),
+        noise=noise,
+        sketch_error=sketch_error,
     )
 
 

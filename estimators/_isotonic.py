@@ -11,7 +11,22 @@ from scipy.optimize import isotonic_regression
 __all__ = ["IdentityCalibrator", "IsotonicCalibrator", "calibrator_from_state"]
 
 
-class IsotonicCalibrator:
+class _Calibrator:
+    """What every calibrator shares: the residual ``y - f(s)`` that the drift gates watch."""
+
+    def predict(self, s: ArrayLike) -> np.ndarray:
+        raise NotImplementedError
+
+    def residuals(self, s: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """``y - f(s)``, elementwise: the one place the residual is computed.
+
+        >>> IdentityCalibrator().residuals([0.2, 0.5], [0.25, 0.4]).round(2).tolist()
+        [0.05, -0.1]
+        """
+        return np.asarray(y, dtype=np.float64) - self.predict(s)
+
+
+class IsotonicCalibrator(_Calibrator):
     """Monotone non-decreasing map ``f: S -> Y`` fitted by pool adjacent violators.
 
     Ties in ``S`` are pooled first (their mean label, weighted by count); scipy's PAVA
@@ -79,7 +94,7 @@ class IsotonicCalibrator:
         return calibrator
 
 
-class IdentityCalibrator:
+class IdentityCalibrator(_Calibrator):
     """``f(s) = s``: what a stream uses before it has a fitted calibrator.
 
     >>> IdentityCalibrator().predict([0.2, 0.7]).tolist()

@@ -118,6 +118,43 @@ class QuantileSketch(StatefulEstimator):
         rank = max(math.ceil(q * self.n), 1)
         return float(values[np.searchsorted(np.cumsum(counts), rank)])
 
+    def _key(self, magnitude: float) -> int:
+        """The bucket key of ``magnitude > 0``, computed exactly as :meth:`update` does."""
+        array = np.array([magnitude], dtype=np.float64)
+        return int(np.ceil(np.log(array) / self._log_gamma).astype(np.int64)[0])
+
+    def count_above(self, x: float) -> int:
+        """How many values are certainly greater than ``x``: those in higher buckets.
+
+        The values in the bucket that contains ``x`` are not counted (they may lie on
+        either side of it), so the true count is between this and this plus that
+        bucket's count. The key of ``x`` is computed with the same numpy expression as
+        :meth:`update`'s and the mapping is monotone, so every counted value is ``> x``.
+
+        >>> sketch = QuantileSketch(0.01).update([-3.0, 0.0, 0.0, 1.0, 5.0, 5.01, 9.0])
+        >>> sketch.count_above(5.0), sketch.count_above(0.0), sketch.count_above(-3.0)
+        (1, 4, 6)
+        >>> sketch.count_above(-100.0), sketch.count_above(100.0)
+        (7, 0)
+        """
+        value = float(x)
+        if math.isnan(value):
+            raise ValueError("x must not be NaN")
+        if value == math.inf:
+            return 0
+        if value == -math.inf:
+            return self.n
+        above_zero = sum(self.positive.values())
+        if value > 0:
+            key = self._key(value)
+            return sum(count for k, count in self.positive.items() if k > key)
+        if value == 0:
+            return above_zero
+        # Negative x: smaller magnitudes are greater values, then the zeros and positives.
+        key = self._key(-value)
+        closer = sum(count for k, count in self.negative.items() if k < key)
+        return closer + self.zeros + above_zero
+
     def cdf_at_edges(self, edges: np.ndarray) -> np.ndarray:
         """Exact fraction of values ``<= e`` for every bucket edge ``e`` of this accuracy."""
         own_edges, _, counts = self._buckets()

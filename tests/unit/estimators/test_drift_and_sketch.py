@@ -68,3 +68,58 @@ def test_psi() -> None:
     base = rng.normal(size=20_000)
     assert population_stability_index(base, rng.normal(size=20_000)) < 0.01
     assert population_stability_index(base, rng.normal(1.0, 1, 20_000)) > 0.25
+
+
+def bucket_count(sketch: QuantileSketch, x: float) -> int:
+    """How many of the sketch's values share x's bucket (numpy's mapping, independently)."""
+    if x == 0:
+        return sketch.zeros
+    key = int(np.ceil(np.log(np.array([abs(x)])) / np.log(sketch.gamma))[0])
+    return (sketch.positive if x > 0 else sketch.negative).get(key, 0)
+
+
+def assert_count_above_brackets_the_truth(
+    sketch: QuantileSketch, data: np.ndarray, x: float
+) -> None:
+    true = int(np.count_nonzero(data > x))
+    counted = sketch.count_above(x)
+    assert true - bucket_count(sketch, x) <= counted <= true, (x, counted, true)
+
+
+@pytest.mark.parametrize("accuracy", [0.01, 0.05])
+def test_count_above_is_certain_and_misses_only_x_bucket(accuracy: float) -> None:
+    rng = np.random.default_rng(65)
+    data = np.concatenate(
+        [rng.lognormal(3, 2, 5000), -rng.lognormal(0, 1, 1000), np.zeros(50), [1e-300, -1e-300]]
+    )
+    sketch = QuantileSketch(accuracy).update(data)
+    probes = np.concatenate(
+        [
+            data[:300],  # the data's own values: the bucket edges are where mistakes hide
+            rng.normal(0, 50, 300),
+            [0.0, -0.0, 1e-300, -1e-300, 5e-324, 1.0, -1.0, 1e12, -1e12],
+        ]
+    )
+    for x in probes.tolist():
+        assert_count_above_brackets_the_truth(sketch, data, x)
+    # The missed values are at most those in x's bucket, and with 2% buckets that is few.
+    gaps = [int(np.count_nonzero(data > x)) - sketch.count_above(x) for x in probes.tolist()]
+    assert max(gaps) <= max(bucket_count(sketch, x) for x in probes.tolist())
+    assert (sketch.count_above(np.inf), sketch.count_above(-np.inf)) == (0, data.size)
+    assert sketch.count_above(0.0) == int(np.count_nonzero(data > 0))
+    assert sketch.count_above(-1e-300) == int(np.count_nonzero(data >= 0))
+    with pytest.raises(ValueError, match="NaN"):
+        sketch.count_above(np.nan)
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=60),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+@settings(max_examples=80)
+def test_count_above_on_arbitrary_values(xs: list[float], x: float) -> None:
+    data = np.asarray(xs, dtype=np.float64)
+    sketch = QuantileSketch(0.02).update(data)
+    assert_count_above_brackets_the_truth(sketch, data, x)
+    for value in xs[:5]:
+        assert_count_above_brackets_the_truth(sketch, data, value)
