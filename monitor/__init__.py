@@ -1,21 +1,23 @@
-"""driftgate's service side: Faust agents, Redis state, gates, decisions, metrics, CLI."""
+"""driftgate's service side: Faust agents, the batch runner, Redis state, gates, metrics, CLI."""
 
 from ._config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
-from ._events import EventValidationError, LabelEvent, decode_message, parse_label_event
-from ._gates import Verdict, residual_drift_gate
-from ._labels import LabelBatchProcessor, RawMessage
+from .gates import Verdict, residual_drift_gate, score_drift_gate
+from .pipeline import BatchResult, BatchRunner, Handler, RawMessage, SubjectModel
+from .subjects import HANDLERS, LabelHandler
 
 __all__ = [
-    "EventValidationError",
-    "LabelBatchProcessor",
-    "LabelEvent",
+    "HANDLERS",
+    "BatchResult",
+    "BatchRunner",
+    "Handler",
+    "LabelHandler",
     "Policy",
     "RawMessage",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "Settings",
+    "SubjectModel",
     "Verdict",
-    "decode_message",
-    "parse_label_event",
     "residual_drift_gate",
+    "score_drift_gate",
 ]

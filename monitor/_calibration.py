@@ -6,15 +6,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import orjson
-import redis
 
 from estimators import IsotonicCalibrator, QuantileSketch
 
-from ._events import EventValidationError, require_number
-from ._state import Keys
-from ._streams import ActiveCalibrator
+from ._config import Policy
+from .store import KeyLayout, SyncClient
+from .store._calibrators import activate_calibrator as store_calibrator
+from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
+from .subjects._decode import Finite
+from .subjects._labels import ActiveCalibrator, LabelModel
 
 __all__ = ["InputError", "LabeledPairs", "activate_calibrator", "read_pairs"]
 
@@ -31,6 +34,17 @@ class LabeledPairs:
     """The ``cluster`` field (e.g. a prompt id), when every line has one."""
 
 
+class _Pair(msgspec.Struct, frozen=True):
+    """One line of a calibration, audit or pilot file (other fields are ignored)."""
+
+    s: Finite
+    y: Finite
+    cluster: str | int | None = None
+
+
+_PAIR = msgspec.json.Decoder(_Pair)
+
+
 def read_pairs(path: str | Path) -> LabeledPairs:
     """``s`` and ``y`` arrays from JSONL; every line must have finite ``s`` and ``y``."""
     scores: list[float] = []
@@ -44,15 +58,13 @@ def read_pairs(path: str | Path) -> LabeledPairs:
         if not line.strip():
             continue
         try:
-            document = orjson.loads(line)
-            if not isinstance(document, dict):
-                raise EventValidationError("each line must be a JSON object")
-            scores.append(require_number(document, "s"))
-            labels.append(require_number(document, "y"))
-            if document.get("cluster") is not None:
-                clusters.append(str(document["cluster"]))
-        except (orjson.JSONDecodeError, EventValidationError) as exc:
+            pair = _PAIR.decode(line)
+        except msgspec.DecodeError as exc:
             raise InputError(f"{path}:{number}: {exc}") from exc
+        scores.append(pair.s)
+        labels.append(pair.y)
+        if pair.cluster is not None:
+            clusters.append(str(pair.cluster))
     if len(scores) < 2:
         raise InputError(f"{path}: need at least 2 lines with s and y, found {len(scores)}")
     if clusters and len(clusters) != len(scores):
@@ -63,47 +75,32 @@ def read_pairs(path: str | Path) -> LabeledPairs:
 
 
 def activate_calibrator(
-    client: redis.Redis,
-    keys: Keys,
+    client: SyncClient,
+    layout: KeyLayout,
+    policy: Policy,
     stream: str,
     model: IsotonicCalibrator,
     baseline_scores: QuantileSketch | None = None,
 ) -> int:
     """Store ``model`` as the stream's next calibrator version and make it active.
 
-    The residual statistics of the retired version move to ``history:{version}`` and
-    the new version starts empty; the revision bump makes any batch computed under
-    the old calibrator retry under the new one.
+    The residual statistics of the retired version are kept as ``history`` (their view)
+    and the new version starts empty; running workers recompute any batch computed
+    under the old calibrator.
     """
-    stream_key, versions_key = keys.stream(stream), keys.calibrators(stream)
-    gate_fields = [f"residual_drift|{stream}", f"score_drift|{stream}"]
+    labels = LabelModel(policy)
+    record = ActiveCalibrator(0, model, baseline_scores).record()
 
-    def swap(pipe: redis.client.Pipeline) -> int:
-        raw_calibrator, raw_state = pipe.hmget(stream_key, ["calibrator", "state"])
-        raw_gates = pipe.hmget(keys.gate, gate_fields)
-        old_version = ActiveCalibrator.from_json(raw_calibrator).version
-        version = int(pipe.hget(versions_key, "latest") or 0) + 1
-        record = ActiveCalibrator(version, model, baseline_scores).to_json()
-        pipe.multi()
-        pipe.hset(versions_key, mapping={"latest": version, f"v{version}": record})
-        if raw_state:
-            pipe.hset(stream_key, f"history:{old_version}", raw_state)
-        pipe.hset(stream_key, "calibrator", record)
-        pipe.hdel(stream_key, "state")
-        pipe.hincrby(stream_key, "rev", 1)
-        pipe.sadd(keys.streams, stream)
-        for gate_field, raw_gate in zip(gate_fields, raw_gates, strict=True):
-            if raw_gate:
-                gate = orjson.loads(raw_gate)
-                gate.update(verdict="INCONCLUSIVE", reason="recalibrated", updated=time.time())
-                pipe.hset(keys.gate, gate_field, orjson.dumps(gate))
-        return version
+    def describe(version: int) -> tuple[bytes, bytes]:
+        fresh = labels.load(
+            stream, {STATE: None, CALIBRATOR: record, CALIBRATOR_VERSION: str(version).encode()}
+        )
+        now = time.time()
+        verdicts = labels.evaluate(stream, fresh, now)
+        gates = {
+            v.gate: {**v.to_record(), "reason": "recalibrated", "evaluated_at": now}
+            for v in verdicts
+        }
+        return orjson.dumps(labels.view(stream, fresh, verdicts)), orjson.dumps(gates)
 
-    version = client.transaction(
-        swap,  # type: ignore[arg-type]  # redis-py types the callable as returning None
-        stream_key,
-        versions_key,
-        keys.gate,
-        value_from_callable=True,
-    )
-    return int(version)  # type: ignore[arg-type]
+    return store_calibrator(client, layout, stream, record, describe)

@@ -119,26 +119,24 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
     config_path: str | None = None
     topic_prefix: str = "driftgate."
     # Redis key prefix; several deployments can share one Redis with different prefixes.
     redis_prefix: str = "driftgate:"
     partitions: int = 4
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    webhook_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        names = {
-            "kafka_bootstrap": "DRIFTGATE_KAFKA_BOOTSTRAP",
-            "redis_url": "DRIFTGATE_REDIS_URL",
-            "metrics_port": "DRIFTGATE_METRICS_PORT",
-            "config_path": "DRIFTGATE_CONFIG",
-            "topic_prefix": "DRIFTGATE_TOPIC_PREFIX",
-            "redis_prefix": "DRIFTGATE_REDIS_PREFIX",
-            "partitions": "DRIFTGATE_PARTITIONS",
-        }
-        for attribute, variable in names.items():
+        for attribute, variable in ENVIRONMENT.items():
             if variable in env and env[variable] != "":
                 values[attribute] = env[variable]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -148,9 +146,26 @@ class Settings:
                     values[attribute] = int(values[attribute])
                 except ValueError as exc:
                     raise ConfigError(
-                        f"{names[attribute]} must be an integer, got {values[attribute]!r}"
+                        f"{ENVIRONMENT[attribute]} must be an integer, got {values[attribute]!r}"
                     ) from exc
-        return replace(cls(), **values)
+        settings = replace(cls(), **values)
+        if not 0 < settings.metrics_port < 65536:
+            raise ConfigError(
+                f"DRIFTGATE_METRICS_PORT must be in 1..65535, got {settings.metrics_port}"
+            )
+        if settings.partitions < 1:
+            raise ConfigError(f"DRIFTGATE_PARTITIONS must be at least 1, got {settings.partitions}")
+        if any(c in settings.redis_prefix for c in "{}%"):
+            raise ConfigError(
+                f"DRIFTGATE_REDIS_PREFIX may not contain {{, }} or %: {settings.redis_prefix!r}"
+            )
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if settings.kafka_security_protocol not in protocols:
+            raise ConfigError(
+                f"DRIFTGATE_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(protocols)}, "
+                f"got {settings.kafka_security_protocol!r}"
+            )
+        return settings
 
     @property
     def app_id(self) -> str:
@@ -163,3 +178,22 @@ class Settings:
     @property
     def policy(self) -> Policy:
         return load_policy(self.config_path)
+
+
+# Each setting's environment variable; the matching CLI flag overrides it.
+ENVIRONMENT = {
+    "kafka_bootstrap": "DRIFTGATE_KAFKA_BOOTSTRAP",
+    "redis_url": "DRIFTGATE_REDIS_URL",
+    "metrics_port": "DRIFTGATE_METRICS_PORT",
+    "metrics_host": "DRIFTGATE_METRICS_HOST",
+    "config_path": "DRIFTGATE_CONFIG",
+    "topic_prefix": "DRIFTGATE_TOPIC_PREFIX",
+    "redis_prefix": "DRIFTGATE_REDIS_PREFIX",
+    "partitions": "DRIFTGATE_PARTITIONS",
+    "kafka_security_protocol": "DRIFTGATE_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "DRIFTGATE_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "DRIFTGATE_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "DRIFTGATE_KAFKA_SASL_PASSWORD",
+    "kafka_ssl_cafile": "DRIFTGATE_KAFKA_SSL_CAFILE",
+    "webhook_url": "DRIFTGATE_WEBHOOK_URL",
+}

@@ -9,13 +9,14 @@ import uuid
 
 import numpy as np
 import orjson
-import redis
 from aiokafka import AIOKafkaProducer
 
 from ._config import Settings
-from ._state import Keys
+from ._kafka import client_options
+from .store import KeyLayout, SyncClient
+from .store._admin import forget_subject
 
-__all__ = ["DEMO_STREAM", "reset_demo_stream", "run_demo_producer"]
+__all__ = ["DEMO_STREAM", "reset_demo", "run_demo_producer"]
 
 DEMO_STREAM = "demo:judge"
 EVENTS_PER_SECOND = 200
@@ -24,13 +25,9 @@ HEALTHY_SECONDS = 10.0
 DRIFT = 0.15
 
 
-def reset_demo_stream(client: redis.Redis, keys: Keys) -> None:
-    """Forget the demo stream's statistics, so each `driftgate up` shows the flip anew."""
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(keys.stream(DEMO_STREAM), keys.calibrators(DEMO_STREAM))
-    pipe.hdel(keys.gate, f"residual_drift|{DEMO_STREAM}")
-    pipe.srem(keys.streams, DEMO_STREAM)
-    pipe.execute()
+def reset_demo(client: SyncClient, layout: KeyLayout) -> None:
+    """Forget the demo's subjects, so each `driftgate up` shows the flips anew."""
+    forget_subject(client, layout, "stream", DEMO_STREAM)
 
 
 async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int = 0) -> None:
@@ -40,7 +37,7 @@ async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int =
     while calibrated, then WARN and FAIL a few seconds after the shift.
     """
     rng = np.random.default_rng(seed)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
     await producer.start()
     topic = settings.topic("labels")
     run = uuid.uuid4().hex[:8]

@@ -8,7 +8,9 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ._config import Settings
+from ._config import ConfigError, Settings
+from ._kafka import client_options
+from .store import redact
 
 __all__ = ["TOPIC_NAMES", "ServiceUnavailable", "check_redis", "ensure_topics"]
 
@@ -19,21 +21,28 @@ class ServiceUnavailable(RuntimeError):
     """Kafka or Redis cannot be reached: exit status 1, naming which and where."""
 
 
-def check_redis(url: str) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+def check_redis(url: str) -> bool:
+    """Redis answers at ``url``; returns whether it is a node of a Redis Cluster."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as exc:
+        raise ConfigError(f"DRIFTGATE_REDIS_URL {redact(url)!r} is not a Redis URL: {exc}") from exc
     try:
         client.ping()
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.AuthenticationError as exc:
+        raise ServiceUnavailable(
+            f"Redis at {redact(url)} refused the credentials: {exc} (check DRIFTGATE_REDIS_URL)"
+        ) from exc
     except redis.RedisError as exc:
-        raise ServiceUnavailable(f"Redis unreachable at {url}: {exc}") from exc
+        raise ServiceUnavailable(f"Redis unreachable at {redact(url)}: {exc}") from exc
     finally:
         client.close()
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the contract's topics that are missing; returns the ones created."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
     except KafkaError as exc:

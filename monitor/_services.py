@@ -15,6 +15,8 @@ from pathlib import Path
 __all__ = [
     "ServiceError",
     "ServiceProcess",
+    "create_cluster",
+    "free_cluster_port",
     "free_port",
     "port_open",
     "start_broker",
@@ -105,8 +107,14 @@ def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
     return ServiceProcess("kafka", f"127.0.0.1:{port}", process)
 
 
-def start_redis(port: int, directory: Path, appendonly: bool = True) -> ServiceProcess:
-    """Start ``redis-server`` on loopback, with its files in ``directory``."""
+def start_redis(
+    port: int, directory: Path, appendonly: bool = True, cluster: bool = False
+) -> ServiceProcess:
+    """Start ``redis-server`` on loopback, with its files in ``directory``.
+
+    ``cluster`` makes it a Redis Cluster node (its bus on ``port + 10000``); the nodes
+    are joined by :func:`create_cluster`.
+    """
     executable = shutil.which("redis-server")
     if executable is None:
         raise ServiceError("redis-server is not on PATH (Debian: apt-get install redis-server)")
@@ -126,6 +134,18 @@ def start_redis(port: int, directory: Path, appendonly: bool = True) -> ServiceP
         "--logfile",
         str(directory / "redis.log"),
     ]
+    if appendonly:
+        # What docker-compose runs: an acknowledged write survives a crash of Redis.
+        command += ["--appendfsync", "always"]
+    if cluster:
+        command += [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / f"nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+        ]
     # A session of its own: Ctrl-C in the terminal reaches `driftgate up`, which stops the
     # worker first and the services after it, instead of everything dying at once.
     process = subprocess.Popen(
@@ -133,3 +153,57 @@ def start_redis(port: int, directory: Path, appendonly: bool = True) -> ServiceP
     )
     wait_for_port("127.0.0.1", port, 15.0, process)
     return ServiceProcess("redis", f"redis://127.0.0.1:{port}/0", process)
+
+
+def free_cluster_port() -> int:
+    """A free loopback port below 55000 whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port >= 55000:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise ServiceError("no free port pair for a Redis Cluster node")
+
+
+def create_cluster(ports: list[int], timeout: float = 20.0) -> None:
+    """Join fresh cluster nodes into one Redis Cluster (no replicas) and wait until it is ok."""
+    executable = shutil.which("redis-cli")
+    if executable is None:
+        raise ServiceError("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
+    nodes = [f"127.0.0.1:{port}" for port in ports]
+    created = subprocess.run(
+        [executable, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise ServiceError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+    wait_for_cluster(ports, timeout)
+
+
+def wait_for_cluster(ports: list[int], timeout: float = 20.0) -> None:
+    """Until every node reports ``cluster_state:ok`` (after a create or a restart)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for port in ports:
+            client = redis.Redis(port=port, socket_timeout=2)
+            try:
+                states.append(client.cluster("info").get("cluster_state"))
+            except redis.RedisError:
+                states.append(None)
+            finally:
+                client.close()
+        if all(state == "ok" for state in states):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"Redis Cluster on ports {ports} not ok after {timeout:.0f}s")

@@ -17,19 +17,21 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import redis
 
 from ._calibration import InputError, activate_calibrator, read_pairs
 from ._config import ConfigError, Settings
-from ._demo import reset_demo_stream
+from ._demo import reset_demo
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
 from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
-from ._snapshot import read_snapshot
-from ._state import Keys, reset_fences
-from ._streams import ActiveCalibrator
+from .pipeline import PermanentError
+from .store import KeyLayout, ReadModel, SyncClient, connect, redact
+from .store._admin import start_new_log_epochs
+from .store._calibrators import StateConflictError, read_calibrator
+from .subjects._labels import ActiveCalibrator
 
 __all__ = ["main"]
 
@@ -43,14 +45,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
         redis_url=getattr(args, "redis_url", None),
         metrics_port=getattr(args, "metrics_port", None),
+        metrics_host=getattr(args, "metrics_host", None),
         config_path=getattr(args, "config", None),
         topic_prefix=getattr(args, "topic_prefix", None),
     )
 
 
-def _redis(settings: Settings) -> redis.Redis:
-    check_redis(settings.redis_url)
-    return redis.Redis.from_url(settings.redis_url)
+def _redis(settings: Settings) -> SyncClient:
+    """A client for the configured Redis (a cluster client for a cluster), checked."""
+    return connect(settings.redis_url, check_redis(settings.redis_url))
+
+
+def _read_model(settings: Settings) -> ReadModel:
+    return ReadModel(_redis(settings), KeyLayout(settings.redis_prefix))
 
 
 def _print_json(document: Any) -> None:
@@ -67,35 +74,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from ._app import create_app
-    from ._metrics import StateCollector
+    from ._app import MonitorApp
+    from .serve import StateCollector
 
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
-    check_redis(settings.redis_url)
+    cluster = check_redis(settings.redis_url)
     created = asyncio.run(ensure_topics(settings))
     if created:
         print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
     registry = CollectorRegistry()
-    monitor = create_app(settings, registry)
-    keys = Keys(settings.redis_prefix)
-    registry.register(StateCollector(redis.Redis.from_url(settings.redis_url), keys))
+    monitor = MonitorApp(settings, cluster, registry)
+    layout = KeyLayout(settings.redis_prefix)
+    registry.register(StateCollector(ReadModel(connect(settings.redis_url, cluster), layout)))
     try:
-        start_http_server(settings.metrics_port, addr=args.metrics_host, registry=registry)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     except OSError as exc:
         raise ServiceUnavailable(
-            f"metrics port {args.metrics_host}:{settings.metrics_port} unavailable: {exc}"
+            f"metrics port {settings.metrics_host}:{settings.metrics_port} unavailable: {exc}"
         ) from exc
     print(
-        f"driftgate worker: kafka {settings.kafka_bootstrap}, redis {settings.redis_url}, "
-        f"metrics http://{args.metrics_host}:{settings.metrics_port}/metrics",
+        f"driftgate worker: kafka {settings.kafka_bootstrap}, redis {redact(settings.redis_url)}"
+        f"{' (cluster)' if cluster else ''}, "
+        f"metrics http://{settings.metrics_host}:{settings.metrics_port}/metrics",
         file=sys.stderr,
         flush=True,
     )
     worker = faust.Worker(
         monitor.app, loglevel=args.loglevel, redirect_stdouts=False, quiet=args.quiet
     )
-    worker.execute_from_commandline()  # exits the process when the worker stops
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        if monitor.fatal_error is not None:
+            raise ServiceUnavailable(str(monitor.fatal_error)) from None
+        return int(exit_.code or 0)
     return 0
 
 
@@ -169,13 +182,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             env["DRIFTGATE_CONFIG"] = settings.config_path
         check_redis(settings.redis_url)
         asyncio.run(ensure_topics(settings))
-        client = redis.Redis.from_url(settings.redis_url)
+        client = _redis(settings)
+        layout = KeyLayout(settings.redis_prefix)
         if kafka_how == "started":
-            # A broker started here has empty logs: fences left by an earlier run are stale.
+            # A broker started here keeps nothing: its logs begin a new epoch of offsets.
             topics = [settings.topic(name) for name in TOPIC_NAMES]
-            reset_fences(client, Keys(settings.redis_prefix), topics)
+            start_new_log_epochs(client, layout, topics, settings.partitions)
         if not args.no_demo:
-            reset_demo_stream(client, Keys(settings.redis_prefix))
+            reset_demo(client, layout)
         client.close()
         worker = subprocess.Popen(
             [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn", "--quiet"],
@@ -185,8 +199,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(
             "driftgate up\n"
             f"  kafka    {settings.kafka_bootstrap} ({kafka_how})\n"
-            f"  redis    {settings.redis_url} ({redis_how})\n"
-            f"  metrics  http://127.0.0.1:{settings.metrics_port}/metrics\n"
+            f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
+            f"  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
             f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
             f"  demo     {'off' if args.no_demo else 'on: stream demo:judge drifts after 10 s'}\n"
             "Ctrl-C stops everything started here.",
@@ -216,17 +230,14 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
 
     stop = asyncio.Event()
     producer = asyncio.create_task(run_demo_producer(settings, stop)) if demo else None
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = Keys(settings.redis_prefix)
+    read_model = ReadModel(_redis(settings), KeyLayout(settings.redis_prefix))
     shown: dict[str, str] = {}
     try:
         while worker.poll() is None:
             await asyncio.sleep(1.0)
             with contextlib.suppress(redis.RedisError):
-                gates = cast(dict[bytes, bytes], client.hgetall(keys.gate))
-                for key, raw in gates.items():
-                    record = orjson.loads(raw)
-                    name = key.decode()
+                for record in read_model.snapshot().gates:
+                    name = f"{record['gate']}|{record['subject']}"
                     if shown.get(name) != record["verdict"]:
                         shown[name] = record["verdict"]
                         evidence = record["evidence"]
@@ -242,7 +253,7 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
         stop.set()
         if producer is not None and not producer.done():
             await producer
-        client.close()
+        read_model.client.close()
 
 
 # --- status, log ----------------------------------------------------------------------
@@ -250,41 +261,35 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    client = _redis(settings)
-    snapshot = read_snapshot(client, Keys(settings.redis_prefix), with_history=True)
+    document = _read_model(settings).snapshot(with_history=True).status_document()
     if args.json:
-        _print_json(snapshot.status_document())
+        _print_json(document)
         return 0
-    if not snapshot.streams:
-        print("no streams yet")
-    for name, row in snapshot.streams.items():
+    if not any(document.values()):
+        print("nothing monitored yet")
+    for name, row in document["streams"].items():
         calibrator = row["calibrator"]
         mean = "-" if row["residual_mean"] is None else f"{row['residual_mean']:+.4f}"
         low = "-inf" if row["ci_low"] is None else f"{row['ci_low']:+.4f}"
         high = "+inf" if row["ci_high"] is None else f"{row['ci_high']:+.4f}"
         note = " (identity: no calibrator fitted)" if calibrator["kind"] == "identity" else ""
+        since = " since the detected change" if row["interval"] == "since_change" else ""
         print(
             f"{name}: {row['verdict']:<12} n={row['n']} labeled={row['labeled_n']} "
-            f"mean residual {mean} [{low}, {high}] calibrator {calibrator['kind']} "
-            f"v{calibrator['version']}{note}"
+            f"mean residual {mean} [{low}, {high}] over {row['residual_n']} labels{since}; "
+            f"calibrator {calibrator['kind']} v{calibrator['version']}{note}"
         )
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    client = _redis(settings)
-    start = "-" if args.hours is None else str(int((time.time() - args.hours * 3600) * 1000))
-    entries = []
-    stream = cast(
-        list[tuple[bytes, dict[bytes, bytes]]],
-        client.xrange(Keys(settings.redis_prefix).audit, min=start),
-    )
-    for _, fields in stream:
-        record = orjson.loads(fields[b"json"])
-        if args.action and record.get("action") != args.action:
-            continue
-        entries.append(record)
+    since = None if args.hours is None else int((time.time() - args.hours * 3600) * 1000)
+    entries = [
+        record
+        for record in _read_model(settings).audit(since)
+        if not args.action or record.get("action") == args.action
+    ]
     if args.json:
         _print_json(entries)
         return 0
@@ -308,9 +313,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.file)
     model = IsotonicCalibrator().fit(pairs.s, pairs.y)
     baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(pairs.s)
-    version = activate_calibrator(
-        _redis(settings), Keys(settings.redis_prefix), args.stream, model, baseline
-    )
+    try:
+        version = activate_calibrator(
+            _redis(settings),
+            KeyLayout(settings.redis_prefix),
+            settings.policy,
+            args.stream,
+            model,
+            baseline,
+        )
+    except StateConflictError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
     print(
         f"stream {args.stream}: isotonic calibrator v{version} active "
         f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh"
@@ -323,9 +336,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     pairs = read_pairs(args.file)
-    raw = _redis(settings).hget(Keys(settings.redis_prefix).stream(args.stream), "calibrator")
-    calibrator = ActiveCalibrator.from_json(cast(bytes | None, raw))
-    residuals = pairs.y - calibrator.model.predict(pairs.s)
+    calibrator = ActiveCalibrator.from_fields(
+        *read_calibrator(_redis(settings), KeyLayout(settings.redis_prefix), args.stream)
+    )
+    residuals = calibrator.model.residuals(pairs.s, pairs.y)
     result = transport_audit(
         residuals,
         alpha=args.alpha,
@@ -471,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="the Faust worker (production)")
     _connection_flags(worker, kafka=True, redis_=True)
     worker.add_argument("--metrics-port", type=int, help="overrides DRIFTGATE_METRICS_PORT")
-    worker.add_argument("--metrics-host", default="0.0.0.0", help="bind address for /metrics")
+    worker.add_argument("--metrics-host", help="overrides DRIFTGATE_METRICS_HOST (127.0.0.1)")
     worker.add_argument("--config", help="overrides DRIFTGATE_CONFIG")
     worker.add_argument(
         "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
@@ -532,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InputError, ConfigError) as exc:
         print(f"driftgate {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (ServiceUnavailable, ServiceError) as exc:
+    except (ServiceUnavailable, ServiceError, PermanentError) as exc:
         print(f"driftgate {args.command}: {exc}", file=sys.stderr)
         return 1
 

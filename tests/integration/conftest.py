@@ -1,5 +1,6 @@
 """Real services for integration tests: the embedded broker (or DRIFTGATE_TEST_KAFKA) and
-a Redis server of each test's own on a free loopback port. Never the shared Redis on 6379."""
+a Redis of each test's own on free loopback ports, standalone or a three-node Redis
+Cluster (parametrize ``redis_server`` with ``"cluster"``). Never the Redis on 6379."""
 
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from monitor._services import ServiceProcess, free_port, start_broker, start_redis
-from monitor._snapshot import Snapshot, read_snapshot
-from monitor._state import Keys
+from monitor._services import (
+    ServiceProcess,
+    create_cluster,
+    free_cluster_port,
+    free_port,
+    start_broker,
+    start_redis,
+    wait_for_cluster,
+)
+from monitor.store import KeyLayout, ReadModel, Snapshot, SyncClient, connect
 
 pytestmark = pytest.mark.integration
 
@@ -45,33 +53,53 @@ def kafka_bootstrap(kafka_broker: ServiceProcess | None) -> str:
 
 @dataclass
 class RedisServer:
-    """A redis-server the test owns: it can be stopped and started again on the same port."""
+    """A Redis the test owns, standalone or a three-node cluster (no replicas): it can be
+    stopped and started again on the same ports, keeping its data (AOF)."""
 
     directory: Path
-    port: int = field(default_factory=free_port)
-    process: ServiceProcess | None = None
+    cluster: bool = False
+    ports: list[int] = field(default_factory=list)
+    processes: list[ServiceProcess] = field(default_factory=list)
+    created: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            self.ports = [free_cluster_port() for _ in range(3)] if self.cluster else [free_port()]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
 
     def start(self) -> None:
-        self.process = start_redis(self.port, self.directory)
+        self.processes = [
+            start_redis(port, self.directory / f"node-{port}", cluster=self.cluster)
+            for port in self.ports
+        ]
+        if self.cluster and not self.created:
+            create_cluster(self.ports)
+        elif self.cluster:
+            wait_for_cluster(self.ports)
+        self.created = True
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()  # SIGTERM: Redis writes its append-only file and exits
+        for process in self.processes:
+            process.stop()  # SIGTERM: Redis writes its append-only file and exits
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+    def client(self) -> SyncClient:
+        return connect(self.url, self.cluster)
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A standalone Redis; ``indirect`` parametrization with ``"cluster"`` gives a cluster."""
+    server = RedisServer(tmp_path / "redis", cluster=getattr(request, "param", "") == "cluster")
     server.start()
     yield server
     server.stop()
+
+
+BOTH_REDIS = pytest.mark.parametrize("redis_server", ["standalone", "cluster"], indirect=True)
+"""Run a test against one Redis and against a Redis Cluster."""
 
 
 @dataclass
@@ -145,12 +173,18 @@ class Deployment:
     def snapshot(self) -> Snapshot:
         client = self.redis_server.client()
         try:
-            return read_snapshot(client, Keys())
+            return ReadModel(client, KeyLayout()).snapshot()
         finally:
             client.close()
 
-    def counters(self) -> dict[str, int]:
-        return self.snapshot().counters
+    def count(self, topic: str, outcome: str) -> int:
+        """Events of ``topic`` (short name) with ``outcome``, over every subject."""
+        return self.snapshot().events.get((self.topic(topic), outcome), 0)
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return orjson.loads(result.stdout)  # type: ignore[no-any-return]
 
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -158,17 +192,16 @@ class Deployment:
             try:
                 if condition():
                     return
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.exceptions.ClusterError):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     def wait_for_count(self, topic: str, outcome: str, expected: int, timeout: float = 60) -> None:
-        key = f"{self.topic(topic)}|{outcome}"
         self.wait_for(
-            lambda: self.counters().get(key, 0) >= expected,
+            lambda: self.count(topic, outcome) >= expected,
             timeout,
-            f"{key} to reach {expected} (now {self.counters().get(key, 0)})",
+            f"{topic} {outcome} to reach {expected} (now {self.count(topic, outcome)})",
         )
 
     def produce(
@@ -183,7 +216,9 @@ class Deployment:
 async def produce(
     bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_request_size=8_388_608
+    )
     await producer.start()
     try:
         keys = keys or [None] * len(values)

@@ -8,12 +8,11 @@ import threading
 import time
 
 import numpy as np
-import orjson
 import pytest
 
 from monitor._services import ServiceProcess, free_port
 
-from .conftest import Deployment, encode, label
+from .conftest import BOTH_REDIS, Deployment, encode, label
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +40,14 @@ def labelled_messages(
 
 
 def assert_exact(deployment: Deployment, stream: str, residuals: np.ndarray) -> None:
-    counters = deployment.counters()
-    topic = deployment.topic("labels")
-    assert counters[f"{topic}|ok"] == residuals.size
-    assert counters.get(f"{topic}|duplicate", 0) == 0
-    row = deployment.snapshot().streams[stream]
+    assert deployment.count("labels", "ok") == residuals.size
+    assert deployment.count("labels", "duplicate") == 0
+    row = deployment.status()["streams"][stream]
     assert row["n"] == row["labeled_n"] == residuals.size
-    assert row["residual_mean"] == pytest.approx(residuals.mean(), rel=1e-12)
+    assert row["all_time"]["residual_mean"] == pytest.approx(residuals.mean(), rel=1e-12)
 
 
+@BOTH_REDIS
 def test_kill_9_mid_stream_then_restart_counts_exactly(deployment: Deployment) -> None:
     messages, residuals = labelled_messages("crash", 400, seed=1)
     first = deployment.start_worker()
@@ -61,11 +59,10 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(deployment: Deployment) -
 
     producer = threading.Thread(target=trickle)
     producer.start()
-    topic = deployment.topic("labels")
-    deployment.wait_for(lambda: deployment.counters().get(f"{topic}|ok", 0) >= 1500, 60, "progress")
+    deployment.wait_for(lambda: deployment.count("labels", "ok") >= 1500, 60, "progress")
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    killed_at = deployment.counters()[f"{topic}|ok"]
+    killed_at = deployment.count("labels", "ok")
     producer.join()
     assert killed_at < residuals.size, "the kill must land mid-stream"
 
@@ -75,6 +72,7 @@ def test_kill_9_mid_stream_then_restart_counts_exactly(deployment: Deployment) -
     assert_exact(deployment, "crash", residuals)
 
 
+@BOTH_REDIS
 def test_redis_lost_while_running_is_waited_out(deployment: Deployment) -> None:
     messages, residuals = labelled_messages("outage", 60, seed=2)
     worker = deployment.start_worker()
@@ -145,5 +143,41 @@ def test_bad_usage_and_bad_input_exit_2(deployment: Deployment, tmp_path) -> Non
     result = deployment.cli("calibrate", str(bad))
     assert result.returncode == 2 and "--stream" in result.stderr
 
-    snapshot = orjson.loads(deployment.cli("status", "--json").stdout)
-    assert snapshot == {"streams": {}, "experiments": {}, "agents": {}}
+    assert deployment.status() == {"streams": {}, "experiments": {}, "agents": {}}
+
+
+def test_a_permanent_kafka_error_ends_the_worker_with_exit_1_naming_kafka(
+    deployment: Deployment,
+) -> None:
+    worker = deployment.start_worker()
+    # Accepted by the embedded broker, but its dead letter is over Kafka's default
+    # message.max.bytes: no retry can send it.
+    deployment.produce("labels", [b"x" * 1_500_000])
+    worker.wait(60)
+    assert worker.returncode == 1
+    last_line = deployment.worker_log().decode().strip().splitlines()[-1]
+    assert last_line.startswith("driftgate worker: Kafka at "), last_line
+    assert "MessageSizeTooLargeError" in last_line and "message.max.bytes" in last_line
+
+
+def test_a_permanent_redis_error_ends_the_worker_with_exit_1_naming_redis(
+    deployment: Deployment,
+) -> None:
+    messages, _ = labelled_messages("oom", 4, seed=5)
+    worker = deployment.start_worker()
+    deployment.produce("labels", messages[:2])
+    deployment.wait_for_count("labels", "ok", 51)
+    client = deployment.redis_server.client()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        deployment.produce("labels", messages[2:])
+        worker.wait(60)
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    assert worker.returncode == 1
+    last_line = deployment.worker_log().decode().strip().splitlines()[-1]
+    assert last_line.startswith("driftgate worker: Redis at "), last_line
+    assert "maxmemory" in last_line
+    assert deployment.count("labels", "ok") == 51  # the refused batch changed nothing

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,36 @@ def test_bad_policy_is_named(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_policy(str(path))
+
+
+def test_kafka_security_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "DRIFTGATE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "DRIFTGATE_KAFKA_SASL_USERNAME": "driftgate",
+            "DRIFTGATE_KAFKA_SASL_PASSWORD": "hunter2",
+            "DRIFTGATE_PARTITIONS": "12",
+        }
+    )
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert (settings.kafka_sasl_username, settings.kafka_sasl_password) == ("driftgate", "hunter2")
+    assert settings.partitions == 12
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DRIFTGATE_METRICS_PORT": "0"}, "DRIFTGATE_METRICS_PORT must be in 1..65535"),
+        ({"DRIFTGATE_METRICS_PORT": "65536"}, "DRIFTGATE_METRICS_PORT must be in 1..65535"),
+        ({"DRIFTGATE_PARTITIONS": "0"}, "DRIFTGATE_PARTITIONS must be at least 1"),
+        ({"DRIFTGATE_PARTITIONS": "four"}, "DRIFTGATE_PARTITIONS must be an integer"),
+        ({"DRIFTGATE_REDIS_PREFIX": "dg{x}:"}, "DRIFTGATE_REDIS_PREFIX may not contain"),
+        ({"DRIFTGATE_REDIS_PREFIX": "dg%"}, "DRIFTGATE_REDIS_PREFIX may not contain"),
+        ({"DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "DRIFTGATE_KAFKA_SECURITY_PROTOCOL"),
+    ],
+)
+def test_bad_settings_name_their_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)

@@ -1,0 +1,76 @@
+"""The residual drift gate: is the mean residual ``y - f(s)`` still 0?"""
+
+from __future__ import annotations
+
+import math
+
+from estimators import NormalMixtureSequence, RestartingMeanSequence
+
+from .._config import ResidualDriftPolicy
+from ._verdict import Verdict, finite_or_none
+
+__all__ = ["residual_drift_gate"]
+
+GATE = "residual_drift"
+
+# How much bias each verdict shows: an interval with too few labels shows none.
+_BIAS = {"INCONCLUSIVE": 0, "PASS": 0, "WARN": 1, "FAIL": 2}
+
+
+def residual_drift_gate(
+    subject: str,
+    residuals: RestartingMeanSequence,
+    policy: ResidualDriftPolicy,
+    calibrator_version: int,
+) -> Verdict:
+    """PASS when the confidence sequence holds 0; WARN / FAIL on |mean| vs the threshold.
+
+    The interval is anytime-valid, so evaluating this after every batch keeps the
+    false-alarm rate at ``alpha`` over the whole life of the calibrator version. When
+    the change detector has restarted the interval, the more severe of the all-time and
+    the restarted verdicts decides (a late shift, not yet visible in the all-time mean),
+    and the evidence says which (``method``).
+    """
+    overall = _interval_verdict(
+        subject, residuals.all_time, policy, calibrator_version, "normal_mixture_cs"
+    )
+    if residuals.since_change is None:
+        return overall
+    since_change = _interval_verdict(
+        subject,
+        residuals.since_change,
+        policy,
+        calibrator_version,
+        "normal_mixture_cs_after_change",
+    )
+    since_change.evidence["since_labeled_n"] = residuals.change_at
+    if _BIAS[since_change.verdict] > _BIAS[overall.verdict]:
+        return since_change
+    return overall
+
+
+def _interval_verdict(
+    subject: str,
+    sequence: NormalMixtureSequence,
+    policy: ResidualDriftPolicy,
+    calibrator_version: int,
+    method: str,
+) -> Verdict:
+    interval = sequence.interval
+    evidence = {
+        "n": sequence.n,
+        "estimate": finite_or_none(interval.estimate),
+        "ci_low": finite_or_none(interval.low),
+        "ci_high": finite_or_none(interval.high),
+        "threshold": policy.bias_threshold,
+        "method": method,
+        "alpha": policy.alpha,
+        "calibrator_version": calibrator_version,
+    }
+    if sequence.n < policy.min_labeled or not math.isfinite(interval.low):
+        return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
+    if interval.contains(0.0):
+        return Verdict(GATE, subject, "PASS", "none", "no_drift", evidence)
+    if abs(interval.estimate) < policy.bias_threshold:
+        return Verdict(GATE, subject, "WARN", policy.warn_action, "residual_bias", evidence)
+    return Verdict(GATE, subject, "FAIL", policy.fail_action, "residual_bias", evidence)

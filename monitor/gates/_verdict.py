@@ -1,0 +1,100 @@
+"""Verdicts, and the decisions published when they change."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "GATE_STATUS_CODES",
+    "SEVERITY",
+    "Verdict",
+    "decision_id",
+    "decision_record",
+    "finite_or_none",
+    "rfc3339",
+    "should_publish",
+]
+
+GATE_STATUS_CODES = {"PASS": 0, "WARN": 1, "FAIL": 2, "INCONCLUSIVE": 3, "HOLD": 3}
+
+# Worst first, as the contract orders an agent's verdict: FAIL, HOLD, INCONCLUSIVE, WARN, PASS.
+SEVERITY = {"FAIL": 4, "HOLD": 3, "INCONCLUSIVE": 2, "WARN": 1, "PASS": 0}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One gate's judgement of one subject; ``evidence`` carries at least ``n``,
+    ``estimate``, ``ci_low``, ``ci_high``, ``threshold`` and ``method``."""
+
+    gate: str
+    subject: str
+    verdict: str
+    action: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "action": self.action,
+            "reason": self.reason,
+            "evidence": self.evidence,
+        }
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def should_publish(last_published: str | None, verdict: str) -> bool:
+    """A decision goes out when the verdict changes.
+
+    A gate starts quiet: PASS or INCONCLUSIVE before anything was published is no news.
+
+    >>> should_publish(None, "PASS"), should_publish(None, "FAIL"), should_publish("FAIL", "PASS")
+    (False, True, True)
+    """
+    if last_published is None:
+        return verdict not in ("PASS", "INCONCLUSIVE")
+    return verdict != last_published
+
+
+def decision_id(verdict: Verdict) -> str:
+    """Deterministic id: the same verdict on the same evidence gives the same id."""
+    evidence = verdict.evidence
+    key = "|".join(
+        str(part)
+        for part in (
+            verdict.gate,
+            verdict.subject,
+            verdict.verdict,
+            verdict.action,
+            evidence.get("calibrator_version", ""),
+            evidence.get("n", ""),
+            evidence.get("bundle_id", ""),
+        )
+    )
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def decision_record(verdict: Verdict, now: float) -> dict[str, Any]:
+    """The decision event of the contract for ``verdict``."""
+    record: dict[str, Any] = {
+        "decision_id": decision_id(verdict),
+        "ts": rfc3339(now),
+        "gate": verdict.gate,
+        "subject": verdict.subject,
+        **verdict.to_record(),
+    }
+    for extra in ("bundle_id", "canary_percent"):
+        if extra in verdict.evidence:
+            record[extra] = verdict.evidence[extra]
+    return record

@@ -1,0 +1,186 @@
+"""Duplicate detection by event id over a window of event time, in compact state.
+
+Redis keeps, per subject and topic, one string per bucket of event time holding the
+8-byte digests of the ids seen (``APPEND``: 8 bytes an id, nothing per member). The
+worker that owns the subject holds the same digests in memory as open-addressing hash
+tables and checks a whole batch with a few vectorized numpy passes; the subject's
+revision (compare-and-set in the write) guarantees that what it holds is what Redis
+holds. A redelivered event carries its original event time, so it is looked up only in
+its own bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import xxhash
+
+__all__ = ["DigestTable", "DuplicateWindow", "WindowUpdate", "event_digests"]
+
+# Event times further ahead of the worker's clock than this neither move the window nor
+# are remembered (a producer writing milliseconds would otherwise expire every bucket at
+# once, and keep a bucket of its own for ever).
+MAX_CLOCK_SKEW_SECONDS = 3600.0
+BUCKETS_PER_WINDOW = 4
+
+
+def event_digests(ids: list[str]) -> np.ndarray:
+    """64-bit XXH3 digests of the ids, never 0 (0 marks an empty table slot).
+
+    Two different ids of one subject and window collide with probability about
+    ``n^2 / 2^65`` for ``n`` ids in the window: 3e-6 for ten million.
+    """
+    digests = np.fromiter(map(xxhash.xxh3_64_intdigest, map(str.encode, ids)), np.uint64, len(ids))
+    digests[digests == 0] = 1
+    return digests
+
+
+class DigestTable:
+    """A set of nonzero uint64 digests: open addressing, linear probing, numpy throughout.
+
+    Digests are uniform, so their low bits are the home slot. The table keeps its load
+    at most one half, where a lookup costs about 1.5 probes.
+
+    >>> table = DigestTable()
+    >>> table.add(np.array([3, 5, 1024 + 3], dtype=np.uint64))
+    >>> table.contains(np.array([3, 4, 1024 + 3], dtype=np.uint64)).tolist()
+    [True, False, True]
+    """
+
+    __slots__ = ("_size", "_slots")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._slots = np.zeros(1 << max(10, math.ceil(math.log2(max(capacity, 1)))), np.uint64)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._slots.nbytes)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        mask = np.uint64(self._slots.size - 1)
+        found = np.zeros(keys.size, dtype=bool)
+        pending = np.arange(keys.size)
+        position = keys & mask
+        while pending.size:
+            stored = self._slots[position]
+            hit = stored == keys[pending]
+            found[pending[hit]] = True
+            onward = ~hit & (stored != 0)
+            pending = pending[onward]
+            position = (position[onward] + np.uint64(1)) & mask
+        return found
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add digests that are distinct and not in the table yet."""
+        if keys.size == 0:
+            return
+        if 2 * (self._size + keys.size) > self._slots.size:
+            old = self._slots[self._slots != 0]
+            capacity = 1 << math.ceil(math.log2(4 * (self._size + keys.size)))
+            self._slots = np.zeros(capacity, np.uint64)
+            self._place(old)
+        self._place(keys)
+        self._size += int(keys.size)
+
+    def _place(self, keys: np.ndarray) -> None:
+        mask = np.uint64(self._slots.size - 1)
+        pending = keys
+        position = keys & mask
+        while pending.size:
+            empty = np.flatnonzero(self._slots[position] == 0)
+            # Several keys may want one empty slot: the first of each takes it.
+            _, first = np.unique(position[empty], return_index=True)
+            winners = empty[first]
+            self._slots[position[winners]] = pending[winners]
+            rest = np.ones(pending.size, dtype=bool)
+            rest[winners] = False
+            pending = pending[rest]
+            position = (position[rest] + np.uint64(1)) & mask
+
+
+@dataclass
+class WindowUpdate:
+    """What a batch does to a duplicate window; applied to it once Redis has it."""
+
+    fresh: np.ndarray
+    """Per event: apply it (first time seen, or too old to be checked)."""
+    appended: dict[int, np.ndarray]
+    """Bucket -> digests to remember."""
+    expired: list[int]
+    """Buckets that fell out of the window."""
+    watermark: float
+    live: list[int]
+    """The buckets of the window after this batch."""
+
+
+@dataclass
+class DuplicateWindow:
+    """The event ids a subject saw on one topic over the last ``span`` seconds of event time.
+
+    Buckets are ``span / 4`` wide; the window keeps every bucket that overlaps
+    ``[watermark - span, ...)``, where the watermark is the newest event time seen (no
+    further ahead of the worker's clock than an hour). An id is thus remembered for at
+    least ``span`` of event time; a redelivery older than that counts again.
+    """
+
+    span: float
+    watermark: float = -math.inf
+    tables: dict[int, DigestTable] = field(default_factory=dict)
+
+    @property
+    def width(self) -> float:
+        return self.span / BUCKETS_PER_WINDOW
+
+    @classmethod
+    def restore(
+        cls, span: float, watermark: float, buckets: dict[int, bytes | None]
+    ) -> DuplicateWindow:
+        """Rebuild from what Redis holds: the watermark and each bucket's digests."""
+        tables = {}
+        for bucket, blob in buckets.items():
+            digests = np.frombuffer(blob or b"", dtype=np.uint64)
+            table = DigestTable(2 * digests.size)
+            table.add(np.unique(digests))  # a crash-free log holds no repeats; be safe
+            tables[bucket] = table
+        return cls(span, watermark, tables)
+
+    def assess(self, digests: np.ndarray, ts: np.ndarray, now: float) -> WindowUpdate:
+        """Which events of a batch are new; the first occurrence within the batch wins."""
+        fresh = np.zeros(digests.size, dtype=bool)
+        if digests.size:
+            _, first = np.unique(digests, return_index=True)
+            fresh[first] = True
+        plausible = ts <= now + MAX_CLOCK_SKEW_SECONDS
+        watermark = self.watermark
+        if plausible.any():
+            watermark = max(watermark, float(ts[plausible].max()))
+        oldest = math.floor((watermark - self.span) / self.width) if watermark > -math.inf else None
+        buckets = np.floor(ts / self.width).astype(np.int64)
+        appended: dict[int, np.ndarray] = {}
+        for bucket in np.unique(buckets[plausible]).tolist():
+            if oldest is not None and bucket < oldest:
+                continue  # older than the window: cannot be checked, not remembered
+            rows = np.flatnonzero((buckets == bucket) & fresh)
+            table = self.tables.get(bucket)
+            if table is not None and rows.size:
+                fresh[rows[table.contains(digests[rows])]] = False
+                rows = rows[fresh[rows]]
+            if rows.size:
+                appended[bucket] = digests[rows]
+        kept = set(self.tables) | set(appended)
+        expired = sorted(b for b in self.tables if oldest is not None and b < oldest)
+        live = sorted(kept - set(expired))
+        return WindowUpdate(fresh, appended, expired, watermark, live)
+
+    def apply(self, update: WindowUpdate) -> None:
+        for bucket in update.expired:
+            del self.tables[bucket]
+        for bucket, digests in update.appended.items():
+            self.tables.setdefault(bucket, DigestTable(2 * digests.size)).add(digests)
+        self.watermark = update.watermark

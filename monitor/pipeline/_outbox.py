@@ -1,0 +1,147 @@
+"""Draining the subjects' outboxes to Kafka: claim, send, acknowledge.
+
+Every subject's decisions (and every partition's dead letters) are appended to its own
+Redis stream in the same atomic write as the statistics. Drainers read them through one
+consumer group: an entry delivered to a drainer stays pending until that drainer has
+Kafka's acknowledgement and then ``XACK``s and deletes it. A drainer that dies leaves its
+entries pending; after ``min_idle`` another drainer claims them (``XAUTOCLAIM``) and sends
+them. An entry is therefore never lost; it reaches the topic twice only when a drainer
+dies (or stalls past ``min_idle``) between Kafka's acknowledgement and its own, and then
+with the same ``decision_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ..store import AsyncClient
+from ..store._keys import KINDS, OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys
+
+__all__ = ["OutboxDrainer", "Sent"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+
+Sent = Callable[[SubjectKeys, OutboxEntry], Awaitable[None]]
+
+
+class OutboxDrainer:
+    """Sends outbox entries to Kafka through ``producer`` (an aiokafka producer).
+
+    Parameters
+    ----------
+    client
+        An asyncio Redis client.
+    layout
+        The key layout.
+    producer
+        Returns the started producer (created on first use).
+    min_idle
+        Seconds an entry stays with a silent drainer before another one claims it; well
+        above the producer's request timeout, so a live drainer is not overtaken.
+    after_send
+        Called for each entry Kafka acknowledged, before the entry is acknowledged in
+        Redis (the webhook; it must not raise).
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        layout: KeyLayout,
+        producer: Callable[[], Awaitable[Any]],
+        min_idle: float = 30.0,
+        after_send: Sent | None = None,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.producer = producer
+        self.min_idle_ms = int(min_idle * 1000)
+        self.after_send = after_send
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    async def drain(self, subjects: Iterable[tuple[str, str]]) -> int:
+        """Send everything waiting in the outboxes of ``(kind, name)`` subjects."""
+        sent = 0
+        for kind, name in subjects:
+            sent += await self._drain_one(self.layout.subject(kind, name))
+        return sent
+
+    async def sweep(self) -> int:
+        """Drain every outbox that holds entries: after a crash, or another worker's."""
+        names: list[tuple[str, str]] = []
+        for kind in KINDS:
+            members: Any = await self.client.smembers(self.layout.registry(kind))
+            names += [(kind, member.decode()) for member in members]
+        if not names:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for kind, name in names:
+            pipe.xlen(self.layout.subject(kind, name).outbox)
+        lengths = await pipe.execute()
+        return await self.drain(subject for subject, n in zip(names, lengths, strict=True) if n)
+
+    async def _drain_one(self, keys: SubjectKeys) -> int:
+        sent = 0
+        # Mine first (delivered to me, not acknowledged: a failed send), then others'
+        # that their drainer left too long, then new ones.
+        cursor = "0"
+        while True:
+            entries = await self._take(keys, cursor)
+            if not entries:
+                return sent
+            await self._send(keys, entries)
+            sent += len(entries)
+            cursor = ">"
+
+    async def _take(self, keys: SubjectKeys, cursor: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+        mine: Any
+        claimed: Any
+        fresh: Any
+        if cursor == "0":
+            mine = await self.client.xreadgroup(
+                OUTBOX_GROUP, self.name, {keys.outbox: "0"}, count=CHUNK
+            )
+            entries += [entry for entry in (mine[0][1] if mine else []) if entry[1]]
+            claimed = await self.client.xautoclaim(
+                keys.outbox, OUTBOX_GROUP, self.name, self.min_idle_ms, "0-0", count=CHUNK
+            )
+            entries += [entry for entry in claimed[1] if entry[1]]
+        if not entries:
+            fresh = await self.client.xreadgroup(
+                OUTBOX_GROUP, self.name, {keys.outbox: ">"}, count=CHUNK
+            )
+            entries += fresh[0][1] if fresh else []
+        return entries
+
+    async def _send(
+        self, keys: SubjectKeys, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> None:
+        producer = await self.producer()
+        decoded = [OutboxEntry.decode(fields) for _, fields in entries]
+        pending = [
+            await producer.send(
+                entry.topic,
+                entry.value,
+                key=entry.key or None,
+                headers=[(name, value.encode()) for name, value in entry.headers.items()],
+            )
+            for entry in decoded
+        ]
+        await asyncio.gather(*pending)  # Kafka has every one of them
+        if self.after_send is not None:
+            for entry in decoded:
+                await self.after_send(keys, entry)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(keys.outbox, OUTBOX_GROUP, *ids)
+        pipe.xdel(keys.outbox, *ids)
+        await pipe.execute()
+        log.debug("sent %d outbox entries of %s", len(ids), keys.name)

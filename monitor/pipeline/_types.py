@@ -1,0 +1,132 @@
+"""What flows through the batch runner, and what a subject plugs into it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from ..gates import Verdict
+
+__all__ = [
+    "BatchResult",
+    "Columns",
+    "DeadLetter",
+    "DecodedBatch",
+    "Handler",
+    "RawMessage",
+    "SubjectEvents",
+    "SubjectModel",
+]
+
+StateT = TypeVar("StateT")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A Kafka message as the agent received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input for the dead-letter topic: the offending bytes, why, and where they came from."""
+
+    payload: bytes
+    error: str
+    partition: int
+    offset: int
+
+
+class Columns(Protocol):
+    """A handler's columns of one subject's events (numpy arrays, one row per event)."""
+
+    def take(self, rows: np.ndarray) -> Columns: ...
+
+
+@dataclass(slots=True)
+class SubjectEvents:
+    """The valid events of one subject in one batch, in offset order, as columns.
+
+    The runner reads ``ids``, ``ts``, ``partitions`` and ``offsets`` (fences and
+    duplicates); only the handler reads ``columns``.
+    """
+
+    ids: list[str]
+    ts: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+    columns: Any
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: np.ndarray) -> SubjectEvents:
+        return SubjectEvents(
+            [self.ids[i] for i in rows.tolist()],
+            self.ts[rows],
+            self.partitions[rows],
+            self.offsets[rows],
+            self.columns.take(rows),
+        )
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    subjects: dict[str, SubjectEvents] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class SubjectModel(Protocol[StateT]):
+    """What is kept per subject of one kind, and how it is judged (no I/O).
+
+    The runner reads the fields named in ``stored_fields`` with the state hash's own, hands
+    them to :meth:`load`, and writes back what :meth:`dump` returns, atomically with
+    the subject's fences, duplicates and decisions.
+    """
+
+    kind: str
+    gates: tuple[str, ...]
+    stored_fields: tuple[str, ...]
+
+    def load(self, subject: str, stored: Mapping[str, bytes | None]) -> StateT: ...
+
+    def dump(self, state: StateT) -> dict[str, bytes | str]: ...
+
+    def evaluate(self, subject: str, state: StateT, now: float) -> list[Verdict]: ...
+
+    def view(self, subject: str, state: StateT, verdicts: Sequence[Verdict]) -> dict[str, Any]: ...
+
+
+class Handler(Protocol[StateT]):
+    """One input topic: decode and validate, group by subject, fold events into state."""
+
+    topic: str
+
+    @property
+    def model(self) -> SubjectModel[StateT]: ...
+
+    def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch: ...
+
+    def update(self, state: StateT, events: SubjectEvents) -> None: ...
+
+
+@dataclass
+class BatchResult:
+    """What one batch did (for logs, tests and the worker's own metrics)."""
+
+    ok: int = 0
+    duplicate: int = 0
+    dlq: int = 0
+    skipped: int = 0
+    """Events below a fence: already applied by an earlier delivery."""
+    conflicts: int = 0
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    outboxes: set[tuple[str, str]] = field(default_factory=set)
+    """``(kind, subject)`` whose outbox got entries: drain them now."""

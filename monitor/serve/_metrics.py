@@ -1,0 +1,132 @@
+"""Prometheus metrics, read from the read model at scrape time by one collector."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..gates import GATE_STATUS_CODES
+from ..store import ReadModel, Snapshot
+
+__all__ = ["StateCollector"]
+
+log = logging.getLogger(__name__)
+
+
+def _value(number: float | None, missing: float) -> float:
+    return missing if number is None or not math.isfinite(number) else float(number)
+
+
+class StateCollector(Collector):
+    """Serves the contract's metrics from the shared state in Redis.
+
+    Every figure but ``driftgate_batch_duration_seconds`` is global: each worker serves
+    the same value from Redis, one series per subject, so dashboards and alerts take
+    ``max`` over workers, never ``sum``. ``driftgate_redis_up`` is 0 when the state could
+    not be read.
+    """
+
+    def __init__(self, read_model: ReadModel) -> None:
+        self.read_model = read_model
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("driftgate_redis_up", "1 if the state in Redis was readable.")
+        try:
+            snapshot = self.read_model.snapshot()
+        except redis.RedisError as exc:
+            log.warning("metrics scrape could not read Redis: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from _counters(snapshot)
+        yield from _streams(snapshot.section("stream"))
+        yield from _gates(snapshot)
+
+
+def _counters(snapshot: Snapshot) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "driftgate_events", "Input events by topic and outcome.", labels=["topic", "outcome"]
+    )
+    for (topic, outcome), count in sorted(snapshot.events.items()):
+        events.add_metric([topic, outcome], float(count))
+    yield events
+    decisions = CounterMetricFamily(
+        "driftgate_decisions", "Decisions published by gate and action.", labels=["gate", "action"]
+    )
+    for (gate, action), count in sorted(snapshot.decisions.items()):
+        decisions.add_metric([gate, action], float(count))
+    yield decisions
+    last = GaugeMetricFamily(
+        "driftgate_last_event_timestamp_seconds",
+        "Newest event time seen, by topic.",
+        labels=["topic"],
+    )
+    for topic, ts in sorted(snapshot.last_event_ts.items()):
+        last.add_metric([topic], ts)
+    yield last
+
+
+# What the verdict uses: the all-time interval, or the one restarted after a change.
+_RESIDUAL = (
+    ("n", "Labels in the interval the residual verdict uses."),
+    ("mean", "Mean residual y - f(s) of the interval the verdict uses."),
+    ("ci_lower", "Lower end of that anytime-valid interval."),
+    ("ci_upper", "Upper end of that anytime-valid interval."),
+)
+_ALL_TIME = (
+    ("n", "Labels under the active calibrator version."),
+    ("mean", "Mean residual y - f(s) over every label of the version."),
+    ("ci_lower", "Lower end of the all-time anytime-valid interval."),
+    ("ci_upper", "Upper end of the all-time anytime-valid interval."),
+)
+
+
+def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    verdict_interval = {
+        suffix: GaugeMetricFamily(f"driftgate_residual_{suffix}", text, labels=["stream"])
+        for suffix, text in _RESIDUAL
+    }
+    all_time = {
+        suffix: GaugeMetricFamily(f"driftgate_residual_alltime_{suffix}", text, labels=["stream"])
+        for suffix, text in _ALL_TIME
+    }
+    score_ks = GaugeMetricFamily(
+        "driftgate_score_ks",
+        "KS distance of the stream's scores from its calibration scores.",
+        labels=["stream"],
+    )
+    for name, view in sorted(streams.items()):
+        for family, source, n in (
+            (verdict_interval, view, view["residual_n"]),
+            (all_time, view["all_time"], view["all_time"]["n"]),
+        ):
+            family["n"].add_metric([name], float(n))
+            family["mean"].add_metric([name], _value(source["residual_mean"], math.nan))
+            family["ci_lower"].add_metric([name], _value(source["ci_low"], -math.inf))
+            family["ci_upper"].add_metric([name], _value(source["ci_high"], math.inf))
+        if view["score_ks"] is not None:
+            score_ks.add_metric([name], view["score_ks"])
+    yield from verdict_interval.values()
+    yield from all_time.values()
+    yield score_ks
+
+
+def _gates(snapshot: Snapshot) -> Iterator[Metric]:
+    status = GaugeMetricFamily(
+        "driftgate_gate_status",
+        "Current verdict: 0 PASS, 1 WARN, 2 FAIL, 3 INCONCLUSIVE or HOLD.",
+        labels=["gate", "subject"],
+    )
+    for gate in sorted(snapshot.gates, key=lambda g: (g["gate"], g["subject"])):
+        status.add_metric(
+            [gate["gate"], gate["subject"]], float(GATE_STATUS_CODES[gate["verdict"]])
+        )
+    yield status

@@ -1,0 +1,17 @@
+"""Redis: the key layout and its encodings, clients, and the read model."""
+
+from ._client import AsyncClient, SyncClient, connect, connect_async, is_cluster, redact
+from ._keys import KeyLayout
+from ._read_model import ReadModel, Snapshot
+
+__all__ = [
+    "AsyncClient",
+    "KeyLayout",
+    "ReadModel",
+    "Snapshot",
+    "SyncClient",
+    "connect",
+    "connect_async",
+    "is_cluster",
+    "redact",
+]

@@ -1,0 +1,39 @@
+"""Writes for ``driftgate up`` and its demo, outside the batch runner."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from . import _keys as fields
+from ._client import SyncClient
+from ._keys import KeyLayout, decode_seen_buckets
+
+__all__ = ["forget_subject", "start_new_log_epochs"]
+
+
+def start_new_log_epochs(
+    client: SyncClient, layout: KeyLayout, topics: list[str], partitions: int
+) -> None:
+    """The logs of ``topics`` start empty (a broker that keeps nothing was started): their
+    offsets begin a new epoch, so fences of the old logs hide none of the new messages,
+    and no fence moves backwards."""
+    pipe = client.pipeline(transaction=False)
+    for topic in topics:
+        for partition in range(partitions):
+            pipe.hincrby(layout.log_epochs, KeyLayout.log_epoch_field(topic, partition), 1)
+    pipe.execute()
+
+
+def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) -> None:
+    """Delete everything kept of one subject (the demo starts afresh on every run)."""
+    keys = layout.subject(kind, name)
+    prefix = fields.seen("").encode()
+    names = cast(list[bytes], client.hkeys(keys.state))
+    seen = [name for name in names if name.startswith(prefix)]
+    buckets = []
+    values = cast(list[bytes | None], client.hmget(keys.state, seen)) if seen else []
+    for raw_field, raw in zip(seen, values, strict=True):
+        topic = raw_field[len(prefix) :].decode()
+        buckets += [keys.seen_bucket(topic, b) for b in decode_seen_buckets(raw)[1]]
+    client.delete(keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, *buckets)
+    client.srem(layout.registry(kind), name)

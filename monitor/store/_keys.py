@@ -1,0 +1,246 @@
+"""The Redis key layout and field encodings: the only module that spells a key or a field.
+
+Every key of one subject (a label stream, an experiment or agent, a partition's dead
+letters) carries the subject in one hash tag, ``{kind:name}``, so that on Redis Cluster
+they all live in one slot and one script can update them atomically::
+
+    {prefix}{kind:name}                 hash    rev, state, published:{gate},
+                                                fence:{topic}:{partition}, seen:{topic},
+                                                calibrator, calibrator_version (streams)
+    {prefix}{kind:name}:view            hash    view, gates (the latest evaluation),
+                                                count:{topic}:{outcome},
+                                                decisions:{gate}:{action}, last_ts:{topic},
+                                                history:{version} (retired calibrators)
+    {prefix}{kind:name}:outbox          stream  decisions / dead letters not yet on Kafka
+    {prefix}{kind:name}:audit           stream  decisions and canary actions (driftgate log)
+    {prefix}{kind:name}:calibrators     hash    latest, v{version} (streams)
+    {prefix}{kind:name}:seen:{topic}:{bucket}
+                                        string  8-byte digests of the event ids seen with
+                                                event times in that bucket
+
+and a few global keys, read without atomicity needs::
+
+    {prefix}subjects:{kind}             set     the subjects of a kind
+    {prefix}log_epochs                  hash    "{topic}:{partition}" -> log epoch
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "KINDS",
+    "Fence",
+    "KeyLayout",
+    "OutboxEntry",
+    "SubjectKeys",
+    "decode_audit_entry",
+    "decode_seen_buckets",
+    "encode_audit_entry",
+    "encode_seen_buckets",
+]
+
+KINDS: Final = ("stream", "experiment", "partition")
+
+# State hash fields.
+REV: Final = "rev"
+STATE: Final = "state"
+CALIBRATOR: Final = "calibrator"
+CALIBRATOR_VERSION: Final = "calibrator_version"
+# View hash fields.
+VIEW: Final = "view"
+GATES: Final = "gates"
+# Consumer group of every outbox stream.
+OUTBOX_GROUP: Final = "drain"
+
+_BRACES = re.compile(r"[{}%]")
+
+
+def _escape(name: str) -> str:
+    """Keep a subject name from closing its hash tag early (``}``) or opening another."""
+    return _BRACES.sub(lambda match: f"%{ord(match.group()):02X}", name)
+
+
+def published(gate: str) -> str:
+    return f"published:{gate}"
+
+
+def fence(topic: str, partition: int) -> str:
+    return f"fence:{topic}:{partition}"
+
+
+def seen(topic: str) -> str:
+    return f"seen:{topic}"
+
+
+def count(topic: str, outcome: str) -> str:
+    return f"count:{topic}:{outcome}"
+
+
+def decisions(gate: str, action: str) -> str:
+    return f"decisions:{gate}:{action}"
+
+
+def last_ts(topic: str) -> str:
+    return f"last_ts:{topic}"
+
+
+def history(version: int | str) -> str:
+    return f"history:{version}"
+
+
+def parse_view_field(name: str) -> tuple[str, ...]:
+    """Split a view hash field into its kind and parts: ``count:t:ok`` -> ``(count, t, ok)``.
+
+    Topic names cannot hold ``:`` (Kafka allows letters, digits, ``.``, ``_``, ``-``), gate
+    and action names neither, so the split is exact.
+    """
+    return tuple(name.split(":"))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Fence:
+    """Next offset to apply of one partition, in one incarnation (epoch) of its log.
+
+    Fences compare as ``(epoch, offset)``: a log that was recreated (an in-memory broker
+    restarted, a topic deleted and created) gets a higher epoch, so its offsets start
+    again from 0 without any fence ever moving backwards.
+    """
+
+    epoch: int
+    offset: int
+
+    def encode(self) -> str:
+        return f"{self.epoch}:{self.offset}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> Fence | None:
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        epoch, _, offset = text.partition(":")
+        return cls(int(epoch), int(offset))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message waiting in a subject's outbox for Kafka: a decision or a dead letter."""
+
+    kind: str
+    """``decision`` or ``dead_letter``."""
+    topic: str
+    key: bytes
+    value: bytes
+    headers: dict[str, str]
+
+    def encode(self) -> list[bytes | str]:
+        """Field-value pairs of the outbox stream entry."""
+        return [
+            "kind",
+            self.kind,
+            "topic",
+            self.topic,
+            "key",
+            self.key,
+            "value",
+            self.value,
+            "headers",
+            json.dumps(self.headers),
+        ]
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> OutboxEntry:
+        return cls(
+            fields[b"kind"].decode(),
+            fields[b"topic"].decode(),
+            fields[b"key"],
+            fields[b"value"],
+            json.loads(fields[b"headers"]),
+        )
+
+
+def encode_audit_entry(document: bytes) -> list[bytes | str]:
+    """Field-value pairs of an audit stream entry (a decision or a canary action, as JSON)."""
+    return ["json", document]
+
+
+def decode_audit_entry(fields: dict[bytes, bytes]) -> bytes:
+    return fields[b"json"]
+
+
+def encode_seen_buckets(watermark: float, buckets: list[int]) -> str:
+    """The duplicate window of one subject and topic: newest event time and live buckets."""
+    return f"{watermark!r};{','.join(map(str, buckets))}"
+
+
+def decode_seen_buckets(raw: bytes | str | None) -> tuple[float, list[int]]:
+    if not raw:
+        return float("-inf"), []
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    watermark, _, buckets = text.partition(";")
+    return float(watermark), [int(b) for b in buckets.split(",") if b]
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectKeys:
+    """The keys of one subject; they share a hash slot."""
+
+    kind: str
+    name: str
+    state: str
+
+    @property
+    def view(self) -> str:
+        return f"{self.state}:view"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.state}:outbox"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.state}:audit"
+
+    @property
+    def calibrators(self) -> str:
+        return f"{self.state}:calibrators"
+
+    def seen_bucket(self, topic: str, bucket: int) -> str:
+        return f"{self.state}:seen:{topic}:{bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Keys under one prefix; several deployments can share a Redis with other prefixes."""
+
+    prefix: str = "driftgate:"
+
+    def __post_init__(self) -> None:
+        if _BRACES.search(self.prefix):
+            raise ValueError(f"the Redis key prefix {self.prefix!r} may not contain {{, }} or %")
+
+    def subject(self, kind: str, name: str) -> SubjectKeys:
+        if kind not in KINDS:
+            raise ValueError(f"unknown subject kind {kind!r}")
+        return SubjectKeys(kind, name, f"{self.prefix}{{{kind}:{_escape(name)}}}")
+
+    def registry(self, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown subject kind {kind!r}")
+        return f"{self.prefix}subjects:{kind}"
+
+    @property
+    def log_epochs(self) -> str:
+        return f"{self.prefix}log_epochs"
+
+    @staticmethod
+    def partition_subject(topic: str, partition: int) -> str:
+        """Name of the subject that holds a partition's dead letters."""
+        return f"{topic}:{partition}"
+
+    @staticmethod
+    def log_epoch_field(topic: str, partition: int) -> str:
+        return f"{topic}:{partition}"

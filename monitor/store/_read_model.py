@@ -1,0 +1,155 @@
+"""The read model: what status, the metrics, the HTTP API and reports show, in one read.
+
+Workers write each subject's view (the statistics as the gates saw them, and each gate's
+latest verdict) with the statistics themselves; readers never recompute a statistic,
+so what is shown is what the gate saw, and a scrape costs one small read per subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from . import _keys as fields
+from ._client import SyncClient
+from ._keys import KINDS, KeyLayout, decode_audit_entry
+
+__all__ = ["ReadModel", "Snapshot"]
+
+# The status document's section for each subject kind.
+SECTIONS = {"stream": "streams", "experiment": "experiments"}
+
+
+@dataclass
+class Snapshot:
+    views: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Kind -> subject -> the view its model wrote."""
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    """Every gate of every subject, as the HTTP API shows it (``GATE`` of the contract)."""
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    """``(topic, outcome)`` -> events, summed over subjects."""
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    """``(gate, action)`` -> decisions published."""
+    last_event_ts: dict[str, float] = field(default_factory=dict)
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stream -> retired calibrator version -> its view (with ``with_history``)."""
+
+    def section(self, kind: str) -> dict[str, dict[str, Any]]:
+        return self.views.get(kind, {})
+
+    def gate(self, gate: str, subject: str) -> dict[str, Any] | None:
+        return next((g for g in self.gates if g["gate"] == gate and g["subject"] == subject), None)
+
+    def status_document(self) -> dict[str, Any]:
+        """The ``driftgate status --json`` object of the contract."""
+        streams = {}
+        for name, view in self.section("stream").items():
+            streams[name] = {
+                **view,
+                **({"history": self.history[name]} if name in self.history else {}),
+            }
+        experiments: dict[str, Any] = {}
+        agents: dict[str, Any] = {}
+        for name, view in self.section("experiment").items():
+            if view.get("experiment"):
+                experiments[name] = view["experiment"]
+            if view.get("agent"):
+                agents[name] = view["agent"]
+        return {"streams": streams, "experiments": experiments, "agents": agents}
+
+
+class ReadModel:
+    """Reads the views of every subject (blocking client: CLI, metrics thread, HTTP API)."""
+
+    def __init__(self, client: SyncClient, layout: KeyLayout) -> None:
+        self.client = client
+        self.layout = layout
+
+    def subjects(self, kind: str) -> list[str]:
+        members = self.client.smembers(self.layout.registry(kind))
+        return sorted(member.decode() for member in members)  # type: ignore[union-attr]
+
+    def snapshot(self, with_history: bool = False) -> Snapshot:
+        names = {kind: self.subjects(kind) for kind in KINDS}
+        pipe = self.client.pipeline(transaction=False)
+        for kind in KINDS:
+            for name in names[kind]:
+                pipe.hgetall(self.layout.subject(kind, name).view)
+        rows = iter(pipe.execute())
+        snapshot = Snapshot()
+        for kind in KINDS:
+            for name in names[kind]:
+                self._add(snapshot, kind, name, next(rows), with_history)
+        return snapshot
+
+    def _add(
+        self,
+        snapshot: Snapshot,
+        kind: str,
+        name: str,
+        row: dict[bytes, bytes],
+        with_history: bool,
+    ) -> None:
+        for raw_field, raw in row.items():
+            parts = fields.parse_view_field(raw_field.decode())
+            if parts[0] == "count" and len(parts) == 3:
+                key = (parts[1], parts[2])
+                snapshot.events[key] = snapshot.events.get(key, 0) + int(raw)
+            elif parts[0] == "decisions" and len(parts) == 3:
+                key = (parts[1], parts[2])
+                snapshot.decisions[key] = snapshot.decisions.get(key, 0) + int(raw)
+            elif parts[0] == "last_ts" and len(parts) == 2:
+                snapshot.last_event_ts[parts[1]] = max(
+                    float(raw), snapshot.last_event_ts.get(parts[1], float("-inf"))
+                )
+            elif parts[0] == "history" and with_history:
+                snapshot.history.setdefault(name, {})[parts[1]] = orjson.loads(raw)
+        view = row.get(fields.VIEW.encode())
+        if view is not None and kind in SECTIONS:
+            snapshot.views.setdefault(kind, {})[name] = orjson.loads(view)
+        gates = row.get(fields.GATES.encode())
+        for gate, record in (orjson.loads(gates) if gates else {}).items():
+            snapshot.gates.append(_gate_document(gate, name, record))
+
+    def audit(self, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
+        """The audit log of every subject, oldest first."""
+        start = "-" if since_ms is None else str(since_ms)
+        keys = [
+            self.layout.subject(kind, name).audit
+            for kind in KINDS
+            if kind != "partition"
+            for name in self.subjects(kind)
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.xrange(key, min=start)
+        entries = [entry for reply in pipe.execute() for entry in reply]
+        entries.sort(key=lambda entry: tuple(int(part) for part in entry[0].split(b"-")))
+        for _, entry_fields in entries:
+            yield orjson.loads(decode_audit_entry(entry_fields))
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _gate_document(gate: str, subject: str, record: dict[str, Any]) -> dict[str, Any]:
+    """``GATE`` of the contract: the current verdict; the decision that announced it."""
+    announced = record.get("published_verdict") == record["verdict"]
+    return {
+        "gate": gate,
+        "subject": subject,
+        "verdict": record["verdict"],
+        "action": record["action"],
+        "reason": record["reason"],
+        "decision_id": record.get("decision_id") if announced else None,
+        "ts": record.get("published_at") if announced else _rfc3339(record.get("evaluated_at")),
+        "evidence": record["evidence"],
+        "evaluated_at": record.get("evaluated_at"),
+    }

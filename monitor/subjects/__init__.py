@@ -1,0 +1,16 @@
+"""The subjects driftgate watches: a handler per input topic, registered here.
+
+Adding a subject is a handler file and a line in :data:`HANDLERS`.
+"""
+
+from collections.abc import Callable
+
+from .._config import Policy
+from ..pipeline import Handler
+from ._labels import LabelHandler
+
+__all__ = ["HANDLERS", "LabelHandler"]
+
+HANDLERS: dict[str, Callable[[Policy], Handler]] = {
+    LabelHandler.topic: LabelHandler,
+}

@@ -1,0 +1,143 @@
+"""Typed decoding with validation in one pass (msgspec), shared by every input topic.
+
+A message value is one JSON event object or a JSON array of them (an envelope). A
+message that decodes whole costs one C call; otherwise the envelope's elements are
+decoded one by one, so that only the bad ones go to the dead-letter topic (as their own
+JSON bytes) with an error that names the place, e.g. ``$[50].s``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from operator import attrgetter
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+import numpy as np
+
+from ..pipeline import DeadLetter, RawMessage
+
+__all__ = [
+    "Finite",
+    "MessageDecoder",
+    "NonEmpty",
+    "NonNegative",
+    "Timestamp",
+    "event_times",
+    "group_rows",
+]
+
+E = TypeVar("E")
+
+# JSON has no NaN; an overflowing literal such as 1e400 decodes to inf: keep it out.
+Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# RFC 3339 with an offset, or Unix seconds.
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | Finite
+
+
+def _error(exc: msgspec.DecodeError, index: int | None = None) -> str:
+    kind = "EventValidationError" if isinstance(exc, msgspec.ValidationError) else "JSONDecodeError"
+    message = str(exc)
+    if index is not None:
+        # msgspec names the place ("- at `$.s`") except at an element's top level.
+        if "`$" in message:
+            message = message.replace("`$", f"`$[{index}]", 1)
+        else:
+            message = f"{message} - at `$[{index}]`"
+    return f"{kind}: {message}"
+
+
+class MessageDecoder(Generic[E]):
+    """Decodes message values into events of one ``msgspec.Struct`` type."""
+
+    def __init__(self, event_type: type[E]) -> None:
+        self._message = msgspec.json.Decoder(event_type | list[event_type])  # type: ignore[valid-type]
+        self._event = msgspec.json.Decoder(event_type)
+        self._elements = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def decode(self, value: bytes | None) -> tuple[list[E], list[tuple[bytes, str]]]:
+        """Valid events, and ``(payload, error)`` for each bad part."""
+        if value is None:
+            return [], [(b"", "EventValidationError: message has no value")]
+        try:
+            document = self._message.decode(value)
+        except msgspec.DecodeError:
+            pass  # look closer below
+        else:
+            return (document if isinstance(document, list) else [document]), []
+        try:
+            elements = self._elements.decode(value)
+        except msgspec.DecodeError:
+            # Not an array: one bad event object, or not JSON at all.
+            return [], [(bytes(value), _error(self._why(value)))]
+        events: list[E] = []
+        bad: list[tuple[bytes, str]] = []
+        for index, element in enumerate(elements):
+            try:
+                events.append(self._event.decode(element))
+            except msgspec.DecodeError as exc:
+                bad.append((bytes(element), _error(exc, index)))
+        return events, bad
+
+    def _why(self, value: bytes) -> msgspec.DecodeError:
+        try:
+            msgspec.json.decode(value)  # not JSON at all, or a truncated envelope?
+        except msgspec.ValidationError:
+            pass  # JSON, but not ours (a number out of range): the event says where
+        except msgspec.DecodeError as exc:
+            return exc
+        try:
+            self._event.decode(value)
+        except msgspec.DecodeError as exc:
+            return exc
+        return msgspec.ValidationError("value is neither an event nor an array of events")
+
+    def decode_batch(
+        self, messages: Sequence[RawMessage]
+    ) -> tuple[list[E], np.ndarray, np.ndarray, list[DeadLetter]]:
+        """Every message's events in offset order, their partitions and offsets, and the
+        dead letters."""
+        events: list[E] = []
+        counts: list[int] = []
+        dead: list[DeadLetter] = []
+        for message in messages:
+            decoded, bad = self.decode(message.value)
+            events += decoded
+            counts.append(len(decoded))
+            for payload, error in bad:
+                dead.append(DeadLetter(payload, error, message.partition, message.offset))
+        partitions = np.repeat(np.fromiter((m.partition for m in messages), np.int64), counts)
+        offsets = np.repeat(np.fromiter((m.offset for m in messages), np.int64), counts)
+        return events, partitions, offsets, dead
+
+
+_get_ts = attrgetter("ts")
+
+
+def event_times(events: Sequence[Any]) -> np.ndarray:
+    """``ts`` of each event as Unix seconds (RFC 3339 strings were decoded to datetimes)."""
+    times = list(map(_get_ts, events))
+    try:
+        return np.array(times, dtype=np.float64)
+    except TypeError:  # some are datetimes: the rare slow path
+        return np.array(
+            [t.timestamp() if isinstance(t, datetime) else t for t in times], dtype=np.float64
+        )
+
+
+def group_rows(subjects: list[str]) -> dict[str, np.ndarray | None]:
+    """Rows of each subject, in order; ``None`` when every row belongs to the one subject
+    (the common case of producers that key by subject)."""
+    if not subjects:
+        return {}
+    first = subjects[0]
+    if subjects.count(first) == len(subjects):
+        return {first: None}
+    rows: dict[str, list[int]] = {}
+    for index, name in enumerate(subjects):
+        rows.setdefault(name, []).append(index)
+    return {name: np.asarray(indices) for name, indices in rows.items()}

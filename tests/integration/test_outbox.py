@@ -1,0 +1,155 @@
+"""The decision outbox: drained with claim and acknowledge, so no decision is ever lost."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from monitor import Policy
+from monitor._config import Settings
+from monitor._kafka import start_producer
+from monitor._services import ServiceProcess
+from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
+from monitor.pipeline._outbox import OutboxDrainer
+from monitor.store import KeyLayout, connect_async
+from monitor.store._keys import KINDS, OUTBOX_GROUP
+from monitor.subjects import LabelHandler
+
+from .conftest import BOTH_REDIS, RedisServer, consume, encode, label
+
+pytestmark = pytest.mark.integration
+
+STREAMS = 20
+
+
+@pytest.fixture
+def topics() -> TopicNames:
+    prefix = f"o{uuid.uuid4().hex[:8]}."
+    return TopicNames(f"{prefix}decisions", f"{prefix}dlq")
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
+    redis = connect_async(redis_server.url, redis_server.cluster)
+    yield redis
+    await redis.aclose()
+
+
+async def fill_outboxes(client: Any, url: str, topics: TopicNames) -> set[str]:
+    """A FAIL decision for each of STREAMS streams, waiting in their outboxes."""
+    script = WriteScript(client, url)
+    runner = BatchRunner(client, KeyLayout(), LabelHandler(Policy()), script, topics, 3600.0)
+    batch = [
+        RawMessage(
+            "labels",
+            0,
+            stream,
+            encode([label(f"{stream}-{i}", f"s{stream}", 0.2, 0.9) for i in range(40)]),
+        )
+        for stream in range(STREAMS)
+    ]
+    result = await runner.apply(batch)
+    await script.aclose()
+    assert len(result.decisions) == STREAMS
+    return {decision["decision_id"] for decision in result.decisions}
+
+
+async def outbox_entries(client: Any) -> tuple[int, int]:
+    """(entries, of which pending with some drainer) over every outbox."""
+    layout = KeyLayout()
+    total = pending = 0
+    for kind in KINDS:
+        for name in await client.smembers(layout.registry(kind)):
+            key = layout.subject(kind, name.decode()).outbox
+            if await client.exists(key):
+                total += await client.xlen(key)
+                pending += (await client.xpending(key, OUTBOX_GROUP))["pending"]
+    return total, pending
+
+
+def drainer(client: Any, bootstrap: str, min_idle: float) -> tuple[OutboxDrainer, list[Any]]:
+    producers: list[Any] = []
+
+    async def producer() -> Any:
+        if not producers:
+            producers.append(await start_producer(Settings(kafka_bootstrap=bootstrap)))
+        return producers[0]
+
+    return OutboxDrainer(client, KeyLayout(), producer, min_idle=min_idle), producers
+
+
+def spawn_drainer(redis_url: str, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
+    """A drainer process that leaves other drainers' entries alone for a minute."""
+    with open(log, "wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.drainer_process", redis_url, bootstrap, "60"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@BOTH_REDIS
+async def test_two_drainers_at_once_send_each_decision_exactly_once(
+    client: Any, redis_server: RedisServer, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    expected = await fill_outboxes(client, redis_server.url, topics)
+    (first, p1), (second, p2) = (drainer(client, kafka_bootstrap, 30.0) for _ in range(2))
+    sent = await asyncio.gather(first.sweep(), second.sweep())
+    for producer in p1 + p2:
+        await producer.stop()
+    assert sum(sent) == STREAMS
+    assert await outbox_entries(client) == (0, 0)
+    records = await consume(kafka_bootstrap, topics.decisions, STREAMS, 20.0)
+    ids = Counter(orjson.loads(record.value)["decision_id"] for record in records)
+    assert set(ids) == expected and set(ids.values()) == {1}
+
+
+@BOTH_REDIS
+async def test_a_drainer_killed_mid_send_loses_no_decision(
+    client: Any,
+    redis_server: RedisServer,
+    kafka_broker: ServiceProcess | None,
+    kafka_bootstrap: str,
+    topics: TopicNames,
+    tmp_path: Path,
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("an external Kafka cannot be paused from here")
+    expected = await fill_outboxes(client, redis_server.url, topics)
+    kafka_broker.process.send_signal(signal.SIGSTOP)  # its sends cannot complete
+    log = tmp_path / "drainer.log"
+    try:
+        victim = await asyncio.to_thread(spawn_drainer, redis_server.url, kafka_bootstrap, log)
+        deadline = time.monotonic() + 30
+        # Until the victim has taken entries, unacknowledged (polls Redis: no event to await).
+        while (await outbox_entries(client))[1] == 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        taken = await outbox_entries(client)
+        victim.kill()  # SIGKILL, mid-send
+        await asyncio.to_thread(victim.wait)
+    finally:
+        kafka_broker.process.send_signal(signal.SIGCONT)
+    assert taken[1] > 0, log.read_text()
+
+    survivor, producers = drainer(client, kafka_bootstrap, min_idle=1.0)
+    deadline = time.monotonic() + 30
+    while (await outbox_entries(client))[0] and time.monotonic() < deadline:
+        await survivor.sweep()  # claims the victim's entries once they are 1 s idle
+        await asyncio.sleep(0.2)
+    for producer in producers:
+        await producer.stop()
+    assert await outbox_entries(client) == (0, 0)
+    records = await consume(kafka_bootstrap, topics.decisions, STREAMS, 20.0)
+    ids = Counter(orjson.loads(record.value)["decision_id"] for record in records)
+    assert set(ids) == expected  # nothing lost; a repeat could only carry the same id
