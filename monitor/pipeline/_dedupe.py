@@ -24,6 +24,8 @@ __all__ = ["DigestTable", "DuplicateWindow", "WindowUpdate", "event_digests"]
 # once, and keep a bucket of its own for ever).
 MAX_CLOCK_SKEW_SECONDS = 3600.0
 BUCKETS_PER_WINDOW = 4
+# Below this many keys, a table looks them up one by one (see DigestTable).
+SCALAR_BELOW = 64
 
 
 def event_digests(ids: list[str]) -> np.ndarray:
@@ -63,6 +65,8 @@ class DigestTable:
         return int(self._slots.nbytes)
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
+        if keys.size <= SCALAR_BELOW:
+            return self._contains_each(keys)
         mask = np.uint64(self._slots.size - 1)
         found = np.zeros(keys.size, dtype=bool)
         pending = np.arange(keys.size)
@@ -88,18 +92,44 @@ class DigestTable:
         self._place(keys)
         self._size += int(keys.size)
 
+    # A few keys (one subject's events of a single-event batch): a loop over Python ints
+    # costs a fraction of the dozen numpy calls of a vectorized probing round.
+
+    def _contains_each(self, keys: np.ndarray) -> np.ndarray:
+        slots, mask = self._slots, self._slots.size - 1
+        found = np.zeros(keys.size, dtype=bool)
+        for index, key in enumerate(keys.tolist()):
+            position = key & mask
+            while stored := slots.item(position):
+                if stored == key:
+                    found[index] = True
+                    break
+                position = (position + 1) & mask
+        return found
+
+    def _place_each(self, keys: np.ndarray) -> None:
+        slots, mask = self._slots, self._slots.size - 1
+        for key in keys.tolist():
+            position = key & mask
+            while slots.item(position):
+                position = (position + 1) & mask
+            slots[position] = key
+
     def _place(self, keys: np.ndarray) -> None:
+        if keys.size <= SCALAR_BELOW:
+            self._place_each(keys)
+            return
         mask = np.uint64(self._slots.size - 1)
         pending = keys
         position = keys & mask
         while pending.size:
             empty = np.flatnonzero(self._slots[position] == 0)
-            # Several keys may want one empty slot: the first of each takes it.
-            _, first = np.unique(position[empty], return_index=True)
-            winners = empty[first]
-            self._slots[position[winners]] = pending[winners]
+            # Several keys may want one empty slot: write them all, one of each lands;
+            # reading back tells which (no sort needed).
+            self._slots[position[empty]] = pending[empty]
+            landed = empty[self._slots[position[empty]] == pending[empty]]
             rest = np.ones(pending.size, dtype=bool)
-            rest[winners] = False
+            rest[landed] = False
             pending = pending[rest]
             position = (position[rest] + np.uint64(1)) & mask
 
@@ -152,8 +182,10 @@ class DuplicateWindow:
 
     def assess(self, digests: np.ndarray, ts: np.ndarray, now: float) -> WindowUpdate:
         """Which events of a batch are new; the first occurrence within the batch wins."""
-        fresh = np.zeros(digests.size, dtype=bool)
-        if digests.size:
+        fresh = np.ones(digests.size, dtype=bool)
+        ordered = np.sort(digests)
+        if (ordered[1:] == ordered[:-1]).any():  # repeats within the batch: rare
+            fresh[:] = False
             _, first = np.unique(digests, return_index=True)
             fresh[first] = True
         plausible = ts <= now + MAX_CLOCK_SKEW_SECONDS
@@ -163,10 +195,15 @@ class DuplicateWindow:
         oldest = math.floor((watermark - self.span) / self.width) if watermark > -math.inf else None
         buckets = np.floor(ts / self.width).astype(np.int64)
         appended: dict[int, np.ndarray] = {}
-        for bucket in np.unique(buckets[plausible]).tolist():
+        candidates = buckets[plausible]
+        if candidates.size and candidates.min() == candidates.max():
+            in_batch = [int(candidates[0])]  # one bucket: the usual batch
+        else:
+            in_batch = np.unique(candidates).tolist()
+        for bucket in in_batch:
             if oldest is not None and bucket < oldest:
                 continue  # older than the window: cannot be checked, not remembered
-            rows = np.flatnonzero((buckets == bucket) & fresh)
+            rows = np.flatnonzero((buckets == bucket) & fresh & plausible)
             table = self.tables.get(bucket)
             if table is not None and rows.size:
                 fresh[rows[table.contains(digests[rows])]] = False

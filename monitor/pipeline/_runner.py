@@ -40,7 +40,7 @@ from ..store._keys import (
     encode_audit_entry,
     encode_seen_buckets,
 )
-from ._dedupe import DuplicateWindow, event_digests
+from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
 from ._types import BatchResult, DeadLetter, Handler, RawMessage, SubjectEvents
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
@@ -230,11 +230,11 @@ class BatchRunner(Generic[StateT]):
             except _LogRecreated as recreated:
                 self._subjects[name] = entry
                 await self._new_epoch(topic, recreated.partition, recreated.epoch)
-        writes = [plan for plan in plans if plan.write is not None]
-        outcomes = await self.script.run([plan.write for plan in writes])  # type: ignore[misc]
+        writes = [plan.write for plan in plans if plan.write is not None]
+        landed = iter(await self.script.run(writes))
         refused: dict[str, str] = {}
         for plan in plans:
-            outcome = outcomes[writes.index(plan)] if plan.write is not None else Applied()
+            outcome = next(landed) if plan.write is not None else Applied()
             if isinstance(outcome, Applied):
                 self._remember(plan.name, plan.after)
                 del pending[plan.name]
@@ -360,7 +360,7 @@ class BatchRunner(Generic[StateT]):
         if skipped:
             events = events.take(np.flatnonzero(live))
 
-        update = entry.window.assess(event_digests(events.ids), events.ts, now)
+        update = entry.window.assess(events.digests, events.ts, now)
         fresh_rows = np.flatnonzero(update.fresh)
         duplicate = len(events) - fresh_rows.size
         fresh = events if fresh_rows.size == len(events) else events.take(fresh_rows)
@@ -404,7 +404,8 @@ class BatchRunner(Generic[StateT]):
         """
         assert self._epochs is not None
         starts, moved = {}, {}
-        for partition in np.unique(partitions).tolist():
+        one = partitions.size and partitions.min() == partitions.max()
+        for partition in [int(partitions[0])] if one else np.unique(partitions).tolist():
             epoch = self._epochs.get((topic, partition), 0)
             fence = stored.get(partition)
             if fence is not None and fence.epoch > epoch:

@@ -47,29 +47,30 @@ class DeadLetter:
 class Columns(Protocol):
     """A handler's columns of one subject's events (numpy arrays, one row per event)."""
 
-    def take(self, rows: np.ndarray) -> Columns: ...
+    def take(self, rows: np.ndarray | slice) -> Columns: ...
 
 
 @dataclass(slots=True)
 class SubjectEvents:
     """The valid events of one subject in one batch, in offset order, as columns.
 
-    The runner reads ``ids``, ``ts``, ``partitions`` and ``offsets`` (fences and
-    duplicates); only the handler reads ``columns``.
+    The runner reads ``digests`` (of the event ids: see ``pipeline._dedupe``), ``ts``,
+    ``partitions`` and ``offsets`` (fences and duplicates); only the handler reads
+    ``columns``.
     """
 
-    ids: list[str]
+    digests: np.ndarray
     ts: np.ndarray
     partitions: np.ndarray
     offsets: np.ndarray
     columns: Any
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return int(self.digests.size)
 
-    def take(self, rows: np.ndarray) -> SubjectEvents:
+    def take(self, rows: np.ndarray | slice) -> SubjectEvents:
         return SubjectEvents(
-            [self.ids[i] for i in rows.tolist()],
+            self.digests[rows],
             self.ts[rows],
             self.partitions[rows],
             self.offsets[rows],

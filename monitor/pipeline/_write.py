@@ -47,33 +47,34 @@ class SubjectWrite:
             self.counters[field_name] = self.counters.get(field_name, 0) + amount
 
     def script_call(self) -> tuple[list[str], list[Any]]:
-        """``KEYS`` and ``ARGV`` in the layout ``subject_write.lua`` reads."""
+        """``KEYS`` and ``ARGV`` as ``subject_write.lua`` reads them: the plan's shape and
+        its values back to back."""
         keys = [self.keys.state, self.keys.view, self.keys.outbox, self.keys.audit]
         keys += [key for key, _ in self.appends]
         keys += self.deletions
-        args: list[Any] = [
+        counters = {name: str(amount) for name, amount in self.counters.items()}
+        maxima = {name: repr(float(number)) for name, number in self.maxima.items()}
+        pair_lists = (self.fences, self.state, self.view, counters, maxima)
+        shape = [len(pairs) for pairs in pair_lists]
+        shape += [len(self.appends), len(self.deletions), len(self.outbox)]
+        shape += [len(entry) // 2 for entry in self.outbox]
+        shape += [len(self.audit)] + [len(entry) // 2 for entry in self.audit]
+        values: list[bytes | str] = [
             REV,
             "" if self.expected_rev is None else str(self.expected_rev),
             str(self.new_rev),
             OUTBOX_GROUP,
             str(AUDIT_MAXLEN),
         ]
-        for pairs in (self.fences, self.state, self.view, self.counters):
-            args.append(str(len(pairs)))
-            for name, value in pairs.items():
-                args += [name, value if isinstance(value, bytes | str) else str(value)]
-        args.append(str(len(self.maxima)))
-        for name, number in self.maxima.items():
-            args += [name, repr(float(number))]
-        args.append(str(len(self.appends)))
-        args += [blob for _, blob in self.appends]
-        args.append(str(len(self.deletions)))
-        for entries in (self.outbox, self.audit):
-            args.append(str(len(entries)))
-            for entry in entries:
-                args.append(str(len(entry) // 2))
-                args += entry
-        return keys, args
+        for pairs in pair_lists:
+            for pair in pairs.items():
+                values += pair
+        values += [blob for _, blob in self.appends]
+        for entry in (*self.outbox, *self.audit):
+            values += entry
+        encoded = [v if isinstance(v, bytes) else v.encode() for v in values]
+        shape += map(len, encoded)
+        return keys, [",".join(map(str, shape)), b"".join(encoded)]
 
 
 @dataclass(frozen=True)

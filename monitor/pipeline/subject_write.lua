@@ -4,12 +4,17 @@
 -- KEYS: 1 state hash, 2 view hash, 3 outbox stream, 4 audit stream, then the
 --       duplicate-window buckets to append to, then the buckets to delete. All of them
 --       carry the subject's hash tag: one slot, so this works on Redis Cluster.
--- ARGV: revision field, expected revision ('' for a new subject), new revision,
---       outbox consumer group, audit max length, then counted lists: fences (field,
---       'epoch:offset'), state fields (field, value), view fields (field, value),
---       counters (field, integer), maxima (field, number), digests (one blob of 8-byte
---       digests per bucket to append to), deletions (a count only: the keys say which),
---       outbox entries and audit entries (each a count of pairs, then the pairs).
+-- ARGV: 1 the plan's shape, 2 its values back to back (two arguments, whatever the
+--       plan's size: redis-py would encode dozens of small arguments in Python; Redis
+--       slices them here in C, byte-exact). The shape is comma-separated integers: the
+--       numbers of fences, state fields, view fields, counters, maxima (pairs each),
+--       digest blobs and deletions, the number of outbox entries then the pairs of each,
+--       the number of audit entries then the pairs of each, and then the length of
+--       every value. The values, in order: revision field, expected revision ('' for a
+--       new subject), new revision, outbox consumer group, audit max length; the fence
+--       (field, 'epoch:offset'), state, view, counter (field, integer) and maximum
+--       (field, number) pairs; the digest blobs (8-byte digests, one per bucket to
+--       append to); the outbox entries' and the audit entries' field-value pairs.
 --
 -- Nothing is written unless every input and every key's type checks out, so a batch is
 -- all or nothing; the fences and the revision are written last, and a fence never
@@ -18,93 +23,108 @@
 -- {-1, key, type} for a key of the wrong type; {-2, reason} for bad input.
 
 local function bad(reason) return {-2, reason} end
-
-local cursor = 1
-local function take()
-  local value = ARGV[cursor]
-  cursor = cursor + 1
-  return value
-end
-local function take_count()
-  local n = tonumber(take())
-  if n == nil or n < 0 or n ~= math.floor(n) then return nil end
-  return n
-end
-local function is_integer(text) return type(text) == 'string' and string.match(text, '^-?%d+$') ~= nil end
+local function is_integer(text) return string.match(text, '^-?%d+$') ~= nil end
 local function is_number(text)
   local n = tonumber(text)
   return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
 end
 local function parse_fence(text)
-  if type(text) ~= 'string' then return nil end
   local epoch, offset = string.match(text, '^(%d+):(%d+)$')
   if epoch == nil then return nil end
   return tonumber(epoch), tonumber(offset)
 end
--- A counted list of (field, value) pairs, flattened; nil and a reason when malformed.
-local function take_pairs(what, valid)
-  local count = take_count()
-  if count == nil then return nil, what .. ': bad count' end
-  local flat = {}
-  for _ = 1, count do
-    local name, value = take(), take()
-    if name == nil or value == nil or name == '' then return nil, what .. ': missing field' end
-    if valid ~= nil and not valid(value) then return nil, what .. ': bad value for ' .. name end
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
+-- 1. Read and check every input.
+if #ARGV ~= 2 then return bad('arguments') end
+local shape = {}
+for number in string.gmatch(ARGV[1], '[^,]+') do
+  local n = tonumber(number)
+  if n == nil or n < 0 or n ~= math.floor(n) then return bad('shape') end
+  shape[#shape + 1] = n
+end
+local at = 0
+local function count()
+  at = at + 1
+  return shape[at]
+end
+local counts = {}
+for i = 1, 7 do counts[i] = count() end
+local outbox_sizes, audit_sizes = {}, {}
+local entries = count()
+if entries == nil then return bad('shape') end
+for i = 1, entries do outbox_sizes[i] = count() end
+entries = count()
+if entries == nil then return bad('shape') end
+for i = 1, entries do audit_sizes[i] = count() end
+for i = 1, 7 do if counts[i] == nil then return bad('shape') end end
+for _, size in ipairs(outbox_sizes) do if size == nil or size == 0 then return bad('outbox: empty entry') end end
+for _, size in ipairs(audit_sizes) do if size == nil or size == 0 then return bad('audit: empty entry') end end
+
+local blob, offset = ARGV[2], 1
+local function value()
+  local length = count()
+  if length == nil or offset + length - 1 > #blob then return nil end
+  local text = string.sub(blob, offset, offset + length - 1)
+  offset = offset + length
+  return text
+end
+local function values(n)
+  local list = {}
+  for i = 1, n do
+    local text = value()
+    if text == nil then return nil end
+    list[i] = text
+  end
+  return list
+end
+-- A flat list of (field, value) pairs: nil and a reason when malformed.
+local function take_pairs(n, what, valid)
+  local flat = values(2 * n)
+  if flat == nil then return nil, what .. ': values missing' end
+  for i = 1, #flat, 2 do
+    if flat[i] == '' then return nil, what .. ': missing field' end
+    if valid ~= nil and not valid(flat[i + 1]) then
+      return nil, what .. ': bad value for ' .. flat[i]
+    end
   end
   return flat
 end
 
--- 1. Read and check every input.
-local rev_field, expected_rev, new_rev = take(), take(), take()
-local group, audit_maxlen = take(), take()
-if rev_field == nil or rev_field == '' then return bad('revision field') end
-if expected_rev == nil or (expected_rev ~= '' and string.match(expected_rev, '^%d+$') == nil) then
+local head = values(5)
+if head == nil then return bad('plan head') end
+local rev_field, expected_rev, new_rev, group, audit_maxlen = head[1], head[2], head[3], head[4], head[5]
+if rev_field == '' then return bad('revision field') end
+if expected_rev ~= '' and string.match(expected_rev, '^%d+$') == nil then
   return bad('expected revision')
 end
-if new_rev == nil or string.match(new_rev, '^%d+$') == nil then return bad('new revision') end
-if group == nil or group == '' or not is_integer(audit_maxlen) then return bad('outbox settings') end
+if string.match(new_rev, '^%d+$') == nil then return bad('new revision') end
+if group == '' or not is_integer(audit_maxlen) then return bad('outbox settings') end
 
-local fences, why = take_pairs('fences', function(value) return parse_fence(value) ~= nil end)
+local fences, why = take_pairs(counts[1], 'fences', function(text) return parse_fence(text) ~= nil end)
 if fences == nil then return bad(why) end
-local state_fields; state_fields, why = take_pairs('state fields')
+local state_fields; state_fields, why = take_pairs(counts[2], 'state fields')
 if state_fields == nil then return bad(why) end
-local view_fields; view_fields, why = take_pairs('view fields')
+local view_fields; view_fields, why = take_pairs(counts[3], 'view fields')
 if view_fields == nil then return bad(why) end
-local counters; counters, why = take_pairs('counters', is_integer)
+local counters; counters, why = take_pairs(counts[4], 'counters', is_integer)
 if counters == nil then return bad(why) end
-local maxima; maxima, why = take_pairs('maxima', is_number)
+local maxima; maxima, why = take_pairs(counts[5], 'maxima', is_number)
 if maxima == nil then return bad(why) end
-
-local appends = take_count()
-if appends == nil then return bad('digests: bad count') end
-local digests = {}
-for i = 1, appends do
-  local blob = take()
-  if blob == nil or #blob == 0 or #blob % 8 ~= 0 then return bad('digests: bad blob') end
-  digests[i] = blob
+local digests = values(counts[6])
+if digests == nil then return bad('digests: values missing') end
+for _, digest_blob in ipairs(digests) do
+  if #digest_blob == 0 or #digest_blob % 8 ~= 0 then return bad('digests: bad blob') end
 end
-local deletions = take_count()
-if deletions == nil then return bad('deletions: bad count') end
-
-local function take_entries(what)
-  local count = take_count()
-  if count == nil then return nil, what .. ': bad count' end
-  local entries = {}
-  for i = 1, count do
-    local flat, reason = take_pairs(what)
-    if flat == nil or #flat == 0 then return nil, reason or (what .. ': empty entry') end
-    entries[i] = flat
-  end
-  return entries
+local appends, deletions = counts[6], counts[7]
+local outbox, audit = {}, {}
+for i, size in ipairs(outbox_sizes) do
+  outbox[i], why = take_pairs(size, 'outbox')
+  if outbox[i] == nil then return bad(why) end
 end
-local outbox; outbox, why = take_entries('outbox')
-if outbox == nil then return bad(why) end
-local audit; audit, why = take_entries('audit')
-if audit == nil then return bad(why) end
-
-if cursor - 1 ~= #ARGV then return bad('trailing arguments') end
+for i, size in ipairs(audit_sizes) do
+  audit[i], why = take_pairs(size, 'audit')
+  if audit[i] == nil then return bad(why) end
+end
+if at ~= #shape or offset ~= #blob + 1 then return bad('trailing values') end
 if #KEYS ~= 4 + appends + deletions then return bad('key count') end
 
 -- 2. Check every key's type.

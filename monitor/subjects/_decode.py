@@ -17,7 +17,8 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 import numpy as np
 
-from ..pipeline import DeadLetter, RawMessage
+from ..pipeline import DeadLetter, RawMessage, SubjectEvents
+from ..pipeline._dedupe import event_digests
 
 __all__ = [
     "Finite",
@@ -26,7 +27,7 @@ __all__ = [
     "NonNegative",
     "Timestamp",
     "event_times",
-    "group_rows",
+    "split_by_subject",
 ]
 
 E = TypeVar("E")
@@ -120,24 +121,43 @@ _get_ts = attrgetter("ts")
 
 def event_times(events: Sequence[Any]) -> np.ndarray:
     """``ts`` of each event as Unix seconds (RFC 3339 strings were decoded to datetimes)."""
-    times = list(map(_get_ts, events))
     try:
-        return np.array(times, dtype=np.float64)
+        return np.fromiter(map(_get_ts, events), np.float64, len(events))
     except TypeError:  # some are datetimes: the rare slow path
         return np.array(
-            [t.timestamp() if isinstance(t, datetime) else t for t in times], dtype=np.float64
+            [t.timestamp() if isinstance(t, datetime) else t for t in map(_get_ts, events)],
+            dtype=np.float64,
         )
 
 
-def group_rows(subjects: list[str]) -> dict[str, np.ndarray | None]:
-    """Rows of each subject, in order; ``None`` when every row belongs to the one subject
-    (the common case of producers that key by subject)."""
-    if not subjects:
+def split_by_subject(
+    subjects: list[str],
+    ids: list[str],
+    ts: np.ndarray,
+    partitions: np.ndarray,
+    offsets: np.ndarray,
+    columns: Any,
+) -> dict[str, SubjectEvents]:
+    """The events of each subject, in offset order.
+
+    The ids are hashed once for the whole batch; the subjects are factorized in one
+    C-level pass (each name's first row), every column is reordered once by a stable sort
+    of those codes, and each subject gets a contiguous slice: no per-event Python work
+    beyond the hashing and the factorization.
+    """
+    n = len(subjects)
+    if n == 0:
         return {}
-    first = subjects[0]
-    if subjects.count(first) == len(subjects):
-        return {first: None}
-    rows: dict[str, list[int]] = {}
-    for index, name in enumerate(subjects):
-        rows.setdefault(name, []).append(index)
-    return {name: np.asarray(indices) for name, indices in rows.items()}
+    whole = SubjectEvents(event_digests(ids), ts, partitions, offsets, columns)
+    first: dict[str, int] = {}
+    codes = np.fromiter(map(first.setdefault, subjects, range(n)), np.int64, n)
+    if len(first) == 1:  # producers that key by subject: the common case
+        return {subjects[0]: whole}
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
+    ends = np.append(starts[1:], n)
+    ordered = whole.take(order)
+    return {
+        subjects[order[start]]: ordered.take(slice(start, end))
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+    }

@@ -24,7 +24,14 @@ from .._config import Policy
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
-from ._decode import Finite, MessageDecoder, NonEmpty, Timestamp, event_times, group_rows
+from ._decode import (
+    Finite,
+    MessageDecoder,
+    NonEmpty,
+    Timestamp,
+    event_times,
+    split_by_subject,
+)
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -109,7 +116,7 @@ class LabelColumns:
     y: np.ndarray
     """NaN where the event carries no label."""
 
-    def take(self, rows: np.ndarray) -> LabelColumns:
+    def take(self, rows: np.ndarray | slice) -> LabelColumns:
         return LabelColumns(self.s[rows], self.y[rows])
 
 
@@ -240,23 +247,19 @@ class LabelHandler:
         batch = DecodedBatch(dead_letters=dead)
         if not events:
             return batch
-        ids = list(map(_get_id, events))
-        ts = event_times(events)
-        s = np.fromiter(map(_get_s, events), np.float64, len(events))
-        y = np.array(list(map(_get_y, events)), dtype=np.float64)  # None -> NaN
-        for stream, rows in group_rows(list(map(_get_stream, events))).items():
-            if rows is None:
-                batch.subjects[stream] = SubjectEvents(
-                    ids, ts, partitions, offsets, LabelColumns(s, y)
-                )
-            else:
-                batch.subjects[stream] = SubjectEvents(
-                    [ids[i] for i in rows.tolist()],
-                    ts[rows],
-                    partitions[rows],
-                    offsets[rows],
-                    LabelColumns(s[rows], y[rows]),
-                )
+        n = len(events)
+        columns = LabelColumns(
+            np.fromiter(map(_get_s, events), np.float64, n),
+            np.fromiter(map(_get_y, events), np.float64, n),  # None -> NaN
+        )
+        batch.subjects = split_by_subject(
+            list(map(_get_stream, events)),
+            list(map(_get_id, events)),
+            event_times(events),
+            partitions,
+            offsets,
+            columns,
+        )
         return batch
 
     def update(self, state: LabelState, events: SubjectEvents) -> None:

@@ -22,43 +22,57 @@ KEYS = KeyLayout().subject("stream", "model-a")
 
 
 def parse_argv(keys: list[str], argv: list[Any]) -> dict[str, Any]:
-    """Read ARGV as subject_write.lua does, with its checks, and say what it found."""
-    cursor = iter(argv)
+    """Read ARGV as subject_write.lua does (the shape, then the values back to back), with
+    its checks, and say what it found."""
+    assert len(argv) == 2
+    shape = iter(int(number) for number in argv[0].split(","))
+    counts = [next(shape) for _ in range(7)]
+    outbox_sizes = [next(shape) for _ in range(next(shape))]
+    audit_sizes = [next(shape) for _ in range(next(shape))]
+    blob, offset = argv[1], 0
 
-    def take() -> Any:
-        return next(cursor)
+    def value() -> bytes:
+        nonlocal offset
+        length = next(shape)
+        assert offset + length <= len(blob)
+        offset += length
+        return bytes(blob[offset - length : offset])
 
-    def pairs(valid: Any = None) -> dict[Any, Any]:
+    def pairs(n: int, valid: Any = None) -> dict[bytes, bytes]:
         found = {}
-        for _ in range(int(take())):
-            name, value = take(), take()
-            assert name != ""
+        for _ in range(n):
+            name, text = value(), value()
+            assert name != b""
             if valid is not None:
-                assert valid(value), (name, value)
-            found[name] = value
+                assert valid(text.decode()), (name, text)
+            found[name] = text
         return found
 
     parsed: dict[str, Any] = {
-        "header": [take() for _ in range(5)],
-        "fences": pairs(lambda v: re.fullmatch(r"\d+:\d+", v)),
-        "state": pairs(),
-        "view": pairs(),
-        "counters": pairs(lambda v: re.fullmatch(r"-?\d+", v)),
-        "maxima": pairs(float),
+        "header": [value().decode() for _ in range(5)],
+        "fences": pairs(counts[0], lambda v: re.fullmatch(r"\d+:\d+", v)),
+        "state": pairs(counts[1]),
+        "view": pairs(counts[2]),
+        "counters": pairs(counts[3], lambda v: re.fullmatch(r"-?\d+", v)),
+        "maxima": pairs(counts[4], float),
     }
-    parsed["digests"] = [take() for _ in range(int(take()))]
-    assert all(blob and len(blob) % 8 == 0 for blob in parsed["digests"])
-    parsed["deletions"] = int(take())
-    for what in ("outbox", "audit"):
-        entries = []
-        for _ in range(int(take())):
-            entry = [x for pair in pairs().items() for x in pair]
-            assert entry
-            entries.append(entry)
-        parsed[what] = entries
-    assert next(cursor, None) is None, "trailing arguments"
+    parsed["digests"] = [value() for _ in range(counts[5])]
+    assert all(digest and len(digest) % 8 == 0 for digest in parsed["digests"])
+    parsed["deletions"] = counts[6]
+    for what, sizes in (("outbox", outbox_sizes), ("audit", audit_sizes)):
+        parsed[what] = [[x for pair in pairs(size).items() for x in pair] for size in sizes if size]
+        assert all(sizes)
+    assert next(shape, None) is None and offset == len(blob), "trailing values"
     assert len(keys) == 4 + len(parsed["digests"]) + parsed["deletions"]
     return parsed
+
+
+def encoded(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def as_bytes(pairs: dict[str, Any]) -> dict[bytes, bytes]:
+    return {encoded(name): encoded(value) for name, value in pairs.items()}
 
 
 def full_write() -> SubjectWrite:
@@ -83,7 +97,10 @@ def full_write() -> SubjectWrite:
 def test_a_bare_write_has_the_documented_layout() -> None:
     keys, argv = SubjectWrite(KEYS, expected_rev=None).script_call()
     assert keys == [KEYS.state, KEYS.view, KEYS.outbox, KEYS.audit]
-    assert argv == [REV, "", "1", OUTBOX_GROUP, str(AUDIT_MAXLEN)] + ["0"] * 9
+    head = [REV, "", "1", OUTBOX_GROUP, str(AUDIT_MAXLEN)]
+    # seven counts, no outbox and no audit entries, then each value's length
+    assert argv[0] == ",".join(["0"] * 9 + [str(len(v)) for v in head])
+    assert argv[1] == "".join(head).encode()
 
 
 def test_a_full_write_lays_out_keys_and_argv_as_the_script_reads_them() -> None:
@@ -100,25 +117,30 @@ def test_a_full_write_lays_out_keys_and_argv_as_the_script_reads_them() -> None:
     ]
     parsed = parse_argv(keys, argv)
     assert parsed["header"] == [REV, "7", "8", OUTBOX_GROUP, str(AUDIT_MAXLEN)]
-    assert parsed["fences"] == write.fences
-    assert parsed["state"] == write.state
-    assert parsed["view"] == write.view
-    assert parsed["counters"] == {count("labels", "ok"): "3", count("labels", "duplicate"): "1"}
-    assert parsed["maxima"] == {last_ts("labels"): "1234.5"}
+    assert parsed["fences"] == as_bytes(write.fences)
+    assert parsed["state"] == as_bytes(write.state)
+    assert parsed["view"] == as_bytes(write.view)
+    assert parsed["counters"] == as_bytes(
+        {count("labels", "ok"): "3", count("labels", "duplicate"): "1"}
+    )
+    assert parsed["maxima"] == as_bytes({last_ts("labels"): "1234.5"})
     assert parsed["digests"] == [blob for _, blob in write.appends]
     assert parsed["deletions"] == 1
-    assert parsed["outbox"] == write.outbox
-    assert parsed["audit"] == write.audit
+    assert parsed["outbox"] == [[encoded(x) for x in entry] for entry in write.outbox]
+    assert parsed["audit"] == [[encoded(x) for x in entry] for entry in write.audit]
 
 
 def test_entries_are_sent_as_a_count_of_pairs_then_the_pairs() -> None:
     write = SubjectWrite(KEYS, expected_rev=1)
-    dead_letter = OutboxEntry("dead_letter", "t", b"", b"x", {}).encode()
+    dead_letter = OutboxEntry("dead_letter", "t", b"", b"\xff\x00 not utf-8", {}).encode()
     write.outbox = [dead_letter]
     write.audit = [encode_audit_entry(b"{}")]
-    _, argv = write.script_call()
-    tail = ["0", "0", "1", "5", *dead_letter, "1", "1", "json", b"{}"]
-    assert argv[-len(tail) :] == tail
+    keys, argv = write.script_call()
+    shape = argv[0].split(",")
+    assert shape[7:11] == ["1", "5", "1", "1"]  # 1 entry of 5 pairs, 1 entry of 1 pair
+    parsed = parse_argv(keys, argv)
+    assert parsed["outbox"] == [[encoded(x) for x in dead_letter]]  # bytes kept exact
+    assert parsed["audit"] == [[b"json", b"{}"]]
 
 
 @pytest.mark.parametrize(("appends", "deletions"), [(0, 0), (3, 0), (0, 2), (4, 5)])
@@ -135,8 +157,8 @@ def test_the_key_count_is_four_plus_appends_plus_deletions(appends: int, deletio
 def test_the_new_revision_follows_the_expected_one(expected: int | None, new: int) -> None:
     write = SubjectWrite(KEYS, expected_rev=expected)
     assert write.new_rev == new
-    _, argv = write.script_call()
-    assert argv[1:3] == ["" if expected is None else str(expected), str(new)]
+    header = parse_argv(*write.script_call())["header"]
+    assert header[1:3] == ["" if expected is None else str(expected), str(new)]
 
 
 def test_count_accumulates_and_ignores_zero() -> None:

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from monitor.pipeline import DeadLetter, RawMessage
-from monitor.subjects._decode import MessageDecoder, event_times, group_rows
+from monitor.pipeline._dedupe import event_digests
+from monitor.subjects._decode import MessageDecoder, event_times, split_by_subject
 from monitor.subjects._labels import LabelEvent
 
 DECODER = MessageDecoder(LabelEvent)
@@ -191,13 +192,37 @@ def test_decode_batch_of_nothing() -> None:
     assert events == [] and dead == [] and partitions.size == offsets.size == 0
 
 
-def test_group_rows_by_subject_in_order() -> None:
-    assert group_rows([]) == {}
-    assert group_rows(["a", "a", "a"]) == {"a": None}
-    grouped = group_rows(["a", "b", "a", "c", "b"])
-    assert list(grouped) == ["a", "b", "c"]
-    assert {k: v.tolist() for k, v in grouped.items() if v is not None} == {
-        "a": [0, 2],
-        "b": [1, 4],
-        "c": [3],
-    }
+class RowColumn:
+    """A handler column: the row numbers themselves."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def take(self, rows: np.ndarray | slice) -> RowColumn:
+        return RowColumn(self.values[rows])
+
+
+def test_split_by_subject_keeps_offset_order_and_moves_every_column_together() -> None:
+    assert split_by_subject([], [], *(np.empty(0),) * 3, None) == {}
+    rows = np.arange(5)
+    columns = RowColumn(rows)
+    groups = split_by_subject(
+        ["a", "b", "a", "c", "b"],
+        ["i0", "i1", "i2", "i3", "i4"],
+        rows * 10.0,
+        rows % 2,
+        rows + 100,
+        columns,
+    )
+    assert list(groups) == ["a", "b", "c"]
+    a = groups["a"]
+    assert a.digests.tolist() == event_digests(["i0", "i2"]).tolist()
+    assert (a.ts.tolist(), a.partitions.tolist(), a.offsets.tolist()) == (
+        [0.0, 20.0],
+        [0, 0],
+        [100, 102],
+    )
+    assert a.columns.values.tolist() == [0, 2]
+    assert groups["b"].columns.values.tolist() == [1, 4]
+    single = split_by_subject(["x", "x"], ["i", "j"], rows[:2] * 1.0, rows[:2], rows[:2], columns)
+    assert list(single) == ["x"] and single["x"].columns is columns  # nothing reordered

@@ -10,6 +10,7 @@ import pytest
 from estimators import IdentityCalibrator, IsotonicCalibrator, QuantileSketch
 from monitor import Policy, ResidualDriftPolicy
 from monitor.pipeline import RawMessage
+from monitor.pipeline._dedupe import event_digests
 from monitor.store import _keys as fields
 from monitor.subjects._labels import ActiveCalibrator, LabelHandler, LabelModel, LabelState
 
@@ -89,7 +90,8 @@ def test_decode_groups_events_by_stream_with_where_they_came_from() -> None:
     assert batch.dead_letters == []
     assert list(batch.subjects) == ["a", "b"]
     a, b = batch.subjects["a"], batch.subjects["b"]
-    assert a.ids == ["a1", "a2"] and b.ids == ["b1", "b2"]
+    assert a.digests.tolist() == event_digests(["a1", "a2"]).tolist()
+    assert b.digests.tolist() == event_digests(["b1", "b2"]).tolist()
     assert (a.partitions.tolist(), a.offsets.tolist()) == ([1, 0], [10, 3])
     assert (b.partitions.tolist(), b.offsets.tolist()) == ([1, 1], [10, 11])
     assert a.ts.tolist() == [NOW, NOW]
@@ -103,7 +105,8 @@ def test_decode_of_one_stream_keeps_every_row() -> None:
         [message(0, label("x", y=None)), message(1, label("y"), label("z", s=0.9), partition=2)]
     )
     [events] = batch.subjects.values()
-    assert events.ids == ["x", "y", "z"] and len(events) == 3
+    assert events.digests.tolist() == event_digests(["x", "y", "z"]).tolist()
+    assert len(events) == 3
     assert events.partitions.tolist() == [0, 2, 2] and events.offsets.tolist() == [0, 1, 1]
     assert events.columns.s.tolist() == [0.4, 0.4, 0.9]
     assert np.isnan(events.columns.y).tolist() == [True, False, False]
@@ -117,7 +120,7 @@ def test_decode_dead_letters_bad_messages_and_keeps_the_rest() -> None:
             RawMessage("labels", 0, 7, None),
         ]
     )
-    assert batch.subjects["p"].ids == ["ok"]
+    assert batch.subjects["p"].digests.tolist() == event_digests(["ok"]).tolist()
     assert [(d.offset, d.error.split(":", 1)[0]) for d in batch.dead_letters] == [
         (5, "JSONDecodeError"),
         (6, "EventValidationError"),
