@@ -49,6 +49,7 @@ from ._normal_mixture import (
 from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
+from ._sketch_bounds import exceedance_sequence, quantile_interval
 from ._srm import SampleRatioSequence
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 
@@ -87,6 +88,7 @@ __all__ = [
     "difference_in_means",
     "difference_in_proportions",
     "disparity_ratio_sequence",
+    "exceedance_sequence",
     "hedges_g",
     "importance_weights",
     "ks_critical_distance",
@@ -100,6 +102,7 @@ __all__ = [
     "plan_for_budget",
     "plan_for_mde",
     "population_stability_index",
+    "quantile_interval",
     "residuals_by_decile",
     "sample_ratio_mismatch",
     "severity_band",

@@ -60,6 +60,23 @@ class BernoulliSequence(StatefulEstimator):
         self.n = 0
         self.successes = 0
 
+    @classmethod
+    def from_counts(
+        cls, n: int, successes: int, alpha: float = 0.05, prior_a: float = 1.0, prior_b: float = 1.0
+    ) -> BernoulliSequence:
+        """The sequence after ``n`` outcomes of which ``successes`` were 1 (its sufficient
+        statistics: the order does not matter).
+
+        >>> counted = BernoulliSequence().update([0] * 990 + [1] * 10)
+        >>> BernoulliSequence.from_counts(1000, 10) == counted
+        True
+        """
+        if not 0 <= successes <= n:
+            raise ValueError("need 0 <= successes <= n")
+        sequence = cls(alpha, prior_a, prior_b)
+        sequence.n, sequence.successes = int(n), int(successes)
+        return sequence
+
     def update(self, outcomes: ArrayLike) -> BernoulliSequence:
         x = np.asarray(outcomes).ravel()
         if x.size == 0:

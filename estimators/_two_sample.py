@@ -33,6 +33,9 @@ class DifferenceInterval:
     """The CUPED coefficient, ``None`` when not adjusted."""
     variance_reduction: float | None = None
     """``1 - sigma2_adjusted / sigma2_unadjusted``, ``None`` when not adjusted."""
+    p_value: float = 1.0
+    """Anytime-valid p-value of ``delta = 0``, from the same mixture: at most ``alpha``
+    exactly when the interval excludes 0; 1 while the interval is infinite."""
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -175,9 +178,28 @@ def mean_difference_sequence(
         return DifferenceInterval(
             estimate, -math.inf, math.inf, n_t, n_c, ratio, method, theta, reduction
         )
-    half = math.sqrt(max(sigma2, 0.0)) * normal_mixture_boundary(total, rho, alpha) / total
+    sigma = math.sqrt(max(sigma2, 0.0))
+    half = sigma * normal_mixture_boundary(total, rho, alpha) / total
+    # The anytime-valid p-value of "delta = 0" from the same mixture martingale
+    # M = sqrt(rho / (N + rho)) exp(S^2 / (2 (N + rho))), S the standardized sum:
+    # p = min(1, 1 / M), and p <= alpha exactly when the interval excludes 0.
+    if sigma > 0:
+        standardized = total * estimate / sigma
+        log_m = 0.5 * math.log(rho / (total + rho)) + standardized**2 / (2 * (total + rho))
+        p_value = math.exp(-log_m) if log_m > 0 else 1.0
+    else:
+        p_value = 1.0 if estimate == 0 else 0.0
     return DifferenceInterval(
-        estimate, estimate - half, estimate + half, n_t, n_c, ratio, method, theta, reduction
+        estimate,
+        estimate - half,
+        estimate + half,
+        n_t,
+        n_c,
+        ratio,
+        method,
+        theta,
+        reduction,
+        min(1.0, p_value),
     )
 
 

@@ -100,6 +100,12 @@ class MonitorApp:
             topic = self.app.topic(settings.topic(name), value_type=bytes)
             self.app.agent(topic, name=name)(self._agent(runner))
         self.app.timer(SWEEP_SECONDS)(self._sweep)
+        ticking: dict[str, BatchRunner[Any]] = {}
+        for runner in self.runners.values():  # one runner per kind keeps its subjects' clock
+            if runner.model.tick_seconds is not None:
+                ticking.setdefault(runner.model.kind, runner)
+        for runner in ticking.values():
+            self.app.timer(runner.model.tick_seconds)(partial(self._tick, runner))
 
         async def close_clients(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             if self._producer is not None:
@@ -108,6 +114,18 @@ class MonitorApp:
             await self.redis.aclose()
 
         self.app.on_before_shutdown.connect(close_clients)
+
+    def health(self) -> str | None:
+        """None while the worker runs and consumes, else why not (for ``/healthz``)."""
+        if self.fatal_error is not None:
+            return f"the worker stopped: {self.fatal_error}"
+        if self.app.crashed:
+            return f"the worker crashed: {self.app.crash_reason}"
+        if self.app.should_stop:
+            return "the worker is stopping"
+        if not self.app.started:
+            return "the worker is starting"
+        return None
 
     def _permanent(self, exc: BaseException) -> PermanentError:
         return permanent_failure(
@@ -153,6 +171,21 @@ class MonitorApp:
 
     async def _sweep(self) -> None:
         await self._drain(self.drainer.sweep)
+
+    async def _tick(self, runner: BatchRunner[Any]) -> None:
+        """Time-based verdicts (stale canaries, stalls); a Redis away for now waits for
+        the next tick, a permanent failure stops the worker."""
+        source = self.settings.topic(runner.handler.topic)
+        try:
+            result = await runner.tick(source)
+        except Exception as exc:  # noqa: BLE001 - sorted: the next tick retries, or fatal
+            if is_transient(exc):
+                log.warning("%s clock tick failed (%s); the next tick retries", source, exc)
+                return
+            await self._stop(self._permanent(exc))
+            return
+        if result.outboxes:
+            await self._drain(partial(self.drainer.drain, result.outboxes))
 
     async def _drain(self, action: Callable[[], Awaitable[int]]) -> None:
         """Send outbox entries now; a Kafka or Redis away for now leaves them for the

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 __all__ = [
+    "AgentPolicy",
+    "CanaryPolicy",
     "ConfigError",
+    "ExperimentPolicy",
+    "GuardrailPolicy",
     "Policy",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
@@ -52,66 +58,254 @@ class ScoreDriftPolicy:
 
 
 @dataclass(frozen=True)
+class GuardrailPolicy:
+    """Guardrails of the experiment-guardrail playbook, judged on anytime-valid bounds.
+
+    A breach needs the bound to be past the threshold (the lower bound of the canary's
+    toxicity rate above ``toxicity_rate_max``, say); a guardrail passes when the other
+    bound is within it, and stays inconclusive in between. PII has zero tolerance: the
+    first production event with ``pii: true`` breaches, without statistics.
+    """
+
+    alpha: float = 0.05
+    target_time: float = 2000.0
+    toxicity_rate_max: float = 0.005
+    latency_p95_ms_max: float = 1200.0
+    unit_cost_max: float = 0.012
+    disparity_ratio_min: float = 0.8
+    min_n: int = 100
+    # What a breach does on a production canary; A/B experiments only ever alert.
+    action: str = "rollback"
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """Canary against control, the promotion ladder and the fail-safes (runbook defaults)."""
+
+    ladder: tuple[int, ...] = (10, 50, 100)
+    control_variant: str = "control"
+    canary_variant: str = "canary"
+    alpha: float = 0.05
+    target_time: float = 2000.0
+    # Roll back when the canary's quality is surely more than 5% below control's, or
+    # its mean latency surely more than 10% above.
+    quality_drop_max: float = 0.05
+    latency_increase_max: float = 0.10
+    regression_action: str = "rollback"
+    # Promotion needs at least this many events of each of canary and control.
+    min_n: int = 500
+    srm_alpha: float = 0.001
+    # No canary data for this long: HOLD; for this long: roll back.
+    stale_after_seconds: float = 900.0
+    stale_rollback_after_seconds: float = 3600.0
+    # Monitoring longer than this without a decision: the runbook's stall alert.
+    stall_hours: float = 72.0
+    # The HTTP API answers HOLD while the state cannot be read, and FAIL (roll back) once
+    # that happened on this many requests in a row about the agent.
+    state_error_limit: int = 5
+
+
+@dataclass(frozen=True)
+class AgentPolicy:
+    """One agent's guardrails and canary policy (the defaults with its overrides)."""
+
+    guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+
+
+@dataclass(frozen=True)
+class ExperimentPolicy:
+    """An A/B experiment: the declared allocation (equal shares of the variants seen,
+    when not declared), the control variant and the false-discovery rate of the
+    secondary outcomes (Benjamini-Hochberg)."""
+
+    allocation: dict[str, float] = field(default_factory=dict)
+    control_variant: str = "control"
+    secondary_q: float = 0.05
+
+
+@dataclass(frozen=True)
 class Policy:
     residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
     score_drift: ScoreDriftPolicy = field(default_factory=ScoreDriftPolicy)
+    guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    # Overrides by agent and by experiment, merged onto the defaults above.
+    agents: dict[str, AgentPolicy] = field(default_factory=dict)
+    experiments: dict[str, ExperimentPolicy] = field(default_factory=dict)
     # How long event ids are remembered for duplicate detection (see README).
     dedupe_window_seconds: float = 6 * 3600.0
 
+    def for_agent(self, name: str) -> AgentPolicy:
+        return self.agents.get(name) or AgentPolicy(self.guardrails, self.canary)
 
-_ACTIONS = {"none", "alert", "hold", "promote", "rollback"}
+    def for_experiment(self, name: str) -> ExperimentPolicy:
+        return self.experiments.get(name) or ExperimentPolicy()
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
+ACTIONS = ("none", "alert", "hold", "promote", "rollback")
+
+
+def _key(where: str, name: object) -> str:
+    return f"{where}.{name}" if where else str(name)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _value(kind: Any, value: Any, where: str, default: Any) -> Any:
+    """``value`` as the field type ``kind`` (from the dataclass's type hints)."""
+    origin = get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        return _section(kind, value, where, default)  # type: ignore[arg-type]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        item_kind = get_args(kind)[1]
+        return {
+            str(name): _value(item_kind, item, _key(where, name), None)
+            for name, item in value.items()
+        }
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item_kind = get_args(kind)[0]
+        return tuple(_value(item_kind, v, f"{where}[{i}]", None) for i, v in enumerate(value))
+    if kind is int:
+        number = _number(value, where)
+        if number != int(number):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        return int(number)
+    if kind is float:
+        return _number(value, where)
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
+        if where.endswith("action") and value not in ACTIONS:
+            raise ConfigError(f"{where} must be one of {', '.join(ACTIONS)}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {kind!r}")  # pragma: no cover
+
+
+def _section(cls: type, raw: Any, where: str, base: Any = None) -> Any:
+    """A dataclass from a YAML mapping; keys left out keep ``base``'s (or the defaults)."""
+    base = cls() if base is None else base
     if raw is None:
-        return cls()
+        return base
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(raw) - set(known)
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(key) for key in set(raw) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        default = getattr(cls(), key)
-        if isinstance(default, str):
-            if value not in _ACTIONS:
-                raise ConfigError(f"{where}.{key} must be one of {sorted(_ACTIONS)}")
-        elif isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-        values[key] = type(default)(value)
-    return cls(**values)
+        raise ConfigError(
+            f"unknown key {_key(where, unknown[0])}; known: {', '.join(sorted(known))}"
+        )
+    values = {
+        name: _value(hints[name], raw[name], _key(where, name), getattr(base, name)) for name in raw
+    }
+    return replace(base, **values)
+
+
+def _check(policy: Policy) -> None:
+    """The ranges the gates need, each named by its key."""
+
+    def require(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} {what}")
+
+    def probability(value: float, key: str) -> None:
+        require(0 < value < 1, key, f"must be in (0, 1), got {value}")
+
+    probability(policy.residual_drift.alpha, "residual_drift.alpha")
+    probability(policy.residual_drift.change_alpha, "residual_drift.change_alpha")
+    probability(policy.score_drift.alpha, "score_drift.alpha")
+    probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
+    require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
+    agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
+    for name, agent in agents.items():
+        at = f"agents.{name}." if name else ""
+        guard, canary = agent.guardrails, agent.canary
+        probability(guard.alpha, f"{at}guardrails.alpha")
+        probability(guard.toxicity_rate_max, f"{at}guardrails.toxicity_rate_max")
+        probability(guard.disparity_ratio_min, f"{at}guardrails.disparity_ratio_min")
+        for key in ("latency_p95_ms_max", "unit_cost_max", "target_time"):
+            require(getattr(guard, key) > 0, f"{at}guardrails.{key}", "must be positive")
+        probability(canary.alpha, f"{at}canary.alpha")
+        probability(canary.srm_alpha, f"{at}canary.srm_alpha")
+        probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
+        require(
+            canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
+        )
+        ladder = canary.ladder
+        require(
+            bool(ladder)
+            and all(0 < step <= 100 for step in ladder)
+            and list(ladder) == sorted(set(ladder))
+            and ladder[-1] == 100,
+            f"{at}canary.ladder",
+            f"must rise strictly within 1..100 and end at 100, got {list(ladder)}",
+        )
+        require(
+            canary.control_variant != canary.canary_variant,
+            f"{at}canary.canary_variant",
+            "must differ from canary.control_variant",
+        )
+        require(
+            0 < canary.stale_after_seconds <= canary.stale_rollback_after_seconds,
+            f"{at}canary.stale_rollback_after_seconds",
+            "must be at least canary.stale_after_seconds (both positive)",
+        )
+    for name, experiment in policy.experiments.items():
+        shares = experiment.allocation
+        require(
+            not shares
+            or (all(s > 0 for s in shares.values()) and abs(sum(shares.values()) - 1) < 1e-9),
+            f"experiments.{name}.allocation",
+            f"shares must be positive and add up to 1, got {shares}",
+        )
+        probability(experiment.secondary_q, f"experiments.{name}.secondary_q")
 
 
 def load_policy(path: str | None) -> Policy:
-    """Read the YAML policy file; built-in defaults for whatever it leaves out."""
+    """Read the YAML policy file; built-in defaults for whatever it leaves out.
+
+    A key that does not exist, a value of the wrong type or out of range stops
+    start-up with a :class:`ConfigError` (exit status 2) that names the key.
+    """
     if not path:
         return Policy()
+    where = f"DRIFTGATE_CONFIG {path}"
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
-        raise ConfigError(f"cannot read DRIFTGATE_CONFIG {path}: {exc}") from exc
+        raise ConfigError(f"cannot read {where}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"DRIFTGATE_CONFIG {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from exc
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"DRIFTGATE_CONFIG {path} must hold a mapping")
-    unknown = set(raw) - {"residual_drift", "score_drift", "dedupe_window_seconds"}
-    if unknown:
-        raise ConfigError(f"DRIFTGATE_CONFIG {path}: unknown keys {sorted(unknown)}")
-    residual = _section(ResidualDriftPolicy, raw.get("residual_drift"), "residual_drift")
-    score = _section(ScoreDriftPolicy, raw.get("score_drift"), "score_drift")
-    for name, value in (
-        ("residual_drift.alpha", residual.alpha),
-        ("residual_drift.change_alpha", residual.change_alpha),
-        ("score_drift.alpha", score.alpha),
-        ("score_drift.relative_accuracy", score.relative_accuracy),
-    ):
-        if not 0 < value < 1:
-            raise ConfigError(f"{name} must be in (0, 1)")
-    window = raw.get("dedupe_window_seconds", Policy.dedupe_window_seconds)
-    if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
-        raise ConfigError("dedupe_window_seconds must be a positive number")
-    return Policy(residual_drift=residual, score_drift=score, dedupe_window_seconds=float(window))
+        raise ConfigError(f"{where} must hold a mapping")
+    try:
+        top = {key: value for key, value in raw.items() if key not in ("agents", "experiments")}
+        policy = _section(Policy, top, "")
+        defaults = AgentPolicy(policy.guardrails, policy.canary)
+        overrides: dict[str, Any] = {}
+        for key, cls in (("agents", AgentPolicy), ("experiments", ExperimentPolicy)):
+            value = raw.get(key) or {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key} must be a mapping of names to settings")
+            base = defaults if cls is AgentPolicy else None
+            overrides[key] = {
+                str(name): _section(cls, settings, f"{key}.{name}", base)
+                for name, settings in value.items()
+            }
+        policy = replace(policy, **overrides)
+        _check(policy)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return policy
 
 
 @dataclass(frozen=True)

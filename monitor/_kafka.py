@@ -6,12 +6,13 @@ import logging
 import ssl
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from ._config import Settings
 
-__all__ = ["client_options", "faust_credentials", "start_producer"]
+__all__ = ["client_options", "faust_credentials", "send_events", "start_producer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ def faust_credentials(settings: Settings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+async def send_events(
+    settings: Settings, topic: str, events: list[dict[str, Any]], key: str | None = None
+) -> None:
+    """Publish events (JSON, one a message) and wait until Kafka has them all."""
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(
+                topic, orjson.dumps(event), key=key.encode() if key else None
+            )
+    finally:
+        await producer.stop()
 
 
 async def start_producer(settings: Settings) -> AIOKafkaProducer:

@@ -72,10 +72,10 @@ def _print_json(document: Any) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from ._app import MonitorApp
-    from .serve import StateCollector
+    from .serve import GateAPI, StateCollector, serve
 
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
@@ -85,10 +85,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
     registry = CollectorRegistry()
     monitor = MonitorApp(settings, cluster, registry)
-    layout = KeyLayout(settings.redis_prefix)
-    registry.register(StateCollector(ReadModel(connect(settings.redis_url, cluster), layout)))
+    read_model = ReadModel(connect(settings.redis_url, cluster), KeyLayout(settings.redis_prefix))
+    registry.register(StateCollector(read_model))
+    api = GateAPI(read_model, registry, monitor.health, settings.policy)
     try:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        serve(api, settings.metrics_host, settings.metrics_port)
     except OSError as exc:
         raise ServiceUnavailable(
             f"metrics port {settings.metrics_host}:{settings.metrics_port} unavailable: {exc}"
@@ -267,7 +268,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not any(document.values()):
         print("nothing monitored yet")
-    for name, row in document["streams"].items():
+    _print_streams(document["streams"])
+    _print_experiments(document["experiments"], document["agents"])
+    return 0
+
+
+def _number(value: float | None, form: str = "+.4f") -> str:
+    return "-" if value is None else format(value, form)
+
+
+def _print_streams(streams: dict[str, Any]) -> None:
+    for name, row in streams.items():
         calibrator = row["calibrator"]
         mean = "-" if row["residual_mean"] is None else f"{row['residual_mean']:+.4f}"
         low = "-inf" if row["ci_low"] is None else f"{row['ci_low']:+.4f}"
@@ -279,7 +290,42 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"mean residual {mean} [{low}, {high}] over {row['residual_n']} labels{since}; "
             f"calibrator {calibrator['kind']} v{calibrator['version']}{note}"
         )
-    return 0
+
+
+def _print_experiments(experiments: dict[str, Any], agents: dict[str, Any]) -> None:
+    for name, row in experiments.items():
+        srm = row["srm_p_value"]
+        print(
+            f"experiment {name}: guardrails {row['verdict']}, split {row['srm_verdict']}"
+            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row['control']}"
+        )
+        for variant, stats in row["variants"].items():
+            guardrails = stats["guardrails"]
+            primary = guardrails.get("primary_outcome_mean", {})
+            shown = ", ".join(
+                f"{g} {_number(r['value'], '.4g')} [{r['status']}]"
+                for g, r in guardrails.items()
+                if g != "primary_outcome_mean"
+            )
+            versus = stats.get("vs_control") or {}
+            difference = (
+                f"; vs control {_number(versus['estimate'])} "
+                f"[{_number(versus['ci_low'])}, {_number(versus['ci_high'])}] ({versus['method']})"
+                if versus.get("method")
+                else ""
+            )
+            print(
+                f"  {variant:<12} n={stats['n']} staging={stats['staging_n']} primary "
+                f"{_number(primary.get('value'), '.4f')} [{_number(primary.get('ci_low'), '.4f')}, "
+                f"{_number(primary.get('ci_high'), '.4f')}]{difference}"
+                + (f"; {shown}" if shown else "")
+            )
+    for name, agent in agents.items():
+        print(
+            f"agent {name}: bundle {agent['bundle_id']} {agent['phase']} at "
+            f"{agent['canary_percent']:g}% for {agent['hours_running']:.1f} h: {agent['verdict']} "
+            f"({agent['reason']}), recommendation {agent['recommendation']}"
+        )
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -294,13 +340,76 @@ def cmd_log(args: argparse.Namespace) -> int:
         _print_json(entries)
         return 0
     for record in entries:
-        print(
-            f"{record['ts']} {record['gate']:<14} {record['subject']:<24} "
-            f"{record['verdict']:<12} action={record['action']} reason={record['reason']}"
-        )
+        if record.get("kind") == "canary":  # a lifecycle step, from the canary topic
+            percent = (
+                "" if record["canary_percent"] is None else f" to {record['canary_percent']:g}%"
+            )
+            by = f" by {record['actor']}" if record.get("actor") else ""
+            why = f": {record['rationale']}" if record.get("rationale") else ""
+            print(
+                f"{record['ts']} {'canary':<14} {record['subject']:<24} "
+                f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}"
+            )
+        else:
+            print(
+                f"{record['ts']} {record['gate']:<14} {record['subject']:<24} "
+                f"{record['verdict']:<12} action={record['action']} reason={record['reason']}"
+            )
     if not entries:
         print("no entries")
     return 0
+
+
+# --- rollback, promote ----------------------------------------------------------------------
+
+
+def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
+    """Publish a canary event for the agent's current bundle: the same path (decision,
+    audit log) as the events of any deployment controller."""
+    import getpass
+    import uuid
+
+    from ._kafka import send_events
+
+    settings = _settings(args)
+    agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
+    if agent is None:
+        raise UsageError(f"unknown agent {args.agent!r}: no canary of it was ever deployed")
+    event = {
+        "event_id": f"cli-{uuid.uuid4()}",
+        "ts": time.time(),
+        "agent": args.agent,
+        "bundle_id": agent["bundle_id"],
+        "action": action,
+        "actor": args.actor or getpass.getuser(),
+        **{name: value for name, value in fields.items() if value is not None},
+    }
+    from aiokafka.errors import KafkaError
+
+    topic = settings.topic("canary")
+    try:
+        asyncio.run(send_events(settings, topic, [event], key=args.agent))
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} refused: {exc}") from exc
+    print(f"{action} of {args.agent} (bundle {agent['bundle_id']}) sent to {topic}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _canary_action(args, "rollback", rationale=args.reason)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    percent = args.percent
+    if percent is None:
+        agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
+        current = agent["canary_percent"] if agent else 0.0
+        ladder = settings.policy.for_agent(args.agent).canary.ladder
+        percent = next((step for step in ladder if step > current), 100)
+    if not 0 < percent <= 100:
+        raise UsageError(f"--percent must be in (0, 100], got {percent}")
+    return _canary_action(args, "promote", canary_percent=percent, rationale=args.reason)
 
 
 # --- calibrate --------------------------------------------------------------------------
@@ -524,12 +633,29 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=cmd_plan)
 
-    log = commands.add_parser("log", help="the audit log of decisions")
+    log = commands.add_parser("log", help="the audit log of decisions and canary actions")
     log.add_argument("--action", choices=["none", "alert", "hold", "promote", "rollback"])
     log.add_argument("--hours", type=float)
     log.add_argument("--json", action="store_true")
     _connection_flags(log, kafka=False, redis_=True)
     log.set_defaults(handler=cmd_log)
+
+    rollback = commands.add_parser(
+        "rollback", help="roll back an agent's canary by hand (a canary event)"
+    )
+    rollback.add_argument("agent")
+    rollback.add_argument("--reason", help="kept in the audit log")
+    rollback.add_argument("--actor", help="who (default: the user name)")
+    _connection_flags(rollback, kafka=True, redis_=True)
+    rollback.set_defaults(handler=cmd_rollback)
+
+    promote = commands.add_parser("promote", help="promote an agent's canary by hand")
+    promote.add_argument("agent")
+    promote.add_argument("--percent", type=float, help="default: the next step of the ladder")
+    promote.add_argument("--reason", help="kept in the audit log")
+    promote.add_argument("--actor", help="who (default: the user name)")
+    _connection_flags(promote, kafka=True, redis_=True)
+    promote.set_defaults(handler=cmd_promote)
 
     produce = commands.add_parser("produce", help="publish JSONL events, a message per line")
     produce.add_argument("file")

@@ -257,6 +257,74 @@ class BatchRunner(Generic[StateT]):
         while len(self._subjects) > CACHE_SIZE:
             self._subjects.popitem(last=False)
 
+    # --- the clock -------------------------------------------------------------------------
+
+    async def tick(self, source: str) -> BatchResult:
+        """Evaluate the subjects whose verdicts time alone can change (a canary without data
+        turns stale, one monitored for days stalls) and publish what changed.
+
+        ``source`` is this runner's input topic. Only verdict changes are written, with the
+        same compare-and-set as a batch, so every worker may tick: a decision still goes
+        out once.
+        """
+        result = BatchResult()
+        pending = await self._ticking()
+        for attempt in range(MAX_ROUNDS):
+            cold = [name for name in pending if name not in self._subjects]
+            if cold:
+                await self._load(cold, source, {name: set() for name in cold})
+            now = self.clock()
+            plans = []
+            for name in pending:
+                entry = self._subjects.pop(name)
+                keys = self.layout.subject(self.model.kind, name)
+                write = SubjectWrite(keys, entry.rev)
+                verdicts = self.model.evaluate(name, entry.state, now)
+                published, decisions = self._record_verdicts(
+                    keys, entry.published, verdicts, now, write
+                )
+                if not decisions:
+                    self._subjects[name] = entry
+                    continue
+                if self.model.settle(name, entry.state, decisions):
+                    write.state.update(self.model.dump(entry.state))
+                write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
+                write.view[fields.GATES] = orjson.dumps(_gate_records(verdicts, published, now))
+                after = _Subject(write.new_rev, entry.state, entry.fences, entry.window, published)
+                plans.append(_Plan(name, write, after, 0, 0, 0, decisions))
+            outcomes = await self.script.run([plan.write for plan in plans])  # type: ignore[misc]
+            pending = []
+            for plan, outcome in zip(plans, outcomes, strict=True):
+                if isinstance(outcome, Applied):
+                    self._remember(plan.name, plan.after)
+                    result.decisions += plan.decisions
+                    result.outboxes.add((self.model.kind, plan.name))
+                elif isinstance(outcome, Conflict):
+                    pending.append(plan.name)  # moved meanwhile: judge the new state
+                else:
+                    raise PermanentError(f"subject {plan.name!r} not written: {outcome.reason}")
+            if not pending:
+                return result
+            await asyncio.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
+        raise TransientError(f"subjects {sorted(pending)[:5]} kept changing under this worker")
+
+    async def _ticking(self) -> list[str]:
+        """The subjects whose stored view says that time can change their verdicts."""
+        kind = self.model.kind
+        members: Any = await self.client.smembers(self.layout.registry(kind))
+        names = sorted(member.decode() for member in members)
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.layout.subject(kind, name).view, fields.VIEW)
+        views = await pipe.execute()
+        return [
+            name
+            for name, view in zip(names, views, strict=True)
+            if view is not None and self.model.needs_tick(orjson.loads(view))
+        ]
+
     # --- reading what the worker does not hold ----------------------------------------------
 
     async def _read_epochs(self) -> None:
@@ -370,16 +438,20 @@ class BatchRunner(Generic[StateT]):
         if update.appended or update.expired:
             write.state[fields.seen(topic)] = encode_seen_buckets(update.watermark, update.live)
 
+        audit: list[dict[str, Any]] = []
         if len(fresh):
-            self.handler.update(entry.state, fresh)
-            write.state.update(self.model.dump(entry.state))
+            audit = self.handler.update(name, entry.state, fresh, now)
             write.maxima[fields.last_ts(topic)] = float(fresh.ts.max())
+        write.audit += [encode_audit_entry(orjson.dumps(record)) for record in audit]
         write.count(fields.count(topic, "ok"), len(fresh))
         write.count(fields.count(topic, "duplicate"), duplicate)
         verdicts = self.model.evaluate(name, entry.state, now)
         published, decisions = self._record_verdicts(keys, entry.published, verdicts, now, write)
+        settled = self.model.settle(name, entry.state, decisions)
         if not (len(fresh) or duplicate or decisions or fences or update.expired):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
+        if len(fresh) or settled:
+            write.state.update(self.model.dump(entry.state))
         write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
         write.view[fields.GATES] = orjson.dumps(_gate_records(verdicts, published, now))
         # Only kept if the write lands; otherwise the subject is read again.

@@ -95,6 +95,8 @@ class SubjectModel(Protocol[StateT]):
     kind: str
     gates: tuple[str, ...]
     stored_fields: tuple[str, ...]
+    tick_seconds: float | None
+    """How often time alone can change a verdict (``needs_tick``); None: never."""
 
     def load(self, subject: str, stored: Mapping[str, bytes | None]) -> StateT: ...
 
@@ -103,6 +105,15 @@ class SubjectModel(Protocol[StateT]):
     def evaluate(self, subject: str, state: StateT, now: float) -> list[Verdict]: ...
 
     def view(self, subject: str, state: StateT, verdicts: Sequence[Verdict]) -> dict[str, Any]: ...
+
+    def settle(self, subject: str, state: StateT, decisions: Sequence[Mapping[str, Any]]) -> bool:
+        """Record in the state what the decisions just published did (in the same write);
+        whether the state changed."""
+        ...
+
+    def needs_tick(self, view: Mapping[str, Any]) -> bool:
+        """Whether time alone can change this subject's verdicts (from its stored view)."""
+        ...
 
 
 class Handler(Protocol[StateT]):
@@ -115,7 +126,11 @@ class Handler(Protocol[StateT]):
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch: ...
 
-    def update(self, state: StateT, events: SubjectEvents) -> None: ...
+    def update(
+        self, subject: str, state: StateT, events: SubjectEvents, now: float
+    ) -> list[dict[str, Any]]:
+        """Fold the events into the state; returns entries for the audit log."""
+        ...
 
 
 @dataclass

@@ -7,6 +7,7 @@ so what is shown is what the gate saw, and a scrape costs one small read per sub
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,22 +45,35 @@ class Snapshot:
     def gate(self, gate: str, subject: str) -> dict[str, Any] | None:
         return next((g for g in self.gates if g["gate"] == gate and g["subject"] == subject), None)
 
-    def status_document(self) -> dict[str, Any]:
+    def status_document(self, now: float | None = None) -> dict[str, Any]:
         """The ``driftgate status --json`` object of the contract."""
         streams = {}
         for name, view in self.section("stream").items():
-            streams[name] = {
-                **view,
-                **({"history": self.history[name]} if name in self.history else {}),
-            }
+            history = {"history": self.history[name]} if name in self.history else {}
+            streams[name] = {**view, **history}
         experiments: dict[str, Any] = {}
         agents: dict[str, Any] = {}
         for name, view in self.section("experiment").items():
             if view.get("experiment"):
                 experiments[name] = view["experiment"]
-            if view.get("agent"):
-                agents[name] = view["agent"]
+            agent = self.agent(name, now)
+            if agent is not None:
+                agents[name] = agent
         return {"streams": streams, "experiments": experiments, "agents": agents}
+
+    def agent(self, name: str, now: float | None = None) -> dict[str, Any] | None:
+        """An agent as the HTTP API and ``status`` show it: its lifecycle, the hours its
+        bundle has run (now), and every gate of it; None for an unknown agent."""
+        view = self.section("experiment").get(name, {}).get("agent")
+        if not view:
+            return None
+        now = time.time() if now is None else now
+        gates = [g for g in self.gates if g["subject"] == name and g["kind"] == "experiment"]
+        return {
+            **view,
+            "hours_running": max(0.0, (now - view["deployed_at"]) / 3600),
+            "gates": gates,
+        }
 
 
 class ReadModel:
@@ -113,7 +127,7 @@ class ReadModel:
             snapshot.views.setdefault(kind, {})[name] = orjson.loads(view)
         gates = row.get(fields.GATES.encode())
         for gate, record in (orjson.loads(gates) if gates else {}).items():
-            snapshot.gates.append(_gate_document(gate, name, record))
+            snapshot.gates.append(_gate_document(gate, name, kind, record))
 
     def audit(self, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
         """The audit log of every subject, oldest first."""
@@ -139,7 +153,7 @@ def _rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _gate_document(gate: str, subject: str, record: dict[str, Any]) -> dict[str, Any]:
+def _gate_document(gate: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """``GATE`` of the contract: the current verdict; the decision that announced it."""
     announced = record.get("published_verdict") == record["verdict"]
     return {
@@ -152,4 +166,5 @@ def _gate_document(gate: str, subject: str, record: dict[str, Any]) -> dict[str,
         "ts": record.get("published_at") if announced else _rfc3339(record.get("evaluated_at")),
         "evidence": record["evidence"],
         "evaluated_at": record.get("evaluated_at"),
+        "kind": kind,
     }

@@ -7,10 +7,13 @@ from collections.abc import Callable
 
 from .._config import Policy
 from ..pipeline import Handler
+from ._experiments import CanaryHandler, TelemetryHandler
 from ._labels import LabelHandler
 
-__all__ = ["HANDLERS", "LabelHandler"]
+__all__ = ["HANDLERS", "CanaryHandler", "LabelHandler", "TelemetryHandler"]
 
 HANDLERS: dict[str, Callable[[Policy], Handler]] = {
     LabelHandler.topic: LabelHandler,
+    TelemetryHandler.topic: TelemetryHandler,
+    CanaryHandler.topic: CanaryHandler,
 }

@@ -126,6 +126,7 @@ class LabelModel:
     kind: str = "stream"
     gates: tuple[str, ...] = ("residual_drift", "score_drift")
     stored_fields: tuple[str, ...] = (fields.STATE, fields.CALIBRATOR, fields.CALIBRATOR_VERSION)
+    tick_seconds: float | None = None
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -179,6 +180,14 @@ class LabelModel:
                 )
             )
         return verdicts
+
+    def settle(
+        self, subject: str, state: LabelState, decisions: Sequence[Mapping[str, Any]]
+    ) -> bool:
+        return False  # a stream's decisions change nothing of its statistics
+
+    def needs_tick(self, view: Mapping[str, Any]) -> bool:
+        return False  # only labels move a stream's verdicts
 
     def view(self, subject: str, state: LabelState, verdicts: Sequence[Verdict]) -> dict[str, Any]:
         """The stream's row of ``driftgate status``: the interval the verdict uses on top,
@@ -262,7 +271,9 @@ class LabelHandler:
         )
         return batch
 
-    def update(self, state: LabelState, events: SubjectEvents) -> None:
+    def update(
+        self, subject: str, state: LabelState, events: SubjectEvents, now: float
+    ) -> list[dict[str, Any]]:
         """Fold in one batch: every score, and the residuals of the labeled events."""
         columns: LabelColumns = events.columns
         labeled = ~np.isnan(columns.y)
@@ -272,3 +283,4 @@ class LabelHandler:
         if labeled.any():
             residuals = state.calibrator.model.residuals(columns.s[labeled], columns.y[labeled])
             state.residuals.update(residuals)
+        return []

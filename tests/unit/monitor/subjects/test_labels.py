@@ -41,7 +41,7 @@ def labels(s: np.ndarray, y: np.ndarray, offset: int, stream: str = "p") -> RawM
 def fold(handler: LabelHandler, state: LabelState, *messages: RawMessage) -> LabelState:
     batch = handler.decode(messages)
     for events in batch.subjects.values():
-        handler.update(state, events)
+        handler.update("p", state, events, 0.0)
     return state
 
 

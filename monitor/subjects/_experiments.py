@@ -1,0 +1,727 @@
+"""Experiments and canaries: telemetry per variant, and the lifecycle of an agent's bundles.
+
+One subject per ``experiment_id`` (for a canary, its ``agent``): telemetry events
+(``driftgate.telemetry``) feed each variant's statistics, canary events
+(``driftgate.canary``) move the agent's lifecycle, and both are judged together, so
+that a guardrail breach is always judged with the bundle and percent it happened under.
+A deploy or a promotion starts a new stage: the allocation changed, so the comparison and
+the sample-ratio test start afresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import orjson
+
+from estimators import (
+    CoMoments,
+    Moments,
+    QuantileSketch,
+    SampleRatioSequence,
+    benjamini_hochberg,
+    mean_difference_sequence,
+)
+
+from .._config import AgentPolicy, Policy
+from ..gates import SEVERITY, Verdict, finite_or_none, rfc3339
+from ..gates._canary import CanaryFacts, canary_gate, compare
+from ..gates._guardrails import GuardrailReading, guardrail_gate, read_guardrails
+from ..gates._srm import srm_gate
+from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
+from ..store import _keys as fields
+from ._decode import (
+    Finite,
+    MessageDecoder,
+    NonEmpty,
+    NonNegative,
+    Timestamp,
+    event_times,
+    split_by_subject,
+)
+
+__all__ = [
+    "CanaryEvent",
+    "CanaryHandler",
+    "ExperimentModel",
+    "ExperimentState",
+    "Lifecycle",
+    "TelemetryEvent",
+    "TelemetryHandler",
+    "VariantStats",
+]
+
+HISTORY = 20  # lifecycle actions kept in the state (the audit log keeps them all)
+SRM_MIN_N = 100
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+class Guardrails(msgspec.Struct, frozen=True, gc=False):
+    toxicity: bool | None = None
+    pii: bool | None = None
+    latency_ms: NonNegative | None = None
+    unit_cost: NonNegative | None = None
+
+
+class TelemetryCovariates(msgspec.Struct, frozen=True, gc=False):
+    pre_period: Finite | None = None
+    segment: str | None = None
+
+
+class TelemetryEvent(msgspec.Struct, frozen=True, gc=False):
+    """An observation of an experiment's unit (``driftgate.telemetry``)."""
+
+    event_id: NonEmpty
+    ts: Timestamp
+    experiment_id: NonEmpty
+    unit_id: NonEmpty
+    variant: NonEmpty
+    primary_outcome: Finite | bool | None = None
+    sec_outcomes: dict[str, Finite] | None = None
+    guardrails: Guardrails | None = None
+    covariates: TelemetryCovariates | None = None
+    environment: Literal["prod", "staging"] = "prod"
+
+
+class CanaryEvent(msgspec.Struct, frozen=True, gc=False):
+    """A lifecycle step of an agent's bundle (``driftgate.canary``)."""
+
+    event_id: NonEmpty
+    ts: Timestamp
+    agent: NonEmpty
+    bundle_id: NonEmpty
+    action: Literal["deploy", "promote", "rollback", "pause", "resume"]
+    canary_percent: Finite | None = None
+    actor: str | None = None
+    rationale: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action in ("deploy", "promote") and self.canary_percent is None:
+            raise ValueError(f"canary_percent is required for {self.action}")
+        if self.canary_percent is not None and not 0 <= self.canary_percent <= 100:
+            raise ValueError(f"canary_percent must be in 0..100, got {self.canary_percent}")
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+@dataclass
+class VariantStats:
+    """One variant's production telemetry of the current stage, as mergeable statistics."""
+
+    n: int = 0
+    toxicity_n: int = 0
+    toxic: int = 0
+    pii_n: int = 0
+    pii: int = 0
+    latency: QuantileSketch = field(default_factory=QuantileSketch)
+    latency_moments: Moments = field(default_factory=Moments)
+    cost: Moments = field(default_factory=Moments)
+    primary: Moments = field(default_factory=Moments)
+    # The outcome with the pre-period covariate, for CUPED (events that carry both).
+    primary_pre: CoMoments = field(default_factory=CoMoments)
+    segments: dict[str, Moments] = field(default_factory=dict)
+    secondary: dict[str, Moments] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "toxicity": [self.toxicity_n, self.toxic],
+            "pii": [self.pii_n, self.pii],
+            "latency": self.latency.to_state(),
+            "latency_moments": self.latency_moments.to_state(),
+            "cost": self.cost.to_state(),
+            "primary": self.primary.to_state(),
+            "primary_pre": self.primary_pre.to_state(),
+            "segments": {k: v.to_state() for k, v in self.segments.items()},
+            "secondary": {k: v.to_state() for k, v in self.secondary.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> VariantStats:
+        return cls(
+            n=int(state["n"]),
+            toxicity_n=int(state["toxicity"][0]),
+            toxic=int(state["toxicity"][1]),
+            pii_n=int(state["pii"][0]),
+            pii=int(state["pii"][1]),
+            latency=QuantileSketch.from_state(state["latency"]),
+            latency_moments=Moments.from_state(state["latency_moments"]),
+            cost=Moments.from_state(state["cost"]),
+            primary=Moments.from_state(state["primary"]),
+            primary_pre=CoMoments.from_state(state["primary_pre"]),
+            segments={k: Moments.from_state(v) for k, v in state["segments"].items()},
+            secondary={k: Moments.from_state(v) for k, v in state["secondary"].items()},
+        )
+
+
+@dataclass
+class Lifecycle:
+    """An agent's current bundle: where it is on the ladder and what happened to it."""
+
+    bundle_id: str
+    phase: str  # monitoring | paused | promoted | rolled_back
+    canary_percent: float
+    deployed_at: float  # event time of the deploy
+    stage_started_at: float  # when this worker saw the stage begin (wall clock)
+    last_data_at: float | None = None  # wall clock of the last canary telemetry
+    rollback: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Lifecycle:
+        return cls(**state)
+
+
+@dataclass
+class ExperimentState:
+    variants: dict[str, VariantStats] = field(default_factory=dict)
+    staging: dict[str, int] = field(default_factory=dict)
+    lifecycle: Lifecycle | None = None
+    srm: SampleRatioSequence | None = None
+    srm_variants: list[str] = field(default_factory=list)
+    stage: int = 0
+
+    def new_stage(self) -> None:
+        """The allocation changed: compare afresh."""
+        self.variants, self.srm, self.srm_variants = {}, None, []
+        self.stage += 1
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "variants": {k: v.to_state() for k, v in self.variants.items()},
+            "staging": self.staging,
+            "lifecycle": self.lifecycle.to_state() if self.lifecycle else None,
+            "srm": self.srm.to_state() if self.srm else None,
+            "srm_variants": self.srm_variants,
+            "stage": self.stage,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ExperimentState:
+        return cls(
+            variants={k: VariantStats.from_state(v) for k, v in state["variants"].items()},
+            staging={k: int(v) for k, v in state["staging"].items()},
+            lifecycle=Lifecycle.from_state(state["lifecycle"]) if state["lifecycle"] else None,
+            srm=SampleRatioSequence.from_state(state["srm"]) if state["srm"] else None,
+            srm_variants=list(state["srm_variants"]),
+            stage=int(state["stage"]),
+        )
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Everything one evaluation found: the verdicts, and what the view shows beside them."""
+
+    verdicts: list[Verdict]
+    readings: dict[str, list[GuardrailReading]]
+    comparison: dict[str, Any] | None
+
+
+class ExperimentModel:
+    """What is kept per experiment or agent, how it is judged, and how it is shown."""
+
+    kind: str = "experiment"
+    gates: tuple[str, ...] = ("guardrail", "srm", "canary")
+    stored_fields: tuple[str, ...] = (fields.STATE,)
+    # Stale data and stalls are judged on the clock, between batches.
+    tick_seconds: float | None = 10.0
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        # The last judgement of each state object, for the view written with it.
+        self._judged: dict[int, Judgement] = {}
+
+    def load(self, subject: str, stored: Mapping[str, bytes | None]) -> ExperimentState:
+        raw = stored[fields.STATE]
+        return ExperimentState.from_state(orjson.loads(raw)) if raw else ExperimentState()
+
+    def dump(self, state: ExperimentState) -> dict[str, bytes | str]:
+        return {fields.STATE: orjson.dumps(state.to_state())}
+
+    def control(self, subject: str, state: ExperimentState) -> str:
+        if state.lifecycle is not None:
+            return self.policy.for_agent(subject).canary.control_variant
+        return self.policy.for_experiment(subject).control_variant
+
+    def judged_variants(self, subject: str, state: ExperimentState) -> list[str]:
+        """Whose guardrails decide: the canary's, or every A/B variant but control."""
+        if state.lifecycle is not None:
+            return [self.policy.for_agent(subject).canary.canary_variant]
+        control = self.control(subject, state)
+        return [name for name in state.variants if name != control]
+
+    def expected_split(self, subject: str, state: ExperimentState) -> dict[str, float] | None:
+        """The declared share of each variant: the canary's percent; an experiment's
+        allocation; else equal shares of the variants seen (two at least)."""
+        if state.lifecycle is not None:
+            canary = self.policy.for_agent(subject).canary
+            share = state.lifecycle.canary_percent / 100
+            if not 0 < share < 1:
+                return None
+            return {canary.control_variant: 1 - share, canary.canary_variant: share}
+        declared = self.policy.for_experiment(subject).allocation
+        if declared:
+            return dict(declared)
+        seen = sorted(state.variants)
+        return {name: 1 / len(seen) for name in seen} if len(seen) >= 2 else None
+
+    def judge(self, subject: str, state: ExperimentState, now: float) -> Judgement:
+        policy = self.policy.for_agent(subject)
+        lifecycle = state.lifecycle
+        readings = {
+            name: read_guardrails(stats, policy.guardrails)
+            for name, stats in state.variants.items()
+        }
+        context: dict[str, Any] = {}
+        if lifecycle is not None:
+            context = {"bundle_id": lifecycle.bundle_id, "canary_percent": lifecycle.canary_percent}
+        active = lifecycle is not None and lifecycle.phase in ("monitoring", "paused")
+        guardrail = guardrail_gate(
+            subject,
+            {name: readings.get(name, []) for name in self.judged_variants(subject, state)},
+            policy.guardrails,
+            policy.guardrails.action if active else "alert",
+            context,
+        )
+        srm = srm_gate(subject, state.srm, state.srm_variants, policy.canary.srm_alpha, SRM_MIN_N)
+        verdicts = [guardrail, srm]
+        comparison = None
+        if lifecycle is not None:
+            canary_stats = state.variants.get(policy.canary.canary_variant)
+            control_stats = state.variants.get(policy.canary.control_variant)
+            compared = compare(canary_stats, control_stats, policy.canary)
+            comparison = compared.to_dict()
+            ladder = [step for step in policy.canary.ladder if step > lifecycle.canary_percent]
+            last_data = lifecycle.last_data_at or lifecycle.stage_started_at
+            facts = CanaryFacts(
+                bundle_id=lifecycle.bundle_id,
+                phase=lifecycle.phase,
+                canary_percent=lifecycle.canary_percent,
+                hours_running=max(0.0, (now - lifecycle.deployed_at) / 3600),
+                seconds_without_data=max(0.0, now - last_data),
+                rollback_reason=(lifecycle.rollback or {}).get("reason"),
+                rollback_published=bool((lifecycle.rollback or {}).get("decision_id")),
+                next_percent=ladder[0] if ladder else None,
+            )
+            enough = all(
+                stats is not None and stats.n >= policy.canary.min_n
+                for stats in (canary_stats, control_stats)
+            )
+            verdicts.append(
+                canary_gate(
+                    subject,
+                    facts,
+                    compared,
+                    guardrail.verdict == "PASS",
+                    srm.verdict == "PASS",
+                    enough,
+                    policy.canary,
+                )
+            )
+            verdicts = _one_rollback(verdicts, facts.rollback_published)
+        return Judgement(verdicts, readings, comparison)
+
+    def evaluate(self, subject: str, state: ExperimentState, now: float) -> list[Verdict]:
+        judgement = self.judge(subject, state, now)
+        self._judged = {id(state): judgement}
+        return judgement.verdicts
+
+    def settle(
+        self, subject: str, state: ExperimentState, decisions: Sequence[Mapping[str, Any]]
+    ) -> bool:
+        """Record what published decisions did to the lifecycle (in the same write): the
+        first rollback decision of a bundle rolls it back, so no second one follows.
+        Returns whether the state changed."""
+        lifecycle = state.lifecycle
+        if lifecycle is None:
+            return False
+        for decision in decisions:
+            if decision["action"] != "rollback" or decision.get("bundle_id") != lifecycle.bundle_id:
+                continue
+            previous = lifecycle.rollback or {}
+            lifecycle.phase = "rolled_back"
+            lifecycle.rollback = {
+                "decision_id": decision["decision_id"],
+                "reason": previous.get("reason") or decision["reason"],
+                "gate": decision["gate"],
+                "ts": decision["ts"],
+                "by": previous.get("by", "driftgate"),
+            }
+            return True
+        return False
+
+    def needs_tick(self, view: Mapping[str, Any]) -> bool:
+        """Time alone can change an active canary's verdict (stale data, a stall)."""
+        agent = view.get("agent")
+        return isinstance(agent, dict) and agent.get("phase") in ("monitoring", "paused")
+
+    def view(
+        self, subject: str, state: ExperimentState, verdicts: Sequence[Verdict]
+    ) -> dict[str, Any]:
+        """The experiment's and the agent's rows of ``driftgate status``."""
+        judgement = self._judged.get(id(state))
+        readings = judgement.readings if judgement else self.judge(subject, state, 0.0).readings
+        policy = self.policy.for_agent(subject)
+        control = self.control(subject, state)
+        control_stats = state.variants.get(control)
+        variants: dict[str, Any] = {}
+        for name, stats in sorted(state.variants.items()):
+            row: dict[str, Any] = {
+                "n": stats.n,
+                "staging_n": state.staging.get(name, 0),
+                "guardrails": {r.guardrail: r.to_dict() for r in readings.get(name, [])},
+            }
+            if name != control and control_stats is not None:
+                row["vs_control"] = _versus(stats, control_stats, policy)
+                row["secondary"] = _secondary(stats, control_stats, policy)
+            variants[name] = row
+        for name, count in state.staging.items():
+            variants.setdefault(name, {"n": 0, "staging_n": count, "guardrails": {}})
+        _adjust_secondary(variants, self.policy.for_experiment(subject).secondary_q)
+        by_gate = {v.gate: v for v in verdicts}
+        experiment = {
+            "control": control,
+            "variants": variants,
+            "srm_p_value": state.srm.p_value if state.srm else None,
+            "verdict": by_gate["guardrail"].verdict if "guardrail" in by_gate else None,
+            "srm_verdict": by_gate["srm"].verdict if "srm" in by_gate else None,
+            "stage": state.stage,
+        }
+        view: dict[str, Any] = {"experiment": experiment, "agent": None}
+        lifecycle = state.lifecycle
+        if lifecycle is not None:
+            worst = max(verdicts, key=lambda v: SEVERITY[v.verdict])
+            view["agent"] = {
+                "agent": subject,
+                "bundle_id": lifecycle.bundle_id,
+                "phase": lifecycle.phase,
+                "canary_percent": lifecycle.canary_percent,
+                "deployed_at": lifecycle.deployed_at,
+                "verdict": worst.verdict,
+                "reason": worst.reason,
+                "recommendation": recommendation(lifecycle.phase, verdicts),
+                "comparison": judgement.comparison if judgement else None,
+                "rollback": lifecycle.rollback,
+                "history": lifecycle.history,
+            }
+        return view
+
+
+def recommendation(phase: str, verdicts: Sequence[Verdict]) -> str:
+    """The runbook's promote, monitor, hold or rollback."""
+    if phase == "rolled_back" or any(
+        v.verdict == "FAIL" and v.action == "rollback" for v in verdicts
+    ):
+        return "rollback"
+    if phase == "paused" or any(v.verdict == "HOLD" for v in verdicts):
+        return "hold"
+    if any(v.gate == "canary" and v.action == "promote" for v in verdicts):
+        return "promote"
+    return "monitor"
+
+
+def _one_rollback(verdicts: list[Verdict], already: bool) -> list[Verdict]:
+    """At most one rollback decision per bundle: none once one was announced, and of
+    several wanting it at once, only the first (guardrails before the canary gate)."""
+    kept = []
+    taken = already
+    for verdict in verdicts:
+        if verdict.action == "rollback":
+            if taken:
+                verdict = replace(verdict, action="none")
+            taken = True
+        kept.append(verdict)
+    return kept
+
+
+def _versus(stats: VariantStats, control: VariantStats, policy: AgentPolicy) -> dict[str, Any]:
+    """The difference of the primary outcome to control (CUPED-adjusted when it can be)."""
+    if not (stats.primary.n and control.primary.n):
+        return {"estimate": None, "ci_low": None, "ci_high": None, "method": None}
+    adjust = stats.primary_pre.n == stats.primary.n and control.primary_pre.n == control.primary.n
+    difference = mean_difference_sequence(
+        stats.primary_pre if adjust else stats.primary,
+        control.primary_pre if adjust else control.primary,
+        alpha=policy.canary.alpha,
+        target_time=policy.canary.target_time,
+        adjust=adjust,
+    )
+    return {
+        "estimate": finite_or_none(difference.estimate),
+        "ci_low": finite_or_none(difference.low),
+        "ci_high": finite_or_none(difference.high),
+        "method": difference.method,
+        "cuped_theta": difference.theta,
+        "variance_reduction": difference.variance_reduction,
+    }
+
+
+def _secondary(stats: VariantStats, control: VariantStats, policy: AgentPolicy) -> dict[str, Any]:
+    """Each secondary outcome's difference to control and its anytime-valid p-value."""
+    rows = {}
+    for name, moments in sorted(stats.secondary.items()):
+        other = control.secondary.get(name)
+        if other is None or not (moments.n and other.n):
+            continue
+        difference = mean_difference_sequence(
+            moments, other, alpha=policy.canary.alpha, target_time=policy.canary.target_time
+        )
+        rows[name] = {
+            "estimate": finite_or_none(difference.estimate),
+            "ci_low": finite_or_none(difference.low),
+            "ci_high": finite_or_none(difference.high),
+            "p_value": difference.p_value,
+        }
+    return rows
+
+
+def _adjust_secondary(variants: dict[str, Any], q: float) -> None:
+    """Benjamini-Hochberg over every secondary outcome of every variant."""
+    cells = [cell for row in variants.values() for cell in row.get("secondary", {}).values()]
+    if not cells:
+        return
+    rejected, adjusted = benjamini_hochberg(np.array([cell["p_value"] for cell in cells]), q)
+    for cell, flag, q_value in zip(cells, rejected.tolist(), adjusted.tolist(), strict=True):
+        cell["q_value"] = q_value
+        cell["discovery"] = bool(flag)
+
+
+# --- the handlers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryColumns:
+    events: list[TelemetryEvent]
+
+    def take(self, rows: np.ndarray | slice) -> TelemetryColumns:
+        if isinstance(rows, slice):
+            return TelemetryColumns(self.events[rows])
+        return TelemetryColumns([self.events[i] for i in rows.tolist()])
+
+
+_get_id = attrgetter("event_id")
+_get_experiment = attrgetter("experiment_id")
+_get_agent = attrgetter("agent")
+
+
+def _as_float(value: float | bool | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+class TelemetryHandler:
+    """``driftgate.telemetry``: each variant's guardrails and outcomes, per experiment."""
+
+    topic: str = "telemetry"
+
+    def __init__(self, policy: Policy) -> None:
+        self.model = ExperimentModel(policy)
+        self.decoder = MessageDecoder(TelemetryEvent)
+
+    def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        events, partitions, offsets, dead = self.decoder.decode_batch(messages)
+        batch = DecodedBatch(dead_letters=dead)
+        batch.subjects = split_by_subject(
+            list(map(_get_experiment, events)),
+            list(map(_get_id, events)),
+            event_times(events),
+            partitions,
+            offsets,
+            TelemetryColumns(events),
+        )
+        return batch
+
+    def update(
+        self, subject: str, state: ExperimentState, events: SubjectEvents, now: float
+    ) -> list[dict[str, Any]]:
+        """Fold one batch into each variant's statistics (production events only)."""
+        by_variant: dict[str, list[TelemetryEvent]] = {}
+        for event in events.columns.events:
+            if event.environment == "staging":  # counted and shown, never judged
+                state.staging[event.variant] = state.staging.get(event.variant, 0) + 1
+            else:
+                by_variant.setdefault(event.variant, []).append(event)
+        for variant, rows in by_variant.items():
+            _fold(state.variants.setdefault(variant, VariantStats()), rows)
+        lifecycle = state.lifecycle
+        canary = self.model.policy.for_agent(subject).canary.canary_variant
+        if lifecycle is not None and by_variant.get(canary):
+            lifecycle.last_data_at = now
+        self._count_split(subject, state, by_variant)
+        return []
+
+    def _count_split(
+        self,
+        subject: str,
+        state: ExperimentState,
+        by_variant: Mapping[str, list[TelemetryEvent]],
+    ) -> None:
+        """The sample-ratio test over the declared variants (others do not count)."""
+        expected = self.model.expected_split(subject, state)
+        if expected is None:
+            return
+        names = sorted(expected)
+        if state.srm is None or state.srm_variants != names:
+            # A new stage, or new variants: the test starts with what the stage holds.
+            state.srm = SampleRatioSequence([expected[name] for name in names])
+            state.srm_variants = names
+            counts = [state.variants[name].n if name in state.variants else 0 for name in names]
+        else:
+            counts = [len(by_variant.get(name, ())) for name in names]
+        state.srm.update(counts)
+
+
+def _fold(stats: VariantStats, events: list[TelemetryEvent]) -> None:
+    """One variant's events of one batch into its statistics (vectorized per field)."""
+    stats.n += len(events)
+    guardrails = [e.guardrails for e in events if e.guardrails is not None]
+    toxicity = [g.toxicity for g in guardrails if g.toxicity is not None]
+    stats.toxicity_n += len(toxicity)
+    stats.toxic += sum(toxicity)
+    pii = [g.pii for g in guardrails if g.pii is not None]
+    stats.pii_n += len(pii)
+    stats.pii += sum(pii)
+    latency = np.array([g.latency_ms for g in guardrails if g.latency_ms is not None])
+    if latency.size:
+        stats.latency.update(latency)
+        stats.latency_moments.update(latency)
+    cost = np.array([g.unit_cost for g in guardrails if g.unit_cost is not None])
+    if cost.size:
+        stats.cost.update(cost)
+    with_outcome = [e for e in events if e.primary_outcome is not None]
+    if with_outcome:
+        outcome = np.array([_as_float(e.primary_outcome) for e in with_outcome])
+        stats.primary.update(outcome)
+        pre = np.array(
+            [_as_float(e.covariates.pre_period if e.covariates else None) for e in with_outcome]
+        )
+        paired = ~np.isnan(pre)
+        if paired.any():
+            stats.primary_pre.update(pre[paired], outcome[paired])
+        segments: dict[str, list[float]] = {}
+        for event, value in zip(with_outcome, outcome.tolist(), strict=True):
+            if event.covariates is not None and event.covariates.segment is not None:
+                segments.setdefault(event.covariates.segment, []).append(value)
+        for segment, values in segments.items():
+            stats.segments.setdefault(segment, Moments()).update(values)
+    secondary: dict[str, list[float]] = {}
+    for event in events:
+        for name, value in (event.sec_outcomes or {}).items():
+            secondary.setdefault(name, []).append(value)
+    for name, values in secondary.items():
+        stats.secondary.setdefault(name, Moments()).update(values)
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryColumns:
+    events: list[CanaryEvent]
+
+    def take(self, rows: np.ndarray | slice) -> CanaryColumns:
+        if isinstance(rows, slice):
+            return CanaryColumns(self.events[rows])
+        return CanaryColumns([self.events[i] for i in rows.tolist()])
+
+
+class CanaryHandler:
+    """``driftgate.canary``: deploy, promote, roll back, pause and resume an agent's bundle."""
+
+    topic: str = "canary"
+
+    def __init__(self, policy: Policy) -> None:
+        self.model = ExperimentModel(policy)
+        self.decoder = MessageDecoder(CanaryEvent)
+
+    def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        events, partitions, offsets, dead = self.decoder.decode_batch(messages)
+        batch = DecodedBatch(dead_letters=dead)
+        batch.subjects = split_by_subject(
+            list(map(_get_agent, events)),
+            list(map(_get_id, events)),
+            event_times(events),
+            partitions,
+            offsets,
+            CanaryColumns(events),
+        )
+        return batch
+
+    def update(
+        self, subject: str, state: ExperimentState, events: SubjectEvents, now: float
+    ) -> list[dict[str, Any]]:
+        """Each action in order; returns the audit log's entries for them."""
+        audit = []
+        for event, ts in zip(events.columns.events, events.ts.tolist(), strict=True):
+            _step(state, event, ts, now)
+            audit.append(
+                {
+                    "kind": "canary",
+                    "ts": rfc3339(ts),
+                    "subject": event.agent,
+                    "agent": event.agent,
+                    "bundle_id": event.bundle_id,
+                    "action": event.action,
+                    "canary_percent": event.canary_percent,
+                    "actor": event.actor,
+                    "rationale": event.rationale,
+                    "event_id": event.event_id,
+                }
+            )
+        return audit
+
+
+def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> None:
+    """One lifecycle transition (``ts``: the event's time, ``now``: the worker's clock)."""
+    lifecycle = state.lifecycle
+    same_bundle = lifecycle is not None and lifecycle.bundle_id == event.bundle_id
+    record = {
+        "action": event.action,
+        "ts": ts,
+        "percent": event.canary_percent,
+        "actor": event.actor,
+        "rationale": event.rationale,
+    }
+    if event.action == "deploy" or (event.action == "promote" and not same_bundle):
+        state.lifecycle = lifecycle = Lifecycle(
+            event.bundle_id,
+            "promoted" if event.canary_percent == 100 else "monitoring",
+            float(event.canary_percent or 0),
+            deployed_at=ts,
+            stage_started_at=now,
+        )
+        state.new_stage()
+    elif lifecycle is None or not same_bundle:
+        return  # about a bundle this agent does not run: kept in the audit log only
+    elif event.action == "promote":
+        lifecycle.canary_percent = float(event.canary_percent or lifecycle.canary_percent)
+        lifecycle.phase = "promoted" if lifecycle.canary_percent >= 100 else "monitoring"
+        lifecycle.stage_started_at, lifecycle.last_data_at = now, None
+        state.new_stage()
+    elif event.action == "rollback":
+        if lifecycle.phase != "rolled_back":
+            lifecycle.phase = "rolled_back"
+            lifecycle.rollback = {
+                "decision_id": None,
+                "reason": "manual_rollback",
+                "by": event.actor or "manual",
+                "rationale": event.rationale,
+                "ts": rfc3339(ts),
+            }
+    elif event.action == "pause" and lifecycle.phase == "monitoring":
+        lifecycle.phase = "paused"
+    elif event.action == "resume" and lifecycle.phase == "paused":
+        lifecycle.phase = "monitoring"
+        lifecycle.last_data_at = now  # the fail-safe clock starts again on resume
+    lifecycle.history = [*lifecycle.history, record][-HISTORY:]
