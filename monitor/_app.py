@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -27,6 +28,7 @@ from .pipeline import (
     retry_transient,
 )
 from .pipeline._outbox import OutboxDrainer
+from .pipeline._webhook import Webhook
 from .store import KeyLayout, connect_async, redact
 from .subjects import HANDLERS
 
@@ -76,7 +78,15 @@ class MonitorApp:
         self.redis = connect_async(settings.redis_url, cluster)
         self.fatal_error: PermanentError | None = None
         self._producer: AIOKafkaProducer | None = None
-        self.drainer = OutboxDrainer(self.redis, self.layout, self._started_producer)
+        self.webhook = Webhook(settings.webhook_url, self.redis) if settings.webhook_url else None
+        self.drainer = OutboxDrainer(
+            self.redis, self.layout, self._started_producer, after_send=self.webhook
+        )
+        # Outboxes to drain, off the agents' path: a slow Kafka or webhook never holds up
+        # consumption (the entries are safe in Redis); one drain at a time.
+        self._to_drain: set[tuple[str, str]] = set()
+        self._draining: asyncio.Task[None] | None = None
+        self._drain_lock = asyncio.Lock()
         self.batch_duration = Histogram(
             "driftgate_batch_duration_seconds",
             "Time to apply one batch, decode to Redis write (this worker).",
@@ -110,6 +120,8 @@ class MonitorApp:
         async def close_clients(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             if self._producer is not None:
                 await self._producer.stop()
+            if self.webhook is not None:
+                await self.webhook.close()
             await self.script.aclose()
             await self.redis.aclose()
 
@@ -164,13 +176,25 @@ class MonitorApp:
                 # Acknowledged only now: the offsets Kafka commits never run ahead of Redis.
                 for event in events:
                     await stream.ack(event)
-                if result.outboxes:
-                    await self._drain(partial(self.drainer.drain, result.outboxes))
+                self._drain_soon(result.outboxes)
 
         return agent
 
+    def _drain_soon(self, subjects: set[tuple[str, str]]) -> None:
+        """Send these outboxes now, in the background."""
+        self._to_drain |= subjects
+        if self._to_drain and (self._draining is None or self._draining.done()):
+            self._draining = asyncio.ensure_future(self._drain_pending())
+
+    async def _drain_pending(self) -> None:
+        async with self._drain_lock:
+            while self._to_drain:
+                subjects, self._to_drain = self._to_drain, set()
+                await self._drain(partial(self.drainer.drain, subjects))
+
     async def _sweep(self) -> None:
-        await self._drain(self.drainer.sweep)
+        async with self._drain_lock:
+            await self._drain(self.drainer.sweep)
 
     async def _tick(self, runner: BatchRunner[Any]) -> None:
         """Time-based verdicts (stale canaries, stalls); a Redis away for now waits for
@@ -184,8 +208,7 @@ class MonitorApp:
                 return
             await self._stop(self._permanent(exc))
             return
-        if result.outboxes:
-            await self._drain(partial(self.drainer.drain, result.outboxes))
+        self._drain_soon(result.outboxes)
 
     async def _drain(self, action: Callable[[], Awaitable[int]]) -> None:
         """Send outbox entries now; a Kafka or Redis away for now leaves them for the

@@ -104,7 +104,7 @@ async def first_rollback_after(
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
     await consumer.start()
     try:
-        while not consumer.assignment():
+        while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event to await
             await asyncio.sleep(0.05)
         await consumer.seek_to_end()
         await consumer.position(next(iter(consumer.assignment())))
