@@ -1,6 +1,6 @@
 """Cost of one batch update of 10,000 values, per estimator (median of repeated runs).
 
-    python bench/estimators.py [--size 10000] [--repeat 200]
+    python bench/estimator_timings.py [--size 10000] [--repeat 200]
 
 Also, for reference, the same 10,000 values through River's per-value ``stats.Var`` and
 ``drift.ADWIN`` (what a per-event monitor pays). Writes bench/results/estimators.md.

@@ -2,6 +2,9 @@
 
     python bench/faust_baselines.py bare|peer
 
+Both run with the driftgate worker's own Faust settings (``monitor._app.FAUST_SETTINGS``:
+fetch sizes, stream buffer, rebalance timeouts), so that all three read Kafka alike.
+
 * ``bare``: Faust's own ceiling: decode every message and count the events, nothing else.
 * ``peer``: what a typical hand-written monitor does per event: a River ``stats.Var`` and
   ``drift.ADWIN`` update, one Redis ``HINCRBYFLOAT`` and one Prometheus counter increment.
@@ -23,6 +26,8 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 
+from monitor._app import FAUST_SETTINGS
+
 MODE = sys.argv.pop(1)
 EXPECTED = int(os.environ["BENCH_EXPECTED"])
 RESULT_KEY = os.environ["BENCH_RESULT_KEY"]
@@ -33,9 +38,7 @@ app = faust.App(
     value_serializer="raw",
     web_enabled=False,
     datadir=tempfile.mkdtemp(prefix="bench-faust-"),
-    broker_rebalance_timeout=5,
-    broker_session_timeout=10,
-    broker_heartbeat_interval=1,
+    **FAUST_SETTINGS,
 )
 topic = app.topic(os.environ["BENCH_TOPIC"], value_type=bytes)
 client = aioredis.from_url(os.environ["BENCH_REDIS"])

@@ -141,6 +141,12 @@ def _ensure_service(
     return "started"
 
 
+_DEMO_TEXT = (
+    "on: stream demo:judge drifts after 10 s; agent demo-agent's canary (10%) turns toxic "
+    "after 15 s"
+)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
@@ -203,7 +209,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
             f"  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
             f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
-            f"  demo     {'off' if args.no_demo else 'on: stream demo:judge drifts after 10 s'}\n"
+            f"  demo     {_DEMO_TEXT if not args.no_demo else 'off'}\n"
             "Ctrl-C stops everything started here.",
             flush=True,
         )
@@ -244,8 +250,11 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
                         evidence = record["evidence"]
                         print(
                             f"[{time.strftime('%H:%M:%S')}] {name}: {record['verdict']} "
-                            f"(n={evidence.get('n')}, estimate={evidence.get('estimate')}, "
-                            f"ci=[{evidence.get('ci_low')}, {evidence.get('ci_high')}])",
+                            f"{record['action']} ({record['reason']}) "
+                            f"n={evidence.get('n')} "
+                            f"estimate={_number(evidence.get('estimate'), '.4g')} "
+                            f"ci=[{_number(evidence.get('ci_low'), '.4g')}, "
+                            f"{_number(evidence.get('ci_high'), '.4g')}]",
                             flush=True,
                         )
             if producer is not None and producer.done():

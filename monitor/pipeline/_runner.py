@@ -637,6 +637,8 @@ def _gate_records(
             "evaluated_at": now,
             "decision_id": last.get("decision_id"),
             "published_verdict": last.get("verdict"),
+            "published_action": last.get("action"),
+            "published_reason": last.get("reason"),
             "published_at": last.get("ts"),
         }
     return records

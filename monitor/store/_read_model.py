@@ -154,14 +154,17 @@ def _rfc3339(ts: float | None) -> str | None:
 
 
 def _gate_document(gate: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    """``GATE`` of the contract: the current verdict; the decision that announced it."""
+    """``GATE`` of the contract: the current verdict, as the decision that announced it
+    (its action and reason: a canary rolled back shows ``rollback`` for as long as the
+    verdict stands), with the current evidence; a verdict never announced (a quiet start)
+    shows the current evaluation."""
     announced = record.get("published_verdict") == record["verdict"]
     return {
         "gate": gate,
         "subject": subject,
         "verdict": record["verdict"],
-        "action": record["action"],
-        "reason": record["reason"],
+        "action": record.get("published_action") if announced else record["action"],
+        "reason": record.get("published_reason") if announced else record["reason"],
         "decision_id": record.get("decision_id") if announced else None,
         "ts": record.get("published_at") if announced else _rfc3339(record.get("evaluated_at")),
         "evidence": record["evidence"],

@@ -50,11 +50,17 @@ def run_up_until_the_demo_fails(state_dir: Path) -> float:
                 seen.append(lines.get(timeout=1))
             except queue.Empty:
                 continue
-            if "residual_drift|demo:judge: FAIL" in seen[-1]:
+            output = "".join(seen)
+            if (
+                "residual_drift|demo:judge: FAIL" in output
+                and "guardrail|demo-agent: FAIL" in output
+            ):
                 break
         flipped_after = time.monotonic() - started
         output = "".join(seen)
         assert "residual_drift|demo:judge: FAIL" in output, output
+        # The demo's canary turned toxic and was rolled back, within the first minute too.
+        assert "guardrail|demo-agent: FAIL rollback (toxicity_rate)" in output, output
         verdicts = [line.split(": ")[1].split()[0] for line in seen if "demo:judge: " in line]
         assert verdicts[0] in ("INCONCLUSIVE", "PASS"), verdicts  # calibrated first, then drift
         assert f"127.0.0.1:{kafka_port} (started)" in output
