@@ -25,6 +25,7 @@ import redis
 from ._calibration import InputError, activate_calibrator, read_pairs
 from ._config import ConfigError, Settings
 from ._demo import reset_demo
+from ._kafka import client_options
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
 from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
 from .pipeline import PermanentError
@@ -559,7 +560,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise InputError(f"cannot read {args.file}: {exc}") from exc
 
     async def send_all() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
         try:
             await producer.start()
         except KafkaError as exc:

@@ -143,6 +143,7 @@ def canary_gate(
       ``latency_regression`` (compared with control, on confidence sequences, so
       continuous monitoring does not inflate false rollbacks; a canary with too little
       traffic has infinite intervals and is never rolled back for it);
+    * paused by a person: HOLD (``paused``), and the stale-data clock stops;
     * no canary data for ``stale_after_seconds``: HOLD; for
       ``stale_rollback_after_seconds``: FAIL (``stale_data``): never promote blind;
     * quality surely non-inferior, every guardrail passing, no sample ratio mismatch
@@ -168,12 +169,12 @@ def canary_gate(
         return Verdict(
             GATE, agent, "FAIL", policy.regression_action, "latency_regression", evidence
         )
+    if facts.phase == "paused":  # paused by a person: the fail-safe's clock stops
+        return Verdict(GATE, agent, "HOLD", "hold", "paused", evidence)
     if facts.seconds_without_data >= policy.stale_rollback_after_seconds:
         return Verdict(GATE, agent, "FAIL", "rollback", "stale_data", evidence)
     if facts.seconds_without_data >= policy.stale_after_seconds:
         return Verdict(GATE, agent, "HOLD", "hold", "stale_data", evidence)
-    if facts.phase == "paused":
-        return Verdict(GATE, agent, "HOLD", "hold", "paused", evidence)
     if (
         quality is not None
         and quality.low > 0

@@ -20,6 +20,7 @@ def srm_gate(
     variants: Sequence[str],
     alpha: float,
     min_n: int,
+    applicable: bool = True,
 ) -> Verdict:
     """HOLD when the sequential test rejects the declared split at ``alpha``.
 
@@ -36,6 +37,8 @@ def srm_gate(
         "threshold": alpha,
         "method": "dirichlet_multinomial_e_process",
     }
+    if not applicable:  # all traffic on one side (a canary at 0% or 100%): no split to test
+        return Verdict(GATE, subject, "PASS", "none", "not_applicable", evidence)
     if sequence is None:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
     evidence.update(

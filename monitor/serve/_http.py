@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import redis
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from redis.exceptions import RedisClusterException
 
 from .._config import Policy
 from ..store import ReadModel
@@ -26,6 +27,9 @@ __all__ = ["GateAPI", "serve"]
 
 log = logging.getLogger(__name__)
 
+# Reading the state can fail as a Redis error or, on a cluster, as a cluster error.
+STATE_ERRORS = (redis.RedisError, RedisClusterException)
+RAW_PATH = "driftgate.raw_path"
 GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")
 FLAGGER_HOOKS = ("rollout", "confirm-promotion", "rollback")
 MAX_BODY = 1 << 20
@@ -64,14 +68,16 @@ class GateAPI:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
+        # The path as sent, split before decoding: a subject may hold "/" (sent as %2F),
+        # and each part is decoded once, as UTF-8 (PATH_INFO is decoded already, as Latin-1).
+        raw = environ.get(RAW_PATH) or environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
+        if raw == "/metrics":
             return self.metrics(environ, start_response)  # type: ignore[no-any-return]
-        parts = [unquote(part) for part in path.strip("/").split("/")]
+        parts = [unquote(part) for part in raw.strip("/").split("/")]
         try:
             status, document = self._route(method, parts, environ)
-        except redis.RedisError as exc:
+        except STATE_ERRORS as exc:
             status, document = 503, {"error": f"the state in Redis cannot be read: {exc}"}
         body = json.dumps(document, default=str).encode()
         start_response(
@@ -104,7 +110,7 @@ class GateAPI:
         if reason is None:
             try:
                 self.read_model.client.ping()
-            except redis.RedisError as exc:
+            except STATE_ERRORS as exc:
                 reason = f"Redis does not answer: {exc}"
         if reason is not None:
             return 503, {"status": "unavailable", "reason": reason}
@@ -115,7 +121,7 @@ class GateAPI:
         (the fail-safe: a controller never promotes blind, and does not wait for ever)."""
         try:
             agent = self.read_model.snapshot().status_document()["agents"].get(name)
-        except redis.RedisError as exc:
+        except STATE_ERRORS as exc:
             with self._lock:
                 errors = self._errors[name] = self._errors.get(name, 0) + 1
             limit = self.policy.for_agent(name).canary.state_error_limit
@@ -152,15 +158,25 @@ class GateAPI:
         if not isinstance(payload, dict):
             return 400, {"error": "the body must be a JSON object"}
         metadata = payload.get("metadata")
-        name = (metadata.get("agent") if isinstance(metadata, dict) else None) or payload.get(
-            "name"
-        )
+        if not isinstance(metadata, dict):
+            metadata = {}
+        name = metadata.get("agent") or payload.get("name")
         if not isinstance(name, str) or not name:
             return 400, {"error": "no agent: give metadata.agent or name"}
         status, agent = self._agent(name)
         if status != 200:
             return status, agent
         verdict, recommendation = agent["verdict"], agent["recommendation"]
+        bundle = metadata.get("bundle_id")
+        if bundle is not None and bundle != agent.get("bundle_id"):
+            # Asked about another bundle than driftgate follows: no verdict of it to give.
+            return 409, {
+                "agent": name,
+                "hook": hook,
+                "verdict": "INCONCLUSIVE",
+                "recommendation": "monitor",
+                "reason": f"driftgate follows bundle {agent.get('bundle_id')!r}, not {bundle!r}",
+            }
         allowed = {
             "rollout": verdict not in ("FAIL", "HOLD"),
             "confirm-promotion": recommendation == "promote",
@@ -191,6 +207,11 @@ _REASONS = {
 
 
 class _QuietHandler(WSGIRequestHandler):
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ[RAW_PATH] = self.path.split("?", 1)[0]
+        return environ
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisClusterException
 
 from ..gates import GATE_STATUS_CODES
 from ..store import ReadModel, Snapshot
@@ -39,7 +40,7 @@ class StateCollector(Collector):
         up = GaugeMetricFamily("driftgate_redis_up", "1 if the state in Redis was readable.")
         try:
             snapshot = self.read_model.snapshot()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             log.warning("metrics scrape could not read Redis: %s", exc)
             up.add_metric([], 0.0)
             yield up

@@ -298,7 +298,15 @@ class ExperimentModel:
             policy.guardrails.action if active else "alert",
             context,
         )
-        srm = srm_gate(subject, state.srm, state.srm_variants, policy.canary.srm_alpha, SRM_MIN_N)
+        degenerate = lifecycle is not None and self.expected_split(subject, state) is None
+        srm = srm_gate(
+            subject,
+            state.srm,
+            state.srm_variants,
+            policy.canary.srm_alpha,
+            SRM_MIN_N,
+            applicable=not degenerate,
+        )
         verdicts = [guardrail, srm]
         comparison = None
         if lifecycle is not None:
@@ -405,7 +413,12 @@ class ExperimentModel:
         view: dict[str, Any] = {"experiment": experiment, "agent": None}
         lifecycle = state.lifecycle
         if lifecycle is not None:
-            worst = max(verdicts, key=lambda v: SEVERITY[v.verdict])
+            # The worst verdict; of equals, the one that asks for something, the canary's
+            # first (a promotable agent says promotion_ready, not within_guardrails).
+            worst = max(
+                verdicts,
+                key=lambda v: (SEVERITY[v.verdict], v.action != "none", v.gate == "canary"),
+            )
             view["agent"] = {
                 "agent": subject,
                 "bundle_id": lifecycle.bundle_id,

@@ -53,6 +53,9 @@ def test_compose_has_the_stack_and_the_worker_reads_our_settings() -> None:
     assert settings.kafka_bootstrap == "kafka:9092"
     assert settings.redis_url.startswith("redis://redis:6379")
     assert f"{settings.metrics_port}:{settings.metrics_port}" in worker["ports"]
+    assert settings.metrics_host == "0.0.0.0"  # reachable from Prometheus's container
+    health = " ".join(worker["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{settings.metrics_port}/healthz" in health
     assert worker["command"][0] == "worker"
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["driftgate"]' in dockerfile
