@@ -49,7 +49,7 @@ from ._normal_mixture import (
 from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
-from ._sketch_bounds import exceedance_sequence, quantile_interval
+from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
 from ._srm import SampleRatioSequence
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 
@@ -103,6 +103,7 @@ __all__ = [
     "plan_for_mde",
     "population_stability_index",
     "quantile_interval",
+    "quantile_rank_bounds",
     "residuals_by_decile",
     "sample_ratio_mismatch",
     "severity_band",

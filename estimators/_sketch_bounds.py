@@ -8,7 +8,7 @@ from ._bernoulli import BernoulliSequence
 from ._normal_mixture import Interval
 from ._sketch import QuantileSketch
 
-__all__ = ["exceedance_sequence", "quantile_interval"]
+__all__ = ["exceedance_sequence", "quantile_interval", "quantile_rank_bounds"]
 
 
 def exceedance_sequence(sketch: QuantileSketch, threshold: float, alpha: float) -> Interval:
@@ -38,35 +38,87 @@ def exceedance_sequence(sketch: QuantileSketch, threshold: float, alpha: float) 
     if sketch.n == 0:
         return Interval(math.nan, 0.0, 1.0)
     surely_above = sketch.count_above(threshold)
-    maybe_above = sketch.count_above(threshold * (1 - 2 * sketch.relative_accuracy))
+    maybe_above = sketch.count_above(threshold - abs(threshold) * 2 * sketch.relative_accuracy)
     low = BernoulliSequence.from_counts(sketch.n, surely_above, alpha).interval
     high = BernoulliSequence.from_counts(sketch.n, maybe_above, alpha).interval
     return Interval(low.estimate, low.low, high.high)
 
 
+def quantile_rank_bounds(n: int, q: float, alpha: float) -> tuple[int, int] | None:
+    """The counts ``j`` of values at most the ``q``-quantile that are consistent with it:
+    the ``j`` in ``0..n`` whose Robbins mixture at ``q`` stays below ``1/alpha``.
+
+    They form an interval around ``q n`` (the mixture is convex in the count), found by
+    binary search; None when no count fits (too few values). The ranks depend on ``n``,
+    ``q`` and ``alpha`` only, not on the values.
+
+    >>> quantile_rank_bounds(10_000, 0.95, 0.05)
+    (9410, 9586)
+    """
+    level = math.log(1.0 / alpha)
+
+    def consistent(rank: int) -> bool:
+        return BernoulliSequence.from_counts(n, rank, alpha).log_mixture_ratio(q) < level
+
+    center = min(n, max(0, round(q * n)))
+    if not consistent(center):
+        return None
+    lowest, inside = 0, center
+    if consistent(0):
+        inside = 0
+    while inside - lowest > 1:
+        middle = (lowest + inside) // 2
+        lowest, inside = (lowest, middle) if consistent(middle) else (middle, inside)
+    j_lo = inside
+    inside, highest = center, n
+    if consistent(n):
+        inside = n
+    while highest - inside > 1:
+        middle = (inside + highest) // 2
+        inside, highest = (middle, highest) if consistent(middle) else (inside, middle)
+    return j_lo, inside
+
+
 def quantile_interval(sketch: QuantileSketch, q: float, alpha: float) -> Interval:
     """The ``q``-quantile of the values seen, with an anytime-valid interval.
 
-    The interval is read off the sketch at the ends of a confidence sequence for the
-    share of values below the quantile (a rate, as in :func:`exceedance_sequence`),
-    widened by the sketch's relative accuracy.
+    The count of values at most ``x`` is binomial in ``F(x)``, so the quantile's
+    interval holds every ``x`` whose count is consistent with ``F(x) = q`` under Robbins'
+    mixture sequence: with the ranks ``j`` of the sample for which ``q`` is inside the
+    sequence of ``j`` successes in ``n``, ``j_lo..j_hi``, the interval runs from the
+    ``j_lo``-th smallest value to the ``(j_hi + 1)``-th, infinite where that rank falls
+    outside the sample (too few values to bound the quantile on that side), widened by
+    the sketch's relative accuracy.
 
     >>> import numpy as np
     >>> sketch = QuantileSketch().update(np.arange(1.0, 10_001.0))
     >>> p95 = quantile_interval(sketch, 0.95, 0.05)
     >>> p95.low < 9500 < p95.high, abs(p95.estimate / 9500 - 1) < 0.02  # 1% buckets
     (True, True)
+    >>> few = quantile_interval(QuantileSketch().update(np.arange(1.0, 21.0)), 0.95, 0.05)
+    >>> few.high  # 20 values cannot bound the p95 from above
+    inf
+
+    References
+    ----------
+    Howard, S. R. and Ramdas, A. (2022). Sequential estimation of quantiles with
+    applications to A/B-testing and best-arm identification. Bernoulli 28(3).
     """
     if not 0 < q < 1:
         raise ValueError("q must be in (0, 1)")
-    if sketch.n == 0:
+    n = sketch.n
+    if n == 0:
         return Interval(math.nan, -math.inf, math.inf)
-    ends = BernoulliSequence.from_counts(sketch.n, round(q * sketch.n), alpha).interval
+    estimate = sketch.quantile(q)
+    ranks = quantile_rank_bounds(n, q, alpha)
+    if ranks is None:  # no rank fits yet: nothing bounds the quantile
+        return Interval(estimate, -math.inf, math.inf)
+    j_lo, j_hi = ranks
     accuracy = sketch.relative_accuracy
-    low = sketch.quantile(max(ends.low, 0.0)) if ends.low > 0 else -math.inf
-    high = sketch.quantile(min(ends.high, 1.0)) if ends.high < 1 else math.inf
+    low = -math.inf if j_lo == 0 else sketch.quantile(j_lo / n)
+    high = math.inf if j_hi >= n else sketch.quantile((j_hi + 1) / n)
     return Interval(
-        sketch.quantile(q),
+        estimate,
         low - abs(low) * accuracy if math.isfinite(low) else low,
         high + abs(high) * accuracy if math.isfinite(high) else high,
     )

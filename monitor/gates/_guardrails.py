@@ -198,7 +198,8 @@ def read_guardrails(stats: VariantStatistics, policy: GuardrailPolicy) -> list[G
                 name, interval.estimate, interval.low, interval.high, threshold, moments.n, status
             )
         )
-    if len(stats.segments) >= 2:
+    # The disparity ratio is a ratio of means: it needs outcomes that are not negative.
+    if len(stats.segments) >= 2 and all(m.mean >= 0 for m in stats.segments.values()):
         ratio = disparity_ratio_sequence(
             stats.segments, alpha=alpha, target_time=policy.target_time, min_n=min(30, enough)
         )

@@ -167,8 +167,9 @@ class GateAPI:
         if status != 200:
             return status, agent
         verdict, recommendation = agent["verdict"], agent["recommendation"]
-        bundle = metadata.get("bundle_id")
-        if bundle is not None and bundle != agent.get("bundle_id"):
+        bundle, followed = metadata.get("bundle_id"), agent.get("bundle_id")
+        # (followed is None when the state cannot be read: the fail-safe answers then.)
+        if bundle is not None and followed is not None and bundle != followed:
             # Asked about another bundle than driftgate follows: no verdict of it to give.
             return 409, {
                 "agent": name,

@@ -364,6 +364,7 @@ class ExperimentModel:
             previous = lifecycle.rollback or {}
             lifecycle.phase = "rolled_back"
             lifecycle.rollback = {
+                **previous,  # a manual rollback's actor and rationale stay
                 "decision_id": decision["decision_id"],
                 "reason": previous.get("reason") or decision["reason"],
                 "gate": decision["gate"],
@@ -508,7 +509,7 @@ def _adjust_secondary(variants: dict[str, Any], q: float) -> None:
     cells = [cell for row in variants.values() for cell in row.get("secondary", {}).values()]
     if not cells:
         return
-    rejected, adjusted = benjamini_hochberg(np.array([cell["p_value"] for cell in cells]), q)
+    adjusted, rejected = benjamini_hochberg(np.array([cell["p_value"] for cell in cells]), q)
     for cell, flag, q_value in zip(cells, rejected.tolist(), adjusted.tolist(), strict=True):
         cell["q_value"] = q_value
         cell["discovery"] = bool(flag)
@@ -721,6 +722,9 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
         lifecycle.canary_percent = float(event.canary_percent or lifecycle.canary_percent)
         lifecycle.phase = "promoted" if lifecycle.canary_percent >= 100 else "monitoring"
         lifecycle.stage_started_at, lifecycle.last_data_at = now, None
+        # Promoted again after a rollback (a person overrode it): judged afresh, and
+        # rolled back again if it must be; its earlier rollback stays in the history.
+        lifecycle.rollback = None
         state.new_stage()
     elif event.action == "rollback":
         if lifecycle.phase != "rolled_back":

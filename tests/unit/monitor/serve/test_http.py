@@ -1,0 +1,563 @@
+"""The HTTP gate API as a WSGI application, on a read model held in memory (no Redis)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import orjson
+import pytest
+import redis
+from prometheus_client import CollectorRegistry, Counter
+from redis.exceptions import RedisClusterException
+
+from monitor import Policy
+from monitor._config import AgentPolicy, CanaryPolicy
+from monitor.gates import Verdict
+from monitor.pipeline._runner import _gate_records
+from monitor.serve import GateAPI
+from monitor.serve._http import RAW_PATH
+from monitor.store import Snapshot
+from monitor.store._read_model import _gate_document
+
+NOW = time.time()
+
+
+# --- a read model in memory -----------------------------------------------------------------------
+
+
+class Client:
+    """What the API asks of the Redis client: ``ping``."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.pings = 0
+
+    def ping(self) -> bool:
+        self.pings += 1
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+class ReadModel:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.client = Client()
+        self.error: Exception | None = None
+        self._snapshot = snapshot
+
+    def snapshot(self, with_history: bool = False) -> Snapshot:
+        if self.error is not None:
+            raise self.error
+        return self._snapshot
+
+
+def agent_view(
+    name: str, phase: str, verdict: str, reason: str, recommendation: str, bundle: str = "v2"
+) -> dict[str, Any]:
+    """The ``agent`` block of an experiment's view, as ``ExperimentModel.view`` writes it."""
+    return {
+        "agent": name,
+        "bundle_id": bundle,
+        "phase": phase,
+        "canary_percent": 10.0,
+        "deployed_at": time.time() - 7200,
+        "verdict": verdict,
+        "reason": reason,
+        "recommendation": recommendation,
+        "comparison": None,
+        "rollback": {"reason": reason, "decision_id": "d1"} if phase == "rolled_back" else None,
+        "history": [],
+    }
+
+
+def gate(
+    name: str,
+    subject: str,
+    verdict: str,
+    action: str,
+    reason: str,
+    kind: str,
+    announced_action: str | None = None,
+) -> dict[str, Any]:
+    """A gate as the read model shows it: the record the runner writes (announced unless
+    a PASS, i.e. a quiet start), read back."""
+    current = Verdict(name, subject, verdict, action, reason, {"n": 10, "estimate": None})
+    published = {}
+    if verdict != "PASS":
+        published[name] = {
+            "verdict": verdict,
+            "action": announced_action or action,
+            "reason": reason,
+            "decision_id": "d-" + name,
+            "ts": "2026-11-22T10:00:00Z",
+        }
+    record = _gate_records([current], published, NOW - 5)[name]
+    return _gate_document(name, subject, kind, orjson.loads(orjson.dumps(record)))
+
+
+AGENTS = {
+    # name: (phase, worst verdict, reason, recommendation)
+    "rolled": ("rolled_back", "FAIL", "quality_regression", "rollback"),
+    "failing": ("monitoring", "FAIL", "latency_regression", "rollback"),
+    "ready": ("monitoring", "PASS", "promotion_ready", "promote"),
+    "watching": ("monitoring", "INCONCLUSIVE", "monitoring", "monitor"),
+    "held": ("monitoring", "HOLD", "srm", "hold"),
+    "paused": ("paused", "HOLD", "paused", "hold"),
+    "stalled": ("monitoring", "WARN", "stalled", "monitor"),
+}
+
+
+def snapshot() -> Snapshot:
+    views: dict[str, dict[str, Any]] = {
+        name: {
+            "experiment": {"control": "control", "variants": {}},
+            "agent": agent_view(name, *row),
+        }
+        for name, row in AGENTS.items()
+    }
+    views["exp"] = {"experiment": {"control": "a", "variants": {}}, "agent": None}
+    gates = [
+        # Announced with rollback; evaluated since with none (one rollback per bundle).
+        gate("canary", "rolled", "FAIL", "none", "quality_regression", "experiment", "rollback"),
+        gate("guardrail", "rolled", "PASS", "none", "within_guardrails", "experiment"),
+        gate("canary", "ready", "PASS", "promote", "promotion_ready", "experiment"),
+        gate("guardrail", "policy:gpt-4", "FAIL", "alert", "toxicity_rate", "experiment"),
+        gate("score_drift", "team/policy", "WARN", "alert", "ks_distance", "stream"),
+        gate("score_drift", "café", "PASS", "none", "no_drift", "stream"),
+        gate("residual_drift", "rolled", "WARN", "alert", "bias", "stream"),  # not an agent's
+    ]
+    return Snapshot(views={"experiment": views}, gates=gates)
+
+
+Call = Callable[..., tuple[int, dict[str, str], Any]]
+
+
+@pytest.fixture
+def read_model() -> ReadModel:
+    return ReadModel(snapshot())
+
+
+@pytest.fixture
+def health() -> dict[str, str | None]:
+    return {"reason": None}
+
+
+@pytest.fixture
+def app(read_model: ReadModel, health: dict[str, str | None]) -> GateAPI:
+    return GateAPI(read_model, CollectorRegistry(), lambda: health["reason"], Policy())  # type: ignore[arg-type]
+
+
+def request(
+    app: Callable[..., Any],
+    path: str,
+    method: str = "GET",
+    body: Any = None,
+    raw: bytes | None = None,
+    content_length: str | None = None,
+    raw_path: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "wsgi.input": io.BytesIO(data),
+        "CONTENT_LENGTH": str(len(data)) if content_length is None else content_length,
+    }
+    if raw_path is not None:  # what driftgate's server adds: the path as sent
+        environ[RAW_PATH] = raw_path
+    setup_testing_defaults(environ)
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    payload = b"".join(app(environ, start_response))
+    code, _, phrase = seen["status"].partition(" ")
+    assert phrase
+    return int(code), seen["headers"], payload
+
+
+def call(app: GateAPI, path: str, method: str = "GET", **kwargs: Any) -> tuple[int, Any]:
+    status, headers, payload = request(app, path, method, **kwargs)
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Length"] == str(len(payload))
+    return status, json.loads(payload)
+
+
+# --- health and metrics ---------------------------------------------------------------------------
+
+
+def test_healthz_ok(app: GateAPI, read_model: ReadModel) -> None:
+    assert call(app, "/healthz") == (200, {"status": "ok"})
+    assert read_model.client.pings == 1
+
+
+def test_healthz_says_why_the_worker_is_not_consuming(
+    app: GateAPI, read_model: ReadModel, health: dict[str, str | None]
+) -> None:
+    health["reason"] = "no partitions assigned"
+    assert call(app, "/healthz") == (
+        503,
+        {"status": "unavailable", "reason": "no partitions assigned"},
+    )
+    assert read_model.client.pings == 0
+
+
+def test_healthz_when_redis_does_not_answer(app: GateAPI, read_model: ReadModel) -> None:
+    read_model.client.error = redis.ConnectionError("connection refused")
+    status, document = call(app, "/healthz")
+    assert status == 503 and document["status"] == "unavailable"
+    assert document["reason"] == "Redis does not answer: connection refused"
+    read_model.client.error = None
+    assert call(app, "/healthz")[0] == 200
+
+
+def test_metrics_are_served() -> None:
+    app = GateAPI(ReadModel(Snapshot()), CollectorRegistry(), lambda: None, Policy())  # type: ignore[arg-type]
+    status, headers, payload = request(app, "/metrics")
+    assert status == 200 and payload == b""
+    assert headers["Content-Type"].startswith("text/plain")
+    registry = CollectorRegistry()
+    Counter("driftgate_test_events", "events", registry=registry).inc(3)
+    app = GateAPI(ReadModel(Snapshot()), registry, lambda: None, Policy())  # type: ignore[arg-type]
+    status, _, payload = request(app, "/metrics")
+    assert status == 200 and b"driftgate_test_events_total 3.0" in payload
+
+
+# --- gates ----------------------------------------------------------------------------------------
+
+
+def test_every_gate(app: GateAPI) -> None:
+    status, document = call(app, "/v1/gates")
+    assert status == 200
+    gates = document["gates"]
+    assert [(g["gate"], g["subject"]) for g in gates] == [
+        ("canary", "rolled"),
+        ("guardrail", "rolled"),
+        ("canary", "ready"),
+        ("guardrail", "policy:gpt-4"),
+        ("score_drift", "team/policy"),
+        ("score_drift", "café"),
+        ("residual_drift", "rolled"),
+    ]
+    fields = ["gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence"]
+    assert all(list(g) == fields for g in gates)
+    assert gates[0]["decision_id"] == "d-canary" and gates[0]["ts"] == "2026-11-22T10:00:00Z"
+    # Not announced: no decision id, the time it was evaluated.
+    assert gates[1]["decision_id"] is None and gates[1]["ts"].endswith("Z")
+
+
+def test_one_gate_with_a_percent_encoded_subject(app: GateAPI) -> None:
+    status, document = call(app, "/v1/gates/guardrail/policy%3Agpt-4")
+    assert status == 200
+    assert (document["gate"], document["subject"], document["verdict"]) == (
+        "guardrail",
+        "policy:gpt-4",
+        "FAIL",
+    )
+    assert (document["action"], document["reason"]) == ("alert", "toxicity_rate")
+    assert call(app, "/v1/gates/guardrail/policy:gpt-4") == (status, document)
+    assert call(app, "/v1/gates/canary/ready/")[1]["action"] == "promote"  # trailing slash
+
+
+def test_a_subject_with_a_slash_or_beyond_ascii_from_the_path_as_sent(app: GateAPI) -> None:
+    """driftgate's server hands the path as sent (PATH_INFO is decoded already, %2F and
+    all, as Latin-1): it is split first, then each part decoded once, as UTF-8."""
+    status, document = call(
+        app,
+        "/v1/gates/score_drift/team/policy",
+        raw_path="/v1/gates/score_drift/team%2Fpolicy",
+    )
+    assert (status, document["subject"], document["verdict"]) == (200, "team/policy", "WARN")
+    latin1 = "/v1/gates/score_drift/" + "café".encode().decode("latin-1")  # as PATH_INFO has it
+    status, document = call(app, latin1, raw_path="/v1/gates/score_drift/caf%C3%A9")
+    assert (status, document["subject"]) == (200, "café")
+    # Decoded once: a literal %25 stays a percent sign.
+    assert call(app, "/x", raw_path="/v1/gates/canary/ready%252F")[0] == 404
+    assert request(app, "/metrics", raw_path="/metrics")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/gates/guardrail/nobody",
+        "/v1/gates/srm/policy%3Agpt-4",
+        "/v1/gates/canary",
+        "/v1/gates/canary/ready/extra",
+        "/v1/agents",
+        "/v1/agents/ready/gates",
+        "/v1",
+        "/",
+        "/v2/gates",
+        "/healthz/more",
+    ],
+)
+def test_unknown_paths_and_gates_are_404(app: GateAPI, path: str) -> None:
+    status, document = call(app, path)
+    assert status == 404 and list(document) == ["error"] and document["error"]
+
+
+def test_a_wrong_method_outside_the_hooks_is_404(app: GateAPI) -> None:
+    for path in ("/healthz", "/v1/gates", "/v1/agents/ready"):
+        status, document = call(app, path, "POST", body={})
+        assert status == 404 and "error" in document
+
+
+def test_gates_while_redis_is_down_are_503(app: GateAPI, read_model: ReadModel) -> None:
+    read_model.error = redis.ConnectionError("gone")
+    for path in ("/v1/gates", "/v1/gates/canary/ready"):
+        status, document = call(app, path)
+        assert status == 503 and "gone" in document["error"]
+
+
+# --- agents ---------------------------------------------------------------------------------------
+
+
+def test_a_rolled_back_agent(app: GateAPI) -> None:
+    status, document = call(app, "/v1/agents/rolled")
+    assert status == 200
+    assert (document["agent"], document["bundle_id"], document["phase"]) == (
+        "rolled",
+        "v2",
+        "rolled_back",
+    )
+    assert (document["verdict"], document["recommendation"], document["reason"]) == (
+        "FAIL",
+        "rollback",
+        "quality_regression",
+    )
+    assert document["hours_running"] == pytest.approx(2.0, abs=0.01)
+    # Its experiment gates only, in the API's shape.
+    assert [(g["gate"], g["verdict"], g["action"]) for g in document["gates"]] == [
+        ("canary", "FAIL", "rollback"),  # as announced, for as long as the verdict stands
+        ("guardrail", "PASS", "none"),
+    ]
+    assert all("kind" not in g and "evaluated_at" not in g for g in document["gates"])
+
+
+def test_a_healthy_agent(app: GateAPI) -> None:
+    status, document = call(app, "/v1/agents/ready")
+    assert status == 200
+    assert (document["verdict"], document["recommendation"], document["phase"]) == (
+        "PASS",
+        "promote",
+        "monitoring",
+    )
+    assert [g["action"] for g in document["gates"]] == ["promote"]
+    status, document = call(app, "/v1/agents/watching")
+    assert (status, document["verdict"], document["gates"]) == (200, "INCONCLUSIVE", [])
+
+
+@pytest.mark.parametrize("name", ["nobody", "exp", "policy%3Agpt-4"])
+def test_an_unknown_agent_is_404(app: GateAPI, name: str) -> None:
+    status, document = call(app, f"/v1/agents/{name}")
+    assert status == 404 and list(document) == ["error"]
+
+
+def test_while_the_state_cannot_be_read_hold_then_fail(app: GateAPI, read_model: ReadModel) -> None:
+    """The fail-safe: HOLD (never promote blind), then FAIL from the state_error_limit-th
+    request in a row on (do not wait for ever); one success starts the count again."""
+    limit = CanaryPolicy().state_error_limit
+    assert limit == 5
+    read_model.error = redis.ConnectionError("Connection refused")
+    answers = [call(app, "/v1/agents/ready") for _ in range(limit + 2)]
+    assert all(status == 200 for status, _ in answers)
+    assert [(d["verdict"], d["recommendation"]) for _, d in answers] == [("HOLD", "hold")] * (
+        limit - 1
+    ) + [("FAIL", "rollback")] * 3
+    first = answers[0][1]
+    assert first == {
+        "agent": "ready",
+        "bundle_id": None,
+        "phase": None,
+        "canary_percent": None,
+        "hours_running": None,
+        "verdict": "HOLD",
+        "recommendation": "hold",
+        "reason": "state_unavailable",
+        "detail": "1 request(s) in a row could not read the state: Connection refused",
+        "gates": [],
+    }
+    assert answers[-1][1]["detail"].startswith(f"{limit + 2} request(s) in a row")
+    # Unknown agents get the fail-safe too: the state that would say so cannot be read.
+    assert call(app, "/v1/agents/nobody")[1]["verdict"] == "HOLD"
+    read_model.error = None
+    assert call(app, "/v1/agents/ready")[1]["verdict"] == "PASS"
+    read_model.error = redis.ConnectionError("again")
+    assert call(app, "/v1/agents/ready")[1]["verdict"] == "HOLD"  # counted afresh
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.ConnectionError("refused"),
+        redis.TimeoutError("slow"),
+        redis.ResponseError("LOADING"),
+        RedisClusterException("Redis Cluster cannot be connected"),
+    ],
+    ids=["connection", "timeout", "response", "cluster"],
+)
+def test_every_state_error_takes_the_fail_safe(
+    app: GateAPI, read_model: ReadModel, error: Exception
+) -> None:
+    read_model.error = error
+    document = call(app, "/v1/agents/ready")[1]
+    assert (document["verdict"], document["reason"]) == ("HOLD", "state_unavailable")
+    status, document = call(app, "/v1/gates")
+    assert status == 503 and str(error) in document["error"]
+    read_model.client.error = error
+    assert call(app, "/healthz")[0] == 503
+
+
+def test_the_error_count_is_per_agent_and_the_limit_per_agent_policy(read_model: ReadModel) -> None:
+    policy = Policy(agents={"ready": AgentPolicy(canary=CanaryPolicy(state_error_limit=2))})
+    app = GateAPI(read_model, CollectorRegistry(), lambda: None, policy)  # type: ignore[arg-type]
+    read_model.error = redis.TimeoutError("slow")
+    assert call(app, "/v1/agents/ready")[1]["verdict"] == "HOLD"
+    assert call(app, "/v1/agents/watching")[1]["verdict"] == "HOLD"
+    assert call(app, "/v1/agents/ready")[1]["verdict"] == "FAIL"
+    assert [call(app, "/v1/agents/watching")[1]["verdict"] for _ in range(4)] == [
+        "HOLD",
+        "HOLD",
+        "HOLD",
+        "FAIL",
+    ]
+
+
+# --- Flagger's webhooks ---------------------------------------------------------------------------
+
+
+def flagger(name: str | None = None, agent: Any = None) -> dict[str, Any]:
+    """Flagger's webhook payload (its canary's name, namespace, phase and the metadata)."""
+    payload: dict[str, Any] = {"namespace": "prod", "phase": "Progressing", "checksum": "x"}
+    if name is not None:
+        payload["name"] = name
+    if agent is not None:
+        payload["metadata"] = {"agent": agent, "type": "confirm-rollout"}
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("hook", "agent", "status"),
+    [
+        ("rollout", "ready", 200),
+        ("rollout", "watching", 200),
+        ("rollout", "stalled", 200),
+        ("rollout", "held", 409),
+        ("rollout", "paused", 409),
+        ("rollout", "failing", 409),
+        ("rollout", "rolled", 409),
+        ("confirm-promotion", "ready", 200),
+        ("confirm-promotion", "watching", 409),
+        ("confirm-promotion", "held", 409),
+        ("confirm-promotion", "rolled", 409),
+        ("rollback", "rolled", 200),
+        ("rollback", "failing", 200),  # recommended, not yet rolled back
+        ("rollback", "ready", 409),
+        ("rollback", "held", 409),
+        ("rollback", "watching", 409),
+    ],
+)
+def test_flagger_hooks(app: GateAPI, hook: str, agent: str, status: int) -> None:
+    _, verdict, reason, recommended = AGENTS[agent]
+    answer = call(app, f"/v1/flagger/{hook}", "POST", body=flagger("podinfo", agent))
+    assert answer == (
+        status,
+        {
+            "agent": agent,
+            "hook": hook,
+            "verdict": verdict,
+            "recommendation": recommended,
+            "reason": reason,
+        },
+    )
+
+
+def test_the_agent_is_metadata_agent_else_the_name(app: GateAPI) -> None:
+    assert call(app, "/v1/flagger/rollback", "POST", body=flagger("rolled"))[1]["agent"] == "rolled"
+    both = flagger("watching", "rolled")
+    assert call(app, "/v1/flagger/rollback", "POST", body=both) == (
+        200,
+        {
+            "agent": "rolled",
+            "hook": "rollback",
+            "verdict": "FAIL",
+            "recommendation": "rollback",
+            "reason": "quality_regression",
+        },
+    )
+    for metadata in ({"agent": ""}, {}, "rolled", ["rolled"], None):
+        payload = {**flagger("rolled"), "metadata": metadata}
+        assert call(app, "/v1/flagger/rollback", "POST", body=payload)[1]["agent"] == "rolled"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"raw": b"{not json"}, "the body is not Flagger's JSON payload"),
+        ({"raw": b"\xff\xfe"}, "the body is not Flagger's JSON payload"),
+        ({"raw": b"{}", "content_length": "two"}, "the body is not Flagger's JSON payload"),
+        ({"body": ["rolled"]}, "the body must be a JSON object"),
+        ({"body": "rolled"}, "the body must be a JSON object"),
+        ({"body": {}}, "no agent: give metadata.agent or name"),
+        ({"raw": b""}, "no agent: give metadata.agent or name"),
+        ({"body": flagger()}, "no agent: give metadata.agent or name"),
+        ({"body": {"name": 7}}, "no agent: give metadata.agent or name"),
+        ({"body": {"name": "", "metadata": {"agent": 3}}}, "no agent: give metadata.agent or name"),
+    ],
+)
+def test_a_bad_hook_body_is_400(app: GateAPI, kwargs: dict[str, Any], error: str) -> None:
+    status, document = call(app, "/v1/flagger/rollout", "POST", **kwargs)
+    assert status == 400 and document["error"].startswith(error)
+
+
+def test_a_hook_about_another_bundle_gets_no_verdict(app: GateAPI) -> None:
+    """metadata.bundle_id names the bundle the controller rolls out: when driftgate follows
+    another one, it has no verdict of it to give."""
+    other = {**flagger("podinfo", "ready"), "metadata": {"agent": "ready", "bundle_id": "v1"}}
+    for hook in ("rollout", "confirm-promotion", "rollback"):
+        status, answer = call(app, f"/v1/flagger/{hook}", "POST", body=other)
+        assert status == 409
+        assert (answer["verdict"], answer["recommendation"]) == ("INCONCLUSIVE", "monitor")
+        assert answer["reason"] == "driftgate follows bundle 'v2', not 'v1'"
+    same = {**other, "metadata": {"agent": "ready", "bundle_id": "v2"}}
+    assert call(app, "/v1/flagger/confirm-promotion", "POST", body=same)[0] == 200
+
+
+def test_a_hook_about_an_unknown_agent_is_404(app: GateAPI) -> None:
+    status, document = call(app, "/v1/flagger/rollout", "POST", body=flagger("nobody"))
+    assert status == 404 and document == {"error": "unknown agent 'nobody'"}
+
+
+def test_an_unknown_hook_is_404_and_hooks_take_post(app: GateAPI) -> None:
+    status, document = call(app, "/v1/flagger/pre-rollout", "POST", body=flagger("ready"))
+    assert status == 404 and "known: rollout, confirm-promotion, rollback" in document["error"]
+    for method in ("GET", "PUT", "DELETE"):
+        status, document = call(app, "/v1/flagger/rollout", method)
+        assert (status, document) == (405, {"error": "Flagger hooks take POST"})
+    assert call(app, "/v1/flagger")[0] == 405
+    assert call(app, "/v1/flagger/rollout/extra", "POST", body=flagger("ready"))[0] == 404
+
+
+def test_hooks_under_the_fail_safe(app: GateAPI, read_model: ReadModel) -> None:
+    read_model.error = redis.ConnectionError("down")
+    body = flagger("podinfo", "ready")
+    assert call(app, "/v1/flagger/rollout", "POST", body=body)[0] == 409  # HOLD
+    assert call(app, "/v1/flagger/confirm-promotion", "POST", body=body)[0] == 409
+    assert call(app, "/v1/flagger/rollback", "POST", body=body)[0] == 409  # not yet
+    assert call(app, "/v1/flagger/rollout", "POST", body=body)[0] == 409
+    status, answer = call(app, "/v1/flagger/rollback", "POST", body=body)  # the 5th in a row
+    assert (status, answer["verdict"], answer["reason"]) == (200, "FAIL", "state_unavailable")
+
+
+def test_hooks_naming_the_bundle_under_the_fail_safe(app: GateAPI, read_model: ReadModel) -> None:
+    read_model.error = redis.ConnectionError("down")
+    body = {**flagger("podinfo"), "metadata": {"agent": "ready", "bundle_id": "v2"}}
+    answers = [call(app, "/v1/flagger/rollback", "POST", body=body) for _ in range(5)]
+    assert [status for status, _ in answers] == [409, 409, 409, 409, 200]
+    assert all(answer["reason"] == "state_unavailable" for _, answer in answers)
