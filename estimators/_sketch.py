@@ -193,13 +193,28 @@ class QuantileSketch(StatefulEstimator):
         return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
 
     def to_state(self) -> dict[str, Any]:
+        # Buckets in the order they appeared (no sort: this is written after every
+        # batch); equality compares the buckets as mappings, whatever their order.
         return {
             "relative_accuracy": self.relative_accuracy,
-            "positive": sorted(self.positive.items()),
-            "negative": sorted(self.negative.items()),
+            "positive": list(self.positive.items()),
+            "negative": list(self.negative.items()),
             "zeros": self.zeros,
             "n": self.n,
         }
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, QuantileSketch)
+        return (
+            self.relative_accuracy == other.relative_accuracy
+            and self.positive == other.positive
+            and self.negative == other.negative
+            and (self.zeros, self.n) == (other.zeros, other.n)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> QuantileSketch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,7 +38,12 @@ class Comparison:
     """Of ``quality_canary - (1 - quality_drop_max) quality_control``: below 0 surely is
     a regression; above 0 surely is non-inferiority."""
     latency: DifferenceInterval | None
-    """Of ``latency_canary - (1 + latency_increase_max) latency_control``."""
+    """Of ``latency_canary - (1 + latency_increase_max) latency_control`` (mean latency:
+    it grows when the canary's latencies spread out, at an equal median)."""
+    log_latency: DifferenceInterval | None = None
+    """Of the difference of mean ``log(1 + latency)``: above ``log(1 + max)`` surely is a
+    geometric mean more than ``latency_increase_max`` above control's (robust to a heavy
+    tail)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,7 +60,11 @@ class Comparison:
                 "n_canary": interval.n_treatment,
                 "n_control": interval.n_control,
             }
-            for name, interval in (("quality", self.quality), ("latency", self.latency))
+            for name, interval in (
+                ("quality", self.quality),
+                ("latency", self.latency),
+                ("log_latency", self.log_latency),
+            )
         }
 
 
@@ -70,6 +80,8 @@ class ArmStatistics(Protocol):
 
     @property
     def latency_moments(self) -> Moments: ...
+    @property
+    def log_latency(self) -> Moments: ...
 
 
 def compare(
@@ -96,7 +108,7 @@ def compare(
             target_time=policy.target_time,
             adjust=adjust,
         )
-    latency = None
+    latency = log_latency = None
     latency_c, latency_k = canary.latency_moments, control.latency_moments
     if latency_c.n and latency_k.n:
         latency = mean_difference_sequence(
@@ -106,7 +118,13 @@ def compare(
             alpha=policy.alpha,
             target_time=policy.target_time,
         )
-    return Comparison(quality, latency)
+        log_latency = mean_difference_sequence(
+            canary.log_latency,
+            control.log_latency,
+            alpha=policy.alpha,
+            target_time=policy.target_time,
+        )
+    return Comparison(quality, latency, log_latency)
 
 
 def _evidence(facts: CanaryFacts, comparison: Comparison, policy: CanaryPolicy) -> dict[str, Any]:
@@ -138,8 +156,9 @@ def canary_gate(
     """Roll back, hold, promote or keep monitoring: in that order of precedence.
 
     * rolled back (by driftgate or by hand): FAIL, ``rollback`` until announced once;
-    * quality surely more than ``quality_drop_max`` below control, or mean latency surely
-      more than ``latency_increase_max`` above: FAIL, ``quality_regression`` /
+    * quality surely more than ``quality_drop_max`` below control, or latency (the mean,
+      or the geometric mean) surely more than ``latency_increase_max`` above: FAIL,
+      ``quality_regression`` /
       ``latency_regression`` (compared with control, on confidence sequences, so
       continuous monitoring does not inflate false rollbacks; a canary with too little
       traffic has infinite intervals and is never rolled back for it);
@@ -165,7 +184,10 @@ def canary_gate(
         return Verdict(
             GATE, agent, "FAIL", policy.regression_action, "quality_regression", evidence
         )
-    if latency is not None and latency.low > 0:
+    log_latency = comparison.log_latency
+    if (latency is not None and latency.low > 0) or (
+        log_latency is not None and log_latency.low > math.log1p(policy.latency_increase_max)
+    ):
         return Verdict(
             GATE, agent, "FAIL", policy.regression_action, "latency_regression", evidence
         )

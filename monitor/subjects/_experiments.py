@@ -124,6 +124,8 @@ class VariantStats:
     pii: int = 0
     latency: QuantileSketch = field(default_factory=QuantileSketch)
     latency_moments: Moments = field(default_factory=Moments)
+    # Of log(1 + latency_ms): the geometric mean, robust to a heavy tail.
+    log_latency: Moments = field(default_factory=Moments)
     cost: Moments = field(default_factory=Moments)
     primary: Moments = field(default_factory=Moments)
     # The outcome with the pre-period covariate, for CUPED (events that carry both).
@@ -138,6 +140,7 @@ class VariantStats:
             "pii": [self.pii_n, self.pii],
             "latency": self.latency.to_state(),
             "latency_moments": self.latency_moments.to_state(),
+            "log_latency": self.log_latency.to_state(),
             "cost": self.cost.to_state(),
             "primary": self.primary.to_state(),
             "primary_pre": self.primary_pre.to_state(),
@@ -155,6 +158,7 @@ class VariantStats:
             pii=int(state["pii"][1]),
             latency=QuantileSketch.from_state(state["latency"]),
             latency_moments=Moments.from_state(state["latency_moments"]),
+            log_latency=Moments.from_state(state["log_latency"]),
             cost=Moments.from_state(state["cost"]),
             primary=Moments.from_state(state["primary"]),
             primary_pre=CoMoments.from_state(state["primary_pre"]),
@@ -613,6 +617,7 @@ def _fold(stats: VariantStats, events: list[TelemetryEvent]) -> None:
     if latency.size:
         stats.latency.update(latency)
         stats.latency_moments.update(latency)
+        stats.log_latency.update(np.log1p(latency))
     cost = np.array([g.unit_cost for g in guardrails if g.unit_cost is not None])
     if cost.size:
         stats.cost.update(cost)

@@ -223,6 +223,7 @@ class Arm:
     primary: Moments = field(default_factory=Moments)
     primary_pre: CoMoments = field(default_factory=CoMoments)
     latency_moments: Moments = field(default_factory=Moments)
+    log_latency: Moments = field(default_factory=Moments)
 
 
 def arm(rng: np.random.Generator, n: int, quality: float, covered: int | None = None) -> Arm:
@@ -230,10 +231,12 @@ def arm(rng: np.random.Generator, n: int, quality: float, covered: int | None = 
     pre = rng.normal(0.8, 0.1, n)
     outcome = quality + 0.8 * (pre - 0.8) + rng.normal(0, 0.05, n)
     covered = n if covered is None else covered
+    latency = rng.lognormal(6.0, 0.3, n)
     return Arm(
         Moments().update(outcome),
         CoMoments().update(pre[:covered], outcome[:covered]),
-        Moments().update(rng.lognormal(6.0, 0.3, n)),
+        Moments().update(latency),
+        Moments().update(np.log1p(latency)),
     )
 
 
@@ -295,10 +298,14 @@ def test_compare_with_a_missing_arm_or_field() -> None:
     no_latency = Arm(control.primary, control.primary_pre)
     result = compare(no_latency, control, POLICY)
     assert result.quality is not None and result.latency is None
-    no_outcome = Arm(latency_moments=control.latency_moments)
+    no_outcome = Arm(latency_moments=control.latency_moments, log_latency=control.log_latency)
     result = compare(no_outcome, control, POLICY)
     assert result.quality is None and result.latency is not None
-    assert Comparison(None, None).to_dict() == {"quality": None, "latency": None}
+    assert Comparison(None, None).to_dict() == {
+        "quality": None,
+        "latency": None,
+        "log_latency": None,
+    }
 
 
 def test_compare_sees_a_regression_and_the_gate_rolls_it_back() -> None:
@@ -310,3 +317,23 @@ def test_compare_sees_a_regression_and_the_gate_rolls_it_back() -> None:
     same = compare(arm(rng, 1000, 0.8), control, POLICY)
     assert same.quality is not None and same.quality.low > 0
     assert gate(comparison=same) == ("PASS", "promote", "promotion_ready")
+
+
+def test_a_heavy_tailed_latency_shift_is_caught_on_the_geometric_mean() -> None:
+    """Log-normal latencies with sigma 2: the mean is dominated by a few huge values and
+    its interval stays wide, while the geometric mean, 30% higher, is surely above 10%."""
+    rng = np.random.default_rng(11)
+
+    def latencies(n: int, log_mean: float) -> Arm:
+        values = rng.lognormal(log_mean, 2.0, n)
+        return Arm(
+            latency_moments=Moments().update(values), log_latency=Moments().update(np.log1p(values))
+        )
+
+    canary, control = latencies(3000, 6.0 + np.log(1.3)), latencies(27_000, 6.0)
+    comparison = compare(canary, control, POLICY)
+    assert comparison.latency is not None and comparison.log_latency is not None
+    assert comparison.latency.low <= 0  # the mean alone does not show it yet
+    assert comparison.log_latency.low > np.log1p(POLICY.latency_increase_max)
+    verdict = canary_gate("a", FACTS, comparison, True, True, True, POLICY)
+    assert (verdict.verdict, verdict.reason) == ("FAIL", "latency_regression")

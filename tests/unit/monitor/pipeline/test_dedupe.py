@@ -14,6 +14,7 @@ from monitor.pipeline._dedupe import (
     MAX_CLOCK_SKEW_SECONDS,
     DigestTable,
     DuplicateWindow,
+    ProbingTable,
     WindowUpdate,
     event_digests,
 )
@@ -34,6 +35,10 @@ def as_keys(values: list[int]) -> np.ndarray:
     return np.array(values, dtype=np.uint64)
 
 
+TABLES = pytest.mark.parametrize("table_class", [DigestTable, ProbingTable])
+
+
+@TABLES
 @settings(deadline=None, max_examples=60)
 @given(
     st.lists(keys, unique=True, max_size=300),
@@ -41,9 +46,9 @@ def as_keys(values: list[int]) -> np.ndarray:
     st.lists(keys, max_size=50),
 )
 def test_digest_table_agrees_with_a_set(
-    added: list[int], cuts: list[int], probes: list[int]
+    table_class: type, added: list[int], cuts: list[int], probes: list[int]
 ) -> None:
-    table, reference = DigestTable(), set()
+    table, reference = table_class(), set()
     bounds = [0, *sorted(min(c, len(added)) for c in cuts), len(added)]
     for start, stop in itertools.pairwise(bounds):
         table.add(as_keys(added[start:stop]))
@@ -61,7 +66,7 @@ def test_digest_table_agrees_with_a_set(
     st.floats(0, 1),
     st.sampled_from([1, 100, 5000]),
 )
-def test_digest_table_grows_and_keeps_every_key(
+def test_probing_table_grows_and_keeps_every_key(
     seed: int, batch_sizes: list[int], colliding_share: float, capacity: int
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -71,7 +76,7 @@ def test_digest_table_grows_and_keeps_every_key(
     pick = rng.uniform(size=total) < colliding_share
     candidates = np.unique(np.where(pick, crowded, uniform))
     rng.shuffle(candidates)
-    table, reference = DigestTable(capacity), set()
+    table, reference = ProbingTable(capacity), set()
     start = 0
     for size in batch_sizes:
         batch = candidates[start : start + size]
@@ -86,8 +91,26 @@ def test_digest_table_grows_and_keeps_every_key(
     np.testing.assert_array_equal(table.contains(probes), expected)
 
 
-def test_an_empty_table_holds_nothing() -> None:
+def test_a_digest_table_turns_compact_past_its_set_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("monitor.pipeline._dedupe.SET_LIMIT", 50)
+    rng = np.random.default_rng(5)
+    keys_ = np.unique(rng.integers(1, U64_MAX, size=120, dtype=np.uint64))
     table = DigestTable()
+    table.add(keys_[:40])
+    assert not table.compact
+    table.add(keys_[40:80])  # past the limit: moved to the numpy table, nothing lost
+    assert table.compact and len(table) == 80
+    table.add(keys_[80:])
+    assert table.contains(keys_).all()
+    assert not table.contains(keys_ + np.uint64(1)).any()
+    assert DigestTable(capacity=51).compact  # a large window is restored compact at once
+
+
+@TABLES
+def test_an_empty_table_holds_nothing(table_class: type) -> None:
+    table = table_class()
     table.add(as_keys([]))
     assert len(table) == 0
     assert table.contains(as_keys([1, 2**64 - 1])).tolist() == [False, False]
