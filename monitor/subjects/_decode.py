@@ -9,7 +9,8 @@ JSON bytes) with an error that names the place, e.g. ``$[50].s``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Annotated, Any, Generic, TypeVar
@@ -17,10 +18,11 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 import numpy as np
 
-from ..pipeline import DeadLetter, RawMessage, SubjectEvents
+from ..pipeline import DeadLetter, DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
 
 __all__ = [
+    "EventRows",
     "Finite",
     "MessageDecoder",
     "NonEmpty",
@@ -115,7 +117,41 @@ class MessageDecoder(Generic[E]):
         offsets = np.repeat(np.fromiter((m.offset for m in messages), np.int64), counts)
         return events, partitions, offsets, dead
 
+    def decode_subjects(
+        self,
+        messages: Sequence[RawMessage],
+        subject_of: Callable[[E], str],
+        columns_of: Callable[[list[E]], Any],
+    ) -> DecodedBatch:
+        """The batch's events grouped by ``subject_of``, with ``columns_of`` (an object with
+        ``take(rows)``) holding what each handler's update reads; and the dead letters."""
+        events, partitions, offsets, dead = self.decode_batch(messages)
+        batch = DecodedBatch(dead_letters=dead)
+        if events:
+            batch.subjects = split_by_subject(
+                list(map(subject_of, events)),
+                list(map(_get_id, events)),
+                event_times(events),
+                partitions,
+                offsets,
+                columns_of(events),
+            )
+        return batch
 
+
+@dataclass
+class EventRows(Generic[E]):
+    """A subject's events kept whole, as the columns of handlers whose update walks them."""
+
+    events: list[E]
+
+    def take(self, rows: np.ndarray | slice) -> EventRows[E]:
+        if isinstance(rows, slice):
+            return EventRows(self.events[rows])
+        return EventRows([self.events[i] for i in rows.tolist()])
+
+
+_get_id = attrgetter("event_id")
 _get_ts = attrgetter("ts")
 
 

@@ -37,13 +37,12 @@ from ..gates._srm import srm_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ._decode import (
+    EventRows,
     Finite,
     MessageDecoder,
     NonEmpty,
     NonNegative,
     Timestamp,
-    event_times,
-    split_by_subject,
 )
 
 __all__ = [
@@ -522,17 +521,6 @@ def _adjust_secondary(variants: dict[str, Any], q: float) -> None:
 # --- the handlers ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TelemetryColumns:
-    events: list[TelemetryEvent]
-
-    def take(self, rows: np.ndarray | slice) -> TelemetryColumns:
-        if isinstance(rows, slice):
-            return TelemetryColumns(self.events[rows])
-        return TelemetryColumns([self.events[i] for i in rows.tolist()])
-
-
-_get_id = attrgetter("event_id")
 _get_experiment = attrgetter("experiment_id")
 _get_agent = attrgetter("agent")
 
@@ -551,17 +539,7 @@ class TelemetryHandler:
         self.decoder = MessageDecoder(TelemetryEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        events, partitions, offsets, dead = self.decoder.decode_batch(messages)
-        batch = DecodedBatch(dead_letters=dead)
-        batch.subjects = split_by_subject(
-            list(map(_get_experiment, events)),
-            list(map(_get_id, events)),
-            event_times(events),
-            partitions,
-            offsets,
-            TelemetryColumns(events),
-        )
-        return batch
+        return self.decoder.decode_subjects(messages, _get_experiment, EventRows)
 
     def update(
         self, subject: str, state: ExperimentState, events: SubjectEvents, now: float
@@ -645,16 +623,6 @@ def _fold(stats: VariantStats, events: list[TelemetryEvent]) -> None:
         stats.secondary.setdefault(name, Moments()).update(values)
 
 
-@dataclass(frozen=True, slots=True)
-class CanaryColumns:
-    events: list[CanaryEvent]
-
-    def take(self, rows: np.ndarray | slice) -> CanaryColumns:
-        if isinstance(rows, slice):
-            return CanaryColumns(self.events[rows])
-        return CanaryColumns([self.events[i] for i in rows.tolist()])
-
-
 class CanaryHandler:
     """``driftgate.canary``: deploy, promote, roll back, pause and resume an agent's bundle."""
 
@@ -665,17 +633,7 @@ class CanaryHandler:
         self.decoder = MessageDecoder(CanaryEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        events, partitions, offsets, dead = self.decoder.decode_batch(messages)
-        batch = DecodedBatch(dead_letters=dead)
-        batch.subjects = split_by_subject(
-            list(map(_get_agent, events)),
-            list(map(_get_id, events)),
-            event_times(events),
-            partitions,
-            offsets,
-            CanaryColumns(events),
-        )
-        return batch
+        return self.decoder.decode_subjects(messages, _get_agent, EventRows)
 
     def update(
         self, subject: str, state: ExperimentState, events: SubjectEvents, now: float

@@ -29,8 +29,6 @@ from ._decode import (
     MessageDecoder,
     NonEmpty,
     Timestamp,
-    event_times,
-    split_by_subject,
 )
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
@@ -236,10 +234,17 @@ def _interval_view(sequence: Any) -> dict[str, Any]:
     }
 
 
-_get_id = attrgetter("event_id")
 _get_stream = attrgetter("stream")
 _get_s = attrgetter("s")
 _get_y = attrgetter("y")
+
+
+def _label_columns(events: list[LabelEvent]) -> LabelColumns:
+    n = len(events)
+    return LabelColumns(
+        np.fromiter(map(_get_s, events), np.float64, n),
+        np.fromiter(map(_get_y, events), np.float64, n),  # None -> NaN
+    )
 
 
 class LabelHandler:
@@ -252,24 +257,7 @@ class LabelHandler:
         self.decoder = MessageDecoder(LabelEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        events, partitions, offsets, dead = self.decoder.decode_batch(messages)
-        batch = DecodedBatch(dead_letters=dead)
-        if not events:
-            return batch
-        n = len(events)
-        columns = LabelColumns(
-            np.fromiter(map(_get_s, events), np.float64, n),
-            np.fromiter(map(_get_y, events), np.float64, n),  # None -> NaN
-        )
-        batch.subjects = split_by_subject(
-            list(map(_get_stream, events)),
-            list(map(_get_id, events)),
-            event_times(events),
-            partitions,
-            offsets,
-            columns,
-        )
-        return batch
+        return self.decoder.decode_subjects(messages, _get_stream, _label_columns)
 
     def update(
         self, subject: str, state: LabelState, events: SubjectEvents, now: float

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,12 +27,11 @@ import pytest
 from monitor import Policy
 from monitor.pipeline import SubjectEvents
 from monitor.subjects import CanaryHandler, TelemetryHandler
+from monitor.subjects._decode import EventRows
 from monitor.subjects._experiments import (
-    CanaryColumns,
     CanaryEvent,
     ExperimentState,
     Guardrails,
-    TelemetryColumns,
     TelemetryEvent,
 )
 
@@ -67,14 +67,14 @@ class Rollback:
     reason: str
 
 
-def events(columns: TelemetryColumns | CanaryColumns, ts: float, size: int) -> SubjectEvents:
+def events(columns: EventRows[Any], ts: float, size: int) -> SubjectEvents:
     rows = np.zeros(size, dtype=np.int64)
     return SubjectEvents(rows.astype(np.uint64), np.full(size, ts), rows, rows, columns)
 
 
 def deploy(state: ExperimentState) -> None:
     event = CanaryEvent("deploy-v2", NOW, AGENT, "v2", "deploy", SHARE * 100, "ci")
-    CanaryHandler(POLICY).update(AGENT, state, events(CanaryColumns([event]), NOW, 1), NOW)
+    CanaryHandler(POLICY).update(AGENT, state, events(EventRows([event]), NOW, 1), NOW)
 
 
 def batch(rng: np.random.Generator, canary: Canary) -> SubjectEvents:
@@ -100,7 +100,7 @@ def batch(rng: np.random.Generator, canary: Canary) -> SubjectEvents:
         )
     ]
     return SubjectEvents(
-        NO_ROWS.astype(np.uint64), np.full(BATCH, NOW), NO_ROWS, NO_ROWS, TelemetryColumns(rows)
+        NO_ROWS.astype(np.uint64), np.full(BATCH, NOW), NO_ROWS, NO_ROWS, EventRows(rows)
     )
 
 
