@@ -59,8 +59,10 @@ class DigestTable:
     __slots__ = ("_probing", "_set")
 
     def __init__(self, capacity: int = 0) -> None:
+        """``capacity``: how many digests are about to be added."""
         self._set: set[int] | None = set() if capacity <= SET_LIMIT else None
-        self._probing = None if self._set is not None else ProbingTable(capacity)
+        # Twice the slots: the numpy table keeps its load at most one half.
+        self._probing = None if self._set is not None else ProbingTable(2 * capacity)
 
     def __len__(self) -> int:
         return len(self._set) if self._set is not None else len(self._probing)  # type: ignore[arg-type]
