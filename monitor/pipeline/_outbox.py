@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..store import AsyncClient
-from ..store._keys import KINDS, OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys
+from ..store._keys import OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys, known_kinds
 
 __all__ = ["OutboxDrainer", "Sent"]
 
@@ -76,7 +76,8 @@ class OutboxDrainer:
     async def sweep(self) -> int:
         """Drain every outbox that holds entries: after a crash, or another worker's."""
         names: list[tuple[str, str]] = []
-        for kind in KINDS:
+        registered: Any = await self.client.smembers(self.layout.kinds)
+        for kind in known_kinds(registered):
             members: Any = await self.client.smembers(self.layout.registry(kind))
             names += [(kind, member.decode()) for member in members]
         if not names:

@@ -365,6 +365,7 @@ class BatchRunner(Generic[StateT]):
             partitions = sorted(needed[name])
             pipe.hmget(keys.state, [*wanted, *(fields.fence(topic, p) for p in partitions)])
             pipe.sadd(self.layout.registry(model.kind), name)
+        pipe.sadd(self.layout.kinds, model.kind)  # last: the replies above keep their places
         replies = await pipe.execute()
         rows = {name: replies[2 * i] for i, name in enumerate(names)}
         windows = {name: decode_seen_buckets(rows[name][len(wanted) - 1]) for name in names}

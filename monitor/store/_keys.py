@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,9 +42,14 @@ __all__ = [
     "decode_seen_buckets",
     "encode_audit_entry",
     "encode_seen_buckets",
+    "known_kinds",
 ]
 
+# The subject kinds of the built-in handlers ("partition": the dead-letter ledgers). A new
+# handler's model may name another kind: the runner registers it under ``KeyLayout.kinds``
+# and everything that reads every subject finds it there.
 KINDS: Final = ("stream", "experiment", "partition")
+_KIND = re.compile(r"[a-z][a-z0-9_]*")
 
 # State hash fields.
 REV: Final = "rev"
@@ -57,6 +63,17 @@ GATES: Final = "gates"
 OUTBOX_GROUP: Final = "drain"
 
 _BRACES = re.compile(r"[{}%]")
+
+
+def _check_kind(kind: str) -> None:
+    if not _KIND.fullmatch(kind):
+        raise ValueError(f"subject kind {kind!r} is not a lowercase name ([a-z][a-z0-9_]*)")
+
+
+def known_kinds(registered: Iterable[bytes | str]) -> list[str]:
+    """The built-in kinds, then the others registered (the members of ``KeyLayout.kinds``)."""
+    names = {m.decode() if isinstance(m, bytes) else m for m in registered}
+    return [*KINDS, *sorted(names.difference(KINDS))]
 
 
 def _escape(name: str) -> str:
@@ -223,14 +240,18 @@ class KeyLayout:
             raise ValueError(f"the Redis key prefix {self.prefix!r} may not contain {{, }} or %")
 
     def subject(self, kind: str, name: str) -> SubjectKeys:
-        if kind not in KINDS:
-            raise ValueError(f"unknown subject kind {kind!r}")
+        _check_kind(kind)
         return SubjectKeys(kind, name, f"{self.prefix}{{{kind}:{_escape(name)}}}")
 
     def registry(self, kind: str) -> str:
-        if kind not in KINDS:
-            raise ValueError(f"unknown subject kind {kind!r}")
+        """The set of a kind's subject names."""
+        _check_kind(kind)
         return f"{self.prefix}subjects:{kind}"
+
+    @property
+    def kinds(self) -> str:
+        """The set of the subject kinds written so far (built-in ones included)."""
+        return f"{self.prefix}kinds"
 
     @property
     def log_epochs(self) -> str:

@@ -17,12 +17,9 @@ import orjson
 
 from . import _keys as fields
 from ._client import SyncClient
-from ._keys import KINDS, KeyLayout, decode_audit_entry
+from ._keys import KeyLayout, decode_audit_entry, known_kinds
 
 __all__ = ["ReadModel", "Snapshot"]
-
-# The status document's section for each subject kind.
-SECTIONS = {"stream": "streams", "experiment": "experiments"}
 
 
 @dataclass
@@ -83,20 +80,23 @@ class ReadModel:
         self.client = client
         self.layout = layout
 
+    def kinds(self) -> list[str]:
+        return known_kinds(self.client.smembers(self.layout.kinds))  # type: ignore[arg-type]
+
     def subjects(self, kind: str) -> list[str]:
         members = self.client.smembers(self.layout.registry(kind))
         return sorted(member.decode() for member in members)  # type: ignore[union-attr]
 
     def snapshot(self, with_history: bool = False) -> Snapshot:
-        names = {kind: self.subjects(kind) for kind in KINDS}
+        names = {kind: self.subjects(kind) for kind in self.kinds()}
         pipe = self.client.pipeline(transaction=False)
-        for kind in KINDS:
-            for name in names[kind]:
+        for kind, kind_names in names.items():
+            for name in kind_names:
                 pipe.hgetall(self.layout.subject(kind, name).view)
         rows = iter(pipe.execute())
         snapshot = Snapshot()
-        for kind in KINDS:
-            for name in names[kind]:
+        for kind, kind_names in names.items():
+            for name in kind_names:
                 self._add(snapshot, kind, name, next(rows), with_history)
         return snapshot
 
@@ -123,7 +123,7 @@ class ReadModel:
             elif parts[0] == "history" and with_history:
                 snapshot.history.setdefault(name, {})[parts[1]] = orjson.loads(raw)
         view = row.get(fields.VIEW.encode())
-        if view is not None and kind in SECTIONS:
+        if view is not None and kind != "partition":
             snapshot.views.setdefault(kind, {})[name] = orjson.loads(view)
         gates = row.get(fields.GATES.encode())
         for gate, record in (orjson.loads(gates) if gates else {}).items():
@@ -134,7 +134,7 @@ class ReadModel:
         start = "-" if since_ms is None else str(since_ms)
         keys = [
             self.layout.subject(kind, name).audit
-            for kind in KINDS
+            for kind in self.kinds()
             if kind != "partition"
             for name in self.subjects(kind)
         ]

@@ -17,6 +17,7 @@ from monitor.store._keys import (
     decode_seen_buckets,
     encode_audit_entry,
     encode_seen_buckets,
+    known_kinds,
 )
 
 LAYOUT = KeyLayout()
@@ -119,11 +120,23 @@ def test_a_prefix_with_braces_or_percent_is_refused(prefix: str) -> None:
         KeyLayout(prefix)
 
 
-def test_unknown_kinds_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown subject kind"):
-        LAYOUT.subject("agent", "x")
-    with pytest.raises(ValueError, match="unknown subject kind"):
-        LAYOUT.registry("agent")
+@pytest.mark.parametrize("kind", ["Queue", "queue:depth", "{queue}", "1queue", ""])
+def test_a_kind_that_is_not_a_lowercase_name_is_refused(kind: str) -> None:
+    with pytest.raises(ValueError, match="not a lowercase name"):
+        LAYOUT.subject(kind, "x")
+    with pytest.raises(ValueError, match="not a lowercase name"):
+        LAYOUT.registry(kind)
+
+
+def test_a_new_kind_gets_keys_of_its_own_in_one_slot() -> None:
+    keys = all_keys(LAYOUT.subject("queue", "orders"))
+    assert len({slot(key) for key in keys}) == 1
+    assert LAYOUT.subject("queue", "orders").state != LAYOUT.subject("stream", "orders").state
+
+
+def test_known_kinds_are_the_built_in_ones_then_the_registered_others() -> None:
+    assert known_kinds([b"queue", b"stream", "batch"]) == [*KINDS, "batch", "queue"]
+    assert known_kinds([]) == list(KINDS)
 
 
 def test_global_keys_live_under_the_prefix() -> None:
