@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,32 @@ class QuantileSketch(StatefulEstimator):
         rank = max(math.ceil(q * self.n), 1)
         return float(values[np.searchsorted(np.cumsum(counts), rank)])
 
+    def bounds_at_ranks(self, ranks: Sequence[int]) -> list[tuple[float, float]]:
+        """For each ``rank`` in ``1..n``, the lowest and the highest value the ``rank``-th
+        smallest value can have: the edges of the bucket that holds it.
+
+        >>> sketch = QuantileSketch(0.01).update([1.0, 2.0, 3.0, 0.0, -5.0])
+        >>> [(round(low, 3), round(high, 3)) for low, high in sketch.bounds_at_ranks([1, 2, 4])]
+        [(-5.053, -4.953), (0.0, 0.0), (1.974, 2.014)]
+        """
+        if not all(1 <= rank <= self.n for rank in ranks):
+            raise ValueError(f"ranks must be in 1..{self.n}")
+        g = self.gamma
+        neg_keys = np.array(sorted(self.negative, reverse=True), dtype=np.float64)
+        pos_keys = np.array(sorted(self.positive), dtype=np.float64)
+        zero = [0.0] if self.zeros else []
+        lows = np.concatenate([-(g**neg_keys), zero, g ** (pos_keys - 1)])
+        highs = np.concatenate([-(g ** (neg_keys - 1)), zero, g**pos_keys])
+        counts = np.concatenate(
+            [
+                [self.negative[int(k)] for k in neg_keys],
+                [self.zeros] if self.zeros else [],
+                [self.positive[int(k)] for k in pos_keys],
+            ]
+        )
+        where = np.searchsorted(np.cumsum(counts), np.asarray(ranks, dtype=np.int64))
+        return [(float(lows[i]), float(highs[i])) for i in where]
+
     def _key(self, magnitude: float) -> int:
         """The bucket key of ``magnitude > 0``, computed exactly as :meth:`update` does."""
         array = np.array([magnitude], dtype=np.float64)
@@ -144,16 +171,34 @@ class QuantileSketch(StatefulEstimator):
             return 0
         if value == -math.inf:
             return self.n
-        above_zero = sum(self.positive.values())
         if value > 0:
             key = self._key(value)
             return sum(count for k, count in self.positive.items() if k > key)
+        above_zero = sum(self.positive.values())
         if value == 0:
             return above_zero
         # Negative x: smaller magnitudes are greater values, then the zeros and positives.
         key = self._key(-value)
         closer = sum(count for k, count in self.negative.items() if k < key)
         return closer + self.zeros + above_zero
+
+    def count_maybe_above(self, x: float) -> int:
+        """How many values may be greater than ``x``: :meth:`count_above` and the values of
+        the bucket that holds ``x`` (at least the true count).
+
+        >>> sketch = QuantileSketch(0.01).update([-3.0, 0.0, 0.0, 1.0, 5.0, 5.01, 9.0])
+        >>> sketch.count_maybe_above(5.0), sketch.count_maybe_above(0.0)
+        (3, 4)
+        >>> sketch.count_maybe_above(-3.0), sketch.count_maybe_above(-2.99)
+        (7, 7)
+        """
+        value = float(x)
+        surely = self.count_above(value)
+        if value == 0 or not math.isfinite(value):
+            return surely  # zeros are counted exactly; no bucket holds an infinity
+        if value > 0:
+            return surely + self.positive.get(self._key(value), 0)
+        return surely + self.negative.get(self._key(-value), 0)
 
     def cdf_at_edges(self, edges: np.ndarray) -> np.ndarray:
         """Exact fraction of values ``<= e`` for every bucket edge ``e`` of this accuracy."""

@@ -37,9 +37,8 @@ def exceedance_sequence(sketch: QuantileSketch, threshold: float, alpha: float) 
     """
     if sketch.n == 0:
         return Interval(math.nan, 0.0, 1.0)
-    surely_above = sketch.count_above(threshold)
-    maybe_above = sketch.count_above(threshold - abs(threshold) * 2 * sketch.relative_accuracy)
-    low = BernoulliSequence.from_counts(sketch.n, surely_above, alpha).interval
+    low = BernoulliSequence.from_counts(sketch.n, sketch.count_above(threshold), alpha).interval
+    maybe_above = sketch.count_maybe_above(threshold)
     high = BernoulliSequence.from_counts(sketch.n, maybe_above, alpha).interval
     return Interval(low.estimate, low.low, high.high)
 
@@ -87,8 +86,8 @@ def quantile_interval(sketch: QuantileSketch, q: float, alpha: float) -> Interva
     mixture sequence: with the ranks ``j`` of the sample for which ``q`` is inside the
     sequence of ``j`` successes in ``n``, ``j_lo..j_hi``, the interval runs from the
     ``j_lo``-th smallest value to the ``(j_hi + 1)``-th, infinite where that rank falls
-    outside the sample (too few values to bound the quantile on that side), widened by
-    the sketch's relative accuracy.
+    outside the sample (too few values to bound the quantile on that side), taken at the
+    outer edges of the sketch's buckets that hold those values.
 
     >>> import numpy as np
     >>> sketch = QuantileSketch().update(np.arange(1.0, 10_001.0))
@@ -114,11 +113,6 @@ def quantile_interval(sketch: QuantileSketch, q: float, alpha: float) -> Interva
     if ranks is None:  # no rank fits yet: nothing bounds the quantile
         return Interval(estimate, -math.inf, math.inf)
     j_lo, j_hi = ranks
-    accuracy = sketch.relative_accuracy
-    low = -math.inf if j_lo == 0 else sketch.quantile(j_lo / n)
-    high = math.inf if j_hi >= n else sketch.quantile((j_hi + 1) / n)
-    return Interval(
-        estimate,
-        low - abs(low) * accuracy if math.isfinite(low) else low,
-        high + abs(high) * accuracy if math.isfinite(high) else high,
-    )
+    low = -math.inf if j_lo == 0 else sketch.bounds_at_ranks([j_lo])[0][0]
+    high = math.inf if j_hi >= n else sketch.bounds_at_ranks([j_hi + 1])[0][1]
+    return Interval(estimate, low, high)

@@ -68,19 +68,22 @@ def test_the_low_end_never_counts_the_thresholds_bucket() -> None:
     assert tail.high == BernoulliSequence.from_counts(1800, 1500, ALPHA).interval.high
 
 
+signed_values = st.one_of(st.floats(-1e4, -1e-3), st.just(0.0), st.floats(1e-3, 1e4))
+
+
 @given(
-    st.lists(st.floats(1e-3, 1e4), min_size=1, max_size=200),
-    st.floats(1e-2, 1e4),
+    st.lists(signed_values, min_size=1, max_size=200),
+    st.one_of(signed_values, st.floats(-1e4, 1e4)),
     st.sampled_from([0.005, 0.01, 0.05]),
 )
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 def test_bucketing_only_widens_the_tail_interval(
     values: list[float], threshold: float, accuracy: float
 ) -> None:
     sketch = QuantileSketch(accuracy).update(values)
     above = int(np.sum(np.asarray(values) > threshold))
     surely = sketch.count_above(threshold)
-    maybe = sketch.count_above(threshold * (1 - 2 * accuracy))
+    maybe = sketch.count_maybe_above(threshold)
     assert surely <= above <= maybe
     tail = exceedance_sequence(sketch, threshold, ALPHA)
     exact = BernoulliSequence.from_counts(len(values), above, ALPHA).interval
@@ -99,6 +102,44 @@ def test_the_high_end_counts_the_thresholds_bucket_for_a_negative_threshold() ->
     assert tail.high == 1.0
 
 
+def test_the_high_end_counts_the_thresholds_bucket_at_its_far_edge() -> None:
+    """A negative threshold at the bottom of its bucket, the values at its top: all above."""
+    sketch = QuantileSketch(0.01)
+    key = keys(sketch, np.array([10.0]))[0]
+    bottom, top = -(sketch.gamma**key) * (1 - 1e-12), -(sketch.gamma ** (key - 1)) * (1 + 1e-9)
+    assert len(set(keys(sketch, np.array([-bottom, -top])).tolist())) == 1
+    sketch.update(np.full(1000, top))
+    assert exceedance_sequence(sketch, bottom, ALPHA).high == 1.0
+
+
+@given(st.lists(signed_values, min_size=1, max_size=300), st.sampled_from([0.005, 0.01, 0.05]))
+@settings(max_examples=300, deadline=None)
+def test_the_bucket_at_a_rank_holds_the_value_of_that_rank(
+    values: list[float], accuracy: float
+) -> None:
+    sketch = QuantileSketch(accuracy).update(values)
+    ordered = sorted(values)
+    ranks = list(range(1, len(values) + 1))
+    for value, (low, high) in zip(ordered, sketch.bounds_at_ranks(ranks), strict=True):
+        assert low <= value <= high
+
+
+def test_bounds_at_ranks_refuses_ranks_outside_the_sample() -> None:
+    sketch = QuantileSketch().update([1.0, 2.0])
+    for rank in (0, 3):
+        with pytest.raises(ValueError, match=r"ranks must be in 1\.\.2"):
+            sketch.bounds_at_ranks([rank])
+
+
+def test_the_quantile_interval_uses_whole_ranks() -> None:
+    """n = 135, q = 0.9: the lower rank is 109, where 109 / 135 * 135 rounds up to 110.
+    The 109th smallest value is 100: the interval must reach down to it."""
+    sketch = QuantileSketch().update(np.concatenate([np.full(109, 100.0), np.full(26, 200.0)]))
+    assert quantile_rank_bounds(135, 0.9, ALPHA) == (109, 131)
+    assert math.ceil(109 / 135 * 135) == 110  # the float round trip the interval avoids
+    assert quantile_interval(sketch, 0.9, ALPHA).low <= 100.0
+
+
 def simulate_tails(
     rng: np.random.Generator, mean_log: float, threshold: float, paths: int, looks: int, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -108,9 +149,8 @@ def simulate_tails(
     sketch = QuantileSketch(0.01)
     key = keys(sketch, x)
     threshold_key = keys(sketch, np.array([threshold]))[0]
-    widened_key = keys(sketch, np.array([threshold * (1 - 2 * 0.01)]))[0]
     surely = np.cumsum((key > threshold_key).reshape(paths, looks, size).sum(axis=2), axis=1)
-    maybe = np.cumsum((key > widened_key).reshape(paths, looks, size).sum(axis=2), axis=1)
+    maybe = np.cumsum((key >= threshold_key).reshape(paths, looks, size).sum(axis=2), axis=1)
     n = size * np.arange(1, looks + 1)
     return x, n, surely, maybe
 
@@ -153,14 +193,14 @@ def simulate_quantile_misses(
     rng: np.random.Generator, q: float, paths: int, looks: int, size: int, check: int = 2
 ) -> np.ndarray:
     """Whether the interval for the ``q``-quantile of log-normal(6, 0.5) values missed the
-    true quantile at some look of each path. The interval's ends are the sketch's
-    quantiles at the ends of the rate interval, which depend on n only: read off the
-    sorted values (the sketch's rank rule and buckets), and the real function on
-    ``check`` paths."""
+    true quantile at some look of each path. The interval's ends are the edges of the
+    sketch's buckets holding the values at the ranks that end the rate interval, which
+    depend on n only: read off the sorted values, and the real function on ``check``
+    paths."""
     truth = math.exp(6.0 + 0.5 * norm.ppf(q))
     x = rng.lognormal(6.0, 0.5, (paths, looks * size))
     sketch = QuantileSketch(0.01)
-    gamma, accuracy = sketch.gamma, sketch.relative_accuracy
+    gamma = sketch.gamma
     missed = np.zeros(paths, dtype=bool)
     real = [QuantileSketch(0.01) for _ in range(check)]
     for look in range(1, looks + 1):
@@ -168,16 +208,15 @@ def simulate_quantile_misses(
         ranks = quantile_rank_bounds(n, q, ALPHA)
         seen = np.sort(x[:, :n], axis=1)
 
-        def read(rank: int, seen: np.ndarray = seen) -> np.ndarray:
-            value = seen[:, rank - 1]  # the rank-th smallest, as the sketch's quantile(rank/n)
-            return 2 * gamma ** keys(sketch, value) / (gamma + 1)
+        def bucket(rank: int, seen: np.ndarray = seen) -> np.ndarray:
+            return keys(sketch, seen[:, rank - 1])  # the bucket of the rank-th smallest
 
         if ranks is None:
             low, high = np.full(paths, -np.inf), np.full(paths, np.inf)
         else:
             j_lo, j_hi = ranks
-            low = read(j_lo) * (1 - accuracy) if j_lo > 0 else np.full(paths, -np.inf)
-            high = read(j_hi + 1) * (1 + accuracy) if j_hi < n else np.full(paths, np.inf)
+            low = gamma ** (bucket(j_lo) - 1.0) if j_lo > 0 else np.full(paths, -np.inf)
+            high = gamma ** bucket(j_hi + 1).astype(float) if j_hi < n else np.full(paths, np.inf)
         missed |= (low > truth) | (high < truth)
         for path, real_sketch in enumerate(real):
             real_sketch.update(x[path, (look - 1) * size : n])
