@@ -154,6 +154,9 @@ class BatchRunner(Generic[StateT]):
         self._subjects: OrderedDict[str, _Subject[StateT]] = OrderedDict()
         self._ledgers: dict[tuple[str, int], _Ledger] = {}
         self._epochs: dict[tuple[str, int], int] | None = None
+        # A batch and a clock tick take subjects out of ``_subjects`` while they wait on
+        # Redis: one at a time.
+        self._busy = asyncio.Lock()
 
     # --- the batch ------------------------------------------------------------------------
 
@@ -167,9 +170,15 @@ class BatchRunner(Generic[StateT]):
         in-memory broker restarted), its offsets start again, and the partition gets a
         new epoch instead of a fence moved backwards.
         """
-        result = BatchResult()
         if not messages:
-            return result
+            return BatchResult()
+        async with self._busy:
+            return await self._apply(messages, highwaters)
+
+    async def _apply(
+        self, messages: Sequence[RawMessage], highwaters: Mapping[int, int | None] | None
+    ) -> BatchResult:
+        result = BatchResult()
         topic = messages[0].topic
         decoded = self.handler.decode(messages)
         dead_letters = list(decoded.dead_letters)
@@ -267,6 +276,10 @@ class BatchRunner(Generic[StateT]):
         same compare-and-set as a batch, so every worker may tick: a decision still goes
         out once.
         """
+        async with self._busy:
+            return await self._tick(source)
+
+    async def _tick(self, source: str) -> BatchResult:
         result = BatchResult()
         pending = await self._ticking()
         for attempt in range(MAX_ROUNDS):

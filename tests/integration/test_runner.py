@@ -18,7 +18,7 @@ from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
 from monitor.pipeline._write import SubjectWrite
 from monitor.store import KeyLayout, ReadModel, SyncClient, connect_async
 from monitor.store._keys import Fence
-from monitor.subjects import LabelHandler
+from monitor.subjects import CanaryHandler, LabelHandler, TelemetryHandler
 
 from .conftest import BOTH_REDIS, RedisServer, encode, label
 
@@ -413,3 +413,70 @@ async def test_fences_never_decrease(runner: BatchRunner[Any], sync_client: Sync
         await runner.apply(messages("f", [(0.5, 0.5)] * count, first=first))
         seen.append(Fence.decode(sync_client.hget(key, f"fence:{TOPIC}:0")))
     assert seen == sorted(seen)
+
+
+class TakingTurns(WriteScript):
+    """Writes slowly, counting the writes of one runner in flight at once."""
+
+    def __init__(self, client: Any, url: str) -> None:
+        super().__init__(client, url)
+        self.in_flight = self.most_in_flight = 0
+
+    async def run(self, writes: list[SubjectWrite]) -> list[Any]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().run(writes)
+        finally:
+            self.in_flight -= 1
+
+
+@BOTH_REDIS
+async def test_batches_and_clock_ticks_of_one_runner_take_turns(
+    client: Any, redis_server: RedisServer, clock: Clock, sync_client: SyncClient
+) -> None:
+    """The worker ticks on a timer while the agent's batches arrive. Both take subjects
+    out of the runner's memory while they wait on Redis: they must not interleave."""
+    policy = Policy()
+    canary_script, script = (
+        WriteScript(client, redis_server.url),
+        TakingTurns(client, redis_server.url),
+    )
+    canary = BatchRunner(
+        client, LAYOUT, CanaryHandler(policy), canary_script, TOPICS, 3600.0, clock=clock
+    )
+    telemetry = BatchRunner(
+        client, LAYOUT, TelemetryHandler(policy), script, TOPICS, 3600.0, clock=clock
+    )
+    deploy = {"event_id": "deploy", "ts": clock(), "agent": "a", "bundle_id": "v2"}
+    deploy |= {"action": "deploy", "canary_percent": 10}
+    events = [
+        {
+            "event_id": f"e{i}",
+            "ts": clock() + 1000,
+            "experiment_id": "a",
+            "unit_id": f"u{i}",
+            "variant": "canary" if i % 10 == 0 else "control",
+            "guardrails": {"toxicity": False, "latency_ms": 300.0},
+        }
+        for i in range(20)
+    ]
+    try:
+        await canary.apply([RawMessage("canary", 0, 0, encode(deploy))])
+        clock.now += 1000  # no canary data for longer than stale_after_seconds: a tick holds
+        applied, ticked = await asyncio.gather(
+            telemetry.apply(
+                [RawMessage("telemetry", 0, i, encode(e)) for i, e in enumerate(events)]
+            ),
+            telemetry.tick("telemetry"),
+        )
+    finally:
+        await canary_script.aclose()
+        await script.aclose()
+    assert script.most_in_flight == 1
+    # The tick judged the state the batch left: canary data is fresh, nothing to hold.
+    assert applied.ok == 20 and ticked.decisions == []
+    snapshot = ReadModel(sync_client, LAYOUT).snapshot()
+    variants = snapshot.section("experiment")["a"]["experiment"]["variants"]
+    assert (variants["canary"]["n"], variants["control"]["n"]) == (2, 18)
