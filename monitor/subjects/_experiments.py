@@ -58,6 +58,8 @@ __all__ = [
 
 HISTORY = 20  # lifecycle actions kept in the state (the audit log keeps them all)
 SRM_MIN_N = 100
+# A canary in these phases takes its share of the traffic and is judged against control.
+ACTIVE_PHASES = ("monitoring", "paused")
 
 
 # --- events -----------------------------------------------------------------------------
@@ -269,9 +271,12 @@ class ExperimentModel:
         return [name for name in state.variants if name != control]
 
     def expected_split(self, subject: str, state: ExperimentState) -> dict[str, float] | None:
-        """The declared share of each variant: the canary's percent; an experiment's
+        """The declared share of each variant: the canary's percent while it is active
+        (after a rollback or a full promotion no split is declared); an experiment's
         allocation; else equal shares of the variants seen (two at least)."""
         if state.lifecycle is not None:
+            if state.lifecycle.phase not in ACTIVE_PHASES:
+                return None
             canary = self.policy.for_agent(subject).canary
             share = state.lifecycle.canary_percent / 100
             if not 0 < share < 1:
@@ -293,7 +298,7 @@ class ExperimentModel:
         context: dict[str, Any] = {}
         if lifecycle is not None:
             context = {"bundle_id": lifecycle.bundle_id, "canary_percent": lifecycle.canary_percent}
-        active = lifecycle is not None and lifecycle.phase in ("monitoring", "paused")
+        active = lifecycle is not None and lifecycle.phase in ACTIVE_PHASES
         guardrail = guardrail_gate(
             subject,
             {name: readings.get(name, []) for name in self.judged_variants(subject, state)},
@@ -380,7 +385,7 @@ class ExperimentModel:
     def needs_tick(self, view: Mapping[str, Any]) -> bool:
         """Time alone can change an active canary's verdict (stale data, a stall)."""
         agent = view.get("agent")
-        return isinstance(agent, dict) and agent.get("phase") in ("monitoring", "paused")
+        return isinstance(agent, dict) and agent.get("phase") in ACTIVE_PHASES
 
     def view(
         self, subject: str, state: ExperimentState, verdicts: Sequence[Verdict]

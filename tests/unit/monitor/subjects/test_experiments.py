@@ -390,6 +390,18 @@ def test_a_broken_canary_split_holds() -> None:
     assert srm.evidence["counts"] == {"canary": 600, "control": 1400}
 
 
+def test_a_rolled_back_canary_has_no_split_to_test() -> None:
+    """The controller moves the canary's traffic back: control alone is no mismatch."""
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    events = [telemetry(f"k{i}", "canary") for i in range(20)]
+    fold(handler, state, events + [telemetry(f"c{i}", "control") for i in range(180)])
+    step(CanaryHandler(POLICY), state, canary_event("rollback"))
+    fold(handler, state, [telemetry(f"after{i}", "control") for i in range(2000)])
+    assert state.srm is not None and state.srm.counts == [20, 180]
+    srm = by_gate(handler.model.evaluate("agent", state, NOW))["srm"]
+    assert (srm.verdict, srm.reason) == ("PASS", "not_applicable")
+
+
 def test_an_experiment_is_tested_against_its_declared_allocation() -> None:
     allocation = {"a": 0.25, "b": 0.75}
     policy = Policy(
