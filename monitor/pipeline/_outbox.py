@@ -5,9 +5,12 @@ Redis stream in the same atomic write as the statistics. Drainers read them thro
 consumer group: an entry delivered to a drainer stays pending until that drainer has
 Kafka's acknowledgement and then ``XACK``s and deletes it. A drainer that dies leaves its
 entries pending; after ``min_idle`` another drainer claims them (``XAUTOCLAIM``) and sends
-them. An entry is therefore never lost; it reaches the topic twice only when a drainer
-dies (or stalls past ``min_idle``) between Kafka's acknowledgement and its own, and then
-with the same ``decision_id``.
+them. While a drainer works on a chunk (Kafka, then the webhook, whose retries can take
+longer than ``min_idle`` for a chunk of several decisions) it renews its claim every
+``min_idle / 3`` (``XCLAIM ... JUSTID`` to itself resets the entries' idle time), so a live
+drainer is never overtaken. An entry is therefore never lost; it reaches the topic twice
+only when a drainer dies (or its event loop stalls past ``min_idle``) between Kafka's
+acknowledgement and its own, and then with the same ``decision_id``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from redis.typing import StreamIdT
 
 from ..store import AsyncClient
 from ..store._keys import OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys, known_kinds
@@ -44,8 +49,8 @@ class OutboxDrainer:
     producer
         Returns the started producer (created on first use).
     min_idle
-        Seconds an entry stays with a silent drainer before another one claims it; well
-        above the producer's request timeout, so a live drainer is not overtaken.
+        Seconds an entry stays with a silent drainer before another one claims it. A
+        working drainer renews its claim every third of it.
     after_send
         Called for each entry Kafka acknowledged, before the entry is acknowledged in
         Redis (the webhook; it must not raise).
@@ -125,8 +130,24 @@ class OutboxDrainer:
     async def _send(
         self, keys: SubjectKeys, entries: list[tuple[bytes, dict[bytes, bytes]]]
     ) -> None:
+        ids: list[StreamIdT] = [entry_id for entry_id, _ in entries]
+        renewal = asyncio.create_task(self._keep_claim(keys, ids))
+        try:
+            await self._deliver(keys, [OutboxEntry.decode(fields) for _, fields in entries])
+        finally:
+            renewal.cancel()
+            (stopped,) = await asyncio.gather(renewal, return_exceptions=True)
+            if not isinstance(stopped, asyncio.CancelledError):
+                # The claim may lapse: another drainer may then send these entries too.
+                log.warning("could not renew the claim on %s's outbox: %r", keys.name, stopped)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(keys.outbox, OUTBOX_GROUP, *ids)
+        pipe.xdel(keys.outbox, *ids)
+        await pipe.execute()
+        log.debug("sent %d outbox entries of %s", len(ids), keys.name)
+
+    async def _deliver(self, keys: SubjectKeys, decoded: list[OutboxEntry]) -> None:
         producer = await self.producer()
-        decoded = [OutboxEntry.decode(fields) for _, fields in entries]
         pending = [
             await producer.send(
                 entry.topic,
@@ -138,11 +159,11 @@ class OutboxDrainer:
         ]
         await asyncio.gather(*pending)  # Kafka has every one of them
         if self.after_send is not None:
-            for entry in decoded:
+            for entry in decoded:  # in order: a receiver sees a subject's actions as decided
                 await self.after_send(keys, entry)
-        ids = [entry_id for entry_id, _ in entries]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(keys.outbox, OUTBOX_GROUP, *ids)
-        pipe.xdel(keys.outbox, *ids)
-        await pipe.execute()
-        log.debug("sent %d outbox entries of %s", len(ids), keys.name)
+
+    async def _keep_claim(self, keys: SubjectKeys, ids: list[StreamIdT]) -> None:
+        """Renew this drainer's claim on ``ids`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.min_idle_ms / 3000)
+            await self.client.xclaim(keys.outbox, OUTBOX_GROUP, self.name, 0, ids, justid=True)

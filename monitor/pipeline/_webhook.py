@@ -35,8 +35,9 @@ class Webhook:
     The header ``Idempotency-Key`` carries the ``decision_id``, so a receiver acts once on
     a decision delivered twice (a retry, or a worker that died before it acknowledged the
     outbox entry). Failed attempts are retried with backoff (``attempts`` in all, each
-    bounded by ``timeout``: well inside the outbox's claim time); a 4xx other than 408
-    and 429 is not retried. Every attempt's outcome goes to the subject's audit log.
+    bounded by ``timeout``; the drainer renews its claim meanwhile, so a slow receiver
+    delays the outbox but does not make another drainer repeat the decision); a 4xx other
+    than 408 and 429 is not retried. Every attempt's outcome goes to the subject's audit log.
     """
 
     def __init__(

@@ -21,9 +21,9 @@ from monitor._config import Settings
 from monitor._kafka import start_producer
 from monitor._services import ServiceProcess
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
-from monitor.pipeline._outbox import OutboxDrainer
+from monitor.pipeline._outbox import OutboxDrainer, Sent
 from monitor.store import KeyLayout, connect_async
-from monitor.store._keys import OUTBOX_GROUP, known_kinds
+from monitor.store._keys import OUTBOX_GROUP, OutboxEntry, SubjectKeys, known_kinds
 from monitor.subjects import LabelHandler
 
 from .conftest import BOTH_REDIS, RedisServer, consume, encode, label
@@ -46,8 +46,10 @@ async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
     await redis.aclose()
 
 
-async def fill_outboxes(client: Any, url: str, topics: TopicNames) -> set[str]:
-    """A FAIL decision for each of STREAMS streams, waiting in their outboxes."""
+async def fill_outboxes(
+    client: Any, url: str, topics: TopicNames, streams: int = STREAMS
+) -> set[str]:
+    """A FAIL decision for each of ``streams`` streams, waiting in their outboxes."""
     script = WriteScript(client, url)
     runner = BatchRunner(client, KeyLayout(), LabelHandler(Policy()), script, topics, 3600.0)
     batch = [
@@ -57,11 +59,11 @@ async def fill_outboxes(client: Any, url: str, topics: TopicNames) -> set[str]:
             stream,
             encode([label(f"{stream}-{i}", f"s{stream}", 0.2, 0.9) for i in range(40)]),
         )
-        for stream in range(STREAMS)
+        for stream in range(streams)
     ]
     result = await runner.apply(batch)
     await script.aclose()
-    assert len(result.decisions) == STREAMS
+    assert len(result.decisions) == streams
     return {decision["decision_id"] for decision in result.decisions}
 
 
@@ -78,7 +80,9 @@ async def outbox_entries(client: Any) -> tuple[int, int]:
     return total, pending
 
 
-def drainer(client: Any, bootstrap: str, min_idle: float) -> tuple[OutboxDrainer, list[Any]]:
+def drainer(
+    client: Any, bootstrap: str, min_idle: float, after_send: Sent | None = None
+) -> tuple[OutboxDrainer, list[Any]]:
     producers: list[Any] = []
 
     async def producer() -> Any:
@@ -86,7 +90,8 @@ def drainer(client: Any, bootstrap: str, min_idle: float) -> tuple[OutboxDrainer
             producers.append(await start_producer(Settings(kafka_bootstrap=bootstrap)))
         return producers[0]
 
-    return OutboxDrainer(client, KeyLayout(), producer, min_idle=min_idle), producers
+    drainer = OutboxDrainer(client, KeyLayout(), producer, min_idle=min_idle, after_send=after_send)
+    return drainer, producers
 
 
 def spawn_drainer(redis_url: str, bootstrap: str, log: Path) -> subprocess.Popen[bytes]:
@@ -113,6 +118,37 @@ async def test_two_drainers_at_once_send_each_decision_exactly_once(
     records = await consume(kafka_bootstrap, topics.decisions, STREAMS, 20.0)
     ids = Counter(orjson.loads(record.value)["decision_id"] for record in records)
     assert set(ids) == expected and set(ids.values()) == {1}
+
+
+@BOTH_REDIS
+async def test_a_drainer_slower_than_the_claim_time_keeps_its_entries(
+    client: Any, redis_server: RedisServer, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    """A webhook that takes longer than ``min_idle`` (retries against a slow receiver)
+    does not let another drainer claim and send the same decisions again."""
+    expected = await fill_outboxes(client, redis_server.url, topics, streams=1)
+    hooked: list[str] = []
+
+    async def slow_webhook(keys: SubjectKeys, entry: OutboxEntry) -> None:
+        await asyncio.sleep(2.5)  # 2.5 times the claim time
+        hooked.append(orjson.loads(entry.value)["decision_id"])
+
+    slow, p1 = drainer(client, kafka_bootstrap, 1.0, after_send=slow_webhook)
+    eager, p2 = drainer(client, kafka_bootstrap, 1.0, after_send=slow_webhook)
+    slow_sweep = asyncio.create_task(slow.sweep())
+    await asyncio.sleep(0.2)  # the slow drainer has taken the entry
+    while not slow_sweep.done():
+        await eager.sweep()  # would claim any entry idle for 1 s
+        await asyncio.sleep(0.2)
+    assert await slow_sweep == 1
+    for producer in p1 + p2:
+        await producer.stop()
+    assert await outbox_entries(client) == (0, 0)
+    assert Counter(hooked) == Counter(expected)  # each once, by the slow drainer
+    records = await consume(kafka_bootstrap, topics.decisions, 1, 20.0)
+    assert sorted(orjson.loads(record.value)["decision_id"] for record in records) == sorted(
+        expected
+    )
 
 
 @BOTH_REDIS
