@@ -45,6 +45,7 @@ def disparity_ratio_sequence(
     alpha: float = 0.05,
     target_time: float = 1000.0,
     min_n: int = 30,
+    planned_groups: int = 1,
 ) -> DisparityInterval:
     """Confidence sequence for the disparity ratio ``R = min_g mu_g / max_g mu_g``.
 
@@ -54,25 +55,32 @@ def disparity_ratio_sequence(
     ``R`` lies in ``[0, 1]``; a group with a negative mean is refused.
 
     Each of the ``G`` groups with at least ``min_n`` values gets the interval of
-    :class:`NormalMixtureSequence` at level ``alpha / G``,
+    :class:`NormalMixtureSequence` at level ``alpha / K``, with ``K = max(planned_groups,
+    G)``,
 
-        ``[low_g, high_g] = mean_g -+ sigma_g * u(n_g; rho, alpha / G) / n_g``
+        ``[low_g, high_g] = mean_g -+ sigma_g * u(n_g; rho, alpha / K) / n_g``
 
-    with ``rho = optimal_rho(target_time, alpha / G)``, so that by Bonferroni all ``G``
-    means are inside their intervals at all times at once with probability about
-    ``1 - alpha``. On that event ``min_g mu_g`` lies in ``[min_g low_g, min_g high_g]``
-    and ``max_g mu_g`` in ``[max_g low_g, max_g high_g]``, hence
+    with ``rho = optimal_rho(target_time, alpha / K)``. On the event that every group's
+    mean is inside its interval at all times, ``min_g mu_g`` lies in
+    ``[min_g low_g, min_g high_g]`` and ``max_g mu_g`` in ``[max_g low_g, max_g high_g]``,
+    hence
 
         ``R >= max(0, min_g low_g) / max_g high_g``  (numerator at least its lower bound
         and at least 0, denominator at most its upper bound), and
         ``R <= min_g high_g / max_g low_g``  (when ``max_g low_g > 0``),
 
     both clipped to ``[0, 1]`` where ``R`` lives (``R <= 1`` always, which is also the
-    upper bound when ``max_g low_g <= 0``). ``G`` counts the groups in the comparison
-    at the time of the call: the union bound is exact for a fixed set of groups, and
-    while groups are still reaching ``min_n`` the earlier intervals used a smaller
-    ``G`` (slightly narrower than the final ones). Pass all groups from the start and
-    they enter as they reach ``min_n``.
+    upper bound when ``max_g low_g <= 0``).
+
+    Groups enter as they reach ``min_n``, so ``G`` grows over the stream. Each group's
+    level is fixed at ``alpha / planned_groups`` as long as ``G <= planned_groups``, so
+    when no more than ``planned_groups`` groups ever enter, the union bound gives
+    coverage ``1 - alpha`` at all times and for all groups at once. Beyond that the level
+    tightens to ``alpha / G`` (a group that entered as the ``k``-th misses with
+    probability at most ``alpha / max(planned_groups, k)``), so the total error can reach
+    ``alpha (1 + ln(G / planned_groups))``: set ``planned_groups`` to the number of
+    segments you expect. With the default 1, only a fixed set of groups present from the
+    start is covered exactly.
 
     Parameters
     ----------
@@ -85,6 +93,9 @@ def disparity_ratio_sequence(
     min_n
         Groups with fewer values are left out; with fewer than 2 groups left the
         interval is infinite.
+    planned_groups
+        The most groups expected over the stream: each group is tested at level
+        ``alpha / max(planned_groups, G)``.
 
     Examples
     --------
@@ -110,6 +121,8 @@ def disparity_ratio_sequence(
     (2015). Certifying and removing disparate impact. KDD (the 80% rule).
     """
     optimal_rho(target_time, alpha)  # validates alpha and target_time
+    if planned_groups < 1:
+        raise ValueError(f"planned_groups must be at least 1, got {planned_groups}")
     used: dict[str, Moments] = {}
     for name, moments in groups.items():
         if moments.weight != moments.n:
@@ -122,7 +135,7 @@ def disparity_ratio_sequence(
     if count < 2:
         return DisparityInterval(math.nan, -math.inf, math.inf, None, None, count)
 
-    level = alpha / count
+    level = alpha / max(planned_groups, count)
     rho = optimal_rho(target_time, level)
     lows: dict[str, float] = {}
     highs: dict[str, float] = {}

@@ -73,6 +73,9 @@ class GuardrailPolicy:
     latency_p95_ms_max: float = 1200.0
     unit_cost_max: float = 0.012
     disparity_ratio_min: float = 0.8
+    # The most segments expected: each is tested at alpha / max(this, segments seen), so
+    # the disparity bounds stay anytime-valid while segments keep arriving.
+    disparity_segments: int = 10
     min_n: int = 100
     # What a breach does on a production canary; A/B experiments only ever alert.
     action: str = "rollback"
@@ -232,6 +235,11 @@ def _check(policy: Policy) -> None:
         probability(guard.alpha, f"{at}guardrails.alpha")
         probability(guard.toxicity_rate_max, f"{at}guardrails.toxicity_rate_max")
         probability(guard.disparity_ratio_min, f"{at}guardrails.disparity_ratio_min")
+        require(
+            guard.disparity_segments >= 2,
+            f"{at}guardrails.disparity_segments",
+            "must be at least 2",
+        )
         for key in ("latency_p95_ms_max", "unit_cost_max", "target_time"):
             require(getattr(guard, key) > 0, f"{at}guardrails.{key}", "must be positive")
         probability(canary.alpha, f"{at}canary.alpha")

@@ -201,7 +201,11 @@ def read_guardrails(stats: VariantStatistics, policy: GuardrailPolicy) -> list[G
     # The disparity ratio is a ratio of means: it needs outcomes that are not negative.
     if len(stats.segments) >= 2 and all(m.mean >= 0 for m in stats.segments.values()):
         ratio = disparity_ratio_sequence(
-            stats.segments, alpha=alpha, target_time=policy.target_time, min_n=min(30, enough)
+            stats.segments,
+            alpha=alpha,
+            target_time=policy.target_time,
+            min_n=min(30, enough),
+            planned_groups=policy.disparity_segments,
         )
         if ratio.groups >= 2 and math.isfinite(ratio.estimate):
             status = _judge(ratio.low, ratio.high, policy.disparity_ratio_min, False, True)

@@ -35,6 +35,35 @@ def test_bounds_from_bonferroni_group_sequences() -> None:
     assert result.contains(result.estimate) and not result.contains(result.high + 1e-9)
 
 
+def test_a_planned_number_of_groups_fixes_each_groups_level_as_groups_arrive() -> None:
+    """With ``planned_groups = 4``, every group is tested at alpha / 4 from the start, so
+    the bounds set by the extreme groups do not move when middle groups reach ``min_n``
+    (a level that followed the groups present would narrow them first and widen later,
+    which the union bound over time does not allow)."""
+    rng = np.random.default_rng(84)
+    data = {
+        "worst": rng.binomial(1, 0.5, 4000),
+        "best": rng.binomial(1, 0.9, 4000),
+        "mid1": rng.binomial(1, 0.7, 4000),
+        "mid2": rng.binomial(1, 0.72, 4000),
+    }
+    groups = {name: Moments().update(values) for name, values in data.items()}
+    extremes = {name: groups[name] for name in ("worst", "best")}
+    two = disparity_ratio_sequence(extremes, planned_groups=4)
+    four = disparity_ratio_sequence(groups, planned_groups=4)
+    assert (two.low, two.high) == (four.low, four.high)
+    worst = NormalMixtureSequence(alpha=ALPHA / 4).update(data["worst"]).interval
+    best = NormalMixtureSequence(alpha=ALPHA / 4).update(data["best"]).interval
+    assert two.low == pytest.approx(worst.low / best.high, rel=1e-12)
+    # Unplanned, the two-group bounds are narrower than the four-group ones.
+    unplanned = disparity_ratio_sequence(extremes)
+    assert four.low < unplanned.low <= unplanned.high < four.high
+    # More groups than planned: the level tightens to alpha / G.
+    assert disparity_ratio_sequence(groups, planned_groups=2) == four
+    with pytest.raises(ValueError, match="planned_groups"):
+        disparity_ratio_sequence(groups, planned_groups=0)
+
+
 def test_fewer_than_two_groups_and_clipping() -> None:
     one = disparity_ratio_sequence({"a": Moments().update(np.ones(100)), "b": Moments()})
     assert math.isnan(one.estimate)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from estimators import Moments, QuantileSketch
 from monitor import Policy
-from monitor._config import GuardrailPolicy
+from monitor._config import ConfigError, GuardrailPolicy, load_policy
 from monitor.gates import Verdict
 from monitor.gates._guardrails import (
     GUARDRAILS,
@@ -216,6 +217,21 @@ def test_disparity_of_similar_segments_passes_and_one_segment_gives_none() -> No
     # Segments too small for the comparison give no reading either.
     tiny = {"en": moments(0.8, 0.1, 10, 1), "de": moments(0.5, 0.1, 10, 2)}
     assert "disparity_ratio" not in by_name(VariantStats(n=20, segments=tiny))
+
+
+def test_the_disparity_bounds_allow_for_the_segments_planned(tmp_path: Path) -> None:
+    segments = {"en": moments(0.80, 0.1, 3000, 1), "sw": moments(0.60, 0.1, 3000, 2)}
+    stats = VariantStats(n=6000, primary=moments(0.7, 0.1, 6000), segments=segments)
+    few, many = (
+        by_name(stats, GuardrailPolicy(disparity_segments=k))["disparity_ratio"] for k in (2, 50)
+    )
+    assert few.value == many.value
+    assert many.low is not None and few.low is not None and many.low < few.low
+    assert many.high is not None and few.high is not None and many.high > few.high
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("guardrails: {disparity_segments: 1}\n")
+    with pytest.raises(ConfigError, match=r"guardrails\.disparity_segments must be at least 2"):
+        load_policy(str(policy))
 
 
 def test_negative_primary_outcomes_in_segments_do_not_crash_the_guardrails() -> None:
