@@ -120,7 +120,7 @@ class GateAPI:
         """An agent's verdict; while the state cannot be read, HOLD, then FAIL at the limit
         (the fail-safe: a controller never promotes blind, and does not wait for ever)."""
         try:
-            agent = self.read_model.snapshot().status_document()["agents"].get(name)
+            agent = self.read_model.subject("experiment", name).agent(name)
         except STATE_ERRORS as exc:
             with self._lock:
                 errors = self._errors[name] = self._errors.get(name, 0) + 1

@@ -100,6 +100,14 @@ class ReadModel:
                 self._add(snapshot, kind, name, next(rows), with_history)
         return snapshot
 
+    def subject(self, kind: str, name: str) -> Snapshot:
+        """A snapshot of one subject (one read, however many subjects there are): what a
+        controller polling one agent needs."""
+        snapshot = Snapshot()
+        row: Any = self.client.hgetall(self.layout.subject(kind, name).view)
+        self._add(snapshot, kind, name, row, with_history=False)
+        return snapshot
+
     def _add(
         self,
         snapshot: Snapshot,

@@ -55,6 +55,14 @@ class ReadModel:
             raise self.error
         return self._snapshot
 
+    def subject(self, kind: str, name: str) -> Snapshot:
+        whole = self.snapshot()
+        view = whole.section(kind).get(name)
+        return Snapshot(
+            views={kind: {name: view}} if view is not None else {},
+            gates=[g for g in whole.gates if (g["kind"], g["subject"]) == (kind, name)],
+        )
+
 
 def agent_view(
     name: str, phase: str, verdict: str, reason: str, recommendation: str, bundle: str = "v2"
