@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
@@ -12,12 +12,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisClusterException
 
+from .._config import ACTIONS
 from ..gates import GATE_STATUS_CODES
 from ..store import ReadModel, Snapshot
 
 __all__ = ["StateCollector"]
 
 log = logging.getLogger(__name__)
+
+# The contract's outcomes of an input event.
+OUTCOMES = ("ok", "dlq", "duplicate")
 
 
 def _value(number: float | None, missing: float) -> float:
@@ -53,17 +57,30 @@ class StateCollector(Collector):
         yield from _gates(snapshot)
 
 
+def _with_zeros(
+    counts: dict[tuple[str, str], int], firsts: Iterable[str], seconds: Iterable[str]
+) -> dict[tuple[str, str], int]:
+    """The counts, with a 0 for every pair not counted yet: ``increase()`` and ``rate()``
+    see nothing of a series' first value, so a counter that appeared only with its first
+    dead letter (or decision) would never show it to an alert rule."""
+    filled = {(first, second): 0 for first in firsts for second in seconds}
+    filled.update(counts)
+    return filled
+
+
 def _counters(snapshot: Snapshot) -> Iterator[Metric]:
     events = CounterMetricFamily(
         "driftgate_events", "Input events by topic and outcome.", labels=["topic", "outcome"]
     )
-    for (topic, outcome), count in sorted(snapshot.events.items()):
+    topics = {topic for topic, _ in snapshot.events}
+    for (topic, outcome), count in sorted(_with_zeros(snapshot.events, topics, OUTCOMES).items()):
         events.add_metric([topic, outcome], float(count))
     yield events
     decisions = CounterMetricFamily(
         "driftgate_decisions", "Decisions published by gate and action.", labels=["gate", "action"]
     )
-    for (gate, action), count in sorted(snapshot.decisions.items()):
+    gates = {gate["gate"] for gate in snapshot.gates}
+    for (gate, action), count in sorted(_with_zeros(snapshot.decisions, gates, ACTIONS).items()):
         decisions.add_metric([gate, action], float(count))
     yield decisions
     last = GaugeMetricFamily(
