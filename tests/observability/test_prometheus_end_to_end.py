@@ -37,7 +37,14 @@ from .conftest import (
     start_prometheus,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        PROMETHEUS_BINARY is None,
+        reason="prometheus is not installed (Debian's prometheus package, which scripts/test "
+        "installs with promtool): this test needs a real Prometheus server",
+    ),
+]
 
 SCREENSHOTS = "DRIFTGATE_SCREENSHOTS"  # a folder: render each dashboard there as a PNG
 # For the pictures, each phase's traffic is spread over this many seconds (time series
@@ -121,11 +128,6 @@ def verdicts(prometheus: PrometheusServer, gate: str) -> dict[str, float]:
 def observed(
     module_deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Observed]:
-    if PROMETHEUS_BINARY is None:
-        pytest.skip(
-            "prometheus is not installed (Debian's prometheus package, which scripts/test "
-            "installs with promtool): this test needs a real Prometheus server"
-        )
     deployment = module_deployment
     workdir = tmp_path_factory.mktemp("observability")
     rng = np.random.default_rng(11)
