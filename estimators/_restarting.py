@@ -18,12 +18,14 @@ class RestartingMeanSequence(StatefulEstimator):
     """All-time and since-the-change confidence sequences for the mean of a stream.
 
     A long past in which the mean was 0 dilutes the all-time mean, so a shift that starts
-    late takes long to show in :attr:`all_time`. A :class:`MeanShiftDetector` watches
-    the same values; when it alarms, :attr:`since_change` starts a fresh
-    :class:`NormalMixtureSequence` from the value after the alarm. The alarm time is a
-    stopping time, so the restarted sequence keeps its own anytime guarantee, and a gate
-    may judge on whichever of the two is the more telling (spending at most the sum of
-    their error probabilities).
+    late takes long to show in :attr:`all_time`. A :class:`MeanShiftDetector` (a mixture
+    of Shiryaev-Roberts e-detectors) watches the same values; when it alarms,
+    :attr:`since_change` starts a fresh :class:`NormalMixtureSequence` from the value
+    after the alarm. The alarm time is a stopping time, so the restarted sequence keeps
+    its own anytime guarantee. A gate may take the alarm itself as evidence of a change
+    (its false-alarm probability within ``change_horizon`` values is at most
+    ``change_alpha``) and judge the size of the change on whichever interval is the more
+    telling: it spends at most ``alpha + change_alpha`` in all.
 
     One restart only: a detector still anchored at the old mean would alarm again and
     again on a persisting shift and keep the new interval from ever filling. The remedy
@@ -36,7 +38,9 @@ class RestartingMeanSequence(StatefulEstimator):
         Of both confidence sequences (see :class:`NormalMixtureSequence`).
     change_alpha, change_horizon
         Of the detector: the chance of a false alarm within ``change_horizon`` values is at
-        most ``change_alpha`` (see :class:`MeanShiftDetector`).
+        most ``change_alpha`` (see :class:`MeanShiftDetector`). The default 0.01 keeps a
+        gate that alarms on either (all-time interval at 0.05, detector) at or below 5%
+        false alarms over 10^5 values in ``bench/detection.py``.
 
     Attributes
     ----------
@@ -69,7 +73,7 @@ class RestartingMeanSequence(StatefulEstimator):
         alpha: float = 0.05,
         target_time: float = 1000.0,
         min_n: int = 30,
-        change_alpha: float = 0.05,
+        change_alpha: float = 0.01,
         change_horizon: float = 100_000.0,
     ) -> None:
         self.alpha, self.target_time, self.min_n = alpha, target_time, min_n
@@ -88,6 +92,11 @@ class RestartingMeanSequence(StatefulEstimator):
     @property
     def changes(self) -> int:
         return 0 if self.since_change is None else 1
+
+    @property
+    def alarm_shift(self) -> float | None:
+        """The detector's rough size of the change (signed), once it alarmed."""
+        return self.detector.alarm_shift if self.since_change is not None else None
 
     def update(self, values: ArrayLike) -> RestartingMeanSequence:
         x = np.asarray(values, dtype=np.float64).ravel()
