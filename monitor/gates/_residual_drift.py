@@ -9,9 +9,12 @@ from estimators import NormalMixtureSequence, RestartingMeanSequence
 from .._config import ResidualDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
-__all__ = ["residual_drift_gate"]
+__all__ = ["CHANGE_METHOD", "residual_drift_gate"]
 
 GATE = "residual_drift"
+
+# The evidence's method when the change detector's alarm is what the verdict stands on.
+CHANGE_METHOD = "e_detector"
 
 # How much bias each verdict shows: an interval with too few labels shows none.
 _BIAS = {"INCONCLUSIVE": 0, "PASS": 0, "WARN": 1, "FAIL": 2}
@@ -26,10 +29,16 @@ def residual_drift_gate(
     """PASS when the confidence sequence holds 0; WARN / FAIL on |mean| vs the threshold.
 
     The interval is anytime-valid, so evaluating this after every batch keeps the
-    false-alarm rate at ``alpha`` over the whole life of the calibrator version. When
-    the change detector has restarted the interval, the more severe of the all-time and
-    the restarted verdicts decides (a late shift, not yet visible in the all-time mean),
-    and the evidence says which (``method``).
+    false-alarm rate at ``alpha`` over the whole life of the calibrator version. A long
+    calibrated past dilutes it, so the change detector's alarm is evidence of its own:
+    from the batch in which it alarms the verdict is at least WARN (reason
+    ``change_detected``, method ``e_detector``; the detector's false alarms within
+    ``change_horizon`` labels are at most ``change_alpha``), and an interval restarted
+    after the alarm sizes the change: the more severe of the all-time and the restarted
+    verdicts decides (FAIL once the restarted interval shows |mean| >= the threshold).
+    The alarm stands until a new calibrator version starts a new interval, so a small
+    change never flips back to PASS while the restarted interval fills. The evidence
+    says which interval the verdict used (``method``).
     """
     overall = _interval_verdict(
         subject, residuals.all_time, policy, calibrator_version, "normal_mixture_cs"
@@ -44,9 +53,17 @@ def residual_drift_gate(
         "normal_mixture_cs_after_change",
     )
     since_change.evidence["since_labeled_n"] = residuals.change_at
-    if _BIAS[since_change.verdict] > _BIAS[overall.verdict]:
-        return since_change
-    return overall
+    since_change.evidence["change_shift"] = residuals.alarm_shift
+    worst = since_change if _BIAS[since_change.verdict] > _BIAS[overall.verdict] else overall
+    if _BIAS[worst.verdict] >= _BIAS["WARN"]:
+        return worst
+    evidence = {
+        **since_change.evidence,
+        "method": CHANGE_METHOD,
+        "change_alpha": residuals.detector.alpha,
+        "change_horizon": residuals.detector.horizon,
+    }
+    return Verdict(GATE, subject, "WARN", policy.warn_action, "change_detected", evidence)
 
 
 def _interval_verdict(

@@ -200,11 +200,7 @@ class LabelModel:
             "residual_mean": evidence["estimate"],
             "ci_low": evidence["ci_low"],
             "ci_high": evidence["ci_high"],
-            "interval": (
-                "since_change"
-                if evidence["method"] == "normal_mixture_cs_after_change"
-                else "all_time"
-            ),
+            "interval": "all_time" if evidence["method"] == "normal_mixture_cs" else "since_change",
             "verdict": residual.verdict,
             "reason": residual.reason,
             "calibrator": {"kind": state.calibrator.kind, "version": state.calibrator.version},
@@ -214,6 +210,7 @@ class LabelModel:
                 if state.residuals.since_change is None
                 else {
                     "since_labeled_n": state.residuals.change_at,
+                    "change_shift": state.residuals.alarm_shift,
                     **_interval_view(state.residuals.since_change),
                 }
             ),

@@ -112,3 +112,59 @@ def test_the_all_time_verdict_stands_when_the_restarted_one_is_no_worse() -> Non
     assert verdict.evidence["method"] == "normal_mixture_cs"
     assert verdict.evidence["n"] == 5000
     assert "since_labeled_n" not in verdict.evidence
+
+
+def test_the_alarm_itself_is_a_warn_before_the_restarted_interval_fills() -> None:
+    rng = np.random.default_rng(4)
+    quiet = [rng.normal(0, 0.1, 1000) for _ in range(20)]
+    sequence = residuals(*quiet)
+    assert residual_drift_gate("s", sequence, POLICY, 2).verdict == "PASS"
+    batches = 0
+    while sequence.since_change is None:  # a bias of 0.1 (1 sd), 10 labels a batch
+        sequence.update(rng.normal(0.1, 0.1, 10))
+        batches += 1
+    assert batches <= 5
+
+    verdict = residual_drift_gate("s", sequence, POLICY, 2)
+    assert (verdict.verdict, verdict.reason, verdict.action) == ("WARN", "change_detected", "alert")
+    evidence = verdict.evidence
+    assert evidence.keys() >= CONTRACT_FIELDS
+    assert evidence["method"] == "e_detector"
+    assert evidence["since_labeled_n"] == sequence.change_at
+    assert 20_000 < sequence.change_at <= 20_000 + 10 * batches
+    assert evidence["n"] == sequence.since_change.n < POLICY.min_labeled
+    assert evidence["change_shift"] == pytest.approx(0.04, rel=0.05)  # 0.4 sd of ~0.1
+    assert evidence["change_alpha"] == POLICY.change_alpha
+    assert evidence["change_horizon"] == POLICY.change_horizon
+    assert evidence["calibrator_version"] == 2
+
+    # Once the restarted interval has the labels to size it, the bias fails the gate.
+    sequence.update(rng.normal(0.1, 0.1, 100))
+    verdict = residual_drift_gate("s", sequence, POLICY, 2)
+    assert (verdict.verdict, verdict.reason) == ("FAIL", "residual_bias")
+    assert verdict.evidence["method"] == "normal_mixture_cs_after_change"
+
+
+def test_an_alarm_stands_while_the_restarted_interval_holds_zero() -> None:
+    # A change that went away again: the restarted interval holds 0, but the gate does
+    # not flip back to PASS (a new calibrator version starts a new interval).
+    rng = np.random.default_rng(5)
+    sequence = residuals(*(rng.normal(0, 0.1, 1000) for _ in range(20)))
+    while sequence.since_change is None:
+        sequence.update(rng.normal(0.1, 0.1, 10))
+    for _ in range(10):
+        sequence.update(rng.normal(0.0, 0.1, 100))
+        verdict = residual_drift_gate("s", sequence, POLICY, 0)
+        assert sequence.since_change.interval.contains(0.0)
+        assert (verdict.verdict, verdict.reason) == ("WARN", "change_detected")
+
+
+def test_a_quiet_stream_stays_pass_over_a_long_life() -> None:
+    # 100,000 labels in batches of 500 with no change: neither the interval nor the
+    # detector (chance of a false alarm within its horizon at most change_alpha) fires.
+    rng = np.random.default_rng(6)
+    sequence = residuals()
+    for _ in range(200):
+        sequence.update(rng.standard_t(3, 500) * 0.1)
+        assert residual_drift_gate("s", sequence, POLICY, 0).verdict == "PASS"
+    assert sequence.since_change is None

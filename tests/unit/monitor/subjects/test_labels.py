@@ -262,6 +262,28 @@ def test_a_late_shift_is_reported_on_the_interval_since_the_change(
     assert abs(view["all_time"]["residual_mean"]) < 0.01  # diluted by the quiet past
 
 
+def test_right_after_an_alarm_the_view_shows_the_change_and_its_empty_interval() -> None:
+    rng = np.random.default_rng(7)
+    handler = LabelHandler(POLICY)
+    state = fresh_state(handler)
+    for batch in range(10):
+        s = rng.uniform(size=1000)
+        fold(handler, state, labels(s, s + rng.normal(0, 0.1, 1000), batch))
+    batch = 10
+    while state.residuals.changes == 0:  # a bias of 0.1 (1 sd), 5 labels a batch
+        s = rng.uniform(size=5)
+        fold(handler, state, labels(s, s + rng.normal(0.1, 0.1, 5), batch))
+        batch += 1
+    view = handler.model.view("p", state, handler.model.evaluate("p", state, NOW))
+    assert (view["verdict"], view["reason"]) == ("WARN", "change_detected")
+    assert view["interval"] == "since_change" and view["changes_detected"] == 1
+    since = view["since_change"]
+    assert since["since_labeled_n"] == state.residuals.change_at > 10_000
+    assert view["residual_n"] == since["n"] < 5
+    assert since["change_shift"] == pytest.approx(0.04, rel=0.05)  # 0.4 sd of ~0.1
+    orjson.dumps(view)
+
+
 def test_the_view_shows_the_score_drift_with_a_baseline() -> None:
     rng = np.random.default_rng(6)
     handler = LabelHandler(POLICY)
