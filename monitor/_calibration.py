@@ -12,8 +12,11 @@ import orjson
 
 from estimators import IsotonicCalibrator, QuantileSketch
 
-from ._config import Policy
+from ._config import Policy, Settings
+from .gates import Verdict, decision_record
+from .pipeline._write import AUDIT_MAXLEN
 from .store import KeyLayout, SyncClient
+from .store._calibrators import Announcement, Fresh
 from .store._calibrators import activate_calibrator as store_calibrator
 from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
 from .subjects._decode import Finite
@@ -81,26 +84,83 @@ def activate_calibrator(
     stream: str,
     model: IsotonicCalibrator,
     baseline_scores: QuantileSketch | None = None,
+    *,
+    decisions_topic: str | None = None,
 ) -> int:
     """Store ``model`` as the stream's next calibrator version and make it active.
 
     The residual statistics of the retired version are kept as ``history`` (their view)
-    and the new version starts empty; running workers recompute any batch computed
-    under the old calibrator.
+    and the new version starts empty: a new interval, announced by a ``residual_drift``
+    decision (verdict INCONCLUSIVE, action ``none``, reason ``recalibrated``, the old and
+    the new version in its evidence) published in the same atomic write. That decision
+    is the gate's published verdict from then on, so the new version's first verdict
+    (PASS, say, after a FAIL of the old one) is a change that is published too: a refit
+    never flips a verdict silently. Running workers recompute any batch computed under
+    the old calibrator. ``decisions_topic`` defaults to the one of the environment's
+    topic prefix (``DRIFTGATE_TOPIC_PREFIX``).
     """
     labels = LabelModel(policy)
     record = ActiveCalibrator(0, model, baseline_scores).record()
+    topic = decisions_topic or Settings.from_env().topic("decisions")
 
-    def describe(version: int) -> tuple[bytes, bytes]:
+    def describe(version: int, previous: int) -> Fresh:
         fresh = labels.load(
             stream, {STATE: None, CALIBRATOR: record, CALIBRATOR_VERSION: str(version).encode()}
         )
         now = time.time()
-        verdicts = labels.evaluate(stream, fresh, now)
-        gates = {
-            v.gate: {**v.to_record(), "reason": "recalibrated", "evaluated_at": now}
-            for v in verdicts
+        verdicts = [
+            announce(v, previous) if v.gate == ANNOUNCING_GATE else v
+            for v in labels.evaluate(stream, fresh, now)
+        ]
+        announced = next(v for v in verdicts if v.gate == ANNOUNCING_GATE)
+        decision = decision_record(announced, now)
+        published = {
+            "verdict": announced.verdict,
+            "action": announced.action,
+            "reason": announced.reason,
+            "decision_id": decision["decision_id"],
+            "ts": decision["ts"],
         }
-        return orjson.dumps(labels.view(stream, fresh, verdicts)), orjson.dumps(gates)
+        gates = {}
+        for v in verdicts:
+            gates[v.gate] = {**v.to_record(), "reason": RECALIBRATED, "evaluated_at": now}
+        gates[ANNOUNCING_GATE].update(
+            {
+                "decision_id": published["decision_id"],
+                "published_verdict": published["verdict"],
+                "published_action": published["action"],
+                "published_reason": published["reason"],
+                "published_at": published["ts"],
+            }
+        )
+        return Fresh(
+            orjson.dumps(labels.view(stream, fresh, verdicts)),
+            orjson.dumps(gates),
+            Announcement(
+                ANNOUNCING_GATE,
+                announced.action,
+                orjson.dumps(decision),
+                orjson.dumps(published),
+                topic,
+                AUDIT_MAXLEN,
+            ),
+        )
 
     return store_calibrator(client, layout, stream, record, describe)
+
+
+ANNOUNCING_GATE = "residual_drift"
+RECALIBRATED = "recalibrated"
+
+
+def announce(fresh: Verdict, previous_version: int) -> Verdict:
+    """The residual gate's verdict on a new version's empty interval, as the decision
+    that announces it: INCONCLUSIVE, no action, the old and new versions."""
+    return Verdict(
+        fresh.gate,
+        fresh.subject,
+        "INCONCLUSIVE",
+        "none",
+        RECALIBRATED,
+        {**fresh.evidence, "previous_calibrator_version": previous_version},
+    )
