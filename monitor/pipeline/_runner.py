@@ -166,9 +166,9 @@ class BatchRunner(Generic[StateT]):
         """Process one batch; returns once all of it is durably in Redis (or was already).
 
         ``highwaters`` (partition -> log end offset, as the consumer last saw it) lets a
-        fence beyond the end of its log be recognised: the log was created anew (an
-        in-memory broker restarted), its offsets start again, and the partition gets a
-        new epoch instead of a fence moved backwards.
+        fence beyond the end of its log be recognised in a batch that begins the log (at
+        offset 0): the log was created anew (an in-memory broker restarted), its offsets
+        start again, and the partition gets a new epoch instead of a fence moved backwards.
         """
         if not messages:
             return BatchResult()
@@ -180,12 +180,19 @@ class BatchRunner(Generic[StateT]):
     ) -> BatchResult:
         result = BatchResult()
         topic = messages[0].topic
+        # A fence beyond the log end proves the log new only in a batch that begins the
+        # log (offset 0: a new log's consumer offsets went with the old one). Otherwise
+        # the log end may be one this worker saw before a pause or a rebalance, older than
+        # the fence another worker wrote since; a new epoch would apply that worker's
+        # events again.
+        first = {m.partition for m in messages if m.offset == 0}
+        highwaters = {p: end for p, end in (highwaters or {}).items() if p in first}
         decoded = self.handler.decode(messages)
         dead_letters = list(decoded.dead_letters)
         pending = dict(decoded.subjects)
         try:
             for attempt in range(MAX_ROUNDS):
-                refused = await self._round(pending, topic, highwaters or {}, result)
+                refused = await self._round(pending, topic, highwaters, result)
                 for name, reason in refused.items():
                     log.error("subject %r not written: %s; its events go to the DLQ", name, reason)
                     dead_letters += _refused_letters(messages, pending.pop(name), name, reason)
@@ -198,7 +205,7 @@ class BatchRunner(Generic[StateT]):
                     f"subjects {sorted(pending)[:5]} kept changing under this worker"
                 )
             if dead_letters:
-                await self._dead_letter(topic, dead_letters, highwaters or {}, result)
+                await self._dead_letter(topic, dead_letters, highwaters, result)
         except BaseException:
             # What the worker holds of these subjects may be ahead of Redis now.
             for name in decoded.subjects:
