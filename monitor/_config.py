@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from argparse import ArgumentTypeError
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import unquote
 
 import yaml
+
+from . import _args as arguments
 
 __all__ = [
     "AgentPolicy",
@@ -23,6 +27,8 @@ __all__ = [
     "ScoreDriftPolicy",
     "Settings",
     "load_policy",
+    "scrub",
+    "secrets_of",
 ]
 
 
@@ -319,7 +325,8 @@ def load_policy(path: str | None) -> Policy:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # The URL may hold a password: never in a repr (messages show it through redact()).
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
     config_path: str | None = None
@@ -332,41 +339,34 @@ class Settings:
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = field(default=None, repr=False)
     kafka_ssl_cafile: str | None = None
-    webhook_url: str | None = None
+    # A chat webhook's token is its path: as secret as a password.
+    webhook_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The environment's settings, overridden by ``overrides`` (the CLI's flags).
+
+        Every value is checked by the command line's argument types
+        (:mod:`monitor._args`); a bad one raises :class:`ConfigError` naming the variable.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for attribute, variable in ENVIRONMENT.items():
             if variable in env and env[variable] != "":
                 values[attribute] = env[variable]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for attribute in ("metrics_port", "partitions"):
+        for attribute, check in _CHECKS.items():
             if attribute in values:
                 try:
-                    values[attribute] = int(values[attribute])
-                except ValueError as exc:
-                    raise ConfigError(
-                        f"{ENVIRONMENT[attribute]} must be an integer, got {values[attribute]!r}"
-                    ) from exc
+                    values[attribute] = check(str(values[attribute]))
+                except ArgumentTypeError as exc:
+                    raise ConfigError(f"{ENVIRONMENT[attribute]} {exc}") from None
         settings = replace(cls(), **values)
-        if not 0 < settings.metrics_port < 65536:
-            raise ConfigError(
-                f"DRIFTGATE_METRICS_PORT must be in 1..65535, got {settings.metrics_port}"
-            )
-        if settings.partitions < 1:
-            raise ConfigError(f"DRIFTGATE_PARTITIONS must be at least 1, got {settings.partitions}")
         if any(c in settings.redis_prefix for c in "{}%"):
             raise ConfigError(
                 f"DRIFTGATE_REDIS_PREFIX may not contain {{, }} or %: {settings.redis_prefix!r}"
             )
-        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-        if settings.kafka_security_protocol not in protocols:
-            raise ConfigError(
-                f"DRIFTGATE_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(protocols)}, "
-                f"got {settings.kafka_security_protocol!r}"
-            )
+        _check_kafka_security(settings)
         return settings
 
     @property
@@ -380,6 +380,76 @@ class Settings:
     @property
     def policy(self) -> Policy:
         return load_policy(self.config_path)
+
+    def secrets(self) -> list[str]:
+        """What must never be shown: see :func:`secrets_of`."""
+        return secrets_of(self.redis_url, self.kafka_sasl_password, self.webhook_url)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# The mechanisms that authenticate with a user name and a password (aiokafka and Faust).
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _check_kafka_security(settings: Settings) -> None:
+    protocol = settings.kafka_security_protocol
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"DRIFTGATE_KAFKA_SECURITY_PROTOCOL must be one of "
+            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {protocol!r}"
+        )
+    if not protocol.startswith("SASL"):
+        return
+    mechanism = settings.kafka_sasl_mechanism or "PLAIN"
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(
+            f"DRIFTGATE_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}, "
+            f"got {mechanism!r}"
+        )
+    for attribute in ("kafka_sasl_username", "kafka_sasl_password"):
+        if not getattr(settings, attribute):
+            raise ConfigError(
+                f"{ENVIRONMENT[attribute]} is required with "
+                f"DRIFTGATE_KAFKA_SECURITY_PROTOCOL={protocol}"
+            )
+
+
+def secrets_of(
+    redis_url: str | None, kafka_sasl_password: str | None, webhook_url: str | None
+) -> list[str]:
+    """The secret parts of these settings, as they may appear in text: the Redis URL's
+    password (as written and percent-decoded; its whole user part when it has no
+    colon, a password given without a user name), the SASL password, and the webhook
+    URL's credentials, path and query (a chat webhook's token is its path)."""
+    found: list[str] = []
+    if redis_url:
+        userinfo = _netloc(redis_url).rpartition("@")[0]
+        password = userinfo.partition(":")[2] if ":" in userinfo else userinfo
+        found += [password, unquote(password)]
+    if kafka_sasl_password:
+        found.append(kafka_sasl_password)
+    if webhook_url:
+        rest = webhook_url.partition("://")[2]
+        path, _, query = rest[len(_netloc(webhook_url)) :].partition("?")
+        found += [_netloc(webhook_url).rpartition("@")[0], path.strip("/"), query]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
+def _netloc(url: str) -> str:
+    """The part between ``scheme://`` and the path: string work only, so that a URL too
+    malformed to parse (the one a message refuses) is searched as well."""
+    rest = url.partition("://")[2]
+    end = min(
+        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
+    )
+    return rest[:end]
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 # Each setting's environment variable; the matching CLI flag overrides it.
@@ -399,3 +469,15 @@ ENVIRONMENT = {
     "kafka_ssl_cafile": "DRIFTGATE_KAFKA_SSL_CAFILE",
     "webhook_url": "DRIFTGATE_WEBHOOK_URL",
 }
+
+_CHECKS: dict[str, Callable[[str], Any]] = {
+    "kafka_bootstrap": arguments.kafka_bootstrap,
+    "redis_url": arguments.redis_url,
+    "metrics_port": arguments.port,
+    "metrics_host": arguments.host,
+    "topic_prefix": arguments.topic_prefix,
+    "partitions": arguments.positive_integer,
+    "kafka_ssl_cafile": arguments.readable_file,
+    "webhook_url": arguments.http_url,
+}
+"""The argument type that checks each setting (the same as its flag's)."""

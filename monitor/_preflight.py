@@ -40,16 +40,26 @@ def check_redis(url: str) -> bool:
         client.close()
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the contract's topics that are missing; returns the ones created."""
+async def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the topics that are missing (``names``, by default the contract's, with
+    ``settings.partitions`` each); returns the ones created."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
     except KafkaError as exc:
-        raise ServiceUnavailable(f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}") from exc
+        security = settings.kafka_security_protocol
+        hint = (
+            f" (with DRIFTGATE_KAFKA_SECURITY_PROTOCOL={security}: check it and the "
+            "DRIFTGATE_KAFKA_SASL_* and _SSL_* settings)"
+            if security != "PLAINTEXT"
+            else ""
+        )
+        raise ServiceUnavailable(
+            f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}{hint}"
+        ) from exc
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(name) for name in TOPIC_NAMES]
+        wanted = names or [settings.topic(name) for name in TOPIC_NAMES]
         missing = [name for name in wanted if name not in existing]
         if missing:
             # Another worker may have created them first.

@@ -5,7 +5,9 @@ Used by ``driftgate up`` and by the integration tests, which start their own.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +20,7 @@ __all__ = [
     "create_cluster",
     "free_cluster_port",
     "free_port",
+    "log_size",
     "port_open",
     "start_broker",
     "start_redis",
@@ -31,19 +34,45 @@ class ServiceError(RuntimeError):
 
 @dataclass
 class ServiceProcess:
+    """A child process of driftgate's, with where it logs (for its last words)."""
+
     name: str
     address: str
     process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+    log_start: int = 0
+    """Where this run's lines begin in ``log_path`` (the file is appended to)."""
+    stop_signal: int = signal.SIGTERM
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.process.send_signal(self.stop_signal)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        """The last ``lines`` lines this run wrote to its log (none when it has no log)."""
+        if self.log_path is None:
+            return []
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+
+def log_size(path: Path) -> int:
+    """The size of a log about to be appended to (0 when there is none yet)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def free_port() -> int:
@@ -94,33 +123,49 @@ def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
         "--storage-engine",
         "memory://tansu/",
     ]
+    # Its log is a file: plain text, not the terminal colors it writes by default.
+    env = {**os.environ, "NO_COLOR": "1"}
     if log_path is None:
         process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        start = 0
     else:
+        start = log_size(log_path)
         with open(log_path, "ab") as output:  # the child keeps its own descriptor
             process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
             )
     wait_for_port("127.0.0.1", port, 15.0, process)
-    return ServiceProcess("kafka", f"127.0.0.1:{port}", process)
+    return ServiceProcess("kafka", f"127.0.0.1:{port}", process, log_path, start)
 
 
 def start_redis(
-    port: int, directory: Path, appendonly: bool = True, cluster: bool = False
+    port: int,
+    directory: Path,
+    appendonly: bool = True,
+    cluster: bool = False,
+    password: str | None = None,
 ) -> ServiceProcess:
     """Start ``redis-server`` on loopback, with its files in ``directory``.
 
     ``cluster`` makes it a Redis Cluster node (its bus on ``port + 10000``); the nodes
-    are joined by :func:`create_cluster`.
+    are joined by :func:`create_cluster`. ``password`` is required of every client
+    (``requirepass``, given on the server's standard input: never on a command line,
+    where ``ps`` would show it).
     """
     executable = shutil.which("redis-server")
     if executable is None:
         raise ServiceError("redis-server is not on PATH (Debian: apt-get install redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "redis.log"
     command = [
         executable,
+        "-",  # the configuration file: standard input (the password, or nothing)
         "--port",
         str(port),
         "--bind",
@@ -132,7 +177,7 @@ def start_redis(
         "--appendonly",
         "yes" if appendonly else "no",
         "--logfile",
-        str(directory / "redis.log"),
+        str(log_path),
     ]
     if appendonly:
         # What docker-compose runs: an acknowledged write survives a crash of Redis.
@@ -148,11 +193,22 @@ def start_redis(
         ]
     # A session of its own: Ctrl-C in the terminal reaches `driftgate up`, which stops the
     # worker first and the services after it, instead of everything dying at once.
+    start = log_size(log_path)
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    assert process.stdin is not None
+    with process.stdin:
+        if password is not None:
+            # Quoted as redis.conf reads a string; a password may hold spaces or quotes.
+            quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+            process.stdin.write(f'requirepass "{quoted}"\n'.encode())
     wait_for_port("127.0.0.1", port, 15.0, process)
-    return ServiceProcess("redis", f"redis://127.0.0.1:{port}/0", process)
+    return ServiceProcess("redis", f"redis://127.0.0.1:{port}/0", process, log_path, start)
 
 
 def free_cluster_port() -> int:

@@ -1,7 +1,8 @@
 """The ``driftgate`` command line.
 
 Exit status: 0 done; 2 bad usage or bad input; 1 a runtime failure (a service
-unreachable and so on). Each message names the problem.
+unreachable and so on). Each message is one line that names the problem, or the service
+and where it was looked for; secrets never appear in one.
 """
 
 from __future__ import annotations
@@ -10,24 +11,36 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn, TextIO, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 import redis
+from redis.exceptions import RedisClusterException
 
+from . import _args as types
 from ._calibration import InputError, activate_calibrator, read_pairs
-from ._config import ConfigError, Settings
+from ._config import ConfigError, Settings, scrub, secrets_of
 from ._demo import reset_demo
-from ._kafka import client_options
+from ._kafka import MAX_MESSAGE_BYTES, client_options
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
-from ._services import ServiceError, ServiceProcess, port_open, start_broker, start_redis
+from ._services import (
+    ServiceError,
+    ServiceProcess,
+    log_size,
+    port_open,
+    start_broker,
+    start_redis,
+)
 from .pipeline import PermanentError
 from .store import KeyLayout, ReadModel, SyncClient, connect, redact
 from .store._admin import start_new_log_epochs
@@ -35,6 +48,15 @@ from .store._calibrators import StateConflictError, read_calibrator
 from .subjects._labels import ActiveCalibrator
 
 __all__ = ["main"]
+
+T = TypeVar("T")
+
+# How long a command waits for Kafka to answer before it gives up, naming it.
+KAFKA_WAIT_SECONDS = 12.0
+# `driftgate produce` holds the whole file (it sends nothing unless every line is good).
+MAX_PRODUCE_FILE_BYTES = 256 * 1024 * 1024
+# A message's key is its subject's name, cut to this.
+MAX_KEY_BYTES = 1024
 
 
 class UsageError(ValueError):
@@ -68,6 +90,35 @@ def _print_json(document: Any) -> None:
     )
 
 
+def _with_kafka(settings: Settings, work: Awaitable[T], what: str) -> T:
+    """Run ``work`` (which talks to Kafka); an answer that does not come within
+    :data:`KAFKA_WAIT_SECONDS`, or a refusal, is a failure that names Kafka."""
+    from aiokafka.errors import KafkaError
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(work, KAFKA_WAIT_SECONDS)
+
+    try:
+        return asyncio.run(bounded())
+    except TimeoutError:
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} did not answer within "
+            f"{KAFKA_WAIT_SECONDS:.0f} s ({what}; check DRIFTGATE_KAFKA_BOOTSTRAP)"
+        ) from None
+    except KeyError as exc:  # how aiokafka ends a SCRAM exchange the broker refused
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} refused the SASL "
+            f"{settings.kafka_sasl_mechanism or 'PLAIN'} credentials of user "
+            f"{settings.kafka_sasl_username!r} ({what}; check DRIFTGATE_KAFKA_SASL_USERNAME "
+            "and DRIFTGATE_KAFKA_SASL_PASSWORD)"
+        ) from exc
+    except (KafkaError, OSError, ValueError) as exc:
+        raise ServiceUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} failed ({what}): {type(exc).__name__}: {exc} "
+            "(check DRIFTGATE_KAFKA_BOOTSTRAP and the DRIFTGATE_KAFKA_* security settings)"
+        ) from exc
+
+
 # --- worker -------------------------------------------------------------------------
 
 
@@ -81,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
     cluster = check_redis(settings.redis_url)
-    created = asyncio.run(ensure_topics(settings))
+    created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
     if created:
         print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
     registry = CollectorRegistry()
@@ -94,17 +145,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ServiceUnavailable(
             f"metrics port {settings.metrics_host}:{settings.metrics_port} unavailable: {exc}"
+            " (check DRIFTGATE_METRICS_HOST and DRIFTGATE_METRICS_PORT)"
         ) from exc
     print(
         f"driftgate worker: kafka {settings.kafka_bootstrap}, redis {redact(settings.redis_url)}"
-        f"{' (cluster)' if cluster else ''}, "
-        f"metrics http://{settings.metrics_host}:{settings.metrics_port}/metrics",
+        f"{' (cluster)' if cluster else ''}, metrics {_metrics_url(settings)}",
         file=sys.stderr,
         flush=True,
     )
     worker = faust.Worker(
         monitor.app, loglevel=args.loglevel, redirect_stdouts=False, quiet=args.quiet
     )
+    if not sys.stdout.isatty():
+        # Faust's start-up spinner writes cursor escapes even to a file: a log stays text.
+        worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
@@ -114,32 +168,168 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_url(settings: Settings) -> str:
+    host = settings.metrics_host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{settings.metrics_port}/metrics"
+
+
 # --- up -----------------------------------------------------------------------------
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-def _host_port(address: str, default_port: int) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return (host or "127.0.0.1"), int(port or default_port)
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP reached ``driftgate up``: stop everything it started."""
+
+
+class ChildExited(RuntimeError):
+    """A process that ``driftgate up`` started exited on its own: exit status 1."""
+
+    def __init__(self, child: ServiceProcess) -> None:
+        code = child.process.returncode
+        how = (
+            f"was killed by {signal.Signals(-code).name}"
+            if code < 0
+            else f"exited with status {code}"
+        )
+        super().__init__(f"the {child.name} (pid {child.process.pid}) {how}")
+        self.child = child
+
+
+class _StopSignals:
+    """Turns SIGINT, SIGTERM and SIGHUP alike into :class:`StopRequested`; inside
+    :meth:`deferred`, only once a child just started is on the list to stop."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferring = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        if not self._deferring:
+            raise StopRequested(signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {signum: signal.signal(signum, self) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if self.received is not None and not self._deferring:
+                raise StopRequested(signal.Signals(self.received).name)
+
+    @staticmethod
+    def ignore() -> None:
+        """While everything stops: a second Ctrl-C must not leave a child behind."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+class _Console:
+    """What ``driftgate up`` prints: colored verdicts on a terminal only, plain text to a
+    file or a pipe; and nothing raised once the terminal is gone (after a SIGHUP)."""
+
+    COLORS: ClassVar[dict[str, str]] = {"FAIL": "31", "WARN": "33", "PASS": "32", "HOLD": "35"}
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.color = (
+            stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        )
+
+    def say(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.stream, flush=True)
+
+    def verdict(self, verdict: str) -> str:
+        code = self.COLORS.get(verdict)
+        return f"\x1b[{code}m{verdict}\x1b[0m" if self.color and code else verdict
 
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
+def _kafka_address(bootstrap: str) -> tuple[str, int]:
+    """The first bootstrap server's host and port (9092 when not given)."""
+    first = bootstrap.split(",")[0].strip()
+    host, colon, number = first.rpartition(":")
+    if not colon or (":" in host and not host.endswith("]")):
+        return first.strip("[]"), 9092
+    return host.strip("[]"), int(number)
+
+
 def _ensure_service(
-    name: str, host: str, port: int, start: Any, started: list[ServiceProcess]
+    name: str,
+    host: str,
+    port: int,
+    start: Callable[[], ServiceProcess],
+    started: list[ServiceProcess],
+    stops: _StopSignals,
 ) -> str:
     if port_open(host, port):
         return "found running"
     if not _is_loopback(host):
         raise ServiceUnavailable(f"{name} unreachable at {host}:{port} (not loopback: not started)")
-    started.append(start(port))
+    with stops.deferred():  # a signal now stops it too: it is on the list first
+        started.append(start())
     return "started"
+
+
+def _redis_starter(settings: Settings, state_dir: Path) -> tuple[str, int, Callable[[], Any]]:
+    """Where the Redis of the URL is, and how to start one there that the URL can use."""
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme == "unix":
+        raise UsageError("driftgate up starts Redis on TCP only: give a redis:// URL")
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+
+    def start() -> ServiceProcess:
+        if parts.scheme == "rediss":
+            raise ServiceUnavailable(
+                f"no Redis at {redact(settings.redis_url)}, and driftgate up does not start "
+                "one with TLS: start it yourself, or use redis://"
+            )
+        if parts.username not in (None, "", "default"):
+            raise ServiceUnavailable(
+                f"no Redis at {redact(settings.redis_url)}, and driftgate up starts one with a "
+                f"password only, not the ACL user {parts.username!r}: start it yourself"
+            )
+        password = None if parts.password is None else unquote(parts.password)
+        return start_redis(port, state_dir / "redis", password=password)
+
+    return host, port, start
+
+
+def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
+    start = log_size(log_path)
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn", "--quiet"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ServiceProcess(
+        "worker", f"pid {process.pid}", process, log_path, start, stop_signal=signal.SIGINT
+    )
 
 
 _DEMO_TEXT = (
@@ -152,88 +342,101 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
     state_dir = Path(args.state_dir or Path.home() / ".driftgate")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    started: list[ServiceProcess] = []
-    worker: subprocess.Popen[bytes] | None = None
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
-        kafka_host, kafka_port = _host_port(settings.kafka_bootstrap, 9092)
-        kafka_how = _ensure_service(
-            "Kafka",
-            kafka_host,
-            kafka_port,
-            lambda port: start_broker(port, state_dir / "broker.log"),
-            started,
-        )
-        redis_host, redis_port = _host_port(
-            settings.redis_url.split("://", 1)[-1].split("/", 1)[0], 6379
-        )
-        redis_how = _ensure_service(
-            "Redis",
-            redis_host,
-            redis_port,
-            lambda port: start_redis(port, state_dir / "redis"),
-            started,
-        )
-        env = dict(os.environ)
-        env.update(
-            DRIFTGATE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-            DRIFTGATE_REDIS_URL=settings.redis_url,
-            DRIFTGATE_METRICS_PORT=str(settings.metrics_port),
-            DRIFTGATE_TOPIC_PREFIX=settings.topic_prefix,
-        )
-        if settings.config_path:
-            env["DRIFTGATE_CONFIG"] = settings.config_path
-        check_redis(settings.redis_url)
-        asyncio.run(ensure_topics(settings))
-        client = _redis(settings)
-        layout = KeyLayout(settings.redis_prefix)
-        if kafka_how == "started":
-            # A broker started here keeps nothing: its logs begin a new epoch of offsets.
-            topics = [settings.topic(name) for name in TOPIC_NAMES]
-            start_new_log_epochs(client, layout, topics, settings.partitions)
-        if not args.no_demo:
-            reset_demo(client, layout)
-        client.close()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "worker", "--loglevel", "warn", "--quiet"],
-            env=env,
-            start_new_session=True,
-        )
-        print(
-            "driftgate up\n"
-            f"  kafka    {settings.kafka_bootstrap} ({kafka_how})\n"
-            f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
-            f"  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
-            f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
-            f"  demo     {_DEMO_TEXT if not args.no_demo else 'off'}\n"
-            "Ctrl-C stops everything started here.",
-            flush=True,
-        )
-        asyncio.run(_supervise(settings, worker, demo=not args.no_demo))
-        return 1 if worker.poll() not in (None, 0) else 0
-    except KeyboardInterrupt:
-        print("\ndriftgate up: stopping", flush=True)
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGINT)
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        for service in reversed(started):
-            service.stop()
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the state directory {state_dir}: {exc}") from exc
+    console = _Console(sys.stdout)
+    stops = _StopSignals()
+    children: list[ServiceProcess] = []  # in the order started; stopped in reverse
+    with stops.installed():
+        try:
+            return _run_up(args, settings, state_dir, console, stops, children)
+        except StopRequested as stop:
+            console.say(f"\ndriftgate up: {stop}: stopping everything it started")
+            return 0
+        except ChildExited as exited:
+            lines = exited.child.log_tail()
+            where = f"; the last lines of {exited.child.log_path}:" if lines else ""
+            errors = _Console(sys.stderr)
+            errors.say(f"driftgate up: {exited}{where}")
+            for line in lines:
+                errors.say(f"    {line}")
+            errors.say("driftgate up: stopping everything it started")
+            return 1
+        finally:
+            stops.ignore()
+            for child in reversed(children):
+                child.stop(15.0 if child.name == "worker" else 5.0)
 
 
-async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: bool) -> None:
-    """Run the demo producer and print verdict changes until the worker exits."""
+def _run_up(
+    args: argparse.Namespace,
+    settings: Settings,
+    state_dir: Path,
+    console: _Console,
+    stops: _StopSignals,
+    children: list[ServiceProcess],
+) -> int:
+    kafka_host, kafka_port = _kafka_address(settings.kafka_bootstrap)
+    kafka_how = _ensure_service(
+        "Kafka",
+        kafka_host,
+        kafka_port,
+        lambda: start_broker(kafka_port, state_dir / "broker.log"),
+        children,
+        stops,
+    )
+    redis_host, redis_port, start = _redis_starter(settings, state_dir)
+    redis_how = _ensure_service("Redis", redis_host, redis_port, start, children, stops)
+    env = dict(os.environ)
+    env.update(
+        DRIFTGATE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        DRIFTGATE_REDIS_URL=settings.redis_url,
+        DRIFTGATE_METRICS_PORT=str(settings.metrics_port),
+        # What is printed below is what the worker binds: nothing else from the shell.
+        DRIFTGATE_METRICS_HOST=settings.metrics_host,
+        DRIFTGATE_TOPIC_PREFIX=settings.topic_prefix,
+    )
+    if settings.config_path:
+        env["DRIFTGATE_CONFIG"] = settings.config_path
+    check_redis(settings.redis_url)
+    _with_kafka(settings, ensure_topics(settings), "creating the topics")
+    client = _redis(settings)
+    layout = KeyLayout(settings.redis_prefix)
+    if kafka_how == "started":
+        # A broker started here keeps nothing: its logs begin a new epoch of offsets.
+        topics = [settings.topic(name) for name in TOPIC_NAMES]
+        start_new_log_epochs(client, layout, topics, settings.partitions)
+    if not args.no_demo:
+        reset_demo(client, layout)
+    client.close()
+    with stops.deferred():
+        children.append(_start_worker(env, state_dir / "worker.log"))
+    worker = children[-1]
+    logs = ", ".join(str(child.log_path) for child in children if child.log_path)
+    console.say(
+        "driftgate up\n"
+        f"  kafka    {settings.kafka_bootstrap} ({kafka_how})\n"
+        f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
+        f"  worker   {worker.address}\n"
+        f"  metrics  {_metrics_url(settings)}\n"
+        f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
+        f"  demo     {_DEMO_TEXT if not args.no_demo else 'off'}\n"
+        f"  logs     {logs}\n"
+        "Ctrl-C stops everything started here."
+    )
+    asyncio.run(_supervise(settings, children, console, demo=not args.no_demo))
+    return 0
+
+
+async def _supervise(
+    settings: Settings, children: list[ServiceProcess], console: _Console, demo: bool
+) -> None:
+    """Run the demo producer and print verdict changes, until a signal or until a child
+    exits (:class:`ChildExited`)."""
+    from aiokafka.errors import KafkaError
+
     from ._demo import run_demo_producer
 
     stop = asyncio.Event()
@@ -241,30 +444,42 @@ async def _supervise(settings: Settings, worker: subprocess.Popen[bytes], demo: 
     read_model = ReadModel(_redis(settings), KeyLayout(settings.redis_prefix))
     shown: dict[str, str] = {}
     try:
-        while worker.poll() is None:
+        while True:
             await asyncio.sleep(1.0)
+            for child in children:
+                if child.process.poll() is not None:
+                    raise ChildExited(child)
             with contextlib.suppress(redis.RedisError):
                 for record in read_model.snapshot().gates:
                     name = f"{record['gate']}|{record['subject']}"
                     if shown.get(name) != record["verdict"]:
                         shown[name] = record["verdict"]
-                        evidence = record["evidence"]
-                        print(
-                            f"[{time.strftime('%H:%M:%S')}] {name}: {record['verdict']} "
-                            f"{record['action']} ({record['reason']}) "
-                            f"n={evidence.get('n')} "
-                            f"estimate={_number(evidence.get('estimate'), '.4g')} "
-                            f"ci=[{_number(evidence.get('ci_low'), '.4g')}, "
-                            f"{_number(evidence.get('ci_high'), '.4g')}]",
-                            flush=True,
-                        )
+                        console.say(_verdict_line(console, name, record))
             if producer is not None and producer.done():
-                producer.result()  # surfaces a producer failure
+                try:
+                    producer.result()
+                except KafkaError as exc:
+                    raise ServiceUnavailable(
+                        f"the demo producer lost Kafka at {settings.kafka_bootstrap}: {exc}"
+                    ) from exc
     finally:
         stop.set()
         if producer is not None and not producer.done():
-            await producer
+            with contextlib.suppress(KafkaError):
+                await producer
         read_model.client.close()
+
+
+def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:
+    evidence = record["evidence"]
+    return (
+        f"[{time.strftime('%H:%M:%S')}] {name}: {console.verdict(record['verdict'])} "
+        f"{record['action']} ({record['reason']}) "
+        f"n={evidence.get('n')} "
+        f"estimate={_number(evidence.get('estimate'), '.4g')} "
+        f"ci=[{_number(evidence.get('ci_low'), '.4g')}, "
+        f"{_number(evidence.get('ci_high'), '.4g')}]"
+    )
 
 
 # --- status, log ----------------------------------------------------------------------
@@ -340,7 +555,8 @@ def _print_experiments(experiments: dict[str, Any], agents: dict[str, Any]) -> N
 
 def cmd_log(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    since = None if args.hours is None else int((time.time() - args.hours * 3600) * 1000)
+    # (--hours is at most a century: further back than the epoch means everything.)
+    since = None if args.hours is None else max(0, int((time.time() - args.hours * 3600) * 1000))
     entries = [
         record
         for record in _read_model(settings).audit(since)
@@ -359,6 +575,12 @@ def cmd_log(args: argparse.Namespace) -> int:
             print(
                 f"{record['ts']} {'canary':<14} {record['subject']:<24} "
                 f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}"
+            )
+        elif record.get("kind") == "webhook":  # an attempt to deliver a decision
+            print(
+                f"{record['ts']} {'webhook':<14} {record['subject']:<24} "
+                f"attempt {record['attempt']} {record['outcome']} to {record['url']} "
+                f"action={record['action']} decision={record['decision_id']}"
             )
         else:
             print(
@@ -394,13 +616,10 @@ def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
         "actor": args.actor or getpass.getuser(),
         **{name: value for name, value in fields.items() if value is not None},
     }
-    from aiokafka.errors import KafkaError
-
     topic = settings.topic("canary")
-    try:
-        asyncio.run(send_events(settings, topic, [event], key=args.agent))
-    except KafkaError as exc:
-        raise ServiceUnavailable(f"Kafka at {settings.kafka_bootstrap} refused: {exc}") from exc
+    _with_kafka(
+        settings, send_events(settings, topic, [event], key=args.agent), f"sending to {topic}"
+    )
     print(f"{action} of {args.agent} (bundle {agent['bundle_id']}) sent to {topic}")
     return 0
 
@@ -417,12 +636,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
         current = agent["canary_percent"] if agent else 0.0
         ladder = settings.policy.for_agent(args.agent).canary.ladder
         percent = next((step for step in ladder if step > current), 100)
-    if not 0 < percent <= 100:
-        raise UsageError(f"--percent must be in (0, 100], got {percent}")
     return _canary_action(args, "promote", canary_percent=percent, rationale=args.reason)
 
 
-# --- calibrate --------------------------------------------------------------------------
+# --- calibrate, audit, plan -------------------------------------------------------------
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -494,22 +711,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     if (args.pilot is None) == (args.r2 is None):
         raise UsageError("give exactly one of --pilot FILE or --r2 R")
-    for name in ("budget", "surrogate_cost", "oracle_cost"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    smallest = args.surrogate_cost + args.oracle_cost
+    if args.budget < smallest:
+        raise UsageError(
+            f"--budget {args.budget:g} does not buy one labeled item "
+            f"(--surrogate-cost + --oracle-cost = {smallest:g})"
+        )
     if args.pilot is not None:
         pairs = read_pairs(args.pilot)
         if pairs.s.size < 10:
             raise InputError(f"{args.pilot}: a pilot needs at least 10 labeled pairs")
         model = VarianceModel.from_pilot(pairs.s, pairs.y)
     else:
-        if not 0 <= args.r2 <= 1:
-            raise UsageError("--r2 must be in [0, 1]")
         model = VarianceModel.from_r2(args.r2)
     plans = {"budget": plan_for_budget(args.budget, model, args.surrogate_cost, args.oracle_cost)}
+    if plans["budget"].total_cost > args.budget:
+        raise UsageError(
+            f"no plan within --budget {args.budget:g}: rounded up to whole items it costs "
+            f"{plans['budget'].total_cost:g}"
+        )
     if args.target_mde is not None:
-        if args.target_mde <= 0:
-            raise UsageError("--target-mde must be positive")
         plans["target_mde"] = plan_for_mde(
             args.target_mde, model, args.surrogate_cost, args.oracle_cost
         )
@@ -533,158 +754,368 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # --- produce ----------------------------------------------------------------------------
 
 
-def _topic_name(settings: Settings, name: str) -> str:
-    return settings.topic(name) if name in TOPIC_NAMES else name
+def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
+    """The input topic that ``--topic`` names, and its kind (whose events it holds): a
+    short name (``labels``), a full one (``driftgate.labels``), or another deployment's
+    (``staging.labels``)."""
+    from .subjects import HANDLERS
+
+    for kind in HANDLERS:
+        if name == kind:
+            return settings.topic(kind), kind
+        if name == settings.topic(kind) or name.endswith(f".{kind}"):
+            return name, kind
+    raise UsageError(
+        f"--topic {name!r} is not an input topic: give {', '.join(HANDLERS)}, or a full name "
+        f"that ends in one (such as {settings.topic('labels')}); produce sends only events it "
+        "can check"
+    )
 
 
-def _message_key(line: bytes) -> bytes | None:
-    with contextlib.suppress(orjson.JSONDecodeError):
-        document = orjson.loads(line)
-        first = document[0] if isinstance(document, list) and document else document
-        if isinstance(first, dict):
-            for field in ("stream", "experiment_id", "agent"):
-                if isinstance(first.get(field), str):
-                    return str(first[field]).encode()
-    return None
+def _checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | None, bytes]]:
+    """Every line of ``path`` as ``(key, value)``, checked as the worker will check it
+    (its handler's decoder: the topic's event schema) and against the broker's message
+    limit; one bad line raises :class:`InputError` naming it (and how many more there
+    are). The key is the line's subject, so that one subject stays on one partition."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from ._config import Policy
+    from .pipeline import RawMessage
+    from .subjects import HANDLERS
+
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_PRODUCE_FILE_BYTES:
+            raise InputError(
+                f"{path}: {size} bytes, over produce's limit of {MAX_PRODUCE_FILE_BYTES} "
+                "(send larger volumes with a Kafka producer of your own)"
+            )
+        lines = Path(path).read_bytes().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    problems: dict[int, str] = {}
+    candidates: list[RawMessage] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        # As the producer counts a record, with room for the key (a subject name).
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(b"", line, []) + MAX_KEY_BYTES > (
+            MAX_MESSAGE_BYTES
+        ):
+            problems[number] = (
+                f"{len(line)} bytes, over the broker's message limit "
+                f"({MAX_MESSAGE_BYTES} bytes with the record's overhead and key)"
+            )
+        else:
+            candidates.append(RawMessage(topic, 0, number, line))
+    decoded = HANDLERS[kind](Policy()).decode(candidates)
+    for dead in decoded.dead_letters:
+        problems.setdefault(dead.offset, dead.error)
+    keys: dict[int, bytes] = {}
+    for subject, events in decoded.subjects.items():
+        for number in events.offsets.tolist():
+            keys.setdefault(number, subject.encode()[:MAX_KEY_BYTES])
+    for message in candidates:
+        if message.offset not in keys and message.offset not in problems:
+            problems[message.offset] = "no events (an empty array)"
+    if problems:
+        first = min(problems)
+        more = f" (and {len(problems) - 1} more bad lines)" if len(problems) > 1 else ""
+        raise InputError(f"{path}:{first}: {problems[first]}{more}; nothing was sent")
+    if not candidates:
+        raise InputError(f"{path}: no events (an empty file)")
+    return [(keys[m.offset], m.value) for m in candidates if m.value is not None]
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
 
     settings = _settings(args)
-    topic = _topic_name(settings, args.topic)
-    try:
-        lines = [line for line in Path(args.file).read_bytes().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InputError(f"cannot read {args.file}: {exc}") from exc
+    topic, kind = _input_topic(settings, args.topic)
+    messages = _checked_messages(args.file, topic, kind)
 
-    async def send_all() -> None:
-        producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
+    async def connect() -> AIOKafkaProducer:
+        await ensure_topics(settings, [topic])
+        producer = AIOKafkaProducer(
+            **client_options(settings),
+            linger_ms=5,
+            acks="all",
+            request_timeout_ms=10_000,
+            max_request_size=MAX_MESSAGE_BYTES,
+        )
         try:
             await producer.start()
-        except KafkaError as exc:
-            raise ServiceUnavailable(
-                f"Kafka unreachable at {settings.kafka_bootstrap}: {exc}"
-            ) from exc
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    async def send_all() -> None:
+        producer = await asyncio.wait_for(connect(), KAFKA_WAIT_SECONDS)
         try:
-            pending = [await producer.send(topic, line, key=_message_key(line)) for line in lines]
+            pending = [await producer.send(topic, value, key=key) for key, value in messages]
             await asyncio.gather(*pending)
         finally:
             await producer.stop()
 
-    asyncio.run(send_all())
-    print(f"produced {len(lines)} messages to {topic}")
+    _with_kafka(settings, send_all(), f"producing to {topic}")
+    print(f"produced {len(messages)} messages to {topic}")
     return 0
 
 
 # --- parser -------------------------------------------------------------------------------
 
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "up": ("driftgate up", "driftgate up --no-demo --metrics-port 9200"),
+    "worker": (
+        "DRIFTGATE_KAFKA_BOOTSTRAP=kafka:9092 "
+        "DRIFTGATE_REDIS_URL=redis://:PASSWORD@redis:6379/0 driftgate worker",
+    ),
+    "status": ("driftgate status", "driftgate status --json"),
+    "calibrate": ("driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini",),
+    "audit": ("driftgate audit probe.jsonl --stream policy:gpt-4-mini --margin 0.05 --json",),
+    "plan": (
+        "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 --r2 0.7",
+        "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 "
+        "--pilot pilot.jsonl --target-mde 0.01",
+    ),
+    "log": ("driftgate log --action rollback --hours 24",),
+    "rollback": ("driftgate rollback inbox_triage --reason 'toxicity above 0.5%'",),
+    "promote": ("driftgate promote inbox_triage", "driftgate promote inbox_triage --percent 50"),
+    "produce": ("driftgate produce events.jsonl --topic labels",),
+}
+
+EXIT_STATUS = (
+    "exit status: 0 done; 2 bad usage or bad input (the message names it); "
+    "1 a runtime failure (the message names the service)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line answer to bad usage (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("driftgate")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _command(
+    commands: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    examples = "\n".join(f"  {line}" for line in EXAMPLES[name])
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"example{'s' if len(EXAMPLES[name]) > 1 else ''}:\n{examples}\n\n{EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
 
 def _connection_flags(parser: argparse.ArgumentParser, *, kafka: bool, redis_: bool) -> None:
     if kafka:
-        parser.add_argument("--kafka-bootstrap", help="overrides DRIFTGATE_KAFKA_BOOTSTRAP")
-        parser.add_argument("--topic-prefix", help="overrides DRIFTGATE_TOPIC_PREFIX")
+        parser.add_argument(
+            "--kafka-bootstrap",
+            type=types.kafka_bootstrap,
+            metavar="HOST:PORT",
+            help="overrides DRIFTGATE_KAFKA_BOOTSTRAP",
+        )
+        parser.add_argument(
+            "--topic-prefix", type=types.topic_prefix, help="overrides DRIFTGATE_TOPIC_PREFIX"
+        )
     if redis_:
-        parser.add_argument("--redis-url", help="overrides DRIFTGATE_REDIS_URL")
+        parser.add_argument(
+            "--redis-url", type=types.redis_url, metavar="URL", help="overrides DRIFTGATE_REDIS_URL"
+        )
+
+
+def _metrics_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port", type=types.port, help="overrides DRIFTGATE_METRICS_PORT (9108)"
+    )
+    parser.add_argument(
+        "--metrics-host",
+        type=types.host,
+        help="overrides DRIFTGATE_METRICS_HOST (127.0.0.1: this host only)",
+    )
+    parser.add_argument(
+        "--config", type=types.readable_file, metavar="FILE", help="overrides DRIFTGATE_CONFIG"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="driftgate", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    every_example = "\n".join(f"  {EXAMPLES[name][0]}" for name in EXAMPLES)
+    parser = _Parser(
+        prog="driftgate",
+        description=__doc__.splitlines()[0],
+        epilog=f"examples:\n{every_example}\n\n{EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"driftgate {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="embedded broker, Redis, worker, metrics and demo")
+    up = _command(commands, "up", "embedded broker, Redis, worker, metrics and demo", cmd_up)
     _connection_flags(up, kafka=True, redis_=True)
-    up.add_argument("--metrics-port", type=int, help="overrides DRIFTGATE_METRICS_PORT")
-    up.add_argument("--config", help="overrides DRIFTGATE_CONFIG")
+    _metrics_flags(up)
     up.add_argument("--no-demo", action="store_true", help="do not run the synthetic producer")
-    up.add_argument("--state-dir", help="where embedded Redis keeps its files (~/.driftgate)")
-    up.set_defaults(handler=cmd_up)
+    up.add_argument(
+        "--state-dir", metavar="DIR", help="where Redis, the broker and the worker keep files"
+    )
 
-    worker = commands.add_parser("worker", help="the Faust worker (production)")
+    worker = _command(commands, "worker", "the Faust worker (production)", cmd_worker)
     _connection_flags(worker, kafka=True, redis_=True)
-    worker.add_argument("--metrics-port", type=int, help="overrides DRIFTGATE_METRICS_PORT")
-    worker.add_argument("--metrics-host", help="overrides DRIFTGATE_METRICS_HOST (127.0.0.1)")
-    worker.add_argument("--config", help="overrides DRIFTGATE_CONFIG")
+    _metrics_flags(worker)
     worker.add_argument(
         "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
     )
     worker.add_argument("--quiet", action="store_true", help="no banner or start-up spinner")
-    worker.set_defaults(handler=cmd_worker)
 
-    status = commands.add_parser("status", help="counts, estimates, intervals and verdicts")
+    status = _command(commands, "status", "counts, estimates, intervals and verdicts", cmd_status)
     _connection_flags(status, kafka=False, redis_=True)
     status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=cmd_status)
 
-    calibrate = commands.add_parser("calibrate", help="fit f: S -> Y and make it active")
-    calibrate.add_argument("file", help="JSONL with s and y")
-    calibrate.add_argument("--stream", required=True)
+    calibrate = _command(
+        commands,
+        "calibrate",
+        "fit f: S -> Y and make it the stream's active calibrator",
+        cmd_calibrate,
+    )
+    calibrate.add_argument(
+        "file", type=types.readable_file, metavar="FILE", help="JSONL with s and y"
+    )
+    calibrate.add_argument("--stream", type=types.subject_name, required=True)
     _connection_flags(calibrate, kafka=False, redis_=True)
-    calibrate.set_defaults(handler=cmd_calibrate)
 
-    audit = commands.add_parser("audit", help="transport audit of a probe slice")
-    audit.add_argument("file", help="JSONL with s, y and optionally cluster")
-    audit.add_argument("--stream", required=True)
-    audit.add_argument("--alpha", type=float, default=0.05)
-    audit.add_argument("--margin", type=float, help="equivalence mode: PASS inside +-margin")
-    audit.add_argument("--family-size", type=int, default=1, help="Bonferroni over N audits")
+    audit = _command(commands, "audit", "transport audit of a probe slice", cmd_audit)
+    audit.add_argument(
+        "file",
+        type=types.readable_file,
+        metavar="FILE",
+        help="JSONL with s, y and optionally cluster",
+    )
+    audit.add_argument("--stream", type=types.subject_name, required=True)
+    audit.add_argument("--alpha", type=types.probability, default=0.05, help="in (0, 1)")
+    audit.add_argument(
+        "--margin", type=types.positive_number, help="equivalence mode: PASS inside +-margin"
+    )
+    audit.add_argument(
+        "--family-size", type=types.positive_integer, default=1, help="Bonferroni over N audits"
+    )
     audit.add_argument("--json", action="store_true")
     _connection_flags(audit, kafka=False, redis_=True)
-    audit.set_defaults(handler=cmd_audit)
 
-    plan = commands.add_parser("plan", help="label budget plan")
-    plan.add_argument("--budget", type=float, required=True)
-    plan.add_argument("--surrogate-cost", type=float, required=True)
-    plan.add_argument("--oracle-cost", type=float, required=True)
-    plan.add_argument("--pilot", help="JSONL with s and y")
-    plan.add_argument("--r2", type=float, help="assumed share of Var(Y) the calibrator explains")
-    plan.add_argument("--target-mde", type=float)
+    plan = _command(commands, "plan", "label budget plan", cmd_plan)
+    plan.add_argument("--budget", type=types.positive_number, required=True)
+    plan.add_argument("--surrogate-cost", type=types.positive_number, required=True)
+    plan.add_argument("--oracle-cost", type=types.positive_number, required=True)
+    plan.add_argument("--pilot", type=types.readable_file, help="JSONL with s and y")
+    plan.add_argument(
+        "--r2",
+        type=types.share_below_one,
+        help="assumed share of Var(Y) the calibrator explains, in [0, 1)",
+    )
+    plan.add_argument("--target-mde", type=types.positive_number)
     plan.add_argument("--json", action="store_true")
-    plan.set_defaults(handler=cmd_plan)
 
-    log = commands.add_parser("log", help="the audit log of decisions and canary actions")
+    log = _command(commands, "log", "the audit log of decisions and canary actions", cmd_log)
     log.add_argument("--action", choices=["none", "alert", "hold", "promote", "rollback"])
-    log.add_argument("--hours", type=float)
+    log.add_argument(
+        "--hours", type=types.hours, help=f"only the last H hours (0..{types.MAX_HOURS})"
+    )
     log.add_argument("--json", action="store_true")
     _connection_flags(log, kafka=False, redis_=True)
-    log.set_defaults(handler=cmd_log)
 
-    rollback = commands.add_parser(
-        "rollback", help="roll back an agent's canary by hand (a canary event)"
+    rollback = _command(
+        commands, "rollback", "roll back an agent's canary by hand (a canary event)", cmd_rollback
     )
-    rollback.add_argument("agent")
-    rollback.add_argument("--reason", help="kept in the audit log")
-    rollback.add_argument("--actor", help="who (default: the user name)")
+    rollback.add_argument("agent", type=types.subject_name, metavar="AGENT")
+    rollback.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+    rollback.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
     _connection_flags(rollback, kafka=True, redis_=True)
-    rollback.set_defaults(handler=cmd_rollback)
 
-    promote = commands.add_parser("promote", help="promote an agent's canary by hand")
-    promote.add_argument("agent")
-    promote.add_argument("--percent", type=float, help="default: the next step of the ladder")
-    promote.add_argument("--reason", help="kept in the audit log")
-    promote.add_argument("--actor", help="who (default: the user name)")
+    promote = _command(
+        commands, "promote", "promote an agent's canary by hand (a canary event)", cmd_promote
+    )
+    promote.add_argument("agent", type=types.subject_name, metavar="AGENT")
+    promote.add_argument(
+        "--percent", type=types.percent, help="in (0, 100]; default: the ladder's next step"
+    )
+    promote.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+    promote.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
     _connection_flags(promote, kafka=True, redis_=True)
-    promote.set_defaults(handler=cmd_promote)
 
-    produce = commands.add_parser("produce", help="publish JSONL events, a message per line")
-    produce.add_argument("file")
-    produce.add_argument("--topic", required=True, help="labels, telemetry, canary or a full name")
+    produce = _command(
+        commands,
+        "produce",
+        "check JSONL events against the topic's schema, then publish them, a message per line",
+        cmd_produce,
+    )
+    produce.add_argument("file", type=types.readable_file, metavar="FILE", help="JSONL events")
+    produce.add_argument(
+        "--topic",
+        type=types.topic_name,
+        required=True,
+        help="labels, telemetry, canary or a full name ending in one",
+    )
     _connection_flags(produce, kafka=True, redis_=False)
-    produce.set_defaults(handler=cmd_produce)
     return parser
 
 
+def _service_failure(args: argparse.Namespace, exc: Exception) -> str:
+    """A Redis or Kafka error that no command turned into a message: name the service."""
+    try:
+        settings = _settings(args)
+    except ConfigError:
+        settings = Settings()
+    if isinstance(exc, redis.RedisError | RedisClusterException):
+        return f"Redis at {redact(settings.redis_url)}: {type(exc).__name__}: {exc}"
+    return f"Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from aiokafka.errors import KafkaError
+
     args = build_parser().parse_args(argv)
+    if args.command != "worker":
+        # The Kafka client's own log lines would come before the one-line message.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    secrets = secrets_of(
+        getattr(args, "redis_url", None),
+        os.environ.get("DRIFTGATE_KAFKA_SASL_PASSWORD"),
+        os.environ.get("DRIFTGATE_WEBHOOK_URL"),
+    ) + secrets_of(os.environ.get("DRIFTGATE_REDIS_URL"), None, None)
+
+    def fail(status: int, message: str) -> int:
+        with contextlib.suppress(OSError):
+            print(f"driftgate {args.command}: {scrub(message, secrets)}", file=sys.stderr)
+        return status
+
     try:
         return int(args.handler(args))
     except (UsageError, InputError, ConfigError) as exc:
-        print(f"driftgate {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return fail(2, str(exc))
     except (ServiceUnavailable, ServiceError, PermanentError) as exc:
-        print(f"driftgate {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return fail(1, str(exc))
+    except (redis.RedisError, RedisClusterException, KafkaError) as exc:
+        return fail(1, _service_failure(args, exc))
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    except Exception as exc:  # the last resort: one line, not a traceback
+        if os.environ.get("DRIFTGATE_DEBUG"):
+            raise
+        return fail(
+            1,
+            f"unexpected {type(exc).__name__}: {exc} (a bug in driftgate; "
+            "DRIFTGATE_DEBUG=1 shows where)",
+        )
 
 
 if __name__ == "__main__":

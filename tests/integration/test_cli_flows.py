@@ -76,10 +76,76 @@ def run_up_until_the_demo_fails(state_dir: Path) -> float:
         up.stdout.close()  # type: ignore[union-attr]
     rest = "".join(lines.queue)
     assert code == 0, rest
-    assert "ERROR" not in rest, rest  # the worker stops before the broker it talks to
+    assert "driftgate up: SIGINT: stopping everything it started" in rest, rest
+    assert "\x1b" not in output + rest  # no terminal colors in a pipe
+    # The worker stops before the broker it talks to: no error at the end of its log.
+    worker_log = (state_dir / "worker.log").read_text()
+    assert "ERROR" not in worker_log.split("Kafka at")[-1], worker_log[-3000:]
     for port in (kafka_port, redis_port, metrics_port):
         assert not port_open("127.0.0.1", port), f"port {port} still open after Ctrl-C"
     return flipped_after
+
+
+def start_up(state_dir: Path) -> tuple[subprocess.Popen[str], list[int], int]:
+    """`driftgate up --no-demo` on fresh ports, once it printed its banner: the process,
+    its ports (Kafka, Redis, metrics) and its worker's pid."""
+    ports = [free_port(), free_port(), free_port()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+    env.update(
+        DRIFTGATE_KAFKA_BOOTSTRAP=f"127.0.0.1:{ports[0]}",
+        DRIFTGATE_REDIS_URL=f"redis://127.0.0.1:{ports[1]}/0",
+        DRIFTGATE_METRICS_PORT=str(ports[2]),
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "up", "--no-demo", "--state-dir", str(state_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    banner = []
+    for line in up.stdout:  # type: ignore[union-attr]
+        banner.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            break
+    text = "".join(banner)
+    assert "  worker   pid " in text, text + up.stderr.read()  # type: ignore[union-attr]
+    worker_pid = int(text.split("  worker   pid ")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while not port_open("127.0.0.1", ports[2]) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker's metrics: it is up
+    return up, ports, worker_pid
+
+
+def test_up_stops_everything_on_sighup_and_stops_when_its_worker_dies(tmp_path: Path) -> None:
+    # Closing the terminal (SIGHUP) stops everything `up` started, as Ctrl-C does.
+    up, ports, worker_pid = start_up(tmp_path)
+    assert all(port_open("127.0.0.1", port) for port in ports)
+    up.send_signal(signal.SIGHUP)
+    out, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert "SIGHUP: stopping everything it started" in out
+    assert not any(port_open("127.0.0.1", port) for port in ports)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
+    for log in ("worker.log", "broker.log", "redis/redis.log"):
+        assert "\x1b" not in (tmp_path / log).read_text(errors="replace"), log  # plain text
+
+    # A worker that dies is noticed: `up` says which, shows its last lines, stops the rest
+    # and exits 1.
+    up, ports, worker_pid = start_up(tmp_path)
+    os.kill(worker_pid, signal.SIGKILL)
+    out, err = up.communicate(timeout=60)
+    assert up.returncode == 1, out + err
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"driftgate up: the worker (pid {worker_pid}) was killed by SIGKILL; "
+        f"the last lines of {tmp_path / 'worker.log'}:"
+    ), err
+    assert "driftgate worker: kafka 127.0.0.1:" in err  # this run's lines, from its log
+    assert lines[-1] == "driftgate up: stopping everything it started"
+    assert "Traceback" not in err
+    assert not any(port_open("127.0.0.1", port) for port in ports)
 
 
 def test_up_shows_the_gate_flip_within_a_minute_and_ctrl_c_stops_everything(

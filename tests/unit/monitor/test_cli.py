@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import io
+import os
+import shlex
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +15,18 @@ import orjson
 import pytest
 
 from estimators import VarianceModel, plan_for_budget
-from monitor.cli import main
+from monitor.cli import EXAMPLES, StopRequested, _Console, _StopSignals, build_parser, main
+
+
+@pytest.fixture(autouse=True)
+def _nothing_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services at closed ports (never the Redis on 6379): a command that went past its
+    checks would exit 1, not 2."""
+    for variable in list(os.environ):
+        if variable.startswith("DRIFTGATE_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("DRIFTGATE_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("DRIFTGATE_KAFKA_BOOTSTRAP", "127.0.0.1:1")
 
 
 def test_plan_from_r2_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,38 +84,13 @@ def test_plan_from_a_pilot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "pilot n=200" in out and "plan for the budget" in out
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (
-            ["plan", "--budget", "1", "--surrogate-cost", "1", "--oracle-cost", "1"],
-            "exactly one of",
-        ),
-        (
-            [
-                "plan",
-                "--budget",
-                "-1",
-                "--surrogate-cost",
-                "1",
-                "--oracle-cost",
-                "1",
-                "--r2",
-                "0.5",
-            ],
-            "--budget must be positive",
-        ),
-        (
-            ["plan", "--budget", "1", "--surrogate-cost", "1", "--oracle-cost", "1", "--r2", "2"],
-            "--r2 must be in [0, 1]",
-        ),
-    ],
-)
-def test_bad_plan_usage_exits_2(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_plan_needs_exactly_one_variance_source(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--budget", "1", "--surrogate-cost", "0.1", "--oracle-cost", "0.1"]
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    assert "exactly one of --pilot FILE or --r2 R" in capsys.readouterr().err
+    pilot = Path(__file__)  # exists; never read: the usage error comes first
+    assert main([*argv, "--r2", "0.5", "--pilot", str(pilot)]) == 2
+    assert "exactly one of" in capsys.readouterr().err
 
 
 def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,3 +100,230 @@ def test_argparse_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
+
+
+# --- one validation layer: every listed bad input, in process -------------------------
+
+PLAN = ["plan", "--surrogate-cost", "0.01", "--oracle-cost", "0.16"]
+
+
+def _exit_status(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        return int(exit_.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*PLAN, "--budget", "nan", "--r2", "0.5"], "argument --budget: must be a finite number"),
+        ([*PLAN, "--budget", "inf", "--r2", "0.5"], "argument --budget: must be a finite number"),
+        ([*PLAN, "--budget", "0", "--r2", "0.5"], "argument --budget: must be a positive number"),
+        ([*PLAN, "--budget", "0.1", "--r2", "0.5"], "--budget 0.1 does not buy one labeled item"),
+        ([*PLAN, "--budget", "100", "--r2", "1"], "argument --r2: must be in [0, 1), got '1'"),
+        ([*PLAN, "--budget", "100", "--r2", "0.5", "--target-mde", "-1"], "--target-mde"),
+        (["log", "--hours", "nan"], "argument --hours: must be a finite number"),
+        (["log", "--hours", "1e300"], "argument --hours: must be a number of hours in 0..876000"),
+        (["log", "--hours", "-1"], "argument --hours: must be a number of hours"),
+        (["status", "--redis-url", "notaurl"], "argument --redis-url: must be a redis://"),
+        (["up", "--metrics-port", "99999"], "argument --metrics-port: must be in 1..65535"),
+        (["worker", "--metrics-host", "not a host"], "argument --metrics-host"),
+        (["audit", "{file}", "--stream", "s", "--family-size", "0"], "--family-size: must be at"),
+        (["audit", "{file}", "--stream", "s", "--alpha", "2"], "--alpha: must be a probability"),
+        (["audit", "{file}", "--stream", "s", "--alpha", "nan"], "--alpha: must be a finite"),
+        (["audit", "{file}", "--stream", "s", "--margin", "-0.1"], "--margin: must be a positive"),
+        (["audit", "{file}", "--stream", "s", "--margin", "nan"], "--margin: must be a finite"),
+        (["audit", "{file}", "--stream", ""], "argument --stream: must not be empty"),
+        (["calibrate", "{missing}", "--stream", "s"], "argument FILE: must name an existing file"),
+        (["promote", "a", "--percent", "150"], "argument --percent: must be a percent"),
+        (["rollback", "a", "--reason", "x" * 1001], "argument --reason: must be at most 1000"),
+        (["produce", "{file}", "--topic", "bad topic!"], "argument --topic: must hold only"),
+        (["produce", "{file}", "--topic", "t" * 250], "argument --topic: must be at most 249"),
+        (["produce", "{file}", "--topic", "decisions"], "--topic 'decisions' is not an input"),
+        (["produce", "{file}", "--topic", "labels", "--kafka-bootstrap", "k:0"], "bootstrap"),
+        (["status", "--nonsense"], "unrecognized arguments: --nonsense"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_that_names_it(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text('{"s": 0.1, "y": 0.2}\n{"s": 0.5, "y": 0.4}\n')
+    argv = [
+        a.format(file=probe, missing=tmp_path / "missing.jsonl") if "{" in a else a for a in argv
+    ]
+    assert _exit_status(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert message in lines[0]
+    assert lines[0].startswith("driftgate")
+    assert "Traceback" not in captured.err
+
+
+def test_bad_settings_from_the_environment_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = {
+        "DRIFTGATE_REDIS_URL": ("redis://:hunter2@127.0.0.1:notaport/0", "DRIFTGATE_REDIS_URL"),
+        "DRIFTGATE_KAFKA_BOOTSTRAP": ("kafka:port", "DRIFTGATE_KAFKA_BOOTSTRAP must be host:port"),
+        "DRIFTGATE_METRICS_PORT": ("99999", "DRIFTGATE_METRICS_PORT must be in 1..65535"),
+        "DRIFTGATE_TOPIC_PREFIX": ("a b", "DRIFTGATE_TOPIC_PREFIX must hold only"),
+        "DRIFTGATE_KAFKA_SECURITY_PROTOCOL": ("SASL_SSL", "DRIFTGATE_KAFKA_SASL_USERNAME is"),
+    }
+    for variable, (value, message) in cases.items():
+        with monkeypatch.context() as patch:
+            patch.setenv(variable, value)
+            assert main(["log", "--hours", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+        assert "hunter2" not in err
+
+
+def test_produce_checks_every_line_before_it_connects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad lines exit 2 naming file and line, before any connection (the bootstrap here
+    is a closed port: reaching it would exit 1)."""
+    good = '{"event_id": "e1", "ts": 1.7e9, "stream": "judge", "s": 0.5, "y": 0.4}'
+    telemetry = (
+        '{"event_id": "t1", "ts": 1.7e9, "experiment_id": "x", "unit_id": "u", "variant": "a"}'
+    )
+    cases = {
+        "calibration format": ('{"s": 0.1, "y": 0.2}', ":1: EventValidationError: Object missing"),
+        "not JSON": ("{not json", ":2: JSONDecodeError"),
+        "wrong topic's event": (telemetry, ":2: EventValidationError"),
+        "a bad envelope element": (f'[{good}, {{"event_id": "e2"}}]', "at `$[1]`"),
+        "an empty envelope": ("[]", ":2: no events (an empty array)"),
+        "a string for s": (good.replace("0.5", '"0.5"'), "Expected `float`, got `str`"),
+        "over a megabyte": (good.replace('"judge"', '"' + "j" * 1_100_000 + '"'), "bytes, over"),
+    }
+    for name, (line, message) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        lines = [line] if name == "calibration format" else [good, line]
+        path.write_text("\n".join(lines) + "\n")
+        argv = ["produce", str(path), "--topic", "labels", "--kafka-bootstrap", "127.0.0.1:1"]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert f"{path}:" in err and message in err and "nothing was sent" in err, (name, err)
+    several = tmp_path / "several.jsonl"
+    several.write_text('{"s": 1}\n{"s": 2}\n{"s": 3}\n')
+    assert main(["produce", str(several), "--topic", "labels"]) == 2
+    assert f"{several}:1: " in (err := capsys.readouterr().err) and "(and 2 more bad lines)" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert main(["produce", str(empty), "--topic", "labels"]) == 2
+    assert "no events (an empty file)" in capsys.readouterr().err
+
+
+def test_an_unreachable_service_exits_1_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"event_id": "e1", "ts": 1.7e9, "stream": "judge", "s": 0.5}\n')
+    closed = "127.0.0.1:1"
+    assert main(["produce", str(events), "--topic", "labels", "--kafka-bootstrap", closed]) == 1
+    assert f"Kafka unreachable at {closed}" in capsys.readouterr().err
+    assert main(["status", "--redis-url", "redis://:hunter2@127.0.0.1:1/0"]) == 1
+    err = capsys.readouterr().err
+    assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in err and "hunter2" not in err
+
+
+def test_an_unexpected_error_is_one_line_with_secrets_scrubbed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import monitor.cli as cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("lost redis://:hunter2@r:6379/0 and s3cr3t")
+
+    monkeypatch.setenv("DRIFTGATE_KAFKA_SASL_PASSWORD", "s3cr3t")
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    assert main(["status", "--redis-url", "redis://:hunter2@r:6379/0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected RuntimeError" in err, err
+    assert "hunter2" not in err and "s3cr3t" not in err
+    monkeypatch.setenv("DRIFTGATE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["status"])
+
+
+# --- help and version -----------------------------------------------------------------
+
+
+def test_help_shows_an_example_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    (subcommands,) = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    assert set(subcommands.choices) == set(EXAMPLES)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    examples = capsys.readouterr().out.split("examples:")[1]
+    for command, subparser in subcommands.choices.items():
+        assert f"  {EXAMPLES[command][0]}\n" in examples, command
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "exit status: 0 done" in text
+        for example in EXAMPLES[command]:
+            assert f"  {example}\n" in text.split("example")[-1], (command, example)
+            # Each example is a command line the parser takes (a file it names: any file).
+            words = shlex.split(example.split("driftgate ", 1)[1])[1:]
+            words = [__file__ if word.endswith(".jsonl") else word for word in words]
+            assert subparser.parse_args(words).handler is not None, example
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"driftgate {version('driftgate')}"
+
+
+# --- `driftgate up`: signals and output -------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_every_stop_signal_stops_up_alike(signum: int) -> None:
+    stops = _StopSignals()
+    with stops.installed(), pytest.raises(StopRequested, match=signal.Signals(signum).name):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signum) is not stops  # the previous handler is back
+    # While a child starts, the stop waits until the child is on the list to stop.
+    stops, started = _StopSignals(), []
+    with stops.installed(), pytest.raises(StopRequested), stops.deferred():
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        started.append("child")
+    assert started == ["child"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_color_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert _Console(_Terminal()).verdict("FAIL") == "\x1b[31mFAIL\x1b[0m"
+    assert _Console(_Terminal()).verdict("INCONCLUSIVE") == "INCONCLUSIVE"
+    assert _Console(io.StringIO()).verdict("FAIL") == "FAIL"  # a file or a pipe
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert _Console(_Terminal()).verdict("FAIL") == "FAIL"
+
+
+def test_a_closed_terminal_does_not_stop_the_stopping() -> None:
+    stream = _Terminal()
+    console = _Console(stream)
+    stream.close()  # as a terminal is, once closed (SIGHUP)
+    console.say("driftgate up: SIGHUP: stopping everything it started")  # raises nothing

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from monitor import Settings
-from monitor._config import ConfigError, load_policy
+from monitor._config import ConfigError, load_policy, scrub, secrets_of
 
 
 def test_environment_then_flags() -> None:
@@ -116,3 +116,110 @@ def test_agent_and_experiment_overrides_merge_onto_the_defaults(tmp_path: Path) 
     assert triage.guardrails.toxicity_rate_max == other.guardrails.toxicity_rate_max == 0.01
     assert policy.for_experiment("exp-1").allocation == {"a": 0.25, "b": 0.75}
     assert policy.for_experiment("exp-2").allocation == {}
+
+
+def test_secrets_are_found_in_every_setting_that_holds_one() -> None:
+    settings = Settings.from_env(
+        {
+            "DRIFTGATE_REDIS_URL": "redis://admin:p%40ss%2Fword@redis:6379/0",
+            "DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "DRIFTGATE_KAFKA_SASL_USERNAME": "driftgate",
+            "DRIFTGATE_KAFKA_SASL_PASSWORD": "kafka-secret",
+            "DRIFTGATE_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/XYZ?token=abc",
+        }
+    )
+    secrets = settings.secrets()
+    # The password as written in the URL and as the client sends it; the SASL password;
+    # the webhook's path (a chat webhook's token) and query.
+    assert {"p%40ss%2Fword", "p@ss/word", "kafka-secret", "services/T0/B0/XYZ"} <= set(secrets)
+    assert "token=abc" in secrets
+    text = (
+        "AUTH admin p@ss/word failed at redis://admin:p%40ss%2Fword@redis:6379/0; "
+        "SASL kafka-secret; POST https://hooks.example.com/services/T0/B0/XYZ?token=abc"
+    )
+    scrubbed = scrub(text, secrets)
+    for secret in secrets:
+        assert secret not in scrubbed
+    assert "redis://admin:***@redis:6379/0" in scrubbed and "hooks.example.com" in scrubbed
+    # None of them in a repr either (a settings object in a log line or a traceback).
+    shown = repr(settings)
+    assert all(secret not in shown for secret in secrets) and "kafka_bootstrap" in shown
+
+
+def test_a_password_without_a_user_name_is_a_secret_too() -> None:
+    assert secrets_of("redis://s3cret@redis:6379/0", None, None) == ["s3cret"]
+    assert secrets_of("redis://redis:6379/0", None, None) == []
+    # A malformed URL is still searched (it may be shown in the message that refuses it).
+    assert secrets_of("redis://:s3cret@[bad:6379/0", None, None) == ["s3cret"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DRIFTGATE_REDIS_URL": "localhost:6379"}, "DRIFTGATE_REDIS_URL must be a redis://"),
+        ({"DRIFTGATE_KAFKA_BOOTSTRAP": "k:99999"}, "DRIFTGATE_KAFKA_BOOTSTRAP must be host:port"),
+        ({"DRIFTGATE_METRICS_HOST": "every interface"}, "DRIFTGATE_METRICS_HOST must be an IP"),
+        ({"DRIFTGATE_TOPIC_PREFIX": "dg/"}, "DRIFTGATE_TOPIC_PREFIX must hold only"),
+        ({"DRIFTGATE_WEBHOOK_URL": "hooks.example.com/x"}, "DRIFTGATE_WEBHOOK_URL must be an"),
+        ({"DRIFTGATE_KAFKA_SSL_CAFILE": "/no/such/ca.pem"}, "DRIFTGATE_KAFKA_SSL_CAFILE must"),
+        (
+            {"DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "DRIFTGATE_KAFKA_SASL_USERNAME": "u"},
+            "DRIFTGATE_KAFKA_SASL_PASSWORD is required with "
+            "DRIFTGATE_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        ),
+        (
+            {
+                "DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "DRIFTGATE_KAFKA_SASL_MECHANISM": "GSSAPI",
+                "DRIFTGATE_KAFKA_SASL_USERNAME": "u",
+                "DRIFTGATE_KAFKA_SASL_PASSWORD": "p",
+            },
+            "DRIFTGATE_KAFKA_SASL_MECHANISM must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
+    ],
+)
+def test_bad_connection_settings_name_their_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_kafka_security_settings_reach_the_clients() -> None:
+    """aiokafka's options and Faust's credentials carry the protocol, the mechanism, the
+    user, the password and the CA file's trust (the system's own bundle here)."""
+    import ssl
+
+    from monitor._kafka import client_options, faust_credentials
+
+    cafile = ssl.get_default_verify_paths().openssl_cafile
+    if not Path(cafile).is_file():
+        pytest.skip(f"no CA bundle at {cafile}")
+    settings = Settings.from_env(
+        {
+            "DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "DRIFTGATE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "DRIFTGATE_KAFKA_SASL_USERNAME": "driftgate",
+            "DRIFTGATE_KAFKA_SASL_PASSWORD": "hunter2",
+            "DRIFTGATE_KAFKA_SSL_CAFILE": cafile,
+        }
+    )
+    options = client_options(settings)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert (options["sasl_mechanism"], options["sasl_plain_username"]) == (
+        "SCRAM-SHA-512",
+        "driftgate",
+    )
+    assert options["sasl_plain_password"] == "hunter2"
+    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    assert options["ssl_context"].cert_store_stats()["x509_ca"] > 0  # the CA file was read
+    credentials = faust_credentials(settings)
+    assert credentials.protocol.value == "SASL_SSL"
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    assert (credentials.username, credentials.password) == ("driftgate", "hunter2")
+    assert "hunter2" not in repr(credentials)
+    tls_only = Settings.from_env(
+        {"DRIFTGATE_KAFKA_SECURITY_PROTOCOL": "SSL", "DRIFTGATE_KAFKA_SSL_CAFILE": cafile}
+    )
+    assert client_options(tls_only)["security_protocol"] == "SSL"
+    assert "sasl_plain_password" not in client_options(tls_only)
+    assert faust_credentials(tls_only).protocol.value == "SSL"
+    assert faust_credentials(Settings()) is None

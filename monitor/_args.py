@@ -1,0 +1,291 @@
+"""The command line's one validation layer: a type for every kind of argument.
+
+Each type is an ``argparse`` ``type=`` callable: it turns the text into a value or raises
+:class:`argparse.ArgumentTypeError` with a message that names the problem ("must be a
+finite number, got 'nan'"); argparse then exits with status 2, naming the flag. The
+environment variables that the flags override are checked by the same functions
+(:meth:`monitor.Settings.from_env`), so a value is judged alike wherever it comes from.
+Nothing here connects to anything: a bad value is refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from argparse import ArgumentTypeError
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .store import redact
+
+__all__ = [
+    "KAFKA_TOPIC_MAX_LENGTH",
+    "MAX_HOURS",
+    "MAX_TEXT_LENGTH",
+    "finite_number",
+    "host",
+    "hours",
+    "http_url",
+    "kafka_bootstrap",
+    "one_line",
+    "percent",
+    "port",
+    "positive_integer",
+    "positive_number",
+    "probability",
+    "readable_file",
+    "redis_url",
+    "share_below_one",
+    "subject_name",
+    "topic_name",
+    "topic_prefix",
+]
+
+# Kafka's own limit on a topic name (249: the longest that leaves room for its files).
+KAFKA_TOPIC_MAX_LENGTH = 249
+# The longest name driftgate appends to the prefix (``telemetry``).
+_LONGEST_TOPIC_NAME = len("telemetry")
+# A century: older than any audit log; keeps "now - hours" a representable time.
+MAX_HOURS = 24 * 365 * 100
+# Free text (a reason, an actor) goes into an event and the audit log: a line, not a file.
+MAX_TEXT_LENGTH = 1000
+# Subject names become Redis hash tags and metric labels: short, printable.
+MAX_NAME_LENGTH = 256
+
+_TOPIC_CHARACTERS = re.compile(r"[A-Za-z0-9._-]*")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """Any finite number (no ``nan``, no ``inf``, nothing that overflows to it)."""
+    return _number(text)
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (a cost, a budget, an effect size, a margin)."""
+    value = _number(text)
+    if value <= 0:
+        raise ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability strictly between 0 and 1 (a significance level)."""
+    value = _number(text)
+    if not 0 < value < 1:
+        raise ArgumentTypeError(f"must be a probability in (0, 1), got {text!r}")
+    return value
+
+
+def share_below_one(text: str) -> float:
+    """A share in [0, 1): what part of a variance is explained (1 would need no labels)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def percent(text: str) -> float:
+    """A share of traffic in percent: above 0, at most 100."""
+    value = _number(text)
+    if not 0 < value <= 100:
+        raise ArgumentTypeError(f"must be a percent in (0, 100], got {text!r}")
+    return value
+
+
+def hours(text: str) -> float:
+    """A time span back from now, in hours: finite, >= 0, at most :data:`MAX_HOURS`."""
+    value = _number(text)
+    if not 0 <= value <= MAX_HOURS:
+        raise ArgumentTypeError(f"must be a number of hours in 0..{MAX_HOURS}, got {text!r}")
+    return value
+
+
+def positive_integer(text: str) -> int:
+    """A whole number of at least 1 (a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"must be a port number in 1..65535, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise ArgumentTypeError(f"must be in 1..65535, got {text!r}")
+    return value
+
+
+def _is_host(name: str) -> bool:
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return 0 < len(name) <= 253 and all(
+            _HOST_LABEL.fullmatch(label) for label in name.removesuffix(".").split(".")
+        )
+    return True
+
+
+def host(text: str) -> str:
+    """An address to bind or reach: an IP address (v4 or v6) or a host name."""
+    if not _is_host(text):
+        raise ArgumentTypeError(f"must be an IP address or a host name, got {text!r}")
+    return text
+
+
+def kafka_bootstrap(text: str) -> str:
+    """Kafka's bootstrap servers: ``host[:port]``, comma-separated (``[v6]:port`` too)."""
+    entries = text.split(",")
+    for entry in entries:
+        address = entry.strip()
+        name, colon, number = address.rpartition(":")
+        if not colon or (name and not name.endswith("]") and ":" in name):
+            name, number = address, ""  # no port, or a bare IPv6 address
+        if not _is_host(name):
+            raise ArgumentTypeError(
+                f"must be host:port[,host:port...], got {text!r} ({address!r} is not a host)"
+            )
+        if number and not (number.isdigit() and 0 < int(number) < 65536):
+            raise ArgumentTypeError(
+                f"must be host:port[,host:port...], got {text!r} "
+                f"(port {number!r} is not in 1..65535)"
+            )
+    return ",".join(entry.strip() for entry in entries)
+
+
+def _without_password(url: str) -> str:
+    """``url`` for a message: its password hidden even when the rest does not parse."""
+    try:
+        return redact(url)
+    except ValueError:  # a malformed port: keep what follows the credentials
+        scheme, _, rest = url.rpartition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def redis_url(text: str) -> str:
+    """A Redis URL: ``redis://``, ``rediss://`` (TLS) or ``unix://``, as redis-py reads it.
+
+    Messages show the URL without its password.
+    """
+    shown = _without_password(text)
+    try:
+        parts = urlsplit(text)
+        number = parts.port  # raises ValueError when not a number in range
+    except ValueError:
+        raise ArgumentTypeError(
+            f"must be a Redis URL, got {shown!r} (its host or port is malformed)"
+        ) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ArgumentTypeError(f"must be a redis://, rediss:// or unix:// URL, got {shown!r}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ArgumentTypeError(f"must name a socket path, got {shown!r}")
+        return text
+    if not parts.hostname or not _is_host(parts.hostname):
+        raise ArgumentTypeError(f"must name a host, got {shown!r}")
+    if number == 0:
+        raise ArgumentTypeError(f"must have a port in 1..65535, got {shown!r}")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise ArgumentTypeError(f"must end in a database number (/0), got {shown!r}")
+    from redis.connection import parse_url
+
+    try:
+        parse_url(text)  # the query's options, as the client will read them
+    except ValueError as exc:
+        raise ArgumentTypeError(f"is not a Redis URL ({exc}): {shown!r}") from None
+    return text
+
+
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (a webhook); shown without secrets."""
+    parts = urlsplit(text)
+    shown = f"{parts.scheme}://{parts.hostname or ''}"
+    try:
+        parts.port  # noqa: B018 - raises ValueError when malformed
+    except ValueError:
+        raise ArgumentTypeError(f"has a malformed port: {shown}...") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {shown}...")
+    return text
+
+
+def topic_name(text: str) -> str:
+    """A Kafka topic name: letters, digits, ``.``, ``_`` and ``-``; 1..249 characters."""
+    if not text or text in (".", ".."):
+        raise ArgumentTypeError(f"must be a Kafka topic name, got {text!r}")
+    if len(text) > KAFKA_TOPIC_MAX_LENGTH:
+        raise ArgumentTypeError(
+            f"must be at most {KAFKA_TOPIC_MAX_LENGTH} characters (Kafka's limit), got {len(text)}"
+        )
+    if not _TOPIC_CHARACTERS.fullmatch(text):
+        raise ArgumentTypeError(
+            f"must hold only letters, digits, '.', '_' and '-' (Kafka's rule), got {text!r}"
+        )
+    return text
+
+
+def topic_prefix(text: str) -> str:
+    """What driftgate puts before its topic names; the names must stay legal for Kafka."""
+    longest = KAFKA_TOPIC_MAX_LENGTH - _LONGEST_TOPIC_NAME
+    if len(text) > longest:
+        raise ArgumentTypeError(f"must be at most {longest} characters, got {len(text)}")
+    if not _TOPIC_CHARACTERS.fullmatch(text):
+        raise ArgumentTypeError(
+            f"must hold only letters, digits, '.', '_' and '-' (Kafka's rule), got {text!r}"
+        )
+    return text
+
+
+def subject_name(text: str) -> str:
+    """A stream's or agent's name: 1..256 characters, no control characters."""
+    if not text.strip():
+        raise ArgumentTypeError("must not be empty")
+    if len(text) > MAX_NAME_LENGTH:
+        raise ArgumentTypeError(f"must be at most {MAX_NAME_LENGTH} characters, got {len(text)}")
+    if _CONTROL.search(text):
+        raise ArgumentTypeError(f"must not hold control characters, got {text!r}")
+    return text
+
+
+def one_line(value: str) -> str:
+    """Free text of one line (a reason, an actor): at most :data:`MAX_TEXT_LENGTH`."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ArgumentTypeError(f"must be at most {MAX_TEXT_LENGTH} characters, got {len(value)}")
+    if _CONTROL.search(value):
+        raise ArgumentTypeError("must be one line, without control characters")
+    return value
+
+
+def readable_file(text: str) -> str:
+    """A path to a regular file this process can read."""
+    path = Path(text)
+    if not path.exists():
+        raise ArgumentTypeError(f"must name an existing file, got {text!r}")
+    if not path.is_file():
+        raise ArgumentTypeError(f"must name a regular file, got {text!r}")
+    if not os.access(path, os.R_OK):
+        raise ArgumentTypeError(f"must name a file this user can read, got {text!r}")
+    return text
