@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -217,8 +218,17 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("http: " + format, *args)
 
 
+class _ThreadingWSGIServerV6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 def serve(app: GateAPI, host: str, port: int) -> ThreadingWSGIServer:
-    """Serve ``app`` on ``host:port`` from a daemon thread; returns the server."""
-    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    """Serve ``app`` on ``host:port`` from a daemon thread; returns the server.
+
+    ``host`` is what it binds, exactly (``DRIFTGATE_METRICS_HOST``: loopback unless
+    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket.
+    """
+    server_class = _ThreadingWSGIServerV6 if ":" in host else ThreadingWSGIServer
+    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="driftgate-http", daemon=True).start()
     return server
