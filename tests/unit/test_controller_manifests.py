@@ -97,7 +97,8 @@ def agent_view(name: str, verdict: str, recommendation: str, phase: str = "monit
 
 
 class FixedReadModel:
-    """What GateAPI reads: ``snapshot()`` and ``client.ping()``; ``error`` makes both raise."""
+    """What GateAPI reads: ``snapshot()``, ``subject()`` and ``client.ping()``; ``error``
+    makes them raise."""
 
     def __init__(self, *views: dict[str, Any], error: Exception | None = None) -> None:
         self.views = {view["agent"]: view for view in views}
@@ -129,6 +130,14 @@ class FixedReadModel:
             for name, view in self.views.items()
         ]
         return snapshot
+
+    def subject(self, kind: str, name: str) -> Snapshot:
+        whole = self.snapshot()
+        view = whole.section(kind).get(name)
+        return Snapshot(
+            views={kind: {name: view}} if view is not None else {},
+            gates=[g for g in whole.gates if (g["kind"], g["subject"]) == (kind, name)],
+        )
 
 
 def call(api: GateAPI, method: str, path: str, body: Any = None) -> tuple[int, Any]:
