@@ -48,7 +48,7 @@ class ResidualDriftPolicy:
     fail_action: str = "alert"
     # The change detector that restarts the interval after a late shift: chance of a
     # false alarm within change_horizon labels is at most change_alpha.
-    change_alpha: float = 0.05
+    change_alpha: float = 0.01
     change_horizon: float = 100_000.0
 
 

@@ -657,12 +657,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             args.stream,
             model,
             baseline,
+            decisions_topic=settings.topic("decisions"),
         )
     except StateConflictError as exc:
         raise ServiceUnavailable(str(exc)) from exc
     print(
         f"stream {args.stream}: isotonic calibrator v{version} active "
-        f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh"
+        f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh, "
+        f"announced by a residual_drift decision (reason recalibrated)"
     )
     return 0
 
