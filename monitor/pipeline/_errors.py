@@ -71,6 +71,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, _REDIS_TRANSIENT):
         return True
+    if isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY"):
+        return True  # a long script runs: Redis answers BUSY to everyone else until it ends
     if isinstance(exc, redis_errors.RedisClusterException):
         # No node reachable (a cluster restarting) is raised as this bare class, with the
         # connection error as its cause; the rest of the class are misuses of the client.

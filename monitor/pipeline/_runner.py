@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -42,7 +42,7 @@ from ..store._keys import (
 )
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
-from ._types import BatchResult, DeadLetter, Handler, RawMessage, SubjectEvents
+from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
 __all__ = ["BatchRunner", "TopicNames"]
@@ -53,6 +53,13 @@ StateT = TypeVar("StateT")
 
 MAX_ROUNDS = 25
 CACHE_SIZE = 10_000
+# Dead letters are written a partition's chunk of whole messages at a time (a script that
+# runs for seconds makes Redis answer BUSY to every other client meanwhile); a message with
+# more bad elements than LETTERS_PER_MESSAGE (a megabyte of them is half a million) goes
+# to the dead-letter topic whole, once.
+LETTERS_PER_MESSAGE = 1_000
+LETTERS_PER_WRITE = 5_000
+LETTER_BYTES_PER_WRITE = 8 * 1024 * 1024
 
 _BUMP_EPOCH = """
 local stored = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
@@ -187,8 +194,8 @@ class BatchRunner(Generic[StateT]):
         # events again.
         first = {m.partition for m in messages if m.offset == 0}
         highwaters = {p: end for p, end in (highwaters or {}).items() if p in first}
-        decoded = self.handler.decode(messages)
-        dead_letters = list(decoded.dead_letters)
+        decoded = self._decode(messages)
+        dead_letters = _at_most_per_message(messages, decoded.dead_letters)
         pending = dict(decoded.subjects)
         try:
             for attempt in range(MAX_ROUNDS):
@@ -272,6 +279,31 @@ class BatchRunner(Generic[StateT]):
         self._subjects.move_to_end(name)
         while len(self._subjects) > CACHE_SIZE:
             self._subjects.popitem(last=False)
+
+    def _decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        """The handler's decoding of the batch; a message that makes it raise (JSON nested
+        deeper than the decoder's recursion limit) goes to the dead-letter topic whole,
+        with the exception as its reason, instead of stopping the worker on every retry."""
+        try:
+            return self.handler.decode(messages)
+        except Exception:  # found below, message by message
+            log.exception(
+                "decoding a batch of %s failed; now message by message", messages[0].topic
+            )
+        survivors, letters = [], []
+        for message in messages:
+            try:
+                self.handler.decode([message])
+            except Exception as exc:  # noqa: BLE001 - the message's answer: the dead-letter topic
+                reason = f"{type(exc).__name__}: {exc}"
+                letters.append(
+                    DeadLetter(message.value or b"", reason, message.partition, message.offset)
+                )
+            else:
+                survivors.append(message)
+        decoded = self.handler.decode(survivors)
+        decoded.dead_letters += letters
+        return decoded
 
     # --- the clock -------------------------------------------------------------------------
 
@@ -559,28 +591,36 @@ class BatchRunner(Generic[StateT]):
         highwaters: Mapping[int, int | None],
         result: BatchResult,
     ) -> None:
-        """Put dead letters into their partition's outbox, once: a fence per partition."""
+        """Put dead letters into their partition's outbox, once: a fence per partition,
+        moved by each chunk of whole messages."""
         by_partition: dict[int, list[DeadLetter]] = {}
-        for letter in letters:
+        for letter in sorted(letters, key=lambda letter: letter.offset):
             by_partition.setdefault(letter.partition, []).append(letter)
-        for _ in range(MAX_ROUNDS):
+        retries = 0
+        while by_partition:
             missing = [p for p in by_partition if (topic, p) not in self._ledgers]
             if missing:
                 await self._load_ledgers(topic, missing)
             plans = []
-            for partition, batch in list(by_partition.items()):
+            for partition, waiting in list(by_partition.items()):
                 ledger = self._ledgers[(topic, partition)]
+                chunk = _whole_messages(waiting)
                 try:
-                    plans.append((partition, self._ledger_write(topic, ledger, batch, highwaters)))
+                    write = self._ledger_write(topic, ledger, chunk, highwaters)
                 except _StaleEpochs:
+                    retries += 1
                     await self._read_epochs()
                 except _LogRecreated as recreated:
+                    retries += 1
                     await self._new_epoch(topic, recreated.partition, recreated.epoch)
-            outcomes = await self.script.run([write for _, write in plans])
-            for (partition, write), outcome in zip(plans, outcomes, strict=True):
+                else:
+                    plans.append((partition, len(chunk), write))
+            outcomes = await self.script.run([write for _, _, write in plans])
+            for (partition, taken, write), outcome in zip(plans, outcomes, strict=True):
                 if isinstance(outcome, Refused):
                     raise PermanentError(f"dead letters of {topic}[{partition}]: {outcome.reason}")
                 if isinstance(outcome, Conflict):
+                    retries += 1
                     del self._ledgers[(topic, partition)]
                     continue
                 sent = write.counters.get(fields.count(topic, "dlq"), 0)
@@ -592,10 +632,14 @@ class BatchRunner(Generic[StateT]):
                 self._ledgers[(topic, partition)] = _Ledger(
                     write.new_rev, Fence.decode(fence) if fence else ledger.fence
                 )
-                del by_partition[partition]
-            if not by_partition:
-                return
-        raise TransientError(f"dead-letter ledgers of {topic} kept changing under this worker")
+                if rest := by_partition[partition][taken:]:
+                    by_partition[partition] = rest
+                else:
+                    del by_partition[partition]
+            if retries > MAX_ROUNDS:
+                raise TransientError(
+                    f"dead-letter ledgers of {topic} kept changing under this worker"
+                )
 
     async def _load_ledgers(self, topic: str, partitions: list[int]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -663,6 +707,43 @@ def _gate_records(
             "published_at": last.get("ts"),
         }
     return records
+
+
+def _at_most_per_message(
+    messages: Sequence[RawMessage], letters: Sequence[DeadLetter]
+) -> list[DeadLetter]:
+    """The dead letters, with each message of more than LETTERS_PER_MESSAGE of them
+    replaced by the whole message, once (its good elements were still applied)."""
+    per_message = Counter((letter.partition, letter.offset) for letter in letters)
+    crowded = {where for where, n in per_message.items() if n > LETTERS_PER_MESSAGE}
+    if not crowded:
+        return list(letters)
+    kept = [letter for letter in letters if (letter.partition, letter.offset) not in crowded]
+    first: dict[tuple[int, int], DeadLetter] = {}
+    for letter in letters:
+        first.setdefault((letter.partition, letter.offset), letter)
+    for message in messages:
+        where = (message.partition, message.offset)
+        if where in crowded:
+            reason = f"{first[where].error} (the first of {per_message[where]} bad elements)"
+            kept.append(DeadLetter(message.value or b"", reason, *where))
+    return kept
+
+
+def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
+    """The first of a partition's dead letters (in offset order) that one write takes:
+    whole messages, up to LETTERS_PER_WRITE letters and LETTER_BYTES_PER_WRITE bytes (at
+    least one message)."""
+    size = 0
+    for i, letter in enumerate(letters):
+        if (
+            i
+            and letter.offset != letters[i - 1].offset
+            and (i >= LETTERS_PER_WRITE or size >= LETTER_BYTES_PER_WRITE)
+        ):
+            return letters[:i]
+        size += len(letter.payload)
+    return letters
 
 
 def _refused_letters(
