@@ -8,7 +8,6 @@ JSON bytes) with an error that names the place, e.g. ``$[50].s``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,9 +33,12 @@ __all__ = [
 
 E = TypeVar("E")
 
-# JSON has no NaN; an overflowing literal such as 1e400 decodes to inf: keep it out.
-Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+# JSON has no NaN; an overflowing literal such as 1e400 decodes to inf: keep it out. A
+# finite number whose square overflows (|x| > 1.3e154) would turn a subject's moments to
+# NaN for good, so numbers are bounded well inside: |x| <= 1e100.
+MAX_MAGNITUDE = 1e100
+Finite = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MAGNITUDE)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 # RFC 3339 with an offset, or Unix seconds.
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | Finite

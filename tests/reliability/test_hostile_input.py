@@ -110,14 +110,6 @@ def test_hostile_batches_are_dead_lettered_and_the_good_events_count(
     asyncio.run(apply_hostile(redis_server, topic, [source.message() for _ in range(size)]))
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="bug, not fixed here: the decoders accept any finite number (monitor/subjects/"
-    "_decode.py, Finite); one whose square overflows (|x| > 1.3e154) makes the subject's "
-    "moments NaN, stored as null, and every later load of the subject raises TypeError: the "
-    "worker exits 1, again after each restart. Bounding Finite (e.g. |x| <= 1e100) fixes it",
-)
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # as in the worker: printed, not raised
 def test_a_finite_number_whose_square_overflows_does_not_poison_its_subject(
     redis_server: RedisServer,
