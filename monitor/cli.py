@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -46,6 +46,9 @@ from .store import KeyLayout, ReadModel, SyncClient, connect, redact
 from .store._admin import start_new_log_epochs
 from .store._calibrators import StateConflictError, read_calibrator
 from .subjects._labels import ActiveCalibrator
+
+if TYPE_CHECKING:
+    from estimators import BudgetPlan, VarianceModel
 
 __all__ = ["main"]
 
@@ -736,10 +739,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plans["target_mde"] = plan_for_mde(
             args.target_mde, model, args.surrogate_cost, args.oracle_cost
         )
-    document = {
-        "variance_model": model.__dict__,
-        **{name: plan.to_dict() for name, plan in plans.items()},
-    }
+    document = _plan_document(args, model, plans)
     if args.json:
         _print_json(document)
         return 0
@@ -751,6 +751,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"cost {plan.total_cost:.2f}, SE {plan.standard_error:.5f}, MDE {plan.mde:.5f}"
         )
     return 0
+
+
+def _plan_document(
+    args: argparse.Namespace, model: VarianceModel, plans: dict[str, BudgetPlan]
+) -> dict[str, Any]:
+    """``plan --json``: the budget's plan at the top (``n_samples``, ``m_oracle``,
+    ``total_cost``, ``mde``, ``sigma2_eval``, ``sigma2_cal``, ...), the target MDE's plan
+    (what it would cost) under ``target_mde``."""
+
+    def fields(plan: BudgetPlan) -> dict[str, Any]:
+        return {
+            "n_samples": plan.n_scored,
+            "m_oracle": plan.m_labeled,
+            "total_cost": plan.total_cost,
+            "standard_error": plan.standard_error,
+            "mde": plan.mde,
+        }
+
+    budget = plans["budget"]
+    document: dict[str, Any] = {
+        **fields(budget),
+        "budget": args.budget,
+        "surrogate_cost": args.surrogate_cost,
+        "oracle_cost": args.oracle_cost,
+        "alpha": budget.alpha,
+        "power": budget.power,
+        "sigma2_eval": model.s2_eval,
+        "sigma2_cal": model.s2_cal,
+        "variance_source": model.source,
+    }
+    if "target_mde" in plans:
+        document["target_mde"] = {"mde_target": args.target_mde, **fields(plans["target_mde"])}
+    return document
 
 
 # --- produce ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import shlex
 import signal
@@ -48,10 +49,19 @@ def test_plan_from_r2_json(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 0
     document = orjson.loads(capsys.readouterr().out)
-    expected = plan_for_budget(5000, VarianceModel.from_r2(0.7), 0.01, 0.16)
-    assert document["budget"]["n_scored"] == expected.n_scored
-    assert document["budget"]["m_labeled"] == expected.m_labeled
-    assert document["target_mde"]["mde"] <= 0.01
+    model = VarianceModel.from_r2(0.7)
+    expected = plan_for_budget(5000, model, 0.01, 0.16)
+    # The contract's fields at the top level: the budget's plan and the variance model.
+    assert (document["n_samples"], document["m_oracle"]) == (expected.n_scored, expected.m_labeled)
+    assert (document["total_cost"], document["mde"]) == (expected.total_cost, expected.mde)
+    assert (document["sigma2_eval"], document["sigma2_cal"]) == (model.s2_eval, model.s2_cal)
+    assert document["total_cost"] <= document["budget"] == 5000
+    # The square-root law: m / n = sqrt(s2_cal c_S / (s2_eval c_Y)), to rounding.
+    ratio = math.sqrt(model.s2_cal * 0.01 / (model.s2_eval * 0.16))
+    assert document["m_oracle"] / document["n_samples"] == pytest.approx(ratio, rel=1e-3)
+    target = document["target_mde"]
+    assert target["mde_target"] == 0.01 and target["mde"] <= 0.01
+    assert target["total_cost"] > 0 and target["m_oracle"] <= target["n_samples"]
 
 
 def test_plan_from_a_pilot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
