@@ -645,11 +645,24 @@ def cmd_promote(args: argparse.Namespace) -> int:
 # --- calibrate, audit, plan -------------------------------------------------------------
 
 
+# The calibration playbook's floor for an isotonic fit with its cross-fitted check.
+MIN_CALIBRATION_PAIRS = 20
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from estimators import IsotonicCalibrator, QuantileSketch
 
     settings = _settings(args)
     pairs = read_pairs(args.file)
+    if pairs.s.size < MIN_CALIBRATION_PAIRS:
+        raise InputError(
+            f"{args.file}: a calibrator needs at least {MIN_CALIBRATION_PAIRS} labeled pairs, "
+            f"found {pairs.s.size}"
+        )
+    if pairs.s.min() == pairs.s.max():
+        raise InputError(
+            f"{args.file}: every score is {pairs.s[0]:g}: a calibrator needs scores that differ"
+        )
     model = IsotonicCalibrator().fit(pairs.s, pairs.y)
     baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(pairs.s)
     try:
@@ -680,6 +693,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     calibrator = ActiveCalibrator.from_fields(
         *read_calibrator(_redis(settings), KeyLayout(settings.redis_prefix), args.stream)
     )
+    if calibrator.version == 0:
+        raise UsageError(
+            f"stream {args.stream!r} has no calibrator to audit: fit one first "
+            f"(driftgate calibrate FILE --stream {args.stream})"
+        )
     residuals = calibrator.model.residuals(pairs.s, pairs.y)
     result = transport_audit(
         residuals,

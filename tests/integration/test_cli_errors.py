@@ -127,6 +127,8 @@ def test_every_bad_input_found_exits_2_with_one_line_and_no_traceback(tmp_path: 
     probe = tmp_path / "probe.jsonl"
     probe.write_text('{"s": 0.1, "y": 0.2}\n{"s": 0.5, "y": 0.4}\n')
     audit = ["audit", str(probe), "--stream", "s"]
+    constant = tmp_path / "constant.jsonl"
+    constant.write_text("".join(f'{{"s": 0.5, "y": {i % 2}}}\n' for i in range(30)))
     huge = tmp_path / "huge.jsonl"
     huge.write_bytes(
         orjson.dumps({**label("e1", "judge", 0.5, 0.4), "covariates": {"t": "x" * 1_100_000}})
@@ -150,6 +152,11 @@ def test_every_bad_input_found_exits_2_with_one_line_and_no_traceback(tmp_path: 
         ("argument --topic: must hold only", ["produce", str(probe), "--topic", "not a topic!"]),
         (f"{probe}:1: EventValidationError", ["produce", str(probe), "--topic", "labels"]),
         (f"{huge}:1: 1100", ["produce", str(huge), "--topic", "labels"]),
+        (
+            "a calibrator needs at least 20 labeled pairs, found 2",
+            ["calibrate", str(probe), "--stream", "s"],
+        ),
+        ("a calibrator needs scores that differ", ["calibrate", str(constant), "--stream", "s"]),
     ]
     env = closed_env(tmp_path)
     bad_url = {**env, "DRIFTGATE_REDIS_URL": "redis://:hunter2@127.0.0.1:notaport/0"}
@@ -175,7 +182,7 @@ def test_an_unreachable_service_exits_1_naming_it_within_15_seconds(tmp_path: Pa
     events = tmp_path / "events.jsonl"
     events.write_bytes(orjson.dumps(label("e1", "judge", 0.5, 0.4)) + b"\n")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text('{"s": 0.1, "y": 0.2}\n{"s": 0.5, "y": 0.4}\n')
+    pairs.write_text("".join(f'{{"s": {i / 20}, "y": {i / 20}}}\n' for i in range(20)))
     env = closed_env(tmp_path)
     kafka, redis_url = env["DRIFTGATE_KAFKA_BOOTSTRAP"], env["DRIFTGATE_REDIS_URL"]
     shown_redis = redis_url.replace("hunter2", "***")

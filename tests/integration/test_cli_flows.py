@@ -206,6 +206,9 @@ def test_audit_a_probe_against_the_active_calibrator(
     s = rng.uniform(size=500)
     fit = tmp_path / "fit.jsonl"
     fit.write_bytes(b"\n".join(orjson.dumps({"s": float(a), "y": float(a)}) for a in s))
+    unfitted = deployment.cli("audit", str(fit), "--stream", "policy:a")
+    assert unfitted.returncode == 2
+    assert "stream 'policy:a' has no calibrator to audit" in unfitted.stderr
     assert deployment.cli("calibrate", str(fit), "--stream", "policy:a").returncode == 0
 
     probe = tmp_path / "probe.jsonl"

@@ -133,7 +133,7 @@ def test_bad_usage_and_bad_input_exit_2(deployment: Deployment, tmp_path) -> Non
     assert result.returncode == 2 and f"{bad}:2" in result.stderr
 
     result = deployment.cli("calibrate", str(tmp_path / "missing.jsonl"), "--stream", "p")
-    assert result.returncode == 2 and "cannot read" in result.stderr
+    assert result.returncode == 2 and "must name an existing file" in result.stderr
 
     config = tmp_path / "config.yaml"
     config.write_text("residual_drift:\n  alpha: 2\n")

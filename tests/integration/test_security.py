@@ -188,7 +188,7 @@ def test_rediss_with_a_password_passes_through(tmp_path: Path) -> None:
         url = with_password(port, PASSWORD, scheme="rediss")
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
         pairs = tmp_path / "pairs.jsonl"
-        pairs.write_text("".join(f'{{"s": {i / 10}, "y": {i / 10}}}\n' for i in range(10)))
+        pairs.write_text("".join(f'{{"s": {i / 20}, "y": {i / 20}}}\n' for i in range(20)))
         trusted = {**env, "DRIFTGATE_REDIS_URL": f"{url}?ssl_ca_certs={tmp_path / 'cert.pem'}"}
         written, status, untrusted = run_all(
             [["calibrate", str(pairs), "--stream", "tls"], ["status", "--json"], ["status"]],
