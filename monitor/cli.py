@@ -595,6 +595,29 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report ---------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ._report import ReportError, default_folder, write_report
+
+    settings = _settings(args)
+    read_model = _read_model(settings)
+    snapshot = read_model.snapshot(with_history=True)
+    folder = Path(args.out) if args.out is not None else default_folder(args.subject)
+    try:
+        written = write_report(snapshot, read_model.audit(), args.subject, folder)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from exc
+    except ImportError as exc:  # matplotlib, for the plots, is in the bench extra
+        raise UsageError(
+            f"the report's plots need matplotlib ({exc}): pip install 'driftgate[bench]'"
+        ) from exc
+    for path in written:
+        print(path)
+    return 0
+
+
 # --- rollback, promote ----------------------------------------------------------------------
 
 
@@ -933,6 +956,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--pilot pilot.jsonl --target-mde 0.01",
     ),
     "log": ("driftgate log --action rollback --hours 24",),
+    "report": (
+        "driftgate report policy:gpt-4-mini",
+        "driftgate report inbox_triage --out memos/inbox_triage",
+    ),
     "rollback": ("driftgate rollback inbox_triage --reason 'toxicity above 0.5%'",),
     "promote": ("driftgate promote inbox_triage", "driftgate promote inbox_triage --percent 50"),
     "produce": ("driftgate produce events.jsonl --topic labels",),
@@ -1085,6 +1112,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     log.add_argument("--json", action="store_true")
     _connection_flags(log, kafka=False, redis_=True)
+
+    report = _command(
+        commands,
+        "report",
+        "a decision memo for a stream, experiment or agent: Markdown, HTML and PNG plots",
+        cmd_report,
+    )
+    report.add_argument("subject", type=types.subject_name, metavar="SUBJECT")
+    report.add_argument(
+        "--out", metavar="DIR", help="the folder to write (default: ./driftgate-report-SUBJECT)"
+    )
+    _connection_flags(report, kafka=False, redis_=True)
 
     rollback = _command(
         commands, "rollback", "roll back an agent's canary by hand (a canary event)", cmd_rollback
