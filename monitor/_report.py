@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ MARKDOWN = "report.md"
 HTML = "report.html"
 RESIDUAL_PLOT = "residual_interval.png"
 GUARDRAIL_PLOT = "guardrails.png"
+
+# The shortest time axis of the residual plot.
+_MIN_SPAN = timedelta(minutes=10)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -386,6 +389,10 @@ def _residual_figure(name: str, points: list[dict[str, Any]], threshold: float) 
             capsize=4,
             label=f"{label} interval",
         )
+    first, last = min(times), max(times)
+    if last - first < _MIN_SPAN:  # one moment: matplotlib's own axis would span years
+        middle = first + (last - first) / 2
+        ax.set_xlim(middle - _MIN_SPAN / 2, middle + _MIN_SPAN / 2)
     ax.axhline(0.0, color="black", linewidth=0.8)
     for level in (threshold, -threshold):
         ax.axhline(level, color="tab:red", linestyle="--", linewidth=0.8)

@@ -1,0 +1,81 @@
+"""``driftgate report`` on a stream a real worker saw drift: the memo, its page and its plot."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import Deployment, encode, label
+
+pytestmark = pytest.mark.integration
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def labels(stream: str, s: np.ndarray, y: np.ndarray, start: int) -> bytes:
+    return encode(
+        [
+            label(f"{stream}-{start + i}", stream, float(a), float(b))
+            for i, (a, b) in enumerate(zip(s, y, strict=True))
+        ]
+    )
+
+
+def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> None:
+    rng = np.random.default_rng(20261123)
+    deployment.start_worker()
+    s = rng.uniform(0, 1, 1200)
+    y = s + rng.normal(0, 0.1, 1200)
+    deployment.produce("labels", [labels("drift", s[:600], y[:600], 0)])
+    deployment.wait_for_count("labels", "ok", 600)
+    # Then biased labels: the residual's mean moves by +0.2.
+    deployment.produce("labels", [labels("drift", s[600:], y[600:] + 0.2, 600)])
+    deployment.wait_for_count("labels", "ok", 1200)
+    deployment.wait_for(
+        lambda: deployment.status()["streams"]["drift"]["verdict"] == "FAIL", 30, "FAIL"
+    )
+
+    out = tmp_path / "memo"
+    result = deployment.cli("report", "drift", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = [Path(line) for line in result.stdout.splitlines()]
+    assert [p.name for p in written] == ["report.md", "report.html", "residual_interval.png"]
+    assert all(p.parent == out for p in written)
+
+    markdown = (out / "report.md").read_text()
+    view = deployment.status()["streams"]["drift"]
+    assert f"Verdict: FAIL ({view['reason']})" in markdown
+    assert (
+        f"{view['residual_mean']:+.4f} [{view['ci_low']:+.4f}, {view['ci_high']:+.4f}]" in markdown
+    )
+    # The decision that announced the FAIL, in the history.
+    assert re.search(
+        r"\| residual_drift \| \w+ \| FAIL \| residual_bias \| [-+]0\.\d{4} ", markdown
+    )
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    assert page.images == ["residual_interval.png"]
+    assert "Verdict: FAIL" in "".join(page.text)
+    png = (out / "residual_interval.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+    unknown = deployment.cli("report", "nope", "--out", str(tmp_path / "nope"))
+    assert unknown.returncode == 2
+    assert "'nope'" in unknown.stderr and "unknown subject" in unknown.stderr
+    assert not (tmp_path / "nope").exists()
