@@ -9,10 +9,14 @@ from typing import Any
 
 import pytest
 
-from monitor._report import UnknownSubjectError, build_memo, default_folder, write_report
+from monitor._report import (
+    ReportError,
+    UnknownSubjectError,
+    build_memo,
+    default_folder,
+    write_report,
+)
 from monitor.store import Snapshot
-
-pytest.importorskip("matplotlib")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NOW = 1_790_000_000.0
@@ -346,3 +350,10 @@ def test_a_stream_without_decisions_has_no_invented_points(tmp_path: Path) -> No
 def test_the_default_folder_is_a_safe_name() -> None:
     assert default_folder("policy/gpt-4:mini") == Path("driftgate-report-policy_gpt-4_mini")
     assert default_folder("..") == Path("driftgate-report-subject")
+
+
+def test_a_folder_that_cannot_be_made_is_named(snapshot: Snapshot, tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    with pytest.raises(ReportError, match="a-file"):
+        write_report(snapshot, audit(), "policy/gpt", taken, now=NOW)
