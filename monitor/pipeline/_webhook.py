@@ -66,7 +66,11 @@ class Webhook:
         if decision.get("action", "none") == "none":
             return
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            # A connection per request: on a reused one, a receiver's stray second answer
+            # to one decision was read as the answer to the next, marked delivered
+            # though the receiver never saw it.
+            connector = aiohttp.TCPConnector(force_close=True)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         headers = {"Content-Type": "application/json", "Idempotency-Key": decision["decision_id"]}
         delay = self.first_delay
         for attempt in range(1, self.attempts + 1):
