@@ -15,7 +15,7 @@ import asyncio
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +84,9 @@ class Workload:
         self.ts = time.time() - 600.0
         self.counter = 0
         self.sent: dict[str, list[Message]] = {topic: [] for topic in INPUTS}
-        self.events: dict[str, list[dict[str, Any]]] = {topic: [] for topic in INPUTS}
+        self.ids: dict[str, set[str]] = {topic: set() for topic in INPUTS}
+        # Each subject's latest events, to send one again now and then.
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
         self.lifecycles: dict[str, tuple[str, str]] = {}  # agent -> (bundle, phase)
         self.bad = 0
         """Bad elements sent, a message sent twice counting twice."""
@@ -98,8 +100,8 @@ class Workload:
     def _message(self, topic: str, envelope: int | None) -> Message:
         rng = self.rng
         if self.sent[topic] and rng.random() < 0.03:
-            # A producer retry: the same message again.
-            again = self.sent[topic][int(rng.integers(len(self.sent[topic])))]
+            # A producer retry: one of the last messages, again.
+            again = self.sent[topic][-int(rng.integers(1, min(50, len(self.sent[topic])) + 1))]
             self.sent[topic].append(again)
             self.bad += self._bad_in.get(again.value, 0)
             return again
@@ -113,13 +115,15 @@ class Workload:
         size = envelope or int(rng.choice([1, 1, 2, 10, 50, 200]))
         make = self._label if topic == "labels" else self._telemetry
         events: list[Any] = [make(subject) for _ in range(size)]
-        mine = [e for e in self.events[topic] if e.get("stream", e.get("experiment_id")) == subject]
-        if mine and rng.random() < 0.05:
-            events.append(mine[int(rng.integers(len(mine)))])  # an event sent again
+        recent = self.recent.setdefault(subject, deque(maxlen=1_000))
+        if recent and rng.random() < 0.05:
+            events.append(recent[int(rng.integers(len(recent)))])  # an event sent again
         bad = size > 1 and rng.random() < 0.05
         if bad:
             events.insert(int(rng.integers(size)), self._bad(subject))
-        self.events[topic] += [e for e in events if "event_id" in e]
+        good = [e for e in events if "event_id" in e]
+        self.ids[topic].update(e["event_id"] for e in good)
+        recent.extend(good)
         value = orjson.dumps(events if size > 1 or len(events) > 1 else events[0])
         message = Message(topic, subject.encode(), value)
         if bad:
@@ -193,7 +197,7 @@ class Workload:
             phase = "rolled_back"
         event["bundle_id"] = bundle
         self.lifecycles[agent] = (bundle, phase)
-        self.events["canary"].append(event)
+        self.ids["canary"].add(event_id)
         return event
 
     def _bad(self, subject: str) -> dict[str, Any]:
@@ -202,7 +206,7 @@ class Workload:
 
     def unique_events(self) -> dict[str, int]:
         """Distinct valid events produced, per topic."""
-        return {topic: len({e["event_id"] for e in found}) for topic, found in self.events.items()}
+        return {topic: len(ids) for topic, ids in self.ids.items()}
 
 
 def produce(deployment: Deployment, messages: Sequence[Message]) -> None:
@@ -252,8 +256,8 @@ class LoadProducer(threading.Thread):
         )
         await producer.start()
         try:
-            tick = 0.05
-            chunk = max(1, round(self.per_second * tick))
+            chunk = max(1, round(self.per_second * 0.05))
+            tick = chunk / self.per_second
             started = time.monotonic()
             for first in range(0, len(self.messages), chunk):
                 if not self._go.is_set():

@@ -147,7 +147,8 @@ def test_a_hostile_corpus_through_a_worker(deployment: Deployment) -> None:
     reaches the dead-letter topic with its reason and its source."""
     worker = deployment.start_worker()
     chance = random.Random(51)
-    corpus = {topic: [HostileInput(topic, chance).message() for _ in range(40)] for topic in INPUTS}
+    sources = {topic: HostileInput(topic, chance) for topic in INPUTS}
+    corpus = {topic: [source.message() for _ in range(40)] for topic, source in sources.items()}
     corpus["labels"] += [
         Hostile(b"[" + b",".join([b"1"] * 450_000) + b"]", 0, 1),  # 0.9 MB of junk elements
         Hostile(b"[" * 100_000 + b"]" * 100_000, 0, 1),  # past the decoder's recursion limit
