@@ -54,6 +54,10 @@ class OutboxDrainer:
     after_send
         Called for each entry Kafka acknowledged, before the entry is acknowledged in
         Redis (the webhook; it must not raise).
+    send_timeout
+        Seconds Kafka has to acknowledge a chunk; past it the drain gives up with
+        ``TimeoutError`` (transient) and the chunk stays pending for the next sweep, so a
+        send that never completes cannot hold the drainer (and its claims) for ever.
     """
 
     def __init__(
@@ -63,12 +67,14 @@ class OutboxDrainer:
         producer: Callable[[], Awaitable[Any]],
         min_idle: float = 30.0,
         after_send: Sent | None = None,
+        send_timeout: float = 20.0,
     ) -> None:
         self.client = client
         self.layout = layout
         self.producer = producer
         self.min_idle_ms = int(min_idle * 1000)
         self.after_send = after_send
+        self.send_timeout = send_timeout
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     async def drain(self, subjects: Iterable[tuple[str, str]]) -> int:
@@ -147,6 +153,12 @@ class OutboxDrainer:
         log.debug("sent %d outbox entries of %s", len(ids), keys.name)
 
     async def _deliver(self, keys: SubjectKeys, decoded: list[OutboxEntry]) -> None:
+        await asyncio.wait_for(self._to_kafka(decoded), self.send_timeout)
+        if self.after_send is not None:
+            for entry in decoded:  # in order: a receiver sees a subject's actions as decided
+                await self.after_send(keys, entry)
+
+    async def _to_kafka(self, decoded: list[OutboxEntry]) -> None:
         producer = await self.producer()
         pending = [
             await producer.send(
@@ -158,9 +170,6 @@ class OutboxDrainer:
             for entry in decoded
         ]
         await asyncio.gather(*pending)  # Kafka has every one of them
-        if self.after_send is not None:
-            for entry in decoded:  # in order: a receiver sees a subject's actions as decided
-                await self.after_send(keys, entry)
 
     async def _keep_claim(self, keys: SubjectKeys, ids: list[StreamIdT]) -> None:
         """Renew this drainer's claim on ``ids`` until cancelled."""

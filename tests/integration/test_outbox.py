@@ -151,6 +151,38 @@ async def test_a_drainer_slower_than_the_claim_time_keeps_its_entries(
     )
 
 
+class SilentProducer:
+    """A producer whose sends are taken and never acknowledged (a broker gone quiet)."""
+
+    async def send(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_a_send_that_never_completes_gives_up_and_is_sent_by_the_next_sweep(
+    client: Any, redis_server: RedisServer, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    expected = await fill_outboxes(client, redis_server.url, topics, streams=1)
+    producers: list[Any] = [SilentProducer()]
+
+    async def producer() -> Any:
+        return producers[-1]
+
+    stuck = OutboxDrainer(client, KeyLayout(), producer, send_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await stuck.sweep()
+    assert time.monotonic() - started < 5.0  # the drainer is free again
+    assert await outbox_entries(client) == (1, 1)  # pending with it, not lost
+    producers.append(await start_producer(Settings(kafka_bootstrap=kafka_bootstrap)))
+    try:
+        assert await stuck.sweep() == 1  # its own pending entry first
+    finally:
+        await producers[-1].stop()
+    assert await outbox_entries(client) == (0, 0)
+    records = await consume(kafka_bootstrap, topics.decisions, 1, 20.0)
+    assert [orjson.loads(record.value)["decision_id"] for record in records] == sorted(expected)
+
+
 @BOTH_REDIS
 async def test_a_drainer_killed_mid_send_loses_no_decision(
     client: Any,
