@@ -133,7 +133,14 @@ def test_up_stops_everything_on_sighup_and_stops_when_its_worker_dies(tmp_path: 
 
     # A worker that dies is noticed: `up` says which, shows its last lines, stops the rest
     # and exits 1.
+    worker_log = tmp_path / "worker.log"
+    earlier = worker_log.stat().st_size  # `up` appends: this run's lines come after
     up, ports, worker_pid = start_up(tmp_path)
+    # Once it has logged its first line (a worker killed before that has no lines to show).
+    deadline = time.monotonic() + 30
+    while b"driftgate worker: kafka" not in worker_log.read_bytes()[earlier:]:
+        assert time.monotonic() < deadline, "the worker logged nothing in 30 s"
+        time.sleep(0.1)
     os.kill(worker_pid, signal.SIGKILL)
     out, err = up.communicate(timeout=60)
     assert up.returncode == 1, out + err
