@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "ACTION_RANK",
     "GATE_STATUS_CODES",
+    "ACTION_RANK",
     "SEVERITY",
     "Verdict",
     "decision_id",
@@ -54,17 +56,38 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def should_publish(last_published: str | None, verdict: str) -> bool:
-    """A decision goes out when the verdict changes.
+# How far an action reaches: a decision goes out again when the same verdict asks for more.
+ACTION_RANK = {"none": 0, "alert": 1, "promote": 1, "hold": 2, "rollback": 3}
 
-    A gate starts quiet: PASS or INCONCLUSIVE before anything was published is no news.
+
+def should_publish(
+    last_verdict: str | None,
+    verdict: str,
+    *,
+    last_action: str = "none",
+    action: str = "none",
+) -> bool:
+    """A decision goes out when the verdict changes, or when the same verdict escalates its
+    action (the contract: once for each action).
+
+    A gate starts quiet: PASS or INCONCLUSIVE before anything was published is no news,
+    unless it asks for an action (a first ``promote``). An escalation goes out because a
+    controller acts on actions: a breach that only alerted (the policy said ``alert``, or
+    the canary was not live) and now asks for ``rollback`` must reach it. A de-escalation
+    with the same verdict (after a rollback has settled, the breach only alerts) is no news.
 
     >>> should_publish(None, "PASS"), should_publish(None, "FAIL"), should_publish("FAIL", "PASS")
     (False, True, True)
+    >>> should_publish("FAIL", "FAIL", last_action="alert", action="rollback")
+    True
+    >>> should_publish("FAIL", "FAIL", last_action="rollback", action="alert")
+    False
     """
-    if last_published is None:
-        return verdict not in ("PASS", "INCONCLUSIVE")
-    return verdict != last_published
+    if last_verdict is None:
+        return verdict not in ("PASS", "INCONCLUSIVE") or ACTION_RANK.get(action, 0) > 0
+    if verdict != last_verdict:
+        return True
+    return ACTION_RANK.get(action, 0) > ACTION_RANK.get(last_action, 0)
 
 
 def decision_id(verdict: Verdict) -> str:

@@ -553,13 +553,18 @@ class BatchRunner(Generic[StateT]):
         now: float,
         write: SubjectWrite,
     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """A decision for each verdict that changed: into the outbox and the audit log, in
+        """A decision for each verdict that changed or escalated its action: into the outbox and the audit log, in
         the same write; the gate's published record is written only then."""
         published = dict(published)
         decisions = []
         for verdict in verdicts:
             last = published.get(verdict.gate)
-            if not should_publish(last["verdict"] if last else None, verdict.verdict):
+            if not should_publish(
+                last["verdict"] if last else None,
+                verdict.verdict,
+                last_action=last.get("action", "none") if last else "none",
+                action=verdict.action,
+            ):
                 continue
             decision = decision_record(verdict, now)
             encoded = orjson.dumps(decision)

@@ -53,7 +53,7 @@ def run_up_until_the_demo_fails(state_dir: Path) -> float:
             output = "".join(seen)
             if (
                 "residual_drift|demo:judge: FAIL" in output
-                and "guardrail|demo-agent: FAIL" in output
+                and "guardrail|demo-agent: FAIL rollback" in output
             ):
                 break
         flipped_after = time.monotonic() - started

@@ -44,6 +44,27 @@ def test_publish_only_on_change_with_a_quiet_start(
     assert should_publish(last, verdict) is publish
 
 
+@pytest.mark.parametrize(
+    ("last", "now", "publish"),
+    [
+        (("FAIL", "alert"), ("FAIL", "rollback"), True),
+        (("FAIL", "rollback"), ("FAIL", "alert"), False),
+        (("FAIL", "alert"), ("FAIL", "alert"), False),
+        (("HOLD", "hold"), ("HOLD", "rollback"), True),
+        (("WARN", "alert"), ("WARN", "none"), False),
+        ((None, "none"), ("PASS", "promote"), True),
+        (("PASS", "none"), ("PASS", "promote"), True),
+        (("PASS", "promote"), ("PASS", "none"), False),
+    ],
+)
+def test_the_same_verdict_publishes_again_only_when_its_action_escalates(
+    last: tuple[str | None, str], now: tuple[str, str], publish: bool
+) -> None:
+    assert (
+        should_publish(last[0], now[0], last_action=last[1], action=now[1]) is publish
+    )
+
+
 def test_decision_id_is_deterministic_in_the_evidence() -> None:
     sequence, first = failing(1)
     again = residual_drift_gate(

@@ -168,16 +168,19 @@ def publish(
     subject: str,
     state: ExperimentState,
     verdicts: list[Verdict],
-    published: dict[str, str],
+    published: dict[str, tuple[str, str]],
     now: float = NOW,
 ) -> list[dict[str, Any]]:
-    """What the runner does after an evaluation: a decision for each verdict that changed,
-    then ``settle`` in the same write."""
+    """What the runner does after an evaluation: a decision for each verdict that changed
+    or escalated its action, then ``settle`` in the same write."""
     decisions = []
     for verdict in verdicts:
-        if should_publish(published.get(verdict.gate), verdict.verdict):
+        last_verdict, last_action = published.get(verdict.gate, (None, "none"))
+        if should_publish(
+            last_verdict, verdict.verdict, last_action=last_action, action=verdict.action
+        ):
             decisions.append(decision_record(verdict, now))
-            published[verdict.gate] = verdict.verdict
+            published[verdict.gate] = (verdict.verdict, verdict.action)
     model.settle(subject, state, decisions)
     return decisions
 
@@ -605,7 +608,7 @@ def test_two_gates_wanting_a_rollback_give_one_and_settle_ends_them() -> None:
     assert first["guardrail"].reason == "toxicity_rate"
     canary = first["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("FAIL", "none", "quality_regression")
-    published: dict[str, str] = {}
+    published: dict[str, tuple[str, str]] = {}
     decisions = publish(model, "agent", state, list(first.values()), published)
     assert [d["action"] for d in decisions].count("rollback") == 1
     lifecycle = state.lifecycle
