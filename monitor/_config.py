@@ -8,6 +8,7 @@ import os
 from argparse import ArgumentTypeError
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import unquote
@@ -377,8 +378,9 @@ class Settings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
-    @property
+    @cached_property
     def policy(self) -> Policy:
+        """The policy file, read and checked once per settings object."""
         return load_policy(self.config_path)
 
     def secrets(self) -> list[str]:
