@@ -9,6 +9,12 @@ from ._audit import AuditResult, DecileResidual, residuals_by_decile, transport_
 from ._augmented import AugmentedEstimate, augmented_estimate, cross_fit_predictions
 from ._bernoulli import BernoulliSequence
 from ._budget import BudgetPlan, VarianceModel, plan_for_budget, plan_for_mde
+from ._calibration_quality import (
+    CalibrationDecile,
+    CalibrationQuality,
+    calibration_quality,
+    equivalence_labels_needed,
+)
 from ._change_detector import MeanShiftDetector
 from ._co_moments import CoMoments
 from ._disparity import DisparityInterval, disparity_ratio_sequence
@@ -59,6 +65,8 @@ __all__ = [
     "AugmentedEstimate",
     "BernoulliSequence",
     "BudgetPlan",
+    "CalibrationDecile",
+    "CalibrationQuality",
     "CoMoments",
     "Comparison",
     "CupedResult",
@@ -82,12 +90,14 @@ __all__ = [
     "VarianceModel",
     "augmented_estimate",
     "benjamini_hochberg",
+    "calibration_quality",
     "calibrator_from_state",
     "cross_fit_predictions",
     "cuped",
     "difference_in_means",
     "difference_in_proportions",
     "disparity_ratio_sequence",
+    "equivalence_labels_needed",
     "exceedance_sequence",
     "hedges_g",
     "importance_weights",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,12 +15,17 @@ __all__ = ["AugmentedEstimate", "augmented_estimate", "cross_fit_predictions"]
 
 
 def cross_fit_predictions(
-    s: ArrayLike, y: ArrayLike, folds: int = 5, seed: int | None = 0
+    s: ArrayLike,
+    y: ArrayLike,
+    folds: int = 5,
+    seed: int | None = 0,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Out-of-fold isotonic predictions ``f_{-k(i)}(s_i)`` for each labeled item.
 
     Each item is predicted by a calibrator that never saw it, so residuals
     ``y - f(s)`` are honest (in-sample isotonic fits chase the noise and shrink them).
+    ``on_fold(done, folds)`` is called after each fold (a caller's progress display).
 
     >>> import numpy as np
     >>> s = np.linspace(0, 1, 50); y = s.copy()
@@ -36,6 +42,8 @@ def cross_fit_predictions(
         held_out = fold_of == k
         model = IsotonicCalibrator().fit(s_arr[~held_out], y_arr[~held_out])
         predictions[held_out] = model.predict(s_arr[held_out])
+        if on_fold is not None:
+            on_fold(k + 1, folds)
     return predictions
 
 
