@@ -96,6 +96,19 @@ def plan_for_budget(
     >>> plan.n_scored, plan.m_labeled, round(plan.total_cost)
     (130601, 23087, 5000)
 
+    An optimum below one label gets one, paid for by fewer scored items:
+
+    >>> plan = plan_for_budget(1.0, VarianceModel(0.04, 1e-8), cost_s=0.01, cost_y=0.16)
+    >>> plan.n_scored, plan.m_labeled, round(plan.total_cost, 2)
+    (84, 1, 1.0)
+
+    A budget that cannot pay for one labeled item (``cost_s + cost_y``) has no plan:
+
+    >>> plan_for_budget(0.1, VarianceModel(0.04, 0.02), cost_s=0.01, cost_y=0.16)
+    Traceback (most recent call last):
+    ...
+    ValueError: a budget of 0.1 cannot pay for one labeled item (cost_s + cost_y = 0.17)
+
     References
     ----------
     Neyman, J. (1938). Contribution to the theory of sampling human populations. JASA 33.
@@ -103,12 +116,23 @@ def plan_for_budget(
     """
     if budget <= 0 or cost_s <= 0 or cost_y <= 0:
         raise ValueError("budget and costs must be positive")
+    if budget < cost_s + cost_y:
+        # A plan needs one oracle label at least (the residual variance is unknown
+        # without one); rounding m up to 1 would spend more than the budget.
+        raise ValueError(
+            f"a budget of {budget:g} cannot pay for one labeled item "
+            f"(cost_s + cost_y = {cost_s + cost_y:g})"
+        )
     d = _allocation_constant(model, cost_s, cost_y)
     n = budget * math.sqrt(model.s2_eval / cost_s) / d
     m = budget * math.sqrt(model.s2_cal / cost_y) / d
     if m > n:  # every labeled item is scored as well
         n = m = budget / (cost_s + cost_y)
-    n_int, m_int = max(int(n), 1), max(int(m), 1)
+    m_int = max(int(m), 1)
+    # m rounded up to one label takes its cost from the scored items, so the plan stays
+    # within the budget (the 1e-9 absorbs a budget of exactly cost_s + cost_y).
+    affordable = int((budget - cost_y * m_int) / cost_s + 1e-9)
+    n_int = max(min(int(n), affordable), m_int)
     se = math.sqrt(model.variance(n_int, m_int))
     return BudgetPlan(
         n_int,
@@ -140,7 +164,8 @@ def plan_for_mde(
     if target_mde <= 0:
         raise ValueError("target_mde must be positive")
     se = target_mde / _mde_multiplier(alpha, power)
-    budget = _allocation_constant(model, cost_s, cost_y) ** 2 / se**2
+    # At least one labeled item: a target met by less is met by that one too.
+    budget = max(_allocation_constant(model, cost_s, cost_y) ** 2 / se**2, cost_s + cost_y)
     plan = plan_for_budget(budget, model, cost_s, cost_y, alpha, power)
     while plan.mde > target_mde:  # integer rounding can leave it a hair above
         budget *= 1.0001
