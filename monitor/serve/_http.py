@@ -153,7 +153,12 @@ class GateAPI:
             }
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
-            payload = json.loads(environ["wsgi.input"].read(min(length, MAX_BODY)) or b"{}")
+            if length < 0:
+                raise ValueError(f"Content-Length {length} is negative")
+            if length > MAX_BODY:
+                # Not read at all: a truncated read would only answer 400 for bad JSON.
+                return 413, {"error": f"the body is {length} bytes, over the limit of {MAX_BODY}"}
+            payload = json.loads(environ["wsgi.input"].read(length) or b"{}")
         except (ValueError, TypeError) as exc:
             return 400, {"error": f"the body is not Flagger's JSON payload: {exc}"}
         if not isinstance(payload, dict):
@@ -204,6 +209,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    413: "Content Too Large",
     503: "Service Unavailable",
 }
 

@@ -20,7 +20,7 @@ from monitor._config import AgentPolicy, CanaryPolicy
 from monitor.gates import Verdict
 from monitor.pipeline._runner import _gate_records
 from monitor.serve import GateAPI
-from monitor.serve._http import RAW_PATH
+from monitor.serve._http import MAX_BODY, RAW_PATH
 from monitor.store import Snapshot
 from monitor.store._read_model import _gate_document
 
@@ -522,6 +522,19 @@ def test_the_agent_is_metadata_agent_else_the_name(app: GateAPI) -> None:
 def test_a_bad_hook_body_is_400(app: GateAPI, kwargs: dict[str, Any], error: str) -> None:
     status, document = call(app, "/v1/flagger/rollout", "POST", **kwargs)
     assert status == 400 and document["error"].startswith(error)
+
+
+def test_a_hook_body_over_a_mebibyte_is_413_and_a_negative_length_400(app: GateAPI) -> None:
+    large = orjson.dumps({**flagger("rolled"), "padding": "x" * MAX_BODY})
+    status, document = call(app, "/v1/flagger/rollout", "POST", raw=large)
+    assert status == 413
+    assert document["error"] == f"the body is {len(large)} bytes, over the limit of {MAX_BODY}"
+    # At the limit it is read and answered.
+    exact = orjson.dumps(flagger("rolled"))
+    exact = exact[:-1] + b" " * (MAX_BODY - len(exact)) + b"}"
+    assert call(app, "/v1/flagger/rollout", "POST", raw=exact)[0] == 409
+    status, document = call(app, "/v1/flagger/rollout", "POST", raw=b"{}", content_length="-1")
+    assert status == 400 and "negative" in document["error"]
 
 
 def test_a_hook_about_another_bundle_gets_no_verdict(app: GateAPI) -> None:
