@@ -8,6 +8,7 @@ JSON-able dicts).
 from ._audit import AuditResult, DecileResidual, residuals_by_decile, transport_audit
 from ._augmented import AugmentedEstimate, augmented_estimate, cross_fit_predictions
 from ._bernoulli import BernoulliSequence
+from ._binned_residuals import BinnedResiduals
 from ._budget import BudgetPlan, VarianceModel, plan_for_budget, plan_for_mde
 from ._calibration_quality import (
     CalibrationDecile,
@@ -29,6 +30,7 @@ from ._drift import (
     sketch_ks_bounds,
 )
 from ._empirical_bernstein import EmpiricalBernsteinSequence
+from ._event_rate import EventRate
 from ._experiment import (
     Comparison,
     CupedResult,
@@ -52,6 +54,13 @@ from ._normal_mixture import (
     normal_mixture_boundary,
     optimal_rho,
 )
+from ._online_value import (
+    OnlineLabelPlan,
+    ValueEstimate,
+    labels_to_exclude_zero,
+    online_label_plan,
+    online_value_estimate,
+)
 from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
@@ -64,6 +73,7 @@ __all__ = [
     "AuditResult",
     "AugmentedEstimate",
     "BernoulliSequence",
+    "BinnedResiduals",
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
@@ -75,6 +85,7 @@ __all__ = [
     "DisparityInterval",
     "DriftResult",
     "EmpiricalBernsteinSequence",
+    "EventRate",
     "IdentityCalibrator",
     "ImportanceWeights",
     "Interval",
@@ -83,10 +94,12 @@ __all__ = [
     "MeanShiftDetector",
     "Moments",
     "NormalMixtureSequence",
+    "OnlineLabelPlan",
     "QuantileSketch",
     "RestartingMeanSequence",
     "SampleRatioSequence",
     "SrmResult",
+    "ValueEstimate",
     "VarianceModel",
     "augmented_estimate",
     "benjamini_hochberg",
@@ -103,11 +116,14 @@ __all__ = [
     "importance_weights",
     "ks_critical_distance",
     "ks_drift",
+    "labels_to_exclude_zero",
     "lan_demets_boundaries",
     "mean_difference_sequence",
     "non_inferiority",
     "normal_mixture_boundary",
     "obrien_fleming_boundaries",
+    "online_label_plan",
+    "online_value_estimate",
     "optimal_rho",
     "plan_for_budget",
     "plan_for_mde",
