@@ -1,9 +1,15 @@
 """driftgate's service side: Faust agents, the batch runner, Redis state, gates, metrics, CLI."""
 
-from ._config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
-from .gates import Verdict, residual_drift_gate, score_drift_gate
-from .pipeline import BatchResult, BatchRunner, Handler, RawMessage, SubjectModel
-from .subjects import HANDLERS, LabelHandler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
+    from .gates import Verdict, residual_drift_gate, score_drift_gate
+    from .pipeline import BatchResult, BatchRunner, Handler, RawMessage, SubjectModel
+    from .subjects import HANDLERS, LabelHandler
 
 __all__ = [
     "HANDLERS",
@@ -21,3 +27,35 @@ __all__ = [
     "residual_drift_gate",
     "score_drift_gate",
 ]
+
+# Imported on first use (PEP 562): the gates and subjects import scipy, about a second and
+# a half that every command line message (`--version`, a usage error) would wait for.
+_WHERE = {
+    "Policy": "._config",
+    "ResidualDriftPolicy": "._config",
+    "ScoreDriftPolicy": "._config",
+    "Settings": "._config",
+    "Verdict": ".gates",
+    "residual_drift_gate": ".gates",
+    "score_drift_gate": ".gates",
+    "BatchResult": ".pipeline",
+    "BatchRunner": ".pipeline",
+    "Handler": ".pipeline",
+    "RawMessage": ".pipeline",
+    "SubjectModel": ".pipeline",
+    "HANDLERS": ".subjects",
+    "LabelHandler": ".subjects",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
