@@ -1,32 +1,121 @@
-"""Fitting a stream's calibrator from JSONL and making it the active version."""
+"""Fitting a stream's calibrator from JSONL and making it the active version; its quality
+report, the pool of audited probes, and the next step after an audit."""
 
 from __future__ import annotations
 
+import math
+import shlex
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 import msgspec
 import numpy as np
 import orjson
 
-from estimators import IsotonicCalibrator, QuantileSketch
+from estimators import (
+    AuditResult,
+    CalibrationQuality,
+    DecileResidual,
+    IsotonicCalibrator,
+    QuantileSketch,
+    calibration_quality,
+    equivalence_labels_needed,
+)
 
 from ._config import Policy, Settings
 from .gates import Verdict, decision_record
 from .pipeline._write import AUDIT_MAXLEN
 from .store import KeyLayout, SyncClient
-from .store._calibrators import Announcement, Fresh
+from .store._calibrators import (
+    MAX_STORED_PAIRS,
+    Announcement,
+    Fresh,
+    PoolReceipt,
+    add_to_pool,
+    encode_pairs,
+    read_calibration_pairs,
+    read_calibrator,
+    read_pool,
+)
 from .store._calibrators import activate_calibrator as store_calibrator
+from .store._calibrators import decode_pairs as decode_stored_pairs
 from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
 from .subjects._decode import Finite
 from .subjects._labels import ActiveCalibrator, LabelModel
 
-__all__ = ["InputError", "LabeledPairs", "activate_calibrator", "read_pairs"]
+__all__ = [
+    "MIN_CALIBRATION_PAIRS",
+    "CalibrationOutcome",
+    "InputError",
+    "LabeledPairs",
+    "NextStep",
+    "PoolOutcome",
+    "Progress",
+    "RefitRefused",
+    "activate_calibrator",
+    "calibrate",
+    "next_step",
+    "pool_probe",
+    "quality_lines",
+    "read_pairs",
+]
+
+MIN_CALIBRATION_PAIRS = 20
+"""The fewest labeled pairs a calibrator is fitted on."""
 
 
 class InputError(ValueError):
     """Bad input file: exit status 2, with the file and line."""
+
+
+class RefitRefused(ValueError):
+    """``calibrate`` has nothing to fit (no FILE, nothing pooled, no calibrator): exit 2."""
+
+
+class Progress:
+    """One line of progress on stderr, at most once every ``every`` seconds, and only
+    when that stream is a terminal: pipes, logs and captured output never see it.
+
+    The line is redrawn in place and erased by :meth:`close`, so that the command's own
+    output follows on a clean line.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        try:
+            self.enabled = bool(self._stream.isatty())
+        except (AttributeError, ValueError):  # a closed or odd stream: stay quiet
+            self.enabled = False
+        self._every = every
+        self._clock = clock
+        self._next = clock() + every  # a command done within a second shows nothing
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self._every
+        self._stream.write(f"\r\x1b[K{text}")
+        self._stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
 
 
 @dataclass(frozen=True)
@@ -46,28 +135,51 @@ class _Pair(msgspec.Struct, frozen=True):
 
 
 _PAIR = msgspec.json.Decoder(_Pair)
+_UTF8_BOM = b"\xef\xbb\xbf"
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"PK": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
+_PROGRESS_EVERY_LINES = 65_536  # look at the clock this often, not on every line
 
 
-def read_pairs(path: str | Path) -> LabeledPairs:
-    """``s`` and ``y`` arrays from JSONL; every line must have finite ``s`` and ``y``."""
+def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPairs:
+    """``s`` and ``y`` arrays from JSONL; every line must have finite ``s`` and ``y``.
+
+    A bad line raises :class:`InputError` naming the file, the line and the problem; a
+    UTF-8 byte order mark (as some editors write) is skipped, and a compressed file is
+    named as such rather than as malformed JSON. ``progress`` shows the lines read.
+    """
     scores: list[float] = []
     labels: list[float] = []
     clusters: list[str] = []
     try:
-        lines = Path(path).read_bytes().splitlines()
+        content = Path(path).read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    for magic, kind in _COMPRESSED.items():
+        if content.startswith(magic):
+            raise InputError(
+                f"{path}:1: a {kind} file, not JSON Lines: decompress it first (one JSON "
+                "object with s and y per line)"
+            )
+    lines = content.removeprefix(_UTF8_BOM).splitlines()
     for number, line in enumerate(lines, start=1):
+        if progress is not None and number % _PROGRESS_EVERY_LINES == 0:
+            progress.show(f"reading {path}: {number:,} of {len(lines):,} lines")
         if not line.strip():
             continue
         try:
             pair = _PAIR.decode(line)
-        except msgspec.DecodeError as exc:
+        except msgspec.ValidationError as exc:
             raise InputError(f"{path}:{number}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise InputError(
+                f"{path}:{number}: {exc} (each line must be one JSON object with s and y)"
+            ) from exc
         scores.append(pair.s)
         labels.append(pair.y)
         if pair.cluster is not None:
             clusters.append(str(pair.cluster))
+    if progress is not None:
+        progress.close()
     if len(scores) < 2:
         raise InputError(f"{path}: need at least 2 lines with s and y, found {len(scores)}")
     if clusters and len(clusters) != len(scores):
@@ -86,6 +198,9 @@ def activate_calibrator(
     baseline_scores: QuantileSketch | None = None,
     *,
     decisions_topic: str | None = None,
+    pairs: bytes = b"",
+    pooled_entries: int = 0,
+    based_on: int | None = None,
 ) -> int:
     """Store ``model`` as the stream's next calibrator version and make it active.
 
@@ -98,6 +213,10 @@ def activate_calibrator(
     never flips a verdict silently. Running workers recompute any batch computed under
     the old calibrator. ``decisions_topic`` defaults to the one of the environment's
     topic prefix (``DRIFTGATE_TOPIC_PREFIX``).
+
+    ``pairs`` (encoded) are kept with the new version; ``pooled_entries`` pooled probes
+    leave the pool in the same write; ``based_on`` is the version a pooled refit started
+    from (see :func:`monitor.store._calibrators.activate_calibrator`).
     """
     labels = LabelModel(policy)
     record = ActiveCalibrator(0, model, baseline_scores).record()
@@ -146,7 +265,16 @@ def activate_calibrator(
             ),
         )
 
-    return store_calibrator(client, layout, stream, record, describe)
+    return store_calibrator(
+        client,
+        layout,
+        stream,
+        record,
+        describe,
+        pairs=pairs,
+        pooled_entries=pooled_entries,
+        based_on=based_on,
+    )
 
 
 ANNOUNCING_GATE = "residual_drift"
@@ -164,3 +292,360 @@ def announce(fresh: Verdict, previous_version: int) -> Verdict:
         RECALIBRATED,
         {**fresh.evidence, "previous_calibrator_version": previous_version},
     )
+
+
+# --- calibrate: the fit, its quality report and the pooled refit ---------------------------
+
+
+def check_fit_sample(where: str, s: np.ndarray, y: np.ndarray) -> None:
+    """A calibrator needs :data:`MIN_CALIBRATION_PAIRS` pairs whose scores differ."""
+    if s.size < MIN_CALIBRATION_PAIRS:
+        raise InputError(
+            f"{where}: a calibrator needs at least {MIN_CALIBRATION_PAIRS} labeled pairs, "
+            f"found {s.size}"
+        )
+    if s.min() == s.max():
+        raise InputError(f"{where}: every score is {s[0]:g}: a calibrator needs scores that differ")
+
+
+@dataclass(frozen=True)
+class CalibrationOutcome:
+    """A fitted, stored and announced calibrator version, with its quality report."""
+
+    stream: str
+    version: int
+    previous_version: int
+    model: IsotonicCalibrator
+    quality: CalibrationQuality
+    file_pairs: int
+    """Pairs read from FILE (0 without one)."""
+    history_pairs: int
+    """Pairs of the previous version reused by a pooled refit."""
+    pooled_pairs: int
+    pooled_probes: int
+    stored_pairs: int
+    """Pairs kept with the new version (at most :data:`MAX_STORED_PAIRS`)."""
+    refit_of: int | None = None
+    """The version a pooled refit (``--pool``) started from."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "calibrator": {"kind": self.model.kind, "version": self.version},
+            "version": self.version,
+            "previous_version": self.previous_version,
+            "n_pairs": self.model.n,
+            "knots": int(self.model.knots_s.size),
+            "sources": {
+                "file": self.file_pairs,
+                "history": self.history_pairs,
+                "pooled": self.pooled_pairs,
+                "pooled_probes": self.pooled_probes,
+            },
+            "stored_pairs": self.stored_pairs,
+            "pooled_refit": self.refit_of is not None,
+            "quality": self.quality.to_dict(),
+        }
+
+    def lines(self) -> list[str]:
+        kept = (
+            f"; {self.stored_pairs:,} of its pairs kept (a uniform sample, the cap is "
+            f"{MAX_STORED_PAIRS:,})"
+            if self.stored_pairs < self.model.n
+            else ""
+        )
+        head = [
+            f"stream {self.stream}: isotonic calibrator v{self.version} active "
+            f"({self.model.n} pairs, {self.model.knots_s.size} knots); residual statistics "
+            "start fresh, announced by a residual_drift decision (reason recalibrated)"
+            f"{kept}"
+        ]
+        if self.refit_of is not None:
+            probes = f"probe{'s' if self.pooled_probes != 1 else ''}"
+            head.append(
+                f"pooled refit of v{self.refit_of}: {self.history_pairs:,} pairs of its history "
+                f"+ {self.pooled_pairs:,} from {self.pooled_probes} pooled {probes}"
+                + (f" + {self.file_pairs:,} from the file" if self.file_pairs else "")
+                + ("; the pool is empty again" if self.pooled_probes else "")
+            )
+        return head + quality_lines(self.quality)
+
+
+def quality_lines(quality: CalibrationQuality) -> list[str]:
+    """The quality report as a table for people (``--json`` has full precision)."""
+    r2 = "undefined (every label is equal)" if math.isnan(quality.r2) else f"{quality.r2:.3f}"
+    lines = [
+        f"quality on out-of-fold predictions ({quality.folds}-fold cross-fitting, "
+        f"{quality.n:,} pairs): R^2 {r2}, mean absolute error {quality.mean_absolute_error:.4f}"
+        f", RMSE {quality.rmse:.4f}",
+        f"  {'decile':>6} {'n':>7}  {'score range':<18} {'mean S':>7} {'mean Y':>7} "
+        f"{'mean f(S)':>9} {'mean residual':>13}",
+    ]
+    for row in quality.deciles:
+        scores = f"[{row.score_low:.3f}, {row.score_high:.3f}]"
+        lines.append(
+            f"  {row.decile:>6} {row.n:>7,}  {scores:<18} {row.mean_score:>7.3f} "
+            f"{row.mean_label:>7.3f} {row.mean_prediction:>9.3f} {row.mean_residual:>+13.4f}"
+        )
+    return lines
+
+
+def _stored_sample(s: np.ndarray, y: np.ndarray) -> bytes:
+    """The pairs kept with a version: all of them, or a uniform sample of the cap."""
+    if s.size > MAX_STORED_PAIRS:
+        keep = np.sort(np.random.default_rng(0).choice(s.size, MAX_STORED_PAIRS, replace=False))
+        s, y = s[keep], y[keep]
+    return encode_pairs(s, y)
+
+
+def calibrate(
+    client: SyncClient,
+    layout: KeyLayout,
+    settings: Settings,
+    stream: str,
+    file: str | None,
+    *,
+    pool: bool = False,
+    progress: Progress | None = None,
+) -> CalibrationOutcome:
+    """Fit ``stream``'s calibrator, report its out-of-fold quality, store and announce it.
+
+    Without ``pool`` the fit is on FILE alone. With ``pool`` it is the pooled
+    recalibration of the calibration playbook: the active version's pairs, every probe
+    pooled since (``audit --pool`` after a PASS) and FILE if given; the probes used leave
+    the pool in the write that activates the new version.
+    """
+    progress = progress or Progress()
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    history_pairs = pooled_pairs = probes = file_pairs = 0
+    based_on: int | None = None
+    if pool:
+        active = ActiveCalibrator.from_fields(*read_calibrator(client, layout, stream)).version
+        if active == 0:
+            raise RefitRefused(
+                f"stream {stream!r} has no calibrator to refit: fit one first "
+                f"(driftgate calibrate FILE --stream {shlex.quote(stream)})"
+            )
+        entries = read_pool(client, layout, stream)
+        if not entries and file is None:
+            raise RefitRefused(
+                f"nothing pooled for stream {stream!r}: a probe joins the pool when its audit "
+                f"passes (driftgate audit PROBE --stream {shlex.quote(stream)} --pool), or "
+                "give a FILE to add to the calibration history"
+            )
+        history = read_calibration_pairs(client, layout, stream, active)
+        if history is None and file is None:
+            raise RefitRefused(
+                f"calibrator v{active} of stream {stream!r} has no stored calibration pairs "
+                "(fitted before driftgate kept them): give its calibration FILE too "
+                f"(driftgate calibrate FILE --stream {shlex.quote(stream)} --pool)"
+            )
+        if history is not None:
+            parts.append(history)
+            history_pairs = history[0].size
+        for entry in entries:
+            probe = decode_stored_pairs(entry)
+            parts.append(probe)
+            pooled_pairs += probe[0].size
+        probes, based_on = len(entries), active
+    if file is not None:
+        pairs = read_pairs(file, progress)
+        parts.append((pairs.s, pairs.y))
+        file_pairs = pairs.s.size
+    s = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    check_fit_sample(
+        file if file is not None and not pool else f"stream {stream!r} (pooled refit)", s, y
+    )
+    quality = calibration_quality(
+        s, y, on_fold=lambda done, folds: progress.show(f"cross-fitting: fold {done} of {folds}")
+    )
+    progress.close()
+    model = IsotonicCalibrator().fit(s, y)
+    baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(s)
+    stored = _stored_sample(s, y)
+    version = activate_calibrator(
+        client,
+        layout,
+        settings.policy,
+        stream,
+        model,
+        baseline,
+        decisions_topic=settings.topic("decisions"),
+        pairs=stored,
+        pooled_entries=probes,
+        based_on=based_on,
+    )
+    return CalibrationOutcome(
+        stream,
+        version,
+        based_on if based_on is not None else version - 1,
+        model,
+        quality,
+        file_pairs,
+        history_pairs,
+        pooled_pairs,
+        probes,
+        min(s.size, MAX_STORED_PAIRS),
+        based_on,
+    )
+
+
+# --- audit: pooling a probe that passed, and the next step ---------------------------------
+
+
+@dataclass(frozen=True)
+class PoolOutcome:
+    """What ``audit --pool`` did with the probe."""
+
+    pooled: bool
+    reason: str
+    """Why not (or what now), in words."""
+    pool_pairs: int | None = None
+    pool_probes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pool_probe(
+    client: SyncClient, layout: KeyLayout, stream: str, result: AuditResult, pairs: LabeledPairs
+) -> PoolOutcome:
+    """Add a probe's pairs to the stream's pool, only when its audit passed."""
+    refit = f"driftgate calibrate --stream {shlex.quote(stream)} --pool"
+    if result.status != "PASS":
+        return PoolOutcome(
+            False,
+            f"not pooled: the audit is {result.status}, and only a probe that passes joins "
+            "the calibration history",
+        )
+    receipt: PoolReceipt = add_to_pool(client, layout, stream, pairs.s, pairs.y)
+    if not receipt.added:
+        return PoolOutcome(
+            False,
+            f"not pooled: the pool holds {receipt.pairs:,} pairs and {pairs.s.size:,} more "
+            f"would pass its cap of {MAX_STORED_PAIRS:,}: refit on it first ({refit})",
+            receipt.pairs,
+            receipt.probes,
+        )
+    return PoolOutcome(
+        True,
+        f"pooled: {pairs.s.size:,} labeled pairs join the pool of {stream} ({receipt.pairs:,} "
+        f"pairs from {receipt.probes} probe{'s' if receipt.probes != 1 else ''}); "
+        f"refit on it with: {refit}",
+        receipt.pairs,
+        receipt.probes,
+    )
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What to do after an audit, in words, with the command to run when there is one."""
+
+    action: str
+    """``reuse``, ``enlarge_probe``, ``label_more`` or ``recalibrate``."""
+    text: str
+    command: str | None = None
+    worst_decile: DecileResidual | None = None
+    labels_needed: int | None = None
+    """Equivalence mode, INCONCLUSIVE: more probe labels until the interval may fit."""
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["worst_decile"] = asdict(self.worst_decile) if self.worst_decile else None
+        return document
+
+
+FAIL_LABELS = "100-200"
+"""Target labels to collect after a FAIL (the calibration playbook's figure)."""
+
+
+def next_step(
+    result: AuditResult,
+    deciles: list[DecileResidual],
+    stream: str,
+    probe: str,
+    calibrator_version: int,
+    pooled: bool = False,
+) -> NextStep:
+    """The calibration playbook's decision after an audit, for this probe and stream.
+
+    PASS: reuse the calibrator, optionally pool the labels. WARN: enlarge the next probe
+    and look at the residuals by decile (the worst one named). FAIL: collect 100-200 more
+    target labels, stratified by score decile, and recalibrate. With a margin
+    (equivalence), INCONCLUSIVE asks for the labels that could settle it, or, when the
+    estimate itself is outside the margin, is treated as a FAIL.
+    """
+    name = shlex.quote(stream)
+    recalibrate = f"driftgate calibrate TARGET_LABELS.jsonl --stream {name}"
+    margin = result.margin
+    if result.status == "PASS":
+        inside = "no detectable bias" if margin is None else f"the bias is within +-{margin:g}"
+        if pooled:
+            pool = (
+                f"its labels are pooled: refit on the pool when you choose "
+                f"(driftgate calibrate --stream {name} --pool)"
+            )
+            command = f"driftgate calibrate --stream {name} --pool"
+        else:
+            command = f"driftgate audit {shlex.quote(probe)} --stream {name} --pool"
+            pool = f"optionally pool its {result.n} labels into the calibration history: {command}"
+        return NextStep(
+            "reuse",
+            f"reuse calibrator v{calibrator_version} ({inside} on this probe); {pool}",
+            command,
+        )
+    worst = max(deciles, key=lambda d: abs(d.mean_residual)) if deciles else None
+    where = (
+        f"decile {worst.decile} (s in [{worst.score_low:.3f}, {worst.score_high:.3f}], "
+        f"n={worst.n}, mean residual {worst.mean_residual:+.4f})"
+        if worst
+        else "none"
+    )
+    fail = NextStep(
+        "recalibrate",
+        f"do not rely on calibrator v{calibrator_version} (bias {result.delta:+.4f}): collect "
+        f"{FAIL_LABELS} more target labels stratified by score decile (10-20 in each decile "
+        "of the table below; the probe's labels may join them), then recalibrate: "
+        f"{recalibrate}",
+        recalibrate,
+        worst,
+    )
+    if result.status == "WARN":
+        bigger = max(2 * result.n, 100)
+        return NextStep(
+            "enlarge_probe",
+            f"a small but detectable bias ({result.delta:+.4f}): enlarge the next probe to at "
+            f"least {bigger} labels and look at the residuals by decile; the worst is {where}. "
+            "If WARN persists, recalibrate with the probe added to the calibration history: "
+            f"driftgate calibrate {shlex.quote(probe)} --stream {name} --pool",
+            None,
+            worst,
+        )
+    if result.status == "INCONCLUSIVE" and margin is not None:
+        half_width = (result.interval.high - result.interval.low) / 2
+        more = equivalence_labels_needed(result.n, result.delta, half_width, margin)
+        straddle = (
+            f"the interval [{result.interval.low:+.4f}, {result.interval.high:+.4f}] "
+            f"straddles the margin +-{margin:g}"
+        )
+        if more is None:
+            return NextStep(
+                "recalibrate",
+                f"{straddle} and the estimate {result.delta:+.4f} is already outside it: "
+                f"more labels are unlikely to show equivalence; treat it as a FAIL. "
+                + fail.text[0].upper()
+                + fail.text[1:],
+                recalibrate,
+                worst,
+            )
+        return NextStep(
+            "label_more",
+            f"{straddle}: this probe is too small to tell. Label about {more} more probe items "
+            f"of the same slice ({result.n + more} in all) and audit again; the worst decile "
+            f"so far is {where}",
+            None,
+            worst,
+            more,
+        )
+    return fail

@@ -28,7 +28,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from . import _args as types
-from ._calibration import InputError, activate_calibrator, read_pairs
+from ._calibration import InputError, read_pairs
 from ._config import ConfigError, Settings, scrub, secrets_of
 from ._demo import reset_demo
 from ._kafka import MAX_MESSAGE_BYTES, client_options
@@ -669,71 +669,78 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 # The calibration playbook's floor for an isotonic fit with its cross-fitted check.
-MIN_CALIBRATION_PAIRS = 20
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from estimators import IsotonicCalibrator, QuantileSketch
+    from ._calibration import Progress, RefitRefused, calibrate
 
+    if args.file is None and not args.pool:
+        raise UsageError(
+            "give FILE (JSONL with s and y), or --pool to refit on the stored pairs and the "
+            "pooled probes"
+        )
     settings = _settings(args)
-    pairs = read_pairs(args.file)
-    if pairs.s.size < MIN_CALIBRATION_PAIRS:
-        raise InputError(
-            f"{args.file}: a calibrator needs at least {MIN_CALIBRATION_PAIRS} labeled pairs, "
-            f"found {pairs.s.size}"
-        )
-    if pairs.s.min() == pairs.s.max():
-        raise InputError(
-            f"{args.file}: every score is {pairs.s[0]:g}: a calibrator needs scores that differ"
-        )
-    model = IsotonicCalibrator().fit(pairs.s, pairs.y)
-    baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(pairs.s)
     try:
-        version = activate_calibrator(
+        outcome = calibrate(
             _redis(settings),
             KeyLayout(settings.redis_prefix),
-            settings.policy,
+            settings,
             args.stream,
-            model,
-            baseline,
-            decisions_topic=settings.topic("decisions"),
+            args.file,
+            pool=args.pool,
+            progress=Progress(sys.stderr),
         )
+    except RefitRefused as exc:
+        raise UsageError(str(exc)) from exc
     except StateConflictError as exc:
         raise ServiceUnavailable(str(exc)) from exc
-    print(
-        f"stream {args.stream}: isotonic calibrator v{version} active "
-        f"({model.n} pairs, {model.knots_s.size} knots); residual statistics start fresh, "
-        f"announced by a residual_drift decision (reason recalibrated)"
-    )
+    if args.json:
+        _print_json(outcome.to_dict())
+    else:
+        print("\n".join(outcome.lines()))
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from estimators import residuals_by_decile, transport_audit
 
+    from ._calibration import Progress, next_step, pool_probe
+
     settings = _settings(args)
-    pairs = read_pairs(args.file)
-    calibrator = ActiveCalibrator.from_fields(
-        *read_calibrator(_redis(settings), KeyLayout(settings.redis_prefix), args.stream)
-    )
+    pairs = read_pairs(args.file, Progress(sys.stderr))
+    client = _redis(settings)
+    layout = KeyLayout(settings.redis_prefix)
+    calibrator = ActiveCalibrator.from_fields(*read_calibrator(client, layout, args.stream))
     if calibrator.version == 0:
         raise UsageError(
             f"stream {args.stream!r} has no calibrator to audit: fit one first "
             f"(driftgate calibrate FILE --stream {args.stream})"
         )
     residuals = calibrator.model.residuals(pairs.s, pairs.y)
-    result = transport_audit(
-        residuals,
-        alpha=args.alpha,
-        clusters=pairs.clusters,
-        margin=args.margin,
-        family_size=args.family_size,
-    )
+    try:
+        result = transport_audit(
+            residuals,
+            alpha=args.alpha,
+            clusters=pairs.clusters,
+            margin=args.margin,
+            family_size=args.family_size,
+        )
+    except ValueError as exc:  # one cluster only
+        raise InputError(f"{args.file}: {exc}") from exc
     deciles = residuals_by_decile(pairs.s, residuals)
+    pooled = pool_probe(client, layout, args.stream, result, pairs) if args.pool else None
+    step = next_step(
+        result,
+        deciles,
+        args.stream,
+        args.file,
+        calibrator.version,
+        pooled=pooled is not None and pooled.pooled,
+    )
     document = {
         "stream": args.stream,
         "calibrator": {"kind": calibrator.kind, "version": calibrator.version},
         **result.to_dict(),
+        "next_step": step.to_dict(),
+        "pool": pooled.to_dict() if pooled else None,
         "deciles": [d.__dict__ for d in deciles],
     }
     if args.json:
@@ -744,6 +751,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         f"delta={result.delta:+.4f} [{result.interval.low:+.4f}, {result.interval.high:+.4f}] "
         f"({result.method}, calibrator {calibrator.kind} v{calibrator.version})"
     )
+    print(f"Next step: {step.text}")
+    if pooled is not None:
+        print(pooled.reason[0].upper() + pooled.reason[1:])
     for row in deciles:
         print(
             f"  decile {row.decile:>2}  s in [{row.score_low:.3f}, {row.score_high:.3f}]  "
@@ -1065,13 +1075,23 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = _command(
         commands,
         "calibrate",
-        "fit f: S -> Y and make it the stream's active calibrator",
+        "fit f: S -> Y, report its out-of-fold quality, make it the stream's active calibrator",
         cmd_calibrate,
     )
     calibrate.add_argument(
-        "file", type=types.readable_file, metavar="FILE", help="JSONL with s and y"
+        "file",
+        type=types.readable_file,
+        metavar="FILE",
+        nargs="?",
+        help="JSONL with s and y (optional with --pool)",
     )
     calibrate.add_argument("--stream", type=types.subject_name, required=True)
+    calibrate.add_argument(
+        "--pool",
+        action="store_true",
+        help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
+    )
+    calibrate.add_argument("--json", action="store_true")
     _connection_flags(calibrate, kafka=False, redis_=True)
 
     audit = _command(commands, "audit", "transport audit of a probe slice", cmd_audit)
@@ -1088,6 +1108,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--family-size", type=types.positive_integer, default=1, help="Bonferroni over N audits"
+    )
+    audit.add_argument(
+        "--pool",
+        action="store_true",
+        help="on PASS, add the probe's pairs to the stream's pool (calibrate --pool refits)",
     )
     audit.add_argument("--json", action="store_true")
     _connection_flags(audit, kafka=False, redis_=True)

@@ -35,5 +35,7 @@ def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) 
     for raw_field, raw in zip(seen, values, strict=True):
         topic = raw_field[len(prefix) :].decode()
         buckets += [keys.seen_bucket(topic, b) for b in decode_seen_buckets(raw)[1]]
-    client.delete(keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, *buckets)
+    client.delete(
+        keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, keys.pool, *buckets
+    )
     client.srem(layout.registry(kind), name)

@@ -13,7 +13,10 @@ they all live in one slot and one script can update them atomically::
                                                 history:{version} (retired calibrators)
     {prefix}{kind:name}:outbox          stream  decisions / dead letters not yet on Kafka
     {prefix}{kind:name}:audit           stream  decisions and canary actions (driftgate log)
-    {prefix}{kind:name}:calibrators     hash    latest, v{version} (streams)
+    {prefix}{kind:name}:calibrators     hash    latest, v{version} (streams),
+                                                pairs:v{version} (its calibration pairs)
+    {prefix}{kind:name}:pool            list    labeled pairs of probes that passed their
+                                                audit, waiting for a pooled refit (streams)
     {prefix}{kind:name}:seen:{topic}:{bucket}
                                         string  8-byte digests of the event ids seen with
                                                 event times in that bucket
@@ -56,6 +59,8 @@ REV: Final = "rev"
 STATE: Final = "state"
 CALIBRATOR: Final = "calibrator"
 CALIBRATOR_VERSION: Final = "calibrator_version"
+# Calibrator versions hash: the field prefix of a version's calibration pairs.
+CALIBRATION_PAIRS_PREFIX: Final = "pairs:v"
 # View hash fields.
 VIEW: Final = "view"
 GATES: Final = "gates"
@@ -107,6 +112,11 @@ def last_ts(topic: str) -> str:
 
 def history(version: int | str) -> str:
     return f"history:{version}"
+
+
+def calibration_pairs(version: int | str) -> str:
+    """The calibrators hash field of the pairs a version was fitted on."""
+    return f"{CALIBRATION_PAIRS_PREFIX}{version}"
 
 
 def parse_view_field(name: str) -> tuple[str, ...]:
@@ -224,6 +234,11 @@ class SubjectKeys:
     @property
     def calibrators(self) -> str:
         return f"{self.state}:calibrators"
+
+    @property
+    def pool(self) -> str:
+        """Pooled probe pairs of a stream (a list of encoded pair sets)."""
+        return f"{self.state}:pool"
 
     def seen_bucket(self, topic: str, bucket: int) -> str:
         return f"{self.state}:seen:{topic}:{bucket}"
