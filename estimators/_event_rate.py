@@ -20,7 +20,8 @@ class EventRate(StatefulEstimator):
     seen, so the count forgets a quiet hour as a person would. At a constant rate
     ``lambda`` since ``t0`` the decayed count is ``lambda tau (1 - exp(-(T - t0) / tau))``
     (``tau = half_life / ln 2``): :attr:`per_second` divides by that factor, so it is
-    unbiased from the start and not only after a few half-lives. Event time, not
+    unbiased from the start and not only after a few half-lives (the first event, which
+    starts the clock, is not counted). Event time, not
     arrival time: a replayed backlog keeps the rate it had.
 
     Parameters
@@ -69,7 +70,18 @@ class EventRate(StatefulEstimator):
         if self.first is None or self.last is None or self.last <= self.first:
             return None
         span = self.last - self.first
-        return self.count / (self._tau * -math.expm1(-span / self._tau))
+        # The first event starts the clock: n events span n - 1 gaps, so it is not counted.
+        first_weight = math.exp(-span / self._tau)
+        return max(self.count - first_weight, 0.0) / (self._tau * -math.expm1(-span / self._tau))
+
+    def seconds_for(self, count: float) -> float | None:
+        """How long ``count`` more events take at the recent rate (``None``: no rate yet).
+
+        >>> round(EventRate(600).update(range(0, 600, 2)).seconds_for(30))  # 30 at 0.5/s
+        60
+        """
+        rate = self.per_second
+        return None if rate is None or rate <= 0.0 else count / rate
 
     def to_state(self) -> dict[str, Any]:
         return {

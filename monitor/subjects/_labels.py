@@ -12,12 +12,19 @@ import numpy as np
 import orjson
 
 from estimators import (
+    BinnedResiduals,
+    CoMoments,
+    EventRate,
     IdentityCalibrator,
     IsotonicCalibrator,
     Moments,
     QuantileSketch,
     RestartingMeanSequence,
     calibrator_from_state,
+    labels_to_exclude_zero,
+    online_label_plan,
+    online_value_estimate,
+    severity_band,
 )
 
 from .._config import Policy
@@ -89,7 +96,11 @@ class LabelState:
 
     ``residuals`` holds the all-time interval and the one restarted after a change alarm;
     ``score_sketch`` / ``scores`` describe every ``s``, labeled or not; ``n`` counts every
-    scored event.
+    scored event. For the augmented value estimate: ``predictions``, the moments of
+    ``f(S)`` over every scored event, and ``labeled_pairs``, ``(f(S), Y - f(S))`` of the
+    labeled ones (their covariance). ``residuals_by_bin`` holds the residuals by score
+    decile of the calibrator's baseline, ``label_rate`` the recent labels per second. All
+    of it starts afresh with a new calibrator version (its state is deleted).
     """
 
     calibrator: ActiveCalibrator
@@ -97,6 +108,12 @@ class LabelState:
     score_sketch: QuantileSketch
     scores: Moments = field(default_factory=Moments)
     n: int = 0
+    predictions: Moments = field(default_factory=Moments)
+    labeled_pairs: CoMoments = field(default_factory=CoMoments)
+    residuals_by_bin: BinnedResiduals = field(
+        default_factory=lambda: BinnedResiduals.deciles_of(None)
+    )
+    label_rate: EventRate = field(default_factory=EventRate)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -105,6 +122,10 @@ class LabelState:
             "residuals": self.residuals.to_state(),
             "score_sketch": self.score_sketch.to_state(),
             "scores": self.scores.to_state(),
+            "predictions": self.predictions.to_state(),
+            "labeled_pairs": self.labeled_pairs.to_state(),
+            "residuals_by_bin": self.residuals_by_bin.to_state(),
+            "label_rate": self.label_rate.to_state(),
         }
 
 
@@ -144,20 +165,30 @@ class LabelModel:
             stored[fields.CALIBRATOR], stored[fields.CALIBRATOR_VERSION]
         )
         raw = stored[fields.STATE]
+        bins = BinnedResiduals.deciles_of(calibrator.baseline_scores)
         if not raw:
             return LabelState(
                 calibrator,
                 self.new_residuals(),
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
+                residuals_by_bin=bins,
             )
         document = orjson.loads(raw)
-        return LabelState(
+        state = LabelState(
             calibrator,
             RestartingMeanSequence.from_state(document["residuals"]),
             QuantileSketch.from_state(document["score_sketch"]),
             Moments.from_state(document["scores"]),
             int(document["n"]),
+            residuals_by_bin=bins,
         )
+        # A state written before these statistics existed starts them from here on.
+        if "predictions" in document:
+            state.predictions = Moments.from_state(document["predictions"])
+            state.labeled_pairs = CoMoments.from_state(document["labeled_pairs"])
+            state.residuals_by_bin = BinnedResiduals.from_state(document["residuals_by_bin"])
+            state.label_rate = EventRate.from_state(document["label_rate"])
+        return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
         return {fields.STATE: orjson.dumps(state.to_state())}
@@ -218,7 +249,93 @@ class LabelModel:
             "score_mean": state.scores.mean if state.scores.n else None,
             "score_ks": score.evidence["estimate"] if score else None,
             "score_verdict": score.verdict if score else None,
+            "score_band": _score_band(score),
+            "value": self._value_view(state),
+            "residuals_by_decile": state.residuals_by_bin.rows(),
+            "until_decided": self._until_decided(state, residual),
+            "label_plan": self._plan_view(state),
         }
+
+    def _value_view(self, state: LabelState) -> dict[str, Any]:
+        """The augmented value estimate: mean ``f(S)`` over every scored event plus the
+        mean labeled residual, with its anytime-valid interval."""
+        policy = self.policy.residual_drift
+        pairs = state.labeled_pairs
+        value = online_value_estimate(
+            state.predictions,
+            state.residuals.all_time.moments,
+            pairs.cov if pairs.n > 1 else 0.0,
+            policy.alpha,
+            policy.target_time,
+            policy.min_labeled,
+        )
+        return {
+            "estimate": finite_or_none(value.estimate),
+            "ci_low": finite_or_none(value.interval.low),
+            "ci_high": finite_or_none(value.interval.high),
+            "plug_in": finite_or_none(value.plug_in),
+            "residual_correction": finite_or_none(value.residual_correction),
+            "standard_error": finite_or_none(value.standard_error),
+            "n_scored": value.n_scored,
+            "n_labeled": value.n_labeled,
+        }
+
+    def _until_decided(self, state: LabelState, residual: Verdict) -> dict[str, Any]:
+        """How far the residual gate is from a decision, in labels and (at the recent
+        label rate) in seconds. WARN and FAIL have decided; INCONCLUSIVE waits for
+        ``min_labeled``; PASS waits for as many labels as would make its interval exclude
+        0 if the mean residual stayed where it is (``None``: not in any useful time)."""
+        policy = self.policy.residual_drift
+        sequence = state.residuals.all_time  # PASS and INCONCLUSIVE use the all-time one
+        labels: int | None
+        if residual.verdict in ("WARN", "FAIL"):
+            status, labels = "decided", 0
+        elif sequence.n < policy.min_labeled:
+            status, labels = "collecting", policy.min_labeled - sequence.n
+        else:
+            status = "watching"
+            labels = labels_to_exclude_zero(
+                sequence.mean,
+                sequence.moments.std,
+                sequence.n,
+                policy.alpha,
+                policy.target_time,
+                policy.min_labeled,
+            )
+        return {
+            "status": status,
+            "labels": labels,
+            "seconds": None if not labels else state.label_rate.seconds_for(labels),
+            "label_rate_per_second": state.label_rate.per_second,
+        }
+
+    def _plan_view(self, state: LabelState) -> dict[str, Any] | None:
+        """``driftgate plan`` re-estimated from the stream's own variances: the MDE now,
+        and the labels the gate's bias threshold (as the target MDE) needs."""
+        policy = self.policy.residual_drift
+        if policy.bias_threshold <= 0:  # no bias to detect: nothing to plan for
+            return None
+        plan = online_label_plan(
+            state.predictions, state.residuals.all_time.moments, policy.bias_threshold, policy.alpha
+        )
+        if plan is None:
+            return None
+        return {
+            "target_mde": plan.target_mde,
+            "current_mde": finite_or_none(plan.current_mde),
+            "labels_needed": plan.labels_needed,
+            "more_labels": plan.more_labels,
+            "sigma2_eval": plan.sigma2_eval,
+            "sigma2_cal": plan.sigma2_cal,
+        }
+
+
+def _score_band(score: Verdict | None) -> str | None:
+    """The score drift band of the gate's noise-guarded KS bound (``None`` while the gate
+    cannot judge)."""
+    if score is None or score.verdict == "INCONCLUSIVE" or score.evidence["ci_low"] is None:
+        return None
+    return severity_band(score.evidence["ci_low"])
 
 
 def _interval_view(sequence: Any) -> dict[str, Any]:
@@ -262,10 +379,16 @@ class LabelHandler:
         """Fold in one batch: every score, and the residuals of the labeled events."""
         columns: LabelColumns = events.columns
         labeled = ~np.isnan(columns.y)
+        model = state.calibrator.model
+        predictions = model.predict(columns.s)
         state.n += columns.s.size
         state.scores.update(columns.s)
         state.score_sketch.update(columns.s)
+        state.predictions.update(predictions)
         if labeled.any():
-            residuals = state.calibrator.model.residuals(columns.s[labeled], columns.y[labeled])
+            residuals = model.residuals(columns.s[labeled], columns.y[labeled])
             state.residuals.update(residuals)
+            state.labeled_pairs.update(predictions[labeled], residuals)
+            state.residuals_by_bin.update(columns.s[labeled], residuals)
+            state.label_rate.update(events.ts[labeled])
         return []
