@@ -489,6 +489,8 @@ def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ._status import print_streams
+
     settings = _settings(args)
     document = _read_model(settings).snapshot(with_history=True).status_document()
     if args.json:
@@ -496,28 +498,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not any(document.values()):
         print("nothing monitored yet")
-    _print_streams(document["streams"])
+    print_streams(document["streams"])
     _print_experiments(document["experiments"], document["agents"])
     return 0
 
 
 def _number(value: float | None, form: str = "+.4f") -> str:
     return "-" if value is None else format(value, form)
-
-
-def _print_streams(streams: dict[str, Any]) -> None:
-    for name, row in streams.items():
-        calibrator = row["calibrator"]
-        mean = "-" if row["residual_mean"] is None else f"{row['residual_mean']:+.4f}"
-        low = "-inf" if row["ci_low"] is None else f"{row['ci_low']:+.4f}"
-        high = "+inf" if row["ci_high"] is None else f"{row['ci_high']:+.4f}"
-        note = " (identity: no calibrator fitted)" if calibrator["kind"] == "identity" else ""
-        since = " since the detected change" if row["interval"] == "since_change" else ""
-        print(
-            f"{name}: {row['verdict']:<12} n={row['n']} labeled={row['labeled_n']} "
-            f"mean residual {mean} [{low}, {high}] over {row['residual_n']} labels{since}; "
-            f"calibrator {calibrator['kind']} v{calibrator['version']}{note}"
-        )
 
 
 def _print_experiments(experiments: dict[str, Any], agents: dict[str, Any]) -> None:

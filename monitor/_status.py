@@ -1,0 +1,146 @@
+"""``driftgate status`` for people: each stream's figures, rounded, with what they mean.
+
+``status --json`` prints the same views at full precision; this module only words them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["print_streams", "stream_lines"]
+
+
+def print_streams(streams: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, row in streams.items():
+        print("\n".join(stream_lines(name, row)))
+
+
+def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
+    """The lines of one stream: verdict and counts, the interval the verdict uses and the
+    all-time one, the value estimate, score drift, how far from a decision, the plan and
+    the residuals by score decile. A view written by an older worker lacks the later
+    figures: their lines are left out."""
+    calibrator = row["calibrator"]
+    note = " (identity: no calibrator fitted)" if calibrator["kind"] == "identity" else ""
+    lines = [
+        f"{name}: {row['verdict']} ({row['reason']}); {_count(row['n'])} scored, "
+        f"{_count(row['labeled_n'])} labeled; calibrator {calibrator['kind']} "
+        f"v{calibrator['version']}{note}"
+    ]
+    used = _interval(row["residual_mean"], row["ci_low"], row["ci_high"], row["residual_n"])
+    all_time = row.get("all_time")
+    if row.get("interval") == "since_change":
+        since = row.get("since_change") or {}
+        where = since.get("since_labeled_n")
+        start = f" (after label {_count(where)})" if where is not None else ""
+        lines.append(f"  verdict uses: the interval since the detected change{start}: {used}")
+        if all_time is not None:
+            lines.append(
+                "  all time:     "
+                + _interval(
+                    all_time["residual_mean"],
+                    all_time["ci_low"],
+                    all_time["ci_high"],
+                    all_time["n"],
+                )
+            )
+    else:
+        lines.append(f"  verdict uses: the all-time interval: {used}")
+    value = row.get("value")
+    if value is not None:
+        lines.append(
+            f"  value:        {_plain(value['estimate'])} "
+            f"[{_plain(value['ci_low'], '-inf')}, {_plain(value['ci_high'], '+inf')}] "
+            f"= mean f(S) {_plain(value['plug_in'])} over {_count(value['n_scored'])} scored "
+            f"+ mean residual {_signed(value['residual_correction'])} "
+            f"over {_count(value['n_labeled'])} labeled"
+        )
+    if "score_band" in row:
+        lines.append(f"  score drift:  {_score_drift(row)}")
+    wait = row.get("until_decided")
+    if wait is not None:
+        lines.append(f"  decision:     {_until_decided(row, wait)}")
+    if "label_plan" in row:
+        lines.append(f"  label plan:   {_plan(row['label_plan'], row['labeled_n'])}")
+    deciles = row.get("residuals_by_decile")
+    if deciles and any(d["n"] for d in deciles):
+        means = " ".join(_signed(d["mean_residual"], 2) if d["n"] else "." for d in deciles)
+        counts = " ".join(_count(d["n"]) for d in deciles)
+        lines.append(f"  by decile:    mean residual {means} (labels {counts})")
+    return lines
+
+
+def _interval(mean: float | None, low: float | None, high: float | None, n: int) -> str:
+    return (
+        f"mean residual {_signed(mean)} [{_signed(low, none='-inf')}, "
+        f"{_signed(high, none='+inf')}] over {_count(n)} labels"
+    )
+
+
+def _score_drift(row: Mapping[str, Any]) -> str:
+    band, verdict = row.get("score_band"), row.get("score_verdict")
+    ks = row.get("score_ks")
+    if verdict is None:
+        return "no baseline (the identity has no calibration scores)"
+    distance = "" if ks is None else f", KS {_plain(ks)}"
+    if band is None:
+        return f"too few scores to judge ({verdict}{distance})"
+    return f"{band} ({verdict}{distance})"
+
+
+def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
+    labels, status = wait["labels"], wait["status"]
+    if status == "decided":
+        return f"decided: {row['verdict']}"
+    when = _eta(wait.get("seconds"), wait.get("label_rate_per_second"))
+    if status == "collecting":
+        return f"{_count(labels)} more labels before the gate may decide{when}"
+    mean = row["residual_mean"]
+    if labels is None:
+        return (
+            f"{row['verdict']} so far; the mean residual ({_signed(mean)}) is too near 0 "
+            "for its interval to exclude 0 in any useful time"
+        )
+    return (
+        f"{row['verdict']} so far; ~{_count(labels)} more labels would exclude 0 if the mean "
+        f"residual stays at {_signed(mean)}{when}"
+    )
+
+
+def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
+    if plan is None:
+        return "needs two labels at least (no variance yet)"
+    more = plan["more_labels"]
+    need = "enough labels" if more == 0 else f"{_count(more)} more labels"
+    return (
+        f"MDE now {_plain(plan['current_mde'])} with {_count(labeled)} labels; "
+        f"an MDE of {_plain(plan['target_mde'])} (the bias threshold) needs "
+        f"{_count(plan['labels_needed'])}: {need}"
+    )
+
+
+def _eta(seconds: float | None, rate: float | None) -> str:
+    if seconds is None or rate is None:
+        return ""
+    return f" (~{_duration(seconds)} at {_plain(rate)} labels/s)"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("min", 60.0), ("s", 0.0)):
+        if seconds >= size:
+            amount = seconds / size if size else seconds
+            return f"{amount:.0f} {unit}" if amount >= 10 else f"{amount:.2g} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _signed(x: float | None, digits: int = 3, none: str = "-") -> str:
+    return none if x is None else f"{x:+.{digits}g}"
+
+
+def _plain(x: float | None, none: str = "-") -> str:
+    return none if x is None else f"{x:.3g}"
