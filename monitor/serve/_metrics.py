@@ -107,6 +107,13 @@ _ALL_TIME = (
     ("ci_upper", "Upper end of the all-time anytime-valid interval."),
 )
 
+# The augmented value estimate: mean f(S) over every scored event + mean labeled residual.
+_VALUE = (
+    ("estimate", "Augmented value estimate: mean f(S) of all scored events + mean residual."),
+    ("ci_lower", "Lower end of the value estimate's anytime-valid interval."),
+    ("ci_upper", "Upper end of the value estimate's anytime-valid interval."),
+)
+
 
 def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     verdict_interval = {
@@ -122,6 +129,10 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         "KS distance of the stream's scores from its calibration scores.",
         labels=["stream"],
     )
+    value = {
+        suffix: GaugeMetricFamily(f"driftgate_value_{suffix}", text, labels=["stream"])
+        for suffix, text in _VALUE
+    }
     for name, view in sorted(streams.items()):
         for family, source, n in (
             (verdict_interval, view, view["residual_n"]),
@@ -133,9 +144,15 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             family["ci_upper"].add_metric([name], _value(source["ci_high"], math.inf))
         if view["score_ks"] is not None:
             score_ks.add_metric([name], view["score_ks"])
+        estimate = view.get("value")  # absent from a view written before it existed
+        if estimate is not None:
+            value["estimate"].add_metric([name], _value(estimate["estimate"], math.nan))
+            value["ci_lower"].add_metric([name], _value(estimate["ci_low"], -math.inf))
+            value["ci_upper"].add_metric([name], _value(estimate["ci_high"], math.inf))
     yield from verdict_interval.values()
     yield from all_time.values()
     yield score_ks
+    yield from value.values()
 
 
 def _experiments(snapshot: Snapshot) -> Iterator[Metric]:
