@@ -58,9 +58,11 @@ __all__ = [
     "RefitRefused",
     "activate_calibrator",
     "calibrate",
+    "check_pilot",
     "next_step",
     "pool_probe",
     "quality_lines",
+    "read_fit_file",
     "read_pairs",
 ]
 
@@ -308,6 +310,23 @@ def check_fit_sample(where: str, s: np.ndarray, y: np.ndarray) -> None:
         raise InputError(f"{where}: every score is {s[0]:g}: a calibrator needs scores that differ")
 
 
+MIN_PILOT_PAIRS = 10
+
+
+def check_pilot(path: str, pairs: LabeledPairs) -> None:
+    """``plan --pilot``: enough pairs for cross-fitting, and labels that vary (their
+    variance sizes the plan; equal labels would plan for a variance of 0)."""
+    if pairs.s.size < MIN_PILOT_PAIRS:
+        raise InputError(
+            f"{path}: a pilot needs at least {MIN_PILOT_PAIRS} labeled pairs, found {pairs.s.size}"
+        )
+    if pairs.y.min() == pairs.y.max():
+        raise InputError(
+            f"{path}: every label is {pairs.y[0]:g}: a pilot needs labels that vary (their "
+            "variance sizes the plan)"
+        )
+
+
 @dataclass(frozen=True)
 class CalibrationOutcome:
     """A fitted, stored and announced calibrator version, with its quality report."""
@@ -398,6 +417,15 @@ def _stored_sample(s: np.ndarray, y: np.ndarray) -> bytes:
     return encode_pairs(s, y)
 
 
+def read_fit_file(file: str, pool: bool, progress: Progress | None = None) -> LabeledPairs:
+    """``calibrate``'s FILE, read and (when it is the whole fit) checked before any
+    service is asked: a bad file is exit 2 whether Redis is up or not."""
+    pairs = read_pairs(file, progress)
+    if not pool:
+        check_fit_sample(file, pairs.s, pairs.y)
+    return pairs
+
+
 def calibrate(
     client: SyncClient,
     layout: KeyLayout,
@@ -407,13 +435,15 @@ def calibrate(
     *,
     pool: bool = False,
     progress: Progress | None = None,
+    pairs: LabeledPairs | None = None,
 ) -> CalibrationOutcome:
     """Fit ``stream``'s calibrator, report its out-of-fold quality, store and announce it.
 
     Without ``pool`` the fit is on FILE alone. With ``pool`` it is the pooled
     recalibration of the calibration playbook: the active version's pairs, every probe
     pooled since (``audit --pool`` after a PASS) and FILE if given; the probes used leave
-    the pool in the write that activates the new version.
+    the pool in the write that activates the new version. ``pairs`` are FILE's when the
+    caller has read it already (:func:`read_fit_file`).
     """
     progress = progress or Progress()
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -449,7 +479,7 @@ def calibrate(
             pooled_pairs += probe[0].size
         probes, based_on = len(entries), active
     if file is not None:
-        pairs = read_pairs(file, progress)
+        pairs = pairs or read_pairs(file, progress)
         parts.append((pairs.s, pairs.y))
         file_pairs = pairs.s.size
     s = np.concatenate([p[0] for p in parts])

@@ -301,17 +301,28 @@ def _redis_starter(settings: Settings, state_dir: Path) -> tuple[str, int, Calla
     if parts.scheme == "unix":
         raise UsageError("driftgate up starts Redis on TCP only: give a redis:// URL")
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    # A Redis up cannot start (TLS, an ACL user, another host) is refused here, before
+    # anything else waits on it, naming the URL (without its password) rather than host:port.
+    if parts.scheme == "rediss":
+        cannot = "does not start one with TLS: start it yourself, or use redis://"
+    elif parts.username not in (None, "", "default"):
+        cannot = (
+            f"starts one with a password only, not for the ACL user {parts.username!r}: "
+            "start it yourself"
+        )
+    elif not _is_loopback(host):
+        cannot = "starts one on loopback only: start it yourself"
+    else:
+        cannot = ""
+    if cannot and not port_open(host, port):
+        raise ServiceUnavailable(
+            f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
+        )
 
     def start() -> ServiceProcess:
-        if parts.scheme == "rediss":
+        if cannot:  # it answered a moment ago and has gone since
             raise ServiceUnavailable(
-                f"no Redis at {redact(settings.redis_url)}, and driftgate up does not start "
-                "one with TLS: start it yourself, or use redis://"
-            )
-        if parts.username not in (None, "", "default"):
-            raise ServiceUnavailable(
-                f"no Redis at {redact(settings.redis_url)}, and driftgate up starts one with a "
-                f"password only, not the ACL user {parts.username!r}: start it yourself"
+                f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
             )
         password = None if parts.password is None else unquote(parts.password)
         return start_redis(port, state_dir / "redis", password=password)
@@ -665,6 +676,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "pooled probes"
         )
     settings = _settings(args)
+    progress = Progress(sys.stderr)
+    pairs = read_fit_file(args.file, args.pool, progress) if args.file else None
     try:
         outcome = calibrate(
             _redis(settings),
@@ -673,7 +686,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             args.stream,
             args.file,
             pool=args.pool,
-            progress=Progress(sys.stderr),
+            progress=progress,
+            pairs=pairs,
         )
     except RefitRefused as exc:
         raise UsageError(str(exc)) from exc
@@ -761,9 +775,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"(--surrogate-cost + --oracle-cost = {smallest:g})"
         )
     if args.pilot is not None:
-        pairs = read_pairs(args.pilot)
-        if pairs.s.size < 10:
-            raise InputError(f"{args.pilot}: a pilot needs at least 10 labeled pairs")
+        from ._calibration import Progress, check_pilot
+
+        pairs = read_pairs(args.pilot, Progress(sys.stderr))
+        check_pilot(args.pilot, pairs)
         model = VarianceModel.from_pilot(pairs.s, pairs.y)
     else:
         model = VarianceModel.from_r2(args.r2)
