@@ -666,9 +666,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 # --- calibrate, audit, plan -------------------------------------------------------------
 
 
-# The calibration playbook's floor for an isotonic fit with its cross-fitted check.
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ._calibration import Progress, RefitRefused, calibrate
+    from ._calibration import Progress, RefitRefused, calibrate, read_fit_file
 
     if args.file is None and not args.pool:
         raise UsageError(
