@@ -11,6 +11,12 @@ longer than ``min_idle`` for a chunk of several decisions) it renews its claim e
 drainer is never overtaken. An entry is therefore never lost; it reaches the topic twice
 only when a drainer dies (or its event loop stalls past ``min_idle``) between Kafka's
 acknowledgement and its own, and then with the same ``decision_id``.
+
+A dead letter Kafka refuses as too large (one written before letters were cut to the limit,
+or a broker whose ``message.max.bytes`` is below the producer's) is sent again cut to fit
+(``pipeline._letters``): first to ``max_message_bytes``, then to a 16 KiB record, then with
+no payload at all, its headers saying so. A refusal that no retry can change would
+otherwise stop every worker that drains that outbox, again after each restart.
 """
 
 from __future__ import annotations
@@ -23,16 +29,28 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from aiokafka import errors as kafka_errors
 from redis.typing import StreamIdT
 
 from ..store import AsyncClient
 from ..store._keys import OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys, known_kinds
+from ._letters import MAX_MESSAGE_BYTES, fit_dead_letter
 
 __all__ = ["OutboxDrainer", "Sent"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+# What Kafka answers for a record over its limit: the producer's own check (before
+# sending), the broker's MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE.
+TOO_LARGE = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+)
+# The sizes a refused dead letter is cut to, in turn, after max_message_bytes: a 16 KiB
+# record, then the headers alone.
+SMALLER_LETTERS = (16_384, 0)
 
 Sent = Callable[[SubjectKeys, OutboxEntry], Awaitable[None]]
 
@@ -58,6 +76,9 @@ class OutboxDrainer:
         Seconds Kafka has to acknowledge a chunk; past it the drain gives up with
         ``TimeoutError`` (transient) and the chunk stays pending for the next sweep, so a
         send that never completes cannot hold the drainer (and its claims) for ever.
+    max_message_bytes
+        The producer's ``max_request_size``: the first size a dead letter Kafka refused
+        as too large is cut to.
     """
 
     def __init__(
@@ -68,6 +89,7 @@ class OutboxDrainer:
         min_idle: float = 30.0,
         after_send: Sent | None = None,
         send_timeout: float = 20.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.client = client
         self.layout = layout
@@ -75,6 +97,7 @@ class OutboxDrainer:
         self.min_idle_ms = int(min_idle * 1000)
         self.after_send = after_send
         self.send_timeout = send_timeout
+        self.max_message_bytes = max_message_bytes
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     async def drain(self, subjects: Iterable[tuple[str, str]]) -> int:
@@ -160,19 +183,62 @@ class OutboxDrainer:
 
     async def _to_kafka(self, decoded: list[OutboxEntry]) -> None:
         producer = await self.producer()
-        pending = [
-            await producer.send(
-                entry.topic,
-                entry.value,
-                key=entry.key or None,
-                headers=[(name, value.encode()) for name, value in entry.headers.items()],
+        sends: list[tuple[OutboxEntry, Any]] = []  # with a future, or the refusal
+        for entry in decoded:
+            try:
+                sends.append((entry, await _send(producer, entry)))
+            except TOO_LARGE as exc:  # the producer's own check: nothing went out
+                if entry.kind != "dead_letter":
+                    raise
+                sends.append((entry, exc))
+        futures = [sent for _, sent in sends if not isinstance(sent, BaseException)]
+        acknowledged = iter(await asyncio.gather(*futures, return_exceptions=True))
+        for entry, sent in sends:
+            outcome = sent if isinstance(sent, BaseException) else next(acknowledged)
+            if not isinstance(outcome, BaseException):
+                continue
+            if entry.kind != "dead_letter" or not isinstance(outcome, TOO_LARGE):
+                raise outcome
+            await self._send_smaller(producer, entry, outcome)
+        # Kafka has every one of them now (a refused dead letter cut to fit).
+
+    async def _send_smaller(
+        self, producer: Any, entry: OutboxEntry, refusal: BaseException
+    ) -> None:
+        """Send a dead letter Kafka refused as too large, cut to fit ever smaller sizes."""
+        for limit in (self.max_message_bytes, *SMALLER_LETTERS):
+            value, headers = fit_dead_letter(entry.value, entry.headers, limit)
+            if len(value) == len(entry.value) and limit:
+                continue  # this size would not cut it: the refusal would repeat
+            log.warning(
+                "dead letter of %s refused by Kafka (%s: %s); sending it cut to %d of its %d bytes",
+                entry.headers.get("driftgate-source-topic", "?"),
+                type(refusal).__name__,
+                refusal,
+                len(value),
+                len(entry.value),
             )
-            for entry in decoded
-        ]
-        await asyncio.gather(*pending)  # Kafka has every one of them
+            smaller = OutboxEntry(entry.kind, entry.topic, entry.key, value, headers)
+            try:
+                await (await _send(producer, smaller))
+            except TOO_LARGE as exc:
+                refusal = exc
+            else:
+                return
+        raise refusal
 
     async def _keep_claim(self, keys: SubjectKeys, ids: list[StreamIdT]) -> None:
         """Renew this drainer's claim on ``ids`` until cancelled."""
         while True:
             await asyncio.sleep(self.min_idle_ms / 3000)
             await self.client.xclaim(keys.outbox, OUTBOX_GROUP, self.name, 0, ids, justid=True)
+
+
+async def _send(producer: Any, entry: OutboxEntry) -> Any:
+    """The producer's send of ``entry``: a future that resolves once Kafka has it."""
+    return await producer.send(
+        entry.topic,
+        entry.value,
+        key=entry.key or None,
+        headers=[(name, value.encode()) for name, value in entry.headers.items()],
+    )

@@ -42,6 +42,7 @@ from ..store._keys import (
 )
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
+from ._letters import MAX_MESSAGE_BYTES, fit_dead_letter
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
@@ -138,6 +139,10 @@ class BatchRunner(Generic[StateT]):
         Seconds of event time over which an event id counts once.
     clock
         Wall clock, injectable for tests.
+    max_message_bytes
+        The largest record the producer may send (its ``max_request_size``, the broker's
+        ``message.max.bytes``): a dead letter that would be larger keeps a prefix of its
+        payload (see ``pipeline._letters``) instead of being refused by Kafka for good.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class BatchRunner(Generic[StateT]):
         topics: TopicNames,
         dedupe_window: float,
         clock: Callable[[], float] = time.time,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.client = client
         self.layout = layout
@@ -158,6 +164,7 @@ class BatchRunner(Generic[StateT]):
         self.topics = topics
         self.dedupe_window = dedupe_window
         self.clock = clock
+        self.max_message_bytes = max_message_bytes
         self._subjects: OrderedDict[str, _Subject[StateT]] = OrderedDict()
         self._ledgers: dict[tuple[str, int], _Ledger] = {}
         self._epochs: dict[tuple[str, int], int] | None = None
@@ -553,8 +560,9 @@ class BatchRunner(Generic[StateT]):
         now: float,
         write: SubjectWrite,
     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """A decision for each verdict that changed or escalated its action: into the outbox and the audit log, in
-        the same write; the gate's published record is written only then."""
+        """A decision for each verdict that changed or escalated its action: into the outbox
+        and the audit log, in the same write; the gate's published record is written only
+        then."""
         published = dict(published)
         decisions = []
         for verdict in verdicts:
@@ -682,14 +690,29 @@ class BatchRunner(Generic[StateT]):
             write.fences[fields.fence(topic, moved)] = fence.encode()
         fresh = [letter for letter in letters if letter.offset >= starts[partition]]
         for letter in fresh:
-            headers = {
-                "driftgate-error": letter.error,
-                "driftgate-source-topic": topic,
-                "driftgate-source-partition": str(letter.partition),
-                "driftgate-source-offset": str(letter.offset),
-            }
+            payload, headers = fit_dead_letter(
+                letter.payload,
+                {
+                    "driftgate-error": letter.error,
+                    "driftgate-source-topic": topic,
+                    "driftgate-source-partition": str(letter.partition),
+                    "driftgate-source-offset": str(letter.offset),
+                },
+                self.max_message_bytes,
+            )
+            if len(payload) < len(letter.payload):
+                log.warning(
+                    "dead letter of %s[%d]@%d: %d bytes with its headers is over the "
+                    "%d-byte message limit; sent truncated to %d bytes",
+                    topic,
+                    letter.partition,
+                    letter.offset,
+                    len(letter.payload),
+                    self.max_message_bytes,
+                    len(payload),
+                )
             write.outbox.append(
-                OutboxEntry("dead_letter", self.topics.dlq, b"", letter.payload, headers).encode()
+                OutboxEntry("dead_letter", self.topics.dlq, b"", payload, headers).encode()
             )
         write.count(fields.count(topic, "dlq"), len(fresh))
         return write
