@@ -1,0 +1,109 @@
+"""`driftgate status` words each stream's view: which interval decided, and what next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from monitor import Policy
+from monitor._status import stream_lines
+from monitor.subjects._labels import LabelHandler
+
+from .subjects.test_label_value import NOW, events, fitted, fold, fresh_state, view
+
+
+@pytest.fixture(scope="module")
+def late_shift_view() -> dict[str, Any]:
+    """5,000 calibrated labels, then a bias of 0.15: the change detector restarts the
+    interval, and the verdict is taken on the restarted one."""
+    rng = np.random.default_rng(31)
+    handler = LabelHandler(Policy())
+    state = fresh_state(handler, fitted())
+    s = rng.uniform(size=5000)
+    fold(handler, state, events(s, s + rng.normal(0, 0.1, s.size), 0))
+    s = rng.uniform(size=400)
+    fold(handler, state, events(s, s + rng.normal(0.15, 0.1, s.size), 1, NOW + 6000))
+    shown = view(handler, state)
+    assert shown["interval"] == "since_change", shown["reason"]
+    return shown
+
+
+def test_a_restarted_interval_is_named_with_the_all_time_one_beside_it(
+    late_shift_view: dict[str, Any],
+) -> None:
+    row = late_shift_view
+    lines = stream_lines("judge", row)
+    since = row["since_change"]
+    assert lines[0].startswith(f"judge: {row['verdict']} ({row['reason']}); 5,400 scored")
+    assert lines[1].startswith(
+        f"  verdict uses: the interval since the detected change "
+        f"(after label {since['since_labeled_n']:,}): mean residual {row['residual_mean']:+.3g}"
+    )
+    assert f"over {row['residual_n']:,} labels" in lines[1]
+    all_time = row["all_time"]
+    assert lines[2] == (
+        f"  all time:     mean residual {all_time['residual_mean']:+.3g} "
+        f"[{all_time['ci_low']:+.3g}, {all_time['ci_high']:+.3g}] over 5,400 labels"
+    )
+    assert any(line.startswith("  decision:     decided: ") for line in lines)
+
+
+def test_an_old_view_without_the_later_figures_still_prints() -> None:
+    old = {
+        "n": 12,
+        "labeled_n": 12,
+        "residual_n": 12,
+        "residual_mean": 0.01,
+        "ci_low": None,
+        "ci_high": None,
+        "interval": "all_time",
+        "verdict": "INCONCLUSIVE",
+        "reason": "insufficient_data",
+        "calibrator": {"kind": "identity", "version": 0},
+    }
+    lines = stream_lines("old", old)
+    assert lines == [
+        "old: INCONCLUSIVE (insufficient_data); 12 scored, 12 labeled; calibrator identity v0"
+        " (identity: no calibrator fitted)",
+        "  verdict uses: the all-time interval: mean residual +0.01 [-inf, +inf] over 12 labels",
+    ]
+
+
+def test_waiting_for_labels_says_how_many_and_how_long() -> None:
+    handler = LabelHandler(Policy())
+    state = fresh_state(handler)
+    s = np.linspace(0.1, 0.9, 10)
+    fold(handler, state, events(s, s, 0, spacing=6.0))  # a label every 6 s
+    lines = stream_lines("new", view(handler, state))
+    decision = next(line for line in lines if "decision:" in line)
+    assert (
+        decision
+        == "  decision:     20 more labels before the gate may decide (~2 min at 0.167 labels/s)"
+    )
+    plan = next(line for line in lines if "label plan:" in line)
+    assert "an MDE of 0.05 (the bias threshold) needs" in plan
+
+
+def test_a_stream_with_a_null_mean_says_no_decision_is_in_sight() -> None:
+    row = {
+        "n": 100,
+        "labeled_n": 100,
+        "residual_n": 100,
+        "residual_mean": 0.0,
+        "ci_low": -0.02,
+        "ci_high": 0.02,
+        "interval": "all_time",
+        "verdict": "PASS",
+        "reason": "no_drift",
+        "calibrator": {"kind": "isotonic", "version": 2},
+        "until_decided": {
+            "status": "watching",
+            "labels": None,
+            "seconds": None,
+            "label_rate_per_second": None,
+        },
+    }
+    decision = stream_lines("flat", row)[-1]
+    assert "too near 0 for its interval to exclude 0" in decision
