@@ -1,10 +1,12 @@
 """False alarms and detection delay of driftgate's residual gate against the alternatives.
 
     python bench/detection.py [--null-paths 2000] [--shift-paths 300] [--start-paths 100]
-                              [--river-null-paths 30] [--river-shift-paths 10]
+                              [--river-null-paths 30] [--river-shift-paths 10] [--batch 100]
 
-Residual streams of ``--horizon`` values (10^5), checked every 100 values (one batch), as
-the worker sees them. Methods:
+Residual streams of ``--horizon`` values (10^5), checked at the end of every batch of
+``--batch`` labels, as the worker sees them: 100 (the default) is a producer that sends
+labels in envelopes of 100; 1 is labels that trickle in, each on its own in the worker's
+0.1 s batch (human or LLM-judge labels, a few a second per stream at most). Methods:
 
 * ``driftgate gate``: what ``residual_drift_gate`` does with ``RestartingMeanSequence``'s
   defaults: alarm = the all-time normal-mixture interval excludes 0, or the change
@@ -22,7 +24,8 @@ The driftgate methods are computed for many paths at once with numpy, with the
 e-values and recursions of ``estimators._change_detector`` themselves; the per-batch
 scale estimate and alarm rule are checked against ``MeanShiftDetector`` and
 ``NormalMixtureSequence`` on sample paths in every run (``verify_against_classes``).
-Writes bench/results/detection.{json,md,png}.
+Writes bench/results/detection.{json,md,png} (``--batch 100``) or
+bench/results/detection_batch{N}.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -131,25 +134,43 @@ def cs_first_alarm(
     return first
 
 
+def batch_scales(x: np.ndarray) -> np.ndarray:
+    """Per path and value, the scale ``MeanShiftDetector`` uses for it: the standard
+    deviation of the values before its batch (of the batch itself while fewer than two
+    came before), 1 where that is 0."""
+    paths, horizon = x.shape
+    starts = np.arange(0, horizon, BATCH)
+    ends = np.minimum(starts + BATCH, horizon)
+    running = np.concatenate([np.zeros((paths, 1)), np.cumsum(x, axis=1)], axis=1)
+    running_sq = np.concatenate([np.zeros((paths, 1)), np.cumsum(x * x, axis=1)], axis=1)
+    # Before each batch, or the batch itself while fewer than two values came before.
+    own = starts < 2
+    low = np.where(own, starts, 0)
+    high = np.where(own, ends, starts)
+    n = (high - low).astype(np.float64)
+    total = running[:, high] - running[:, low]
+    squares = running_sq[:, high] - running_sq[:, low]
+    variance = (squares - total * total / n) / np.maximum(n - 1, 1)
+    scale = np.where(variance > 0, np.sqrt(np.maximum(variance, 1e-300)), 1.0)
+    return np.repeat(scale, ends - starts, axis=1)
+
+
 def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np.ndarray:
-    """``detector``'s alarm time per path (batches of 100, scale estimated), or -1: the
-    value at which the mixture first reached the threshold, not yet the batch end."""
+    """``detector``'s alarm time per path (batches of ``BATCH``, scale estimated), or -1:
+    the value at which the mixture first reached the threshold, not yet the batch end.
+
+    The recursions run over blocks of whole batches (the scale is fixed within a batch,
+    so the blocking does not change a number), which keeps batches of one label fast."""
     paths, horizon = x.shape
     signed = signed_shifts(detector.shifts)
     recursion = shiryaev_roberts_log if detector.statistic_kind == "shiryaev_roberts" else cusum_log
     log_threshold = math.log(detector.threshold)
     log_w = np.full((paths, signed.size), -np.inf)
     alarm = np.full(paths, -1)
-    count, total, total_sq = np.zeros(paths), np.zeros(paths), np.zeros(paths)
-    for start in range(0, horizon, BATCH):
-        batch = x[:, start : start + BATCH]
-        if start == 0:
-            n_, s_, q_ = batch.shape[1], batch.sum(axis=1), (batch * batch).sum(axis=1)
-        else:
-            n_, s_, q_ = count, total, total_sq
-        variance = (q_ - s_ * s_ / n_) / np.maximum(n_ - 1, 1)
-        scale = np.where(variance > 0, np.sqrt(np.maximum(variance, 1e-300)), 1.0)
-        w = recursion(log_w, log_e_values(signed, batch / scale[:, None]))
+    z = x / batch_scales(x)
+    block = max(BATCH, (2000 // BATCH) * BATCH)
+    for start in range(0, horizon, block):
+        w = recursion(log_w, log_e_values(signed, z[:, start : start + block]))
         # The mixture is at most its largest term: look closely only where that is high
         # (as MeanShiftDetector.update does).
         near = (w.max(axis=1) >= log_threshold) & (alarm < 0)[:, None]
@@ -160,9 +181,6 @@ def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np
             hit = crossed.any(axis=1)
             alarm[rows[hit]] = start + np.argmax(crossed[hit], axis=1) + 1
         log_w = w[:, :, -1]
-        count = count + batch.shape[1]
-        total = total + batch.sum(axis=1)
-        total_sq = total_sq + (batch * batch).sum(axis=1)
     return alarm
 
 
@@ -200,9 +218,16 @@ def verify_against_classes(rng: np.random.Generator) -> None:
 # --- the alternatives ----------------------------------------------------------------
 
 
+def fixed_n_ends(horizon: int) -> np.ndarray:
+    """The batch ends at which the fixed-n test is recomputed: from the interval's
+    ``min_n`` (30) labels on, so that batches of one label do not test 2 or 3 values."""
+    ends = np.arange(BATCH, horizon + 1, BATCH)
+    return ends[ends >= 30]
+
+
 def fixed_n_z(x: np.ndarray) -> np.ndarray:
     """|z| of the cumulative mean at every batch end (a fixed-n test, recomputed)."""
-    ends = np.arange(BATCH, x.shape[1] + 1, BATCH)
+    ends = fixed_n_ends(x.shape[1])
     sums = np.cumsum(x, axis=1)[:, ends - 1]
     squares = np.cumsum(x * x, axis=1)[:, ends - 1]
     mean = sums / ends
@@ -212,7 +237,7 @@ def fixed_n_z(x: np.ndarray) -> np.ndarray:
 
 def fixed_n_first_alarm(x: np.ndarray, critical: float = 1.959964) -> np.ndarray:
     alarm = fixed_n_z(x) > critical
-    return np.where(alarm.any(axis=1), (np.argmax(alarm, axis=1) + 1) * BATCH, -1)
+    return np.where(alarm.any(axis=1), fixed_n_ends(x.shape[1])[np.argmax(alarm, axis=1)], -1)
 
 
 def oracle_cusum_stat(x: np.ndarray, shift: float) -> np.ndarray:
@@ -264,6 +289,19 @@ def river_methods(null_for_tuning: np.ndarray) -> dict[str, object]:
 # --- the run ------------------------------------------------------------------------
 
 
+def set_batch(batch: int) -> None:
+    """Labels per worker batch: a verdict (and every method's alarm) is seen at the end
+    of the batch it happens in."""
+    global BATCH
+    BATCH = batch
+
+
+def output_stem(batch: int) -> str:
+    """``detection`` for batches of 100 (the figures kept since the first run),
+    ``detection_batch1`` and so on for others."""
+    return "detection" if batch == 100 else f"detection_batch{batch}"
+
+
 def delay_summary(alarms: np.ndarray, start: int) -> tuple[float, float]:
     """Median delay among paths that alarmed after the change; share that missed."""
     detected = alarms >= start
@@ -280,8 +318,17 @@ def main() -> None:
     parser.add_argument("--start-paths", type=int, default=100, help="a from-the-start one")
     parser.add_argument("--river-null-paths", type=int, default=30)
     parser.add_argument("--river-shift-paths", type=int, default=10)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH,
+        help="labels a stream gets per worker batch (100: an envelope; 1: a trickle)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
+    if args.batch < 1 or args.horizon % args.batch:
+        parser.error("--batch must be at least 1 and divide --horizon")
+    set_batch(args.batch)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2026)
     verify_against_classes(rng)
@@ -300,7 +347,8 @@ def main() -> None:
             "driftgate detector alone": [],
             "fixed-n z, every batch": [],
         }
-        z_maxima, oracle_maxima = [], {shift: [] for shift in SHIFTS}
+        z_maxima: list[np.ndarray] = []
+        oracle_maxima: dict[float, list[np.ndarray]] = {shift: [] for shift in SHIFTS}
         for first in range(0, args.null_paths, chunk):
             x = sample(distribution, rng, min(chunk, args.null_paths - first), args.horizon, 0, 0)
             gate, change = driftgate_gate(x)
@@ -308,7 +356,7 @@ def main() -> None:
             null_alarm["driftgate CS only"].append(cs_first_alarm(x) > 0)
             null_alarm["driftgate detector alone"].append(change > 0)
             z = fixed_n_z(x)
-            null_alarm["fixed-n z, every batch"].append((z > 1.959964).any(axis=1))
+            null_alarm["fixed-n z, every batch"].append(np.asarray((z > 1.959964).any(axis=1)))
             z_maxima.append(z.max(axis=1))
             for shift in SHIFTS:
                 oracle_maxima[shift].append(oracle_cusum_stat(x, shift).max(axis=1))
@@ -422,16 +470,18 @@ def main() -> None:
     )
     value_note = (
         "Value by value (no batch rounding): the detector's own alarm and the oracle's "
-        "crossing, and the share of paths each caught within the first batch of 100 after "
-        "the change."
+        f"crossing, and the share of paths each caught within the first batch of {BATCH} "
+        "after the change."
     )
     report = f"{header}\n\n{fa_table}\n\n{delay_table}\n\n{value_note}\n\n{value_table}\n"
     print(f"\n{report}")
-    (args.out / "detection.md").write_text(report)
-    (args.out / "detection.json").write_text(
+    stem = output_stem(BATCH)
+    (args.out / f"{stem}.md").write_text(report)
+    (args.out / f"{stem}.json").write_text(
         json.dumps(
             {
                 "header": header,
+                "batch": BATCH,
                 "false_alarms": false_alarms,
                 "delays": delays,
                 "by_value": by_value,
@@ -441,7 +491,7 @@ def main() -> None:
             default=str,
         )
     )
-    plot(delays, by_value, args.out / "detection.png")
+    plot(delays, by_value, args.out / f"{stem}.png")
 
 
 def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -> None:
@@ -504,7 +554,7 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
             if row == 1:
                 axis.set_xlabel("shift (standard deviations)")
         axes[row][0].set_ylabel("median delay / oracle's")
-    handles = {}
+    handles: dict[str, object] = {}
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
@@ -513,7 +563,7 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
         0.01,
         0.005,
         "All methods at about 5% false alarms over 10^5 values (table above); delays seen at "
-        f"batch ends (100 values) except the dotted line; points on the top edge: {top:g}x or "
+        f"batch ends ({BATCH} values) except the dotted line; points on the top edge: {top:g}x or "
         "more; missing: never detected (ADWIN tuned: no delta kept 5% on Student t3).",
         fontsize=7,
     )
@@ -522,12 +572,14 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--plot-only"]:  # redraw from the last results
-        saved = json.loads((ROOT / "bench/results/detection.json").read_text())
+    if sys.argv[1:2] == ["--plot-only"]:  # redraw from the last results: --plot-only [BATCH]
+        set_batch(int(sys.argv[2]) if len(sys.argv) > 2 else 100)
+        stem = output_stem(BATCH)
+        saved = json.loads((ROOT / f"bench/results/{stem}.json").read_text())
         plot(
             [[*r[:4], float(r[4]), r[5], float(r[6])] for r in saved["delays"]],
             [[*r[:3], *map(float, r[3:])] for r in saved["by_value"]],
-            ROOT / "bench/results/detection.png",
+            ROOT / f"bench/results/{stem}.png",
         )
     else:
         main()

@@ -43,4 +43,23 @@ def test_a_state_stored_with_the_earlier_detector_loads_and_goes_on() -> None:
     assert isinstance(loaded.detector, MeanShiftDetector)
     assert loaded.detector.statistic_kind == "shiryaev_roberts" and loaded.n == 2000
     loaded.update(rng.normal(1.0, 1, 200))
-    assert loaded.changes == 1 and 2000 < loaded.change_at <= 2200
+    assert loaded.changes == 1 and loaded.change_at is not None
+    assert 2000 < loaded.change_at <= 2200
+
+
+def test_the_restart_begins_at_the_alarm_label_inside_a_batch_not_at_its_end() -> None:
+    # Batches of 500 labels: the detector crosses inside one, and the restarted interval
+    # holds exactly the labels after the crossing (so the gate's since_labeled_n and the
+    # size of the change are those of the alarm label, whatever the batching).
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, 30_000)
+    x[20_000:] += 0.5
+    sequence = RestartingMeanSequence()
+    for chunk in np.array_split(x, 60):
+        sequence.update(chunk)
+    alarm = sequence.detector.alarm_time
+    assert alarm is not None and alarm > 20_000 and alarm % 500 != 0
+    assert sequence.change_at == alarm
+    assert sequence.since_change is not None
+    assert sequence.since_change.n == 30_000 - alarm
+    assert np.isclose(sequence.since_change.mean, x[alarm:].mean(), rtol=1e-12)
