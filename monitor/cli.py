@@ -959,8 +959,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "DRIFTGATE_REDIS_URL=redis://:PASSWORD@redis:6379/0 driftgate worker",
     ),
     "status": ("driftgate status", "driftgate status --json"),
-    "calibrate": ("driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini",),
-    "audit": ("driftgate audit probe.jsonl --stream policy:gpt-4-mini --margin 0.05 --json",),
+    "calibrate": (
+        "driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini",
+        "driftgate calibrate --stream policy:gpt-4-mini --pool",
+    ),
+    "audit": (
+        "driftgate audit probe.jsonl --stream policy:gpt-4-mini --margin 0.05 --json",
+        "driftgate audit probe.jsonl --stream policy:gpt-4-mini --pool",
+    ),
     "plan": (
         "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 --r2 0.7",
         "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 "
