@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from ._config import Settings
-from ._kafka import faust_credentials, start_producer
+from ._kafka import MAX_MESSAGE_BYTES, faust_credentials, start_producer
 from .pipeline import (
     BatchResult,
     BatchRunner,
@@ -24,6 +25,7 @@ from .pipeline import (
     TopicNames,
     WriteScript,
     is_transient,
+    lag_after,
     permanent_failure,
     retry_transient,
 )
@@ -80,7 +82,11 @@ class MonitorApp:
         self._producer: AIOKafkaProducer | None = None
         self.webhook = Webhook(settings.webhook_url, self.redis) if settings.webhook_url else None
         self.drainer = OutboxDrainer(
-            self.redis, self.layout, self._started_producer, after_send=self.webhook
+            self.redis,
+            self.layout,
+            self._started_producer,
+            after_send=self.webhook,
+            max_message_bytes=MAX_MESSAGE_BYTES,  # the producer's max_request_size
         )
         # Outboxes to drain, off the agents' path: a slow Kafka or webhook never holds up
         # consumption (the entries are safe in Redis); one drain at a time.
@@ -94,6 +100,13 @@ class MonitorApp:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.consumer_lag = Gauge(
+            "driftgate_consumer_lag",
+            "Messages in the partition's log after the last batch this worker applied "
+            "(log end offset minus the next offset to process), as of that batch.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         script = self.script = WriteScript(self.redis, settings.redis_url)
         topics = TopicNames(settings.topic("decisions"), settings.topic("dlq"))
         self.runners: dict[str, BatchRunner[Any]] = {}
@@ -105,6 +118,7 @@ class MonitorApp:
                 script,
                 topics,
                 policy.dedupe_window_seconds,
+                max_message_bytes=MAX_MESSAGE_BYTES,  # dead letters fit the producer's limit
             )
             self.runners[name] = runner
             topic = self.app.topic(settings.topic(name), value_type=bytes)
@@ -126,6 +140,15 @@ class MonitorApp:
             await self.redis.aclose()
 
         self.app.on_before_shutdown.connect(close_clients)
+
+        async def forget_lag(app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            # A partition another worker now reads is its lag, not a stale value of ours.
+            (revoked,) = args
+            for tp in revoked:
+                with contextlib.suppress(KeyError):
+                    self.consumer_lag.remove(tp.topic, str(tp.partition))
+
+        self.app.on_partitions_revoked.connect(forget_lag)
 
     def health(self) -> str | None:
         """None while the worker runs and consumes, else why not (for ``/healthz``)."""
@@ -173,12 +196,21 @@ class MonitorApp:
                     await self._stop(exc)
                     return
                 self.batch_duration.labels(topic).observe(time.perf_counter() - started)
+                self._record_lag(topic, messages, highwaters)
                 # Acknowledged only now: the offsets Kafka commits never run ahead of Redis.
                 for event in events:
                     await stream.ack(event)
                 self._drain_soon(result.outboxes)
 
         return agent
+
+    def _record_lag(
+        self, topic: str, messages: list[RawMessage], highwaters: Mapping[int, int | None]
+    ) -> None:
+        """``driftgate_consumer_lag`` of the batch's partitions (one whose log end is not
+        known yet keeps its last value)."""
+        for partition, lag in lag_after(messages, highwaters).items():
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
 
     def _drain_soon(self, subjects: set[tuple[str, str]]) -> None:
         """Send these outboxes now, in the background."""

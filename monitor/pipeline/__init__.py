@@ -16,6 +16,7 @@ from ._types import (
     RawMessage,
     SubjectEvents,
     SubjectModel,
+    lag_after,
 )
 from ._write import WriteScript
 
@@ -33,6 +34,7 @@ __all__ = [
     "TransientError",
     "WriteScript",
     "is_transient",
+    "lag_after",
     "permanent_failure",
     "retry_transient",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -19,6 +19,7 @@ __all__ = [
     "RawMessage",
     "SubjectEvents",
     "SubjectModel",
+    "lag_after",
 ]
 
 StateT = TypeVar("StateT")
@@ -146,3 +147,27 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     outboxes: set[tuple[str, str]] = field(default_factory=set)
     """``(kind, subject)`` whose outbox got entries: drain them now."""
+
+
+def lag_after(
+    messages: Iterable[RawMessage], highwaters: Mapping[int, int | None]
+) -> dict[int, int]:
+    """Per partition of a batch: the log end the consumer saw (``highwaters``) minus the next
+    offset to process after the batch; partitions whose end is not known are left out.
+
+    Never below 0: the log end may come from a fetch older than the batch's last message.
+
+    >>> batch = [RawMessage("t", 0, 7, b""), RawMessage("t", 0, 9, b""), RawMessage("t", 1, 3, b"")]
+    >>> lag_after(batch, {0: 25, 1: None})
+    {0: 15}
+    >>> lag_after(batch, {0: 9, 1: 4})
+    {0: 0, 1: 0}
+    """
+    following: dict[int, int] = {}
+    for message in messages:
+        following[message.partition] = max(following.get(message.partition, 0), message.offset + 1)
+    return {
+        partition: max(0, end - next_offset)
+        for partition, next_offset in following.items()
+        if (end := highwaters.get(partition)) is not None
+    }

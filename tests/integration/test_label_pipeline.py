@@ -106,6 +106,17 @@ def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deploymen
         metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "steady")))] == 0
     )
     assert ("driftgate_batch_duration_seconds_count", (("topic", labels_topic),)) in metrics
+    # Everything is applied: no partition that had a batch has messages left to process.
+    lag = {
+        labels: value
+        for (name, labels), value in metrics.items()
+        if name == "driftgate_consumer_lag"
+    }
+    assert lag, "no driftgate_consumer_lag series"
+    for labels, value in lag.items():
+        partition = dict(labels)["partition"]
+        assert dict(labels)["topic"] == labels_topic and partition in {"0", "1", "2", "3"}
+        assert value == 0, (partition, value)
 
     decisions = [orjson.loads(r.value) for r in deployment.consume_all("decisions", expected=2)]
     drift_fail = [d for d in decisions if d["subject"] == "drift" and d["verdict"] == "FAIL"]
