@@ -152,6 +152,9 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
     scores: list[float] = []
     labels: list[float] = []
     clusters: list[str] = []
+    # The first line with a cluster and the first without one: a file must be all one way.
+    first_with: int | None = None
+    first_without: int | None = None
     try:
         content = Path(path).read_bytes()
     except OSError as exc:
@@ -180,12 +183,18 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
         labels.append(pair.y)
         if pair.cluster is not None:
             clusters.append(str(pair.cluster))
+            first_with = first_with or number
+        else:
+            first_without = first_without or number
     if progress is not None:
         progress.close()
     if len(scores) < 2:
         raise InputError(f"{path}: need at least 2 lines with s and y, found {len(scores)}")
-    if clusters and len(clusters) != len(scores):
-        raise InputError(f"{path}: 'cluster' is on {len(clusters)} of {len(scores)} lines")
+    if first_with is not None and first_without is not None:
+        raise InputError(
+            f"{path}:{first_without}: no cluster, though line {first_with} has one ('cluster' "
+            f"is on {len(clusters)} of {len(scores)} lines: give it on every line or on none)"
+        )
     return LabeledPairs(
         np.asarray(scores), np.asarray(labels), np.asarray(clusters) if clusters else None
     )

@@ -105,6 +105,12 @@ def test_reading_a_large_file_reports_its_lines_on_a_terminal(tmp_path: Path) ->
         (b'{"s": 0.1, "y": 0.2}\n{"s": 0.1, "y"\n', 2, "truncated"),
         (b"s,y\n0.1,0.2\n", 1, "one JSON object with s and y"),
         (gzip.compress(b'{"s": 0.1, "y": 0.2}\n'), 1, "a gzip file, not JSON Lines"),
+        (
+            b'{"s": 0.1, "y": 0.2, "cluster": "p1"}\n{"s": 0.2, "y": 0.3, "cluster": 7}\n'
+            b'{"s": 0.3, "y": 0.4}\n',
+            3,
+            "no cluster, though line 1 has one ('cluster' is on 2 of 3 lines",
+        ),
     ],
 )
 def test_a_bad_line_is_named_by_file_line_and_problem(
