@@ -9,9 +9,14 @@ from estimators import SEVERITY_THRESHOLDS, QuantileSketch, severity_band, sketc
 from .._config import ScoreDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
-__all__ = ["score_drift_gate"]
+__all__ = ["BASELINE_WINDOW_PER_MIN_N", "baseline_may_advance", "score_drift_gate"]
 
 GATE = "score_drift"
+
+# The baseline moves forward in windows of this many times score_drift.min_n scores (1,000
+# by default): enough for a KS test to see a moderate shift, few enough to follow a slow,
+# harmless change of the traffic within hours.
+BASELINE_WINDOW_PER_MIN_N = 10
 
 
 def score_drift_gate(
@@ -25,7 +30,9 @@ def score_drift_gate(
 
     The band is read off the lower bound of :func:`estimators.sketch_ks_bounds`, so
     sampling noise on few scores does not flip it: minor -> PASS, moderate (>= 0.2) ->
-    WARN, severe (>= 0.3) -> FAIL.
+    WARN, severe (>= 0.3) -> FAIL. A change of band is a change of verdict, so it is
+    published as a ``score_drift`` decision; the evidence names the ``band`` and whether
+    the drift is ``significant`` (the lower bound above 0) at all.
     """
     evidence: dict[str, Any] = {
         "n": live.n,
@@ -49,8 +56,27 @@ def score_drift_gate(
     if live.n < policy.min_n:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
     band = severity_band(bounds.low)
+    evidence.update(band=band, significant=bounds.low > 0.0)
     if band == "severe":
         return Verdict(GATE, subject, "FAIL", policy.fail_action, "score_drift_severe", evidence)
     if band == "moderate":
         return Verdict(GATE, subject, "WARN", policy.warn_action, "score_drift_moderate", evidence)
     return Verdict(GATE, subject, "PASS", "none", "no_drift", evidence)
+
+
+def baseline_may_advance(
+    recent: QuantileSketch, baseline: QuantileSketch, policy: ScoreDriftPolicy
+) -> bool:
+    """Whether the recent scores may become the baseline: a full window of them
+    (``BASELINE_WINDOW_PER_MIN_N * min_n``) with no significant drift from the baseline
+    (the KS distance within its noise and sketch error, so its lower bound is 0).
+
+    A baseline that follows the traffic only while it looks like the baseline keeps a
+    drift from ever becoming the reference: once the drift is significant the baseline
+    stays, and the gate keeps judging against it. A drift too slow to be significant
+    within any one window is followed rather than flagged; the calibrator's own fitting
+    scores are the reference again when a new calibrator version starts.
+    """
+    if recent.n < BASELINE_WINDOW_PER_MIN_N * policy.min_n or baseline.n == 0:
+        return False
+    return sketch_ks_bounds(recent, baseline, policy.alpha).low <= 0.0

@@ -29,6 +29,7 @@ from estimators import (
 
 from .._config import Policy
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
+from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ._decode import (
@@ -95,9 +96,13 @@ class LabelState:
     """Statistics of one stream under its active calibrator version.
 
     ``residuals`` holds the all-time interval and the one restarted after a change alarm;
-    ``score_sketch`` / ``scores`` describe every ``s``, labeled or not; ``n`` counts every
-    scored event. For the augmented value estimate: ``predictions``, the moments of
-    ``f(S)`` over every scored event, and ``labeled_pairs``, ``(f(S), Y - f(S))`` of the
+    ``scores`` describes every ``s``, labeled or not; ``n`` counts every scored event.
+    Score drift: ``score_sketch`` holds the scores since the baseline last moved and
+    ``previous_scores`` the window before them (together, the recent scores the gate
+    judges); ``score_baseline`` is the baseline once it moved or was set with
+    ``driftgate baseline`` (until then, the calibrator's fitting scores). For the
+    augmented value estimate: ``predictions``, the moments of ``f(S)`` over every scored
+    event, and ``labeled_pairs``, ``(f(S), Y - f(S))`` of the
     labeled ones (their covariance). ``residuals_by_bin`` holds the residuals by score
     decile of the calibrator's baseline, ``label_rate`` the recent labels per second. All
     of it starts afresh with a new calibrator version (its state is deleted).
@@ -114,6 +119,27 @@ class LabelState:
         default_factory=lambda: BinnedResiduals.deciles_of(None)
     )
     label_rate: EventRate = field(default_factory=EventRate)
+    score_baseline: QuantileSketch | None = None
+    previous_scores: QuantileSketch | None = None
+
+    @property
+    def baseline(self) -> QuantileSketch | None:
+        """The score drift gate's reference (``None``: the identity, and none was set)."""
+        if self.score_baseline is not None:
+            return self.score_baseline
+        return self.calibrator.baseline_scores
+
+    def recent_scores(self) -> QuantileSketch:
+        """The scores the gate judges: the window before the last move and those since."""
+        if self.previous_scores is None:
+            return self.score_sketch
+        return self.previous_scores + self.score_sketch
+
+    def set_baseline(self, baseline: QuantileSketch) -> None:
+        """Make ``baseline`` the reference; the recent scores start afresh against it."""
+        self.score_baseline = baseline
+        self.previous_scores = None
+        self.score_sketch = QuantileSketch(self.score_sketch.relative_accuracy)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -126,7 +152,17 @@ class LabelState:
             "labeled_pairs": self.labeled_pairs.to_state(),
             "residuals_by_bin": self.residuals_by_bin.to_state(),
             "label_rate": self.label_rate.to_state(),
+            "score_baseline": _sketch_state(self.score_baseline),
+            "previous_scores": _sketch_state(self.previous_scores),
         }
+
+
+def _sketch_state(sketch: QuantileSketch | None) -> dict[str, Any] | None:
+    return None if sketch is None else sketch.to_state()
+
+
+def _sketch_or_none(state: dict[str, Any] | None) -> QuantileSketch | None:
+    return None if state is None else QuantileSketch.from_state(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +224,8 @@ class LabelModel:
             state.labeled_pairs = CoMoments.from_state(document["labeled_pairs"])
             state.residuals_by_bin = BinnedResiduals.from_state(document["residuals_by_bin"])
             state.label_rate = EventRate.from_state(document["label_rate"])
+        state.score_baseline = _sketch_or_none(document.get("score_baseline"))
+        state.previous_scores = _sketch_or_none(document.get("previous_scores"))
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
@@ -198,12 +236,13 @@ class LabelModel:
         verdicts = [
             residual_drift_gate(subject, state.residuals, self.policy.residual_drift, version)
         ]
-        if state.calibrator.baseline_scores is not None:
+        baseline = state.baseline
+        if baseline is not None:
             verdicts.append(
                 score_drift_gate(
                     subject,
-                    state.score_sketch,
-                    state.calibrator.baseline_scores,
+                    state.recent_scores(),
+                    baseline,
                     self.policy.score_drift,
                     version,
                 )
@@ -373,6 +412,21 @@ class LabelHandler:
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
         return self.decoder.decode_subjects(messages, _get_stream, _label_columns)
 
+    def _advance_baseline(self, state: LabelState) -> None:
+        """Once a full window of scores showed no significant drift, the window before it
+        becomes the baseline and the full one the previous window (so the gate always
+        judges at least a window of recent scores); a significant drift moves nothing."""
+        baseline = state.baseline
+        policy = self.model.policy.score_drift
+        if baseline is None or state.score_sketch.n < BASELINE_WINDOW_PER_MIN_N * policy.min_n:
+            return
+        if not baseline_may_advance(state.recent_scores(), baseline, policy):
+            return
+        if state.previous_scores is not None:
+            state.score_baseline = state.previous_scores
+        state.previous_scores = state.score_sketch
+        state.score_sketch = QuantileSketch(state.score_sketch.relative_accuracy)
+
     def update(
         self, subject: str, state: LabelState, events: SubjectEvents, now: float
     ) -> list[dict[str, Any]]:
@@ -384,6 +438,7 @@ class LabelHandler:
         state.n += columns.s.size
         state.scores.update(columns.s)
         state.score_sketch.update(columns.s)
+        self._advance_baseline(state)
         state.predictions.update(predictions)
         if labeled.any():
             residuals = model.residuals(columns.s[labeled], columns.y[labeled])
