@@ -616,6 +616,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- baseline -----------------------------------------------------------------------------
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ._baseline import read_scores, set_score_baseline
+
+    settings = _settings(args)
+    scores = None if args.from_file is None else read_scores(args.from_file)
+    source = "recent scores" if args.from_file is None else args.from_file
+    done = set_score_baseline(
+        _redis(settings),
+        KeyLayout(settings.redis_prefix),
+        settings.policy,
+        args.stream,
+        scores,
+        source,
+    )
+    print(
+        f"stream {done.stream}: score drift baseline set from {done.source} "
+        f"({done.n:,} scores, median {done.median:.3g}); it applies from the next batch"
+    )
+    return 0
+
+
 # --- rollback, promote ----------------------------------------------------------------------
 
 
@@ -959,6 +983,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "DRIFTGATE_REDIS_URL=redis://:PASSWORD@redis:6379/0 driftgate worker",
     ),
     "status": ("driftgate status", "driftgate status --json"),
+    "baseline": (
+        "driftgate baseline --stream policy:gpt-4-mini",
+        "driftgate baseline --stream policy:gpt-4-mini --from-file scores.jsonl",
+    ),
     "calibrate": (
         "driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini",
         "driftgate calibrate --stream policy:gpt-4-mini --pool",
@@ -1156,6 +1184,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="the folder to write (default: ./driftgate-report-SUBJECT)"
     )
     _connection_flags(report, kafka=False, redis_=True)
+
+    baseline = _command(
+        commands,
+        "baseline",
+        "set a stream's score drift baseline from a file of scores or its recent scores",
+        cmd_baseline,
+    )
+    baseline.add_argument("--stream", type=types.subject_name, required=True)
+    baseline.add_argument(
+        "--from-file", type=types.readable_file, metavar="FILE", help="JSONL with s"
+    )
+    _connection_flags(baseline, kafka=False, redis_=True)
 
     rollback = _command(
         commands, "rollback", "roll back an agent's canary by hand (a canary event)", cmd_rollback
