@@ -182,9 +182,10 @@ class OnlineLabelPlan:
     target_mde: float
     current_mde: float
     """The MDE of the value estimate with the labels and scored events so far."""
-    labels_needed: int
-    """Labels in all for ``target_mde``, scoring going on at today's share of labels."""
-    more_labels: int
+    labels_needed: int | None
+    """Labels in all for ``target_mde``, scoring going on at today's share of labels;
+    ``None`` beyond ``10**12`` (not in any useful time, and no count to store)."""
+    more_labels: int | None
     """``labels_needed`` less the labels already in."""
     sigma2_eval: float
     sigma2_cal: float
@@ -226,12 +227,14 @@ def online_label_plan(
     current_mde = multiplier * math.sqrt(model.variance(n, m))
     share = min(m / n, 1.0)
     target_se = target_mde / multiplier
-    needed = math.ceil((share * model.s2_eval + model.s2_cal) / target_se**2)
+    exact = (share * model.s2_eval + model.s2_cal) / target_se**2
+    # Huge variances (scores near the 1e100 bound) give counts no store can hold.
+    needed = math.ceil(exact) if exact <= _LABELS_SEARCH_LIMIT else None
     return OnlineLabelPlan(
         target_mde,
         current_mde,
         needed,
-        max(needed - m, 0),
+        None if needed is None else max(needed - m, 0),
         model.s2_eval,
         model.s2_cal,
     )

@@ -112,6 +112,11 @@ def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     if plan is None:
         return "needs two labels at least (no variance yet)"
     more = plan["more_labels"]
+    if more is None:
+        return (
+            f"MDE now {_plain(plan['current_mde'])} with {_count(labeled)} labels; an MDE of "
+            f"{_plain(plan['target_mde'])} (the bias threshold) is out of reach (over 10^12 labels)"
+        )
     need = "enough labels" if more == 0 else f"{_count(more)} more labels"
     return (
         f"MDE now {_plain(plan['current_mde'])} with {_count(labeled)} labels; "

@@ -174,3 +174,18 @@ def test_new_statistics_round_trip_and_an_older_state_still_loads() -> None:
     loaded = handler.model.load("p", {**stored, fields.STATE: orjson.dumps(older)})
     assert loaded.residuals.n == 300 and loaded.predictions.n == 0
     assert view(handler, loaded)["value"]["n_scored"] == 0
+
+
+def test_extreme_scores_give_a_view_that_stores_and_prints() -> None:
+    """Scores at the 1e100 bound of the decoders: every count stays storable (orjson
+    refuses integers past 64 bits) and status still prints."""
+    from monitor._status import stream_lines
+
+    handler = LabelHandler(POLICY)
+    state = fresh_state(handler)
+    s = np.array([1e100, -1e100, 0.5] * 20)
+    fold(handler, state, events(s, s[::-1], 0))
+    shown = view(handler, state)
+    orjson.dumps(shown)  # raises on an integer it cannot store
+    assert shown["label_plan"]["labels_needed"] is None
+    assert any("out of reach" in line for line in stream_lines("wild", shown))
