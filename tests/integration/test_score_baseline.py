@@ -3,13 +3,18 @@ against the calibration scores, accepted as the new baseline, and the gate says 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from .conftest import BOTH_REDIS, Deployment, encode, label
+from monitor.store import KeyLayout
+from monitor.store import _keys as fields
+from monitor.store._score_baseline import StateMissingError, replace_state
+
+from .conftest import BOTH_REDIS, Deployment, RedisServer, encode, label
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +103,28 @@ def test_baseline_refuses_bad_input_with_exit_2(deployment: Deployment, tmp_path
     assert few.returncode == 2
     assert "a baseline needs at least 100 scores (score_drift.min_n)" in few.stderr
     assert "has 50" in few.stderr
+
+
+@BOTH_REDIS
+def test_a_write_in_between_makes_the_baseline_recompute(redis_server: RedisServer) -> None:
+    """A worker (or calibrate) that writes between the read and the write: the state is
+    read again and the change made again on it, and the revision moves each time."""
+    client = redis_server.client()
+    layout = KeyLayout()
+    keys = layout.subject("stream", "judge")
+    client.hset(keys.state, mapping={fields.STATE: b"first", fields.REV: 7})
+    seen: list[bytes | None] = []
+
+    def change(stored: Mapping[str, bytes | None]) -> bytes:
+        seen.append(stored[fields.STATE])
+        if len(seen) == 1:  # someone else writes meanwhile
+            client.hset(keys.state, mapping={fields.STATE: b"second", fields.REV: 8})
+        return b"changed " + (stored[fields.STATE] or b"")
+
+    replace_state(client, layout, "stream", "judge", change)
+    assert seen == [b"first", b"second"]
+    assert client.hget(keys.state, fields.STATE) == b"changed second"
+    assert client.hget(keys.state, fields.REV) == b"9"
+    with pytest.raises(StateMissingError):
+        replace_state(client, layout, "stream", "nobody", change)
+    client.close()
