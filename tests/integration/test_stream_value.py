@@ -105,3 +105,21 @@ def test_value_estimate_in_metrics_and_status(deployment: Deployment, tmp_path: 
     assert "by decile:    mean residual" in block
     assert "score drift:  minor (PASS" in text.stdout
     assert "more labels would exclude 0" in text.stdout or "too near 0" in text.stdout
+
+    # A new calibrator version starts the value estimate and the deciles afresh.
+    refit = tmp_path / "judge.jsonl"
+    refit.write_bytes(
+        b"\n".join(
+            orjson.dumps({"s": float(a), "y": float(b)})
+            for a, b in zip(s[labeled], y[labeled], strict=True)
+        )
+    )
+    assert deployment.cli("calibrate", str(refit), "--stream", "judge").returncode == 0
+    fresh = deployment.status()["streams"]["judge"]
+    assert fresh["calibrator"]["version"] == 1
+    assert (fresh["value"]["n_scored"], fresh["value"]["n_labeled"]) == (0, 0)
+    assert fresh["value"]["ci_low"] is None and fresh["label_plan"] is None
+    assert sum(d["n"] for d in fresh["residuals_by_decile"]) == 0
+    # Its bins are cut at the deciles of the new calibrator's fitting scores.
+    cuts = [d["score_high"] for d in fresh["residuals_by_decile"][:-1]]
+    assert cuts == pytest.approx(np.quantile(s[labeled], np.linspace(0.1, 0.9, 9)), abs=0.02)
