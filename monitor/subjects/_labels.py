@@ -102,10 +102,10 @@ class LabelState:
     judges); ``score_baseline`` is the baseline once it moved or was set with
     ``driftgate baseline`` (until then, the calibrator's fitting scores). For the
     augmented value estimate: ``predictions``, the moments of ``f(S)`` over every scored
-    event, and ``labeled_pairs``, ``(f(S), Y - f(S))`` of the
-    labeled ones (their covariance). ``residuals_by_bin`` holds the residuals by score
-    decile of the calibrator's baseline, ``label_rate`` the recent labels per second. All
-    of it starts afresh with a new calibrator version (its state is deleted).
+    event, and ``labeled_pairs``, ``(f(S), Y - f(S))`` of the labeled ones (their
+    covariance). ``residuals_by_bin`` holds the residuals by score decile of the
+    calibrator's baseline, ``label_rate`` the recent labels per second. All of it starts
+    afresh with a new calibrator version (its state is deleted).
     """
 
     calibrator: ActiveCalibrator
