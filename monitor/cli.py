@@ -28,7 +28,6 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from . import _args as types
-from ._calibration import InputError, read_pairs
 from ._config import ConfigError, Settings, scrub, secrets_of
 from ._demo import reset_demo
 from ._kafka import MAX_MESSAGE_BYTES, client_options
@@ -45,7 +44,6 @@ from .pipeline import PermanentError
 from .store import KeyLayout, ReadModel, SyncClient, connect, redact
 from .store._admin import start_new_log_epochs
 from .store._calibrators import StateConflictError, read_calibrator
-from .subjects._labels import ActiveCalibrator
 
 if TYPE_CHECKING:
     from estimators import BudgetPlan, VarianceModel
@@ -726,7 +724,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from estimators import residuals_by_decile, transport_audit
 
-    from ._calibration import Progress, next_step, pool_probe
+    from ._calibration import InputError, Progress, next_step, pool_probe, read_pairs
+    from .subjects._labels import ActiveCalibrator
 
     settings = _settings(args)
     pairs = read_pairs(args.file, Progress(sys.stderr))
@@ -798,7 +797,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"(--surrogate-cost + --oracle-cost = {smallest:g})"
         )
     if args.pilot is not None:
-        from ._calibration import Progress, check_pilot
+        from ._calibration import Progress, check_pilot, read_pairs
 
         pairs = read_pairs(args.pilot, Progress(sys.stderr))
         check_pilot(args.pilot, pairs)
@@ -890,6 +889,7 @@ def _checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | No
     are). The key is the line's subject, so that one subject stays on one partition."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+    from ._calibration import InputError
     from ._config import Policy
     from .pipeline import RawMessage
     from .subjects import HANDLERS
@@ -1248,6 +1248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
     args = build_parser().parse_args(argv)
+    # Only now: it imports scipy (over a second), which --version and a usage error
+    # (answered by the parser) do without.
+    from ._calibration import InputError
+
     if args.command != "worker":
         # The Kafka client's own log lines would come before the one-line message.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -1,5 +1,9 @@
 """The fenced batch runner that every subject plugs into, and what it is made of."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     PermanentError,
     TransientError,
@@ -7,7 +11,6 @@ from ._errors import (
     permanent_failure,
     retry_transient,
 )
-from ._runner import BatchRunner, TopicNames
 from ._types import (
     BatchResult,
     DeadLetter,
@@ -19,6 +22,9 @@ from ._types import (
     lag_after,
 )
 from ._write import WriteScript
+
+if TYPE_CHECKING:
+    from ._runner import BatchRunner, TopicNames
 
 __all__ = [
     "BatchResult",
@@ -38,3 +44,15 @@ __all__ = [
     "permanent_failure",
     "retry_transient",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner imports the gates and with them scipy (over a second): only what runs
+    # batches waits for it, not the command line, which needs the errors.
+    if name in ("BatchRunner", "TopicNames"):
+        from . import _runner
+
+        value = getattr(_runner, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

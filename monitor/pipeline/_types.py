@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from ..gates import Verdict
+if TYPE_CHECKING:  # the gates import scipy: not for the command line's sake
+    from ..gates import Verdict
 
 __all__ = [
     "BatchResult",
