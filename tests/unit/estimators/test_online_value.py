@@ -199,7 +199,7 @@ def test_online_plan_agrees_with_the_budget_plan_variance_model() -> None:
     rng = np.random.default_rng(6)
     f, r = rng.normal(0.5, 0.2, 20_000), rng.normal(0.0, 0.15, 2_000)
     plan = online_label_plan(Moments().update(f), Moments().update(r), target_mde=0.01)
-    assert plan is not None
+    assert plan is not None and plan.labels_needed is not None
     model = VarianceModel(f.var(ddof=1), r.var(ddof=1))
     share = 2_000 / 20_000
     # The labels it asks for (with scoring at today's share) reach the MDE, one fewer does not.
