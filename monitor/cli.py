@@ -1247,6 +1247,17 @@ def _service_failure(args: argparse.Namespace, exc: Exception) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    try:
+        return _main(argv, KafkaError)
+    except BrokenPipeError:
+        # `driftgate log | head`: the reader closed the pipe, it has what it wanted. Point
+        # stdout at /dev/null so that the interpreter's last flush does not fail again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
     args = build_parser().parse_args(argv)
     # Only now: it imports scipy (over a second), which --version and a usage error
     # (answered by the parser) do without.
@@ -1272,10 +1283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(2, str(exc))
     except (ServiceUnavailable, ServiceError, PermanentError) as exc:
         return fail(1, str(exc))
-    except (redis.RedisError, RedisClusterException, KafkaError) as exc:
+    except (redis.RedisError, RedisClusterException, kafka_error) as exc:
         return fail(1, _service_failure(args, exc))
     except KeyboardInterrupt:
         return fail(130, "interrupted")
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # the last resort: one line, not a traceback
         if os.environ.get("DRIFTGATE_DEBUG"):
             raise

@@ -337,3 +337,37 @@ def test_a_closed_terminal_does_not_stop_the_stopping() -> None:
     console = _Console(stream)
     stream.close()  # as a terminal is, once closed (SIGHUP)
     console.say("driftgate up: SIGHUP: stopping everything it started")  # raises nothing
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error() -> None:
+    """`driftgate plan ... | head -1`: the command stops quietly with exit 0, no traceback
+    and no 'unexpected BrokenPipeError'."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    for command in (
+        [
+            "plan",
+            "--r2",
+            "0.5",
+            "--budget",
+            "1000",
+            "--surrogate-cost",
+            "0.01",
+            "--oracle-cost",
+            "1",
+        ],
+        ["--help"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor", *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stderr) == (0, ""), (command, done.stderr)
+    os.close(write_end)
