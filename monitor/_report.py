@@ -10,6 +10,7 @@ with matplotlib's Agg canvas (the ``bench`` extra), imported only when a report 
 from __future__ import annotations
 
 import html
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ MARKDOWN = "report.md"
 HTML = "report.html"
 RESIDUAL_PLOT = "residual_interval.png"
 GUARDRAIL_PLOT = "guardrails.png"
+DECILE_PLOT = "residuals_by_decile.png"
 
 # The shortest time axis of the residual plot.
 _MIN_SPAN = timedelta(minutes=10)
@@ -331,14 +333,77 @@ def _stream_section(
         ]
     else:
         memo.blocks.append(_Paragraph("No residual drift evaluation yet: nothing to plot."))
+    value = view.get("value") or {}
+    if value.get("estimate") is not None:
+        memo.blocks.append(
+            _Paragraph(
+                f"Value estimate (mean f(s) over all {value.get('n_scored')} scored events plus "
+                f"the mean labeled residual): "
+                f"{_interval(value['estimate'], value.get('ci_low'), value.get('ci_high'), '.4f')}."
+            )
+        )
+    _decile_section(memo, name, view.get("residuals_by_decile") or [])
+
+
+def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:
+    """Where the residual lives: its mean by score decile, from the monitor's state."""
+    memo.blocks.append(_Heading("Residuals by score decile", 3))
+    filled = [row for row in rows if row["n"]]
+    if not filled:
+        memo.blocks.append(_Paragraph("No labeled residual yet under this calibrator version."))
+        return
+    table = []
+    for row in rows:
+        low, high = _decile_error_bar(row)
+        table.append(
+            [
+                str(row["bin"]),
+                f"{_bound(row['score_low'], '-inf')} to {_bound(row['score_high'], '+inf')}",
+                str(row["n"]),
+                _interval(row["mean_residual"], low, high) if row["n"] else "-",
+            ]
+        )
+    memo.plots[DECILE_PLOT] = _decile_figure(name, rows)
     memo.blocks += [
-        _Heading("Residuals by score decile", 3),
+        _Table(["decile", "scores", "labels", "mean residual [+-2 s.e.]"], table),
+        _Image(DECILE_PLOT, f"mean residual of {name} by score decile"),
         _Paragraph(
-            "Not shown: the monitor's state keeps the residuals' running mean, not their "
-            "split by score decile. For that table, run driftgate audit on a labeled probe "
-            "slice of this stream."
+            "Bins are cut at the deciles of the calibrator's fitting scores. The bars are "
+            "+-2 standard errors of a fixed-n mean, a guide to where the bias sits, not a "
+            "sequential test (the verdict's interval above is that)."
         ),
     ]
+
+
+def _bound(value: float | None, open_end: str) -> str:
+    return open_end if value is None else f"{value:.3f}"
+
+
+def _decile_error_bar(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    mean, std, n = row["mean_residual"], row.get("std_residual"), row["n"]
+    if mean is None or std is None or n < 2:
+        return None, None
+    half = 2.0 * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _decile_figure(name: str, rows: list[dict[str, Any]]) -> Figure:
+    figure, axes = _figure(1, (8, 3.5))
+    ax = axes[0]
+    shown = [row for row in rows if row["n"]]
+    positions = [row["bin"] for row in shown]
+    means = [row["mean_residual"] for row in shown]
+    errors = []
+    for row in shown:
+        low, _ = _decile_error_bar(row)
+        errors.append(0.0 if low is None else row["mean_residual"] - low)
+    ax.bar(positions, means, yerr=errors, capsize=3, color="tab:blue", alpha=0.8)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(1, len(rows) + 1))
+    ax.set_title(f"{name}: mean residual y - f(s) by score decile")
+    ax.set_xlabel("score decile")
+    ax.set_ylabel("mean residual")
+    return figure
 
 
 def _residual_points(

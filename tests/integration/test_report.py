@@ -55,7 +55,12 @@ def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> 
     result = deployment.cli("report", "drift", "--out", str(out))
     assert result.returncode == 0, result.stderr
     written = [Path(line) for line in result.stdout.splitlines()]
-    assert [p.name for p in written] == ["report.md", "report.html", "residual_interval.png"]
+    assert [p.name for p in written] == [
+        "report.md",
+        "report.html",
+        "residual_interval.png",
+        "residuals_by_decile.png",
+    ]
     assert all(p.parent == out for p in written)
 
     markdown = (out / "report.md").read_text()
@@ -70,10 +75,21 @@ def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> 
     )
     page = _Page()
     page.feed((out / "report.html").read_text())
-    assert page.images == ["residual_interval.png"]
+    assert page.images == ["residual_interval.png", "residuals_by_decile.png"]
+    # Residuals by decile from the monitor's state: the +0.2 bias of the last 600 labels
+    # shows in every decile (about +0.1 over all 1,200), each row as the state has it.
+    for row in view["residuals_by_decile"]:
+        assert row["n"] > 0 and 0.03 < row["mean_residual"] < 0.2, row
+        assert (
+            f"| {row['bin']} | " in markdown
+            and f"| {row['n']} | {row['mean_residual']:+.4f} [" in markdown
+        )
+    value = view["value"]
+    assert f"{value['estimate']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}]" in markdown
     assert "Verdict: FAIL" in "".join(page.text)
-    png = (out / "residual_interval.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    for plot in ("residual_interval.png", "residuals_by_decile.png"):
+        png = (out / plot).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, plot
 
     unknown = deployment.cli("report", "nope", "--out", str(tmp_path / "nope"))
     assert unknown.returncode == 2

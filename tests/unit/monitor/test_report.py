@@ -49,6 +49,18 @@ def stream_view() -> dict[str, Any]:
         "score_mean": 0.61,
         "score_ks": 0.031,
         "score_verdict": "PASS",
+        "value": {"estimate": 0.6437, "ci_low": 0.6301, "ci_high": 0.6573, "n_scored": 5000},
+        "residuals_by_decile": [
+            {
+                "bin": b,
+                "score_low": None if b == 1 else round(0.1 * (b - 1), 1),
+                "score_high": None if b == 10 else round(0.1 * b, 1),
+                "n": 0 if b == 1 else 90,
+                "mean_residual": None if b == 1 else 0.01 * b,
+                "std_residual": None if b == 1 else 0.1,
+            }
+            for b in range(1, 11)
+        ],
     }
 
 
@@ -286,21 +298,30 @@ def parsed(document: str) -> _Checker:
 def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
     written = write_report(snapshot, audit(), "policy/gpt", tmp_path / "memo", now=NOW)
     names = [p.name for p in written]
-    assert names == ["report.md", "report.html", "residual_interval.png"]
+    assert names == [
+        "report.md",
+        "report.html",
+        "residual_interval.png",
+        "residuals_by_decile.png",
+    ]
     markdown = written[0].read_text()
     assert "Verdict: FAIL (residual_bias)" in markdown
     assert "+0.0812 [+0.0614, +0.1011]" in markdown  # the verdict's interval
     assert "+0.0233 [+0.0101, +0.0365]" in markdown  # the all-time one
     assert "isotonic version 2" in markdown and "| 1 | 500 |" in markdown  # retired version 1
     assert "Score drift: PASS (no_drift)" in markdown
-    assert "by score decile" in markdown and "Not shown" in markdown
+    assert "Value estimate (mean f(s) over all 5000 scored events" in markdown
+    assert "0.6437 [0.6301, 0.6573]" in markdown
+    # The state's residuals by decile: an empty first bin, then +-2 standard errors.
+    assert "| 1 | -inf to 0.100 | 0 | - |" in markdown
+    assert "| 10 | 0.900 to +inf | 90 | +0.1000 [+0.0789, +0.1211] |" in markdown
     # Both decisions of the stream, none of the other subject's.
     assert "+0.0142 [+0.0031, +0.0253] n=700" in markdown
     assert "+0.0771 [+0.0512, +0.1030] n=200" in markdown
     assert "guardrail_breach" not in markdown
     assert "![mean residual interval of policy/gpt over time](residual_interval.png)" in markdown
     page = parsed(written[1].read_text())
-    assert page.images == ["residual_interval.png"]
+    assert page.images == ["residual_interval.png", "residuals_by_decile.png"]
     assert "Verdict: FAIL (residual_bias)" in "".join(page.text)
     png = written[2].read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
@@ -339,11 +360,12 @@ def test_an_unknown_subject_is_named(snapshot: Snapshot, tmp_path: Path) -> None
 
 
 def test_a_stream_without_decisions_has_no_invented_points(tmp_path: Path) -> None:
-    view = stream_view()
+    view = stream_view() | {"residuals_by_decile": []}
     snapshot = Snapshot(views={"stream": {"quiet": view}})
     memo = build_memo(snapshot, [], "quiet", now=time.time())
     assert memo.plots == {}
     assert "No residual drift evaluation yet" in memo.markdown()
+    assert "No labeled residual yet under this calibrator version" in memo.markdown()
     assert "No decision or canary action" in memo.markdown()
 
 
