@@ -160,7 +160,8 @@ def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np
     the value at which the mixture first reached the threshold, not yet the batch end.
 
     The recursions run over blocks of whole batches (the scale is fixed within a batch,
-    so the blocking does not change a number), which keeps batches of one label fast."""
+    so the blocking changes only the rounding of the sums; at batches of 100 the tables
+    came out identical), which keeps batches of one label fast."""
     paths, horizon = x.shape
     signed = signed_shifts(detector.shifts)
     recursion = shiryaev_roberts_log if detector.statistic_kind == "shiryaev_roberts" else cusum_log
