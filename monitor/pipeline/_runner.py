@@ -338,14 +338,11 @@ class BatchRunner(Generic[StateT]):
                 entry = self._subjects.pop(name)
                 keys = self.layout.subject(self.model.kind, name)
                 write = SubjectWrite(keys, entry.rev)
-                verdicts = self.model.evaluate(name, entry.state, now)
-                published, decisions = self._record_verdicts(
-                    keys, entry.published, verdicts, now, write
-                )
+                verdicts, published, decisions, settled = self._judge(name, entry, keys, now, write)
                 if not decisions:
                     self._subjects[name] = entry
                     continue
-                if self.model.settle(name, entry.state, decisions):
+                if settled:
                     write.state.update(self.model.dump(entry.state))
                 write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
                 write.view[fields.GATES] = orjson.dumps(_gate_records(verdicts, published, now))
@@ -505,9 +502,7 @@ class BatchRunner(Generic[StateT]):
         write.audit += [encode_audit_entry(orjson.dumps(record)) for record in audit]
         write.count(fields.count(topic, "ok"), len(fresh))
         write.count(fields.count(topic, "duplicate"), duplicate)
-        verdicts = self.model.evaluate(name, entry.state, now)
-        published, decisions = self._record_verdicts(keys, entry.published, verdicts, now, write)
-        settled = self.model.settle(name, entry.state, decisions)
+        verdicts, published, decisions, settled = self._judge(name, entry, keys, now, write)
         if not (len(fresh) or duplicate or decisions or fences or update.expired):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
         if len(fresh) or settled:
@@ -551,6 +546,24 @@ class BatchRunner(Generic[StateT]):
                 moved[partition] = new
             starts[partition] = start
         return starts, moved
+
+    def _judge(
+        self, name: str, entry: _Subject, keys: SubjectKeys, now: float, write: SubjectWrite
+    ) -> tuple[list[Verdict], dict[str, dict[str, Any]], list[dict[str, Any]], bool]:
+        """Evaluate the gates, record their decisions and let the model settle them.
+
+        A settled decision changes what the gates see (a canary rolled back by its
+        guardrail is no longer live): the gates are judged once more, so that the records
+        written now already show it, rather than after the subject's next event."""
+        verdicts = self.model.evaluate(name, entry.state, now)
+        published, decisions = self._record_verdicts(keys, entry.published, verdicts, now, write)
+        settled = self.model.settle(name, entry.state, decisions)
+        if settled:
+            verdicts = self.model.evaluate(name, entry.state, now)
+            published, more = self._record_verdicts(keys, published, verdicts, now, write)
+            self.model.settle(name, entry.state, more)
+            decisions += more
+        return verdicts, published, decisions, settled
 
     def _record_verdicts(
         self,

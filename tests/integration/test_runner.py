@@ -480,3 +480,62 @@ async def test_batches_and_clock_ticks_of_one_runner_take_turns(
     snapshot = ReadModel(sync_client, LAYOUT).snapshot()
     variants = snapshot.section("experiment")["a"]["experiment"]["variants"]
     assert (variants["canary"]["n"], variants["control"]["n"]) == (2, 18)
+
+
+@BOTH_REDIS
+async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
+    client: Any, redis_server: RedisServer, clock: Clock, sync_client: SyncClient
+) -> None:
+    """The guardrail rolls the canary back within a batch: the agent's other gates are
+    judged again after the rollback is settled, so the records written with it already
+    say FAIL (rolled back), not the INCONCLUSIVE they had before, without another event."""
+    policy = Policy()
+    canary_script, script = (
+        WriteScript(client, redis_server.url),
+        WriteScript(client, redis_server.url),
+    )
+    canary = BatchRunner(
+        client, LAYOUT, CanaryHandler(policy), canary_script, TOPICS, 3600.0, clock=clock
+    )
+    telemetry = BatchRunner(
+        client, LAYOUT, TelemetryHandler(policy), script, TOPICS, 3600.0, clock=clock
+    )
+    deploy = {"event_id": "deploy", "ts": clock(), "agent": "a", "bundle_id": "v2"}
+    deploy |= {"action": "deploy", "canary_percent": 10}
+    rng = np.random.default_rng(7)
+    events = [
+        {
+            "event_id": f"e{i}",
+            "ts": clock(),
+            "experiment_id": "a",
+            "unit_id": f"u{i}",
+            "variant": "canary" if i % 10 == 0 else "control",
+            # 20% of the canary's answers are toxic, 0.1% of the control's.
+            "guardrails": {
+                "toxicity": bool(rng.uniform() < (0.2 if i % 10 == 0 else 0.001)),
+                "latency_ms": 300.0,
+            },
+        }
+        for i in range(4000)
+    ]
+    try:
+        await canary.apply([RawMessage("canary", 0, 0, encode(deploy))])
+        applied = await telemetry.apply(
+            [RawMessage("telemetry", 0, i, encode(e)) for i, e in enumerate(events)]
+        )
+    finally:
+        await canary_script.aclose()
+        await script.aclose()
+    rollbacks = [d for d in applied.decisions if d["action"] == "rollback"]
+    assert [(d["gate"], d["reason"]) for d in rollbacks] == [("guardrail", "toxicity_rate")]
+    snapshot = ReadModel(sync_client, LAYOUT).snapshot()
+    gate = snapshot.gate("canary", "a")
+    assert gate is not None
+    assert (gate["verdict"], gate["action"], gate["reason"]) == ("FAIL", "none", "toxicity_rate")
+    agent = snapshot.agent("a")
+    assert agent is not None
+    assert (agent["phase"], agent["verdict"], agent["recommendation"]) == (
+        "rolled_back",
+        "FAIL",
+        "rollback",
+    )

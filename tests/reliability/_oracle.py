@@ -412,7 +412,9 @@ def one_clean_pass(log: Log, topics: dict[str, str], now: float | None = None) -
             # rollback, announced once: its decision id goes into the lifecycle).
             verdicts = model.evaluate(name, state, now)
             decisions = [
-                decision_record(v, now) for v in verdicts if should_publish(None, v.verdict)
+                decision_record(v, now)
+                for v in verdicts
+                if should_publish(None, v.verdict, action=v.action)
             ]
             model.settle(name, state, decisions)
             expected.states[key] = orjson.loads(model.dump(state)[fields.STATE])
