@@ -302,7 +302,9 @@ class LabelModel:
         pairs = state.labeled_pairs
         value = online_value_estimate(
             state.predictions,
-            state.residuals.all_time.moments,
+            # The labeled residuals counted since the predictions were (the same after a
+            # state written before they were kept): the labeled are a subset of the scored.
+            pairs.y_moments(),
             pairs.cov if pairs.n > 1 else 0.0,
             policy.alpha,
             policy.target_time,
@@ -355,7 +357,10 @@ class LabelModel:
         if policy.bias_threshold <= 0:  # no bias to detect: nothing to plan for
             return None
         plan = online_label_plan(
-            state.predictions, state.residuals.all_time.moments, policy.bias_threshold, policy.alpha
+            state.predictions,
+            state.labeled_pairs.y_moments(),
+            policy.bias_threshold,
+            policy.alpha,
         )
         if plan is None:
             return None
@@ -412,15 +417,32 @@ class LabelHandler:
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
         return self.decoder.decode_subjects(messages, _get_stream, _label_columns)
 
+    def _fold_scores(self, state: LabelState, scores: np.ndarray) -> None:
+        """Scores into the recent window, the baseline moved at exact window boundaries.
+
+        The baseline may move each time the recent window reaches a whole multiple of
+        ``BASELINE_WINDOW_PER_MIN_N * min_n`` scores, wherever that falls in a batch, so
+        the same events give the same state however they are batched (a replay after a
+        crash or a rebalance must not judge other windows)."""
+        window = BASELINE_WINDOW_PER_MIN_N * self.model.policy.score_drift.min_n
+        while scores.size:
+            sketch = state.score_sketch
+            room = window - sketch.n % window
+            if state.baseline is None or scores.size < room:
+                sketch.update(scores)
+                return
+            sketch.update(scores[:room])
+            scores = scores[room:]
+            self._advance_baseline(state)
+
     def _advance_baseline(self, state: LabelState) -> None:
-        """Once a full window of scores showed no significant drift, the window before it
-        becomes the baseline and the full one the previous window (so the gate always
-        judges at least a window of recent scores); a significant drift moves nothing."""
+        """At a window boundary: if the recent scores show no significant drift, the
+        window before becomes the baseline and the recent one the previous window (so the
+        gate always judges at least a window of recent scores); a significant drift moves
+        nothing, and the recent window grows to the next boundary."""
         baseline = state.baseline
-        policy = self.model.policy.score_drift
-        if baseline is None or state.score_sketch.n < BASELINE_WINDOW_PER_MIN_N * policy.min_n:
-            return
-        if not baseline_may_advance(state.recent_scores(), baseline, policy):
+        assert baseline is not None
+        if not baseline_may_advance(state.recent_scores(), baseline, self.model.policy.score_drift):
             return
         if state.previous_scores is not None:
             state.score_baseline = state.previous_scores
@@ -437,8 +459,7 @@ class LabelHandler:
         predictions = model.predict(columns.s)
         state.n += columns.s.size
         state.scores.update(columns.s)
-        state.score_sketch.update(columns.s)
-        self._advance_baseline(state)
+        self._fold_scores(state, columns.s)
         state.predictions.update(predictions)
         if labeled.any():
             residuals = model.residuals(columns.s[labeled], columns.y[labeled])

@@ -174,6 +174,13 @@ def test_new_statistics_round_trip_and_an_older_state_still_loads() -> None:
     loaded = handler.model.load("p", {**stored, fields.STATE: orjson.dumps(older)})
     assert loaded.residuals.n == 300 and loaded.predictions.n == 0
     assert view(handler, loaded)["value"]["n_scored"] == 0
+    # The value and the plan count only what both statistics saw since the upgrade: the
+    # labeled stay a subset of the scored (the 300 older labels are in the residual gate).
+    more = rng.uniform(size=50)
+    fold(handler, loaded, events(more, more + rng.normal(0, 0.1, 50), 1))
+    value = view(handler, loaded)["value"]
+    assert (value["n_scored"], value["n_labeled"]) == (50, 50)
+    assert loaded.residuals.n == 350
 
 
 def test_extreme_scores_give_a_view_that_stores_and_prints() -> None:

@@ -88,3 +88,33 @@ def test_an_identity_stream_gets_a_score_gate_once_a_baseline_is_set() -> None:
     state.set_baseline(QuantileSketch(0.01).update(rng.uniform(size=1000)))
     shown = score_verdicts(handler, state, rng.uniform(0.5, 1.0, 1000), 0)
     assert shown[-1]["verdict"] == "FAIL" and shown[-1]["band"] == "severe"
+
+
+def test_the_same_scores_give_the_same_state_however_they_are_batched() -> None:
+    """A replay after a crash or a rebalance batches the same events differently: the
+    baseline moves at exact window boundaries, so the state is the same."""
+    rng = np.random.default_rng(44)
+    scores = rng.uniform(size=3 * WINDOW + 137)
+    states = []
+    for batch in (scores.size, 250, 300, 700, 999):
+        handler = LabelHandler(POLICY)
+        state = fresh_state(handler, fitted())
+        for offset, start in enumerate(range(0, scores.size, batch)):
+            chunk = scores[start : start + batch]
+            fold(handler, state, events(chunk, np.full(chunk.size, np.nan), offset, NOW))
+        states.append(state)
+    first = states[0]
+    assert first.score_baseline is not None and first.score_baseline.n == WINDOW
+    assert first.previous_scores is not None and first.previous_scores.n == WINDOW
+    assert first.score_sketch.n == 137  # moved at 1, 2 and 3 windows
+    for other in states[1:]:
+        for sketch in ("score_sketch", "previous_scores", "score_baseline"):
+            assert buckets(getattr(other, sketch)) == buckets(getattr(first, sketch)), sketch
+
+
+def buckets(sketch: QuantileSketch | None) -> tuple[int, list[tuple[int, int]]] | None:
+    """A sketch's content: its count and its buckets (in any order of insertion)."""
+    if sketch is None:
+        return None
+    state = sketch.to_state()
+    return state["n"], sorted(state["positive"]) + sorted(state["negative"])
