@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -1249,12 +1250,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _main(argv, KafkaError)
-    except BrokenPipeError:
+    except _ReaderGone:
         # `driftgate log | head`: the reader closed the pipe, it has what it wanted. Point
         # stdout at /dev/null so that the interpreter's last flush does not fail again.
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+class _ReaderGone(Exception):
+    """Standard output is a pipe whose reader has closed it."""
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe nobody reads any more (a broken pipe elsewhere,
+    a service's stdin say, is a failure like any other)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
@@ -1287,16 +1303,21 @@ def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
         return fail(1, _service_failure(args, exc))
     except KeyboardInterrupt:
         return fail(130, "interrupted")
-    except BrokenPipeError:
-        raise
-    except Exception as exc:  # the last resort: one line, not a traceback
-        if os.environ.get("DRIFTGATE_DEBUG"):
-            raise
-        return fail(
-            1,
-            f"unexpected {type(exc).__name__}: {exc} (a bug in driftgate; "
-            "DRIFTGATE_DEBUG=1 shows where)",
-        )
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            raise _ReaderGone from None
+        return fail(1, _unexpected(exc))
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, not a traceback
+        return fail(1, _unexpected(exc))
+
+
+def _unexpected(exc: Exception) -> str:
+    if os.environ.get("DRIFTGATE_DEBUG"):
+        raise exc
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (a bug in driftgate; "
+        "DRIFTGATE_DEBUG=1 shows where)"
+    )
 
 
 if __name__ == "__main__":

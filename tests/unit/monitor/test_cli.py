@@ -262,6 +262,22 @@ def test_an_unexpected_error_is_one_line_with_secrets_scrubbed(
         main(["status"])
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken pipe to a service (redis-server's stdin in `up`) is exit 1, named; only a
+    reader closing standard output ends the command quietly."""
+    import monitor.cli as cli
+
+    def broken(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected BrokenPipeError" in err, err
+
+
 # --- help and version -----------------------------------------------------------------
 
 
