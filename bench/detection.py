@@ -608,9 +608,10 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--plot-only"]:  # redraw from the last results: --plot-only [BATCH]
-        set_batch(int(sys.argv[2]) if len(sys.argv) > 2 else 100)
-        stem = output_stem(BATCH)
+    if sys.argv[1:2] == ["--plot-only"]:  # redraw: --plot-only [BATCH] [--unaligned]
+        numbers = [a for a in sys.argv[2:] if a.isdigit()]
+        set_batch(int(numbers[0]) if numbers else 100)
+        stem = output_stem(BATCH) + ("_unaligned" if "--unaligned" in sys.argv else "")
         saved = json.loads((ROOT / f"bench/results/{stem}.json").read_text())
         plot(
             [[*r[:4], float(r[4]), r[5], float(r[6])] for r in saved["delays"]],
