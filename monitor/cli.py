@@ -620,10 +620,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     from ._baseline import read_scores, set_score_baseline
+    from ._calibration import InputError
 
     settings = _settings(args)
     scores = None if args.from_file is None else read_scores(args.from_file)
     source = "recent scores" if args.from_file is None else args.from_file
+    minimum = settings.policy.score_drift.min_n
+    if scores is not None and scores.size < minimum:  # before any service is asked
+        raise InputError(
+            f"{args.from_file}: a baseline needs at least {minimum} scores "
+            f"(score_drift.min_n), found {scores.size}"
+        )
     done = set_score_baseline(
         _redis(settings),
         KeyLayout(settings.redis_prefix),
@@ -1297,7 +1304,7 @@ def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
         return int(args.handler(args))
     except (UsageError, InputError, ConfigError) as exc:
         return fail(2, str(exc))
-    except (ServiceUnavailable, ServiceError, PermanentError) as exc:
+    except (ServiceUnavailable, ServiceError, PermanentError, StateConflictError) as exc:
         return fail(1, str(exc))
     except (redis.RedisError, RedisClusterException, kafka_error) as exc:
         return fail(1, _service_failure(args, exc))

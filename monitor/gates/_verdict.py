@@ -11,7 +11,6 @@ from typing import Any
 __all__ = [
     "ACTION_RANK",
     "GATE_STATUS_CODES",
-    "ACTION_RANK",
     "SEVERITY",
     "Verdict",
     "decision_id",

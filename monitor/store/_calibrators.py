@@ -30,7 +30,9 @@ __all__ = [
 
 
 class StateConflictError(RuntimeError):
-    """A key driftgate needs holds another type: another application shares the prefix."""
+    """Stored state that cannot be used as it is: a key driftgate needs holds another type
+    (another application shares the prefix), stored data is not in driftgate's format, or
+    the state kept changing under a compare-and-set. The command line answers exit 1."""
 
 
 LATEST = "latest"
@@ -58,10 +60,10 @@ def encode_pairs(s: np.ndarray, y: np.ndarray) -> bytes:
 def decode_pairs(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The ``(s, y)`` arrays of :func:`encode_pairs`."""
     if len(blob) < _PAIRS_HEADER.size:
-        raise ValueError("stored calibration pairs are truncated")
+        raise StateConflictError("stored calibration pairs are truncated")
     magic, count = _PAIRS_HEADER.unpack_from(blob)
     if magic != _PAIRS_MAGIC or len(blob) != _PAIRS_HEADER.size + 16 * count:
-        raise ValueError("stored calibration pairs are not in driftgate's pair format")
+        raise StateConflictError("stored calibration pairs are not in driftgate's pair format")
     values = np.frombuffer(blob, dtype="<f8", offset=_PAIRS_HEADER.size).astype(np.float64)
     return values[:count], values[count:]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from . import _keys as fields
+from ._calibrators import StateConflictError
 from ._client import SyncClient
 from ._keys import KeyLayout
 
@@ -68,7 +69,9 @@ def replace_state(
             change(stored),
         )
         if reply == -1:
-            raise TypeError(f"{keys.state} is not a hash")
+            raise StateConflictError(
+                f"{keys.state} is not a hash: another application shares the prefix"
+            )
         if reply == 1:
             return
-    raise TimeoutError(f"{kind} {name!r} kept changing: its state was not replaced")
+    raise StateConflictError(f"{kind} {name!r} kept changing: its state was not replaced")

@@ -28,7 +28,7 @@ from monitor._calibration import (
     read_pairs,
 )
 from monitor.cli import main
-from monitor.store._calibrators import decode_pairs, encode_pairs
+from monitor.store._calibrators import StateConflictError, decode_pairs, encode_pairs
 
 
 class Terminal(io.StringIO):
@@ -171,9 +171,9 @@ def test_pairs_round_trip_as_float64_and_a_foreign_value_is_refused() -> None:
     assert len(blob) == 16 + 16 * 1000
     back_s, back_y = decode_pairs(blob)
     assert np.array_equal(back_s, s) and np.array_equal(back_y, y)
-    with pytest.raises(ValueError, match="pair format"):
+    with pytest.raises(StateConflictError, match="pair format"):
         decode_pairs(blob[:-8])
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(StateConflictError, match="truncated"):
         decode_pairs(b"dg")
 
 

@@ -387,3 +387,24 @@ def test_a_reader_that_closes_the_pipe_early_is_not_an_error() -> None:
         )
         assert (done.returncode, done.stderr) == (0, ""), (command, done.stderr)
     os.close(write_end)
+
+
+def test_a_baseline_file_too_small_is_refused_before_redis_is_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text('{"s": 0.5}\n{"s": 0.4}\n')
+    code = main(
+        [
+            "baseline",
+            "--stream",
+            "p",
+            "--from-file",
+            str(scores),
+            "--redis-url",
+            "redis://127.0.0.1:1/0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{scores}: a baseline needs at least 100 scores" in err and "found 2" in err

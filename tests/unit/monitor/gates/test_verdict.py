@@ -60,9 +60,7 @@ def test_publish_only_on_change_with_a_quiet_start(
 def test_the_same_verdict_publishes_again_only_when_its_action_escalates(
     last: tuple[str | None, str], now: tuple[str, str], publish: bool
 ) -> None:
-    assert (
-        should_publish(last[0], now[0], last_action=last[1], action=now[1]) is publish
-    )
+    assert should_publish(last[0], now[0], last_action=last[1], action=now[1]) is publish
 
 
 def test_decision_id_is_deterministic_in_the_evidence() -> None:
