@@ -197,10 +197,26 @@ class ExperimentState:
     srm: SampleRatioSequence | None = None
     srm_variants: list[str] = field(default_factory=list)
     stage: int = 0
+    stage_first_ts: float | None = None
+    """The earliest event time of the production telemetry folded into this stage."""
 
-    def new_stage(self) -> None:
-        """The allocation changed: compare afresh."""
-        self.variants, self.srm, self.srm_variants = {}, None, []
+    def new_stage(self, starts_at: float | None = None) -> None:
+        """The allocation changed at event time ``starts_at``: compare afresh.
+
+        Topics are read independently, so a deployment's first telemetry can be folded
+        before its ``deploy`` is applied. When no event of the stage so far is earlier
+        than the new stage's start (a stage runs from its event's time on), it all
+        belongs to the new stage and is kept (a breach found in it still rolls the canary
+        back); otherwise it is dropped. The split test, whose expected shares changed,
+        starts again in either case."""
+        keep = (
+            starts_at is not None
+            and self.stage_first_ts is not None
+            and self.stage_first_ts >= starts_at
+        )
+        if not keep:
+            self.variants, self.stage_first_ts = {}, None
+        self.srm, self.srm_variants = None, []
         self.stage += 1
 
     def to_state(self) -> dict[str, Any]:
@@ -211,6 +227,7 @@ class ExperimentState:
             "srm": self.srm.to_state() if self.srm else None,
             "srm_variants": self.srm_variants,
             "stage": self.stage,
+            "stage_first_ts": self.stage_first_ts,
         }
 
     @classmethod
@@ -222,6 +239,7 @@ class ExperimentState:
             srm=SampleRatioSequence.from_state(state["srm"]) if state["srm"] else None,
             srm_variants=list(state["srm_variants"]),
             stage=int(state["stage"]),
+            stage_first_ts=state.get("stage_first_ts"),  # absent in states before it was kept
         )
 
 
@@ -551,13 +569,17 @@ class TelemetryHandler:
     ) -> list[dict[str, Any]]:
         """Fold one batch into each variant's statistics (production events only)."""
         by_variant: dict[str, list[TelemetryEvent]] = {}
-        for event in events.columns.events:
+        first = math.inf
+        for event, ts in zip(events.columns.events, events.ts.tolist(), strict=True):
             if event.environment == "staging":  # counted and shown, never judged
                 state.staging[event.variant] = state.staging.get(event.variant, 0) + 1
             else:
                 by_variant.setdefault(event.variant, []).append(event)
+                first = min(first, ts)
         for variant, rows in by_variant.items():
             _fold(state.variants.setdefault(variant, VariantStats()), rows)
+        if by_variant and (state.stage_first_ts is None or first < state.stage_first_ts):
+            state.stage_first_ts = first
         lifecycle = state.lifecycle
         canary = self.model.policy.for_agent(subject).canary.canary_variant
         if lifecycle is not None and by_variant.get(canary):
@@ -683,7 +705,7 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
             deployed_at=ts,
             stage_started_at=now,
         )
-        state.new_stage()
+        state.new_stage(ts)
     elif lifecycle is None or not same_bundle:
         return  # about a bundle this agent does not run: kept in the audit log only
     elif event.action == "promote":
@@ -693,7 +715,7 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
         # Promoted again after a rollback (a person overrode it): judged afresh, and
         # rolled back again if it must be; its earlier rollback stays in the history.
         lifecycle.rollback = None
-        state.new_stage()
+        state.new_stage(ts)
     elif event.action == "rollback":
         if lifecycle.phase != "rolled_back":
             lifecycle.phase = "rolled_back"

@@ -439,12 +439,54 @@ def test_a_new_stage_restarts_the_comparison_and_the_split_test() -> None:
     state = deployed(percent=10)
     fold(telemetry_handler, state, [telemetry("k1", "canary"), telemetry("c1", "control")])
     assert state.srm is not None and state.stage == 1
-    step(canary_handler, state, canary_event("promote", 50), now=NOW + 10)
+    step(canary_handler, state, canary_event("promote", 50, ts=NOW + 1), now=NOW + 10)
     assert (state.variants, state.srm, state.srm_variants, state.stage) == ({}, None, [], 2)
     fold(telemetry_handler, state, [telemetry("k2", "canary"), telemetry("c2", "control")])
     assert state.srm is not None
     assert (state.srm.expected, state.srm.counts) == ([0.5, 0.5], [1, 1])
     assert {name: stats.n for name, stats in state.variants.items()} == {"canary": 1, "control": 1}
+
+
+def test_telemetry_read_before_its_deploy_is_kept_and_rolls_the_canary_back() -> None:
+    """Topics are read independently: a canary's first telemetry (event time after the
+    deploy) can be folded before the deploy is applied. It belongs to the deployment: the
+    breach found in it, which only alerted while no canary was live, escalates to a
+    rollback once the deploy lands (the same FAIL verdict, a new action: published)."""
+    telemetry_handler, canary_handler = TelemetryHandler(POLICY), CanaryHandler(POLICY)
+    model, state = ExperimentModel(POLICY), ExperimentState()
+    early = [{**telemetry(f"k{i}", "canary", toxic=i % 5 == 0), "ts": NOW + 5} for i in range(400)]
+    early += [{**telemetry(f"c{i}", "control"), "ts": NOW + 5} for i in range(3600)]
+    fold(telemetry_handler, state, early)
+    published: dict[str, tuple[str, str]] = {}
+    before = publish(model, "agent", state, model.evaluate("agent", state, NOW + 6), published)
+    assert ("guardrail", "FAIL", "alert") in [
+        (d["gate"], d["verdict"], d["action"]) for d in before
+    ]
+    step(canary_handler, state, canary_event("deploy", 10, ts=NOW), now=NOW + 7)
+    assert {name: stats.n for name, stats in state.variants.items()} == {
+        "canary": 400,
+        "control": 3600,
+    }
+    assert (state.srm, state.stage) == (None, 1)  # the split test restarts: shares changed
+    after = publish(model, "agent", state, model.evaluate("agent", state, NOW + 8), published)
+    rollbacks = [
+        (d["gate"], d["verdict"], d["bundle_id"]) for d in after if d["action"] == "rollback"
+    ]
+    assert rollbacks == [("guardrail", "FAIL", "v2")]
+    assert state.lifecycle is not None and state.lifecycle.phase == "rolled_back"
+
+
+def test_telemetry_from_before_a_stage_is_dropped_with_it() -> None:
+    telemetry_handler, canary_handler = TelemetryHandler(POLICY), CanaryHandler(POLICY)
+    state = ExperimentState()
+    fold(telemetry_handler, state, [{**telemetry("k1", "canary"), "ts": NOW - 1}])
+    fold(telemetry_handler, state, [{**telemetry("k2", "canary"), "ts": NOW + 5}])
+    fold(telemetry_handler, state, [{**telemetry("k0", "canary", environment="staging"), "ts": 0}])
+    assert state.stage_first_ts == NOW - 1  # staging events are not the stage's
+    step(canary_handler, state, canary_event("deploy", 10, ts=NOW), now=NOW + 7)
+    assert (state.variants, state.stage_first_ts) == ({}, None)
+    fold(telemetry_handler, state, [{**telemetry("k3", "canary"), "ts": NOW + 9}])
+    assert state.stage_first_ts == NOW + 9
 
 
 # --- CanaryHandler: the lifecycle -----------------------------------------------------------------
