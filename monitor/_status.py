@@ -114,13 +114,14 @@ def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     more = plan["more_labels"]
     if more is None:
         return (
-            f"MDE now {_plain(plan['current_mde'])} with {_count(labeled)} labels; an MDE of "
-            f"{_plain(plan['target_mde'])} (the bias threshold) is out of reach (over 10^12 labels)"
+            f"value estimate's MDE now {_plain(plan['current_mde'])} with {_count(labeled)} "
+            f"labels; an MDE of {_plain(plan['target_mde'])} (the bias threshold as target) is "
+            "out of reach (over 10^12 labels)"
         )
     need = "enough labels" if more == 0 else f"{_count(more)} more labels"
     return (
-        f"MDE now {_plain(plan['current_mde'])} with {_count(labeled)} labels; "
-        f"an MDE of {_plain(plan['target_mde'])} (the bias threshold) needs "
+        f"value estimate's MDE now {_plain(plan['current_mde'])} with {_count(labeled)} "
+        f"labels; an MDE of {_plain(plan['target_mde'])} (the bias threshold as target) needs "
         f"{_count(plan['labels_needed'])}: {need}"
     )
 

@@ -126,7 +126,9 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     }
     score_ks = GaugeMetricFamily(
         "driftgate_score_ks",
-        "KS distance of the stream's scores from its calibration scores.",
+        "KS distance of the stream's recent scores from its score drift baseline (the "
+        "calibration scores, moved forward while no drift is present, or set by driftgate "
+        "baseline).",
         labels=["stream"],
     )
     value = {

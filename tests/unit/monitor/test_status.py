@@ -83,7 +83,7 @@ def test_waiting_for_labels_says_how_many_and_how_long() -> None:
         == "  decision:     20 more labels before the gate may decide (~2 min at 0.167 labels/s)"
     )
     plan = next(line for line in lines if "label plan:" in line)
-    assert "an MDE of 0.05 (the bias threshold) needs" in plan
+    assert "an MDE of 0.05 (the bias threshold as target) needs" in plan
 
 
 def test_a_stream_with_a_null_mean_says_no_decision_is_in_sight() -> None:
