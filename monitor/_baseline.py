@@ -11,47 +11,30 @@ import numpy as np
 
 from estimators import QuantileSketch
 
-from ._calibration import InputError
+from ._calibration import InputError, read_jsonl
 from ._config import Policy
 from .store import KeyLayout, SyncClient
 from .store import _keys as fields
 from .store._score_baseline import StateMissingError, replace_state
+from .subjects._decode import Finite
 from .subjects._labels import LabelModel
 
 __all__ = ["BaselineSet", "read_scores", "set_score_baseline"]
 
 
-class _Score(msgspec.Struct):
-    s: float
+class _Score(msgspec.Struct, frozen=True):
+    """One line of a score file (other fields, such as ``y``, are ignored)."""
+
+    s: Finite
 
 
 _SCORE = msgspec.json.Decoder(_Score)
 
 
 def read_scores(path: str | Path) -> np.ndarray:
-    """The ``s`` of every line of a JSONL file (other fields, such as ``y``, are ignored).
-
-    A bad line raises :class:`InputError` naming the file, the line and the problem.
-    """
-    try:
-        content = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    scores: list[float] = []
-    for number, line in enumerate(content.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            score = _SCORE.decode(line).s
-        except msgspec.ValidationError as exc:
-            raise InputError(f"{path}:{number}: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise InputError(
-                f"{path}:{number}: {exc} (each line must be one JSON object with s)"
-            ) from exc
-        if not np.isfinite(score):
-            raise InputError(f"{path}:{number}: s is not a finite number")
-        scores.append(score)
+    """The ``s`` of every line of a JSONL file (:func:`~._calibration.read_jsonl`: a bad
+    line raises :class:`InputError` naming the file, the line and the problem)."""
+    scores = [score.s for _, score in read_jsonl(path, _SCORE, "s")]
     return np.asarray(scores, dtype=np.float64)
 
 

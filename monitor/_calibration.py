@@ -7,10 +7,10 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import msgspec
 import numpy as np
@@ -140,21 +140,22 @@ _PAIR = msgspec.json.Decoder(_Pair)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"PK": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
 _PROGRESS_EVERY_LINES = 65_536  # look at the clock this often, not on every line
+T = TypeVar("T")
 
 
-def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPairs:
-    """``s`` and ``y`` arrays from JSONL; every line must have finite ``s`` and ``y``.
+def read_jsonl(
+    path: str | Path,
+    decoder: msgspec.json.Decoder[T],
+    fields_needed: str,
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, T]]:
+    """Each non-blank line of a JSON Lines file, decoded, with its line number.
 
-    A bad line raises :class:`InputError` naming the file, the line and the problem; a
-    UTF-8 byte order mark (as some editors write) is skipped, and a compressed file is
-    named as such rather than as malformed JSON. ``progress`` shows the lines read.
+    A bad line raises :class:`InputError` naming the file, the line and the problem
+    (``fields_needed`` says what a line must hold, e.g. ``"s and y"``); a UTF-8 byte order
+    mark (as some editors write) is skipped, and a compressed file is named as such rather
+    than as malformed JSON. ``progress`` shows the lines read, and is closed at the end.
     """
-    scores: list[float] = []
-    labels: list[float] = []
-    clusters: list[str] = []
-    # The first line with a cluster and the first without one: a file must be all one way.
-    first_with: int | None = None
-    first_without: int | None = None
     try:
         content = Path(path).read_bytes()
     except OSError as exc:
@@ -163,7 +164,7 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
         if content.startswith(magic):
             raise InputError(
                 f"{path}:1: a {kind} file, not JSON Lines: decompress it first (one JSON "
-                "object with s and y per line)"
+                f"object with {fields_needed} per line)"
             )
     lines = content.removeprefix(_UTF8_BOM).splitlines()
     for number, line in enumerate(lines, start=1):
@@ -172,13 +173,27 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
         if not line.strip():
             continue
         try:
-            pair = _PAIR.decode(line)
+            yield number, decoder.decode(line)
         except msgspec.ValidationError as exc:
             raise InputError(f"{path}:{number}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise InputError(
-                f"{path}:{number}: {exc} (each line must be one JSON object with s and y)"
+                f"{path}:{number}: {exc} (each line must be one JSON object with {fields_needed})"
             ) from exc
+    if progress is not None:
+        progress.close()
+
+
+def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPairs:
+    """``s`` and ``y`` arrays from JSONL (:func:`read_jsonl`); every line must have
+    finite ``s`` and ``y``, and a ``cluster`` on every line or on none."""
+    scores: list[float] = []
+    labels: list[float] = []
+    clusters: list[str] = []
+    # The first line with a cluster and the first without one: a file must be all one way.
+    first_with: int | None = None
+    first_without: int | None = None
+    for number, pair in read_jsonl(path, _PAIR, "s and y", progress):
         scores.append(pair.s)
         labels.append(pair.y)
         if pair.cluster is not None:
@@ -186,8 +201,6 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
             first_with = first_with or number
         else:
             first_without = first_without or number
-    if progress is not None:
-        progress.close()
     if len(scores) < 2:
         raise InputError(f"{path}: need at least 2 lines with s and y, found {len(scores)}")
     if first_with is not None and first_without is not None:

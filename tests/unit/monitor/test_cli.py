@@ -408,3 +408,23 @@ def test_a_baseline_file_too_small_is_refused_before_redis_is_asked(
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"{scores}: a baseline needs at least 100 scores" in err and "found 2" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"s": 0.5}\n{"s": 1e300}\n', ":2: Expected `float` <= 1e+100 - at `$.s`"),
+        (b'{"s": 0.5}\nnot json\n', ":2: JSON is malformed"),
+        (b'{"s": 0.5}\n{"y": 1}\n', ":2: Object missing required field `s`"),
+        (b"\x1f\x8b\x08\x00", ":1: a gzip file, not JSON Lines"),
+    ],
+)
+def test_a_bad_score_file_names_its_line_and_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str
+) -> None:
+    scores = tmp_path / "scores.jsonl"
+    scores.write_bytes(content)
+    code = main(["baseline", "--stream", "p", "--from-file", str(scores)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{scores}{problem}" in err and err.count("\n") == 1, err
