@@ -52,6 +52,7 @@ from ._normal_mixture import (
     Interval,
     NormalMixtureSequence,
     normal_mixture_boundary,
+    normal_mixture_half_width,
     optimal_rho,
 )
 from ._online_value import (
@@ -121,6 +122,7 @@ __all__ = [
     "mean_difference_sequence",
     "non_inferiority",
     "normal_mixture_boundary",
+    "normal_mixture_half_width",
     "obrien_fleming_boundaries",
     "online_label_plan",
     "online_value_estimate",

@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._moments import Moments
-from ._normal_mixture import Interval, normal_mixture_boundary, optimal_rho
+from ._normal_mixture import (
+    Interval,
+    normal_mixture_half_width,
+    optimal_rho,
+)
 
 __all__ = ["DisparityInterval", "disparity_ratio_sequence"]
 
@@ -140,10 +144,8 @@ def disparity_ratio_sequence(
     lows: dict[str, float] = {}
     highs: dict[str, float] = {}
     for name, moments in used.items():
-        half = (
-            math.sqrt(max(moments.variance, 0.0))
-            * normal_mixture_boundary(moments.n, rho, level)
-            / moments.n
+        half = normal_mixture_half_width(
+            math.sqrt(max(moments.variance, 0.0)), moments.n, rho, level
         )
         lows[name], highs[name] = moments.mean - half, moments.mean + half
     lowest = min(used, key=lambda name: used[name].mean)

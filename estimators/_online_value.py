@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from ._budget import VarianceModel, _mde_multiplier
 from ._moments import Moments
-from ._normal_mixture import Interval, normal_mixture_boundary, optimal_rho
+from ._normal_mixture import (
+    Interval,
+    normal_mixture_half_width,
+    optimal_rho,
+)
 
 __all__ = [
     "OnlineLabelPlan",
@@ -123,7 +127,8 @@ def online_value_estimate(
         return ValueEstimate(estimate, unknown, plug_in, correction, math.nan, n, m)
     standard_error = math.sqrt(variance)
     rho = optimal_rho(target_time, alpha)
-    half = standard_error * normal_mixture_boundary(n, rho, alpha) / math.sqrt(n)
+    # In units of one scored event: a mean of n values whose deviation is se * sqrt(n).
+    half = normal_mixture_half_width(standard_error * math.sqrt(n), n, rho, alpha)
     interval = Interval(estimate, estimate - half, estimate + half)
     return ValueEstimate(estimate, interval, plug_in, correction, standard_error, n, m)
 
@@ -156,10 +161,7 @@ def labels_to_exclude_zero(
     rho = optimal_rho(target_time, alpha)
 
     def excludes(total: int) -> bool:
-        return (
-            total >= max(min_n, 2)
-            and std * normal_mixture_boundary(total, rho, alpha) / total < size
-        )
+        return total >= max(min_n, 2) and normal_mixture_half_width(std, total, rho, alpha) < size
 
     if excludes(n):
         return 0

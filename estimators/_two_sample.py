@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from ._co_moments import CoMoments
 from ._moments import Moments
-from ._normal_mixture import Interval, normal_mixture_boundary, optimal_rho
+from ._normal_mixture import (
+    Interval,
+    normal_mixture_half_width,
+    optimal_rho,
+)
 
 __all__ = ["DifferenceInterval", "mean_difference_sequence"]
 
@@ -179,7 +183,7 @@ def mean_difference_sequence(
             estimate, -math.inf, math.inf, n_t, n_c, ratio, method, theta, reduction
         )
     sigma = math.sqrt(max(sigma2, 0.0))
-    half = sigma * normal_mixture_boundary(total, rho, alpha) / total
+    half = normal_mixture_half_width(sigma, total, rho, alpha)
     # The anytime-valid p-value of "delta = 0" from the same mixture martingale
     # M = sqrt(rho / (N + rho)) exp(S^2 / (2 (N + rho))), S the standardized sum:
     # p = min(1, 1 / M), and p <= alpha exactly when the interval excludes 0.
