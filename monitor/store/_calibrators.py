@@ -178,6 +178,11 @@ def activate_calibrator(
         )
         if not isinstance(reply, list):
             return int(reply)  # type: ignore[arg-type]
+        if int(reply[0]) == -2:  # retrying cannot help: the fit was made of other probes
+            raise StateConflictError(
+                f"the pool of stream {stream!r} lost probes this refit used (now "
+                f"{int(reply[1])} entries; another refit took them?): run the command again"
+            )
         if int(reply[0]) == -1:
             key, kind = (part.decode() for part in reply[1:])
             raise StateConflictError(

@@ -22,8 +22,8 @@
 -- version's hold what a pooled refit used of them), and the pooled probes the fit used
 -- leave the pool (a probe pooled meanwhile stays).
 -- Returns the new version; {0} when another calibrator took that version first (or the
--- active version moved, or the pool lost entries the fit used); {-1, key, type} when a
--- key has the wrong type.
+-- active version moved); {-2, length} when the pool lost entries the fit used (another
+-- refit took them); {-1, key, type} when a key has the wrong type.
 local expected = {'hash', 'hash', 'hash', 'stream', 'stream', 'list'}
 for i = 1, 6 do
   local kind = redis.call('TYPE', KEYS[i])['ok']
@@ -33,7 +33,8 @@ local version = tonumber(redis.call('HGET', KEYS[3], ARGV[11]) or '0') + 1
 local old = redis.call('HGET', KEYS[1], ARGV[6]) or '0'
 if version ~= tonumber(ARGV[13]) or tonumber(old) ~= tonumber(ARGV[14]) then return {0} end
 local pooled = tonumber(ARGV[24])
-if redis.call('LLEN', KEYS[6]) < pooled then return {0} end
+local pool_length = redis.call('LLEN', KEYS[6])
+if pool_length < pooled then return {-2, pool_length} end
 local pairs_in_outbox = tonumber(ARGV[25])
 local outbox_entry, audit_entry = {}, {}
 for i = 26, 25 + 2 * pairs_in_outbox do outbox_entry[#outbox_entry + 1] = ARGV[i] end

@@ -20,7 +20,12 @@ from monitor import Policy
 from monitor._calibration import activate_calibrator
 from monitor.store import KeyLayout
 from monitor.store._calibrators import add_to_pool, decode_pairs, read_calibration_pairs
-from monitor.store._keys import CALIBRATION_PAIRS_PREFIX, CALIBRATOR, calibration_pairs
+from monitor.store._keys import (
+    CALIBRATION_PAIRS_PREFIX,
+    CALIBRATOR,
+    CALIBRATOR_VERSION,
+    calibration_pairs,
+)
 
 from .conftest import BOTH_REDIS, RedisServer
 
@@ -262,3 +267,30 @@ def test_refusals_name_the_problem_with_exit_2(redis_server: RedisServer, tmp_pa
     assert audit.stderr == (
         f"driftgate audit: {probe}: cluster-robust audit needs at least 2 clusters\n"
     )
+
+
+def test_a_refit_whose_pooled_probes_were_taken_meanwhile_says_so(
+    redis_server: RedisServer,
+) -> None:
+    """Two refits of one pool: the second finds fewer probes than its fit used and is
+    refused at once with what happened, not retried and reported as a busy stream."""
+    from monitor.store._calibrators import StateConflictError
+
+    rng = np.random.default_rng(9)
+    client, layout = redis_server.client(), KeyLayout()
+    s, y = judge(rng, 200)
+    model = IsotonicCalibrator().fit(s, y)
+    activate_calibrator(client, layout, Policy(), STREAM, model, decisions_topic="loop.decisions")
+    with pytest.raises(StateConflictError, match="lost probes this refit used \\(now 0 entries"):
+        activate_calibrator(
+            client,
+            layout,
+            Policy(),
+            STREAM,
+            model,
+            decisions_topic="loop.decisions",
+            pooled_entries=1,
+            based_on=1,
+        )
+    state = layout.subject("stream", STREAM).state
+    assert client.hget(state, CALIBRATOR_VERSION) == b"1"  # nothing changed
