@@ -23,17 +23,35 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PAYLOAD_BYTES",
     "PAYLOAD_SHA256",
+    "SOURCE_OFFSET",
+    "SOURCE_PARTITION",
+    "SOURCE_TOPIC",
+    "dead_letter_headers",
     "fit_dead_letter",
     "record_size",
 ]
 
+# The contract's dead-letter headers, spelled here only.
 ERROR = "driftgate-error"
+SOURCE_TOPIC = "driftgate-source-topic"
+SOURCE_PARTITION = "driftgate-source-partition"
+SOURCE_OFFSET = "driftgate-source-offset"
 PAYLOAD_BYTES = "driftgate-payload-bytes"
 PAYLOAD_SHA256 = "driftgate-payload-sha256"
 # A reason is a class and a short message; one this long (a message that quotes its
 # input) is cut too when the letter must shrink, so the headers alone always fit.
 MAX_ERROR_CHARS = 2_000
 _NOTE = " [payload truncated:"
+
+
+def dead_letter_headers(error: str, topic: str, partition: int, offset: int) -> dict[str, str]:
+    """The headers of a dead letter: why, and where its input came from."""
+    return {
+        ERROR: error,
+        SOURCE_TOPIC: topic,
+        SOURCE_PARTITION: str(partition),
+        SOURCE_OFFSET: str(offset),
+    }
 
 
 def record_size(value: bytes, headers: Mapping[str, str], key: bytes | None = None) -> int:

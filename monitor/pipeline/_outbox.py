@@ -34,7 +34,7 @@ from redis.typing import StreamIdT
 
 from ..store import AsyncClient
 from ..store._keys import OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys, known_kinds
-from ._letters import MAX_MESSAGE_BYTES, fit_dead_letter
+from ._letters import MAX_MESSAGE_BYTES, SOURCE_TOPIC, fit_dead_letter
 
 __all__ = ["OutboxDrainer", "Sent"]
 
@@ -212,7 +212,7 @@ class OutboxDrainer:
                 continue  # this size would not cut it: the refusal would repeat
             log.warning(
                 "dead letter of %s refused by Kafka (%s: %s); sending it cut to %d of its %d bytes",
-                entry.headers.get("driftgate-source-topic", "?"),
+                entry.headers.get(SOURCE_TOPIC, "?"),
                 type(refusal).__name__,
                 refusal,
                 len(value),

@@ -42,7 +42,7 @@ from ..store._keys import (
 )
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
-from ._letters import MAX_MESSAGE_BYTES, fit_dead_letter
+from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
@@ -705,12 +705,7 @@ class BatchRunner(Generic[StateT]):
         for letter in fresh:
             payload, headers = fit_dead_letter(
                 letter.payload,
-                {
-                    "driftgate-error": letter.error,
-                    "driftgate-source-topic": topic,
-                    "driftgate-source-partition": str(letter.partition),
-                    "driftgate-source-offset": str(letter.offset),
-                },
+                dead_letter_headers(letter.error, topic, letter.partition, letter.offset),
                 self.max_message_bytes,
             )
             if len(payload) < len(letter.payload):
