@@ -34,6 +34,9 @@ RAW_PATH = "driftgate.raw_path"
 GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")
 FLAGGER_HOOKS = ("rollout", "confirm-promotion", "rollback")
 MAX_BODY = 1 << 20
+DRAIN_LIMIT = 64 * MAX_BODY
+"""A body over ``MAX_BODY`` is read and dropped up to this many bytes, so that its
+sender gets the 413 (past it, the connection is closed on the rest and may reset)."""
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Answer = tuple[int, dict[str, Any]]
@@ -156,7 +159,9 @@ class GateAPI:
             if length < 0:
                 raise ValueError(f"Content-Length {length} is negative")
             if length > MAX_BODY:
-                # Not read at all: a truncated read would only answer 400 for bad JSON.
+                # Read and dropped, not parsed: closing on unread bytes resets the
+                # connection, and the client sees the reset instead of this answer.
+                _discard(environ["wsgi.input"], min(length, DRAIN_LIMIT))
                 return 413, {"error": f"the body is {length} bytes, over the limit of {MAX_BODY}"}
             payload = json.loads(environ["wsgi.input"].read(length) or b"{}")
         except (ValueError, TypeError) as exc:
@@ -197,6 +202,14 @@ class GateAPI:
             "reason": agent.get("reason"),
         }
         return (200 if allowed else 409), answer
+
+
+def _discard(stream: Any, length: int) -> None:
+    while length > 0:
+        chunk = stream.read(min(length, 1 << 16))
+        if not chunk:
+            return
+        length -= len(chunk)
 
 
 def _gate(document: dict[str, Any]) -> dict[str, Any]:

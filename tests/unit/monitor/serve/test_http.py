@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -20,7 +22,7 @@ from monitor._config import AgentPolicy, CanaryPolicy
 from monitor.gates import Verdict
 from monitor.pipeline._runner import _gate_records
 from monitor.serve import GateAPI
-from monitor.serve._http import MAX_BODY, RAW_PATH
+from monitor.serve._http import MAX_BODY, RAW_PATH, serve
 from monitor.store import Snapshot
 from monitor.store._read_model import _gate_document
 
@@ -535,6 +537,23 @@ def test_a_hook_body_over_a_mebibyte_is_413_and_a_negative_length_400(app: GateA
     assert call(app, "/v1/flagger/rollout", "POST", raw=exact)[0] == 409
     status, document = call(app, "/v1/flagger/rollout", "POST", raw=b"{}", content_length="-1")
     assert status == 400 and "negative" in document["error"]
+
+
+def test_a_sender_of_a_large_body_reads_the_413_over_a_real_socket(app: GateAPI) -> None:
+    """Closed on unread bytes, the connection would reset and the client would see that
+    instead of the answer (it did for every body of 8 MiB before the body was drained)."""
+    server = serve(app, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/flagger/rollout"
+        body = orjson.dumps({**flagger("rolled"), "padding": "x" * (8 * MAX_BODY)})
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)
+            assert answer.value.code == 413
+            assert json.loads(answer.value.read())["error"].startswith(f"the body is {len(body)}")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_hook_about_another_bundle_gets_no_verdict(app: GateAPI) -> None:
