@@ -101,6 +101,15 @@ def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Red
 BOTH_REDIS = pytest.mark.parametrize("redis_server", ["standalone", "cluster"], indirect=True)
 """Run a test against one Redis and against a Redis Cluster."""
 
+CLUSTER_NOW_STANDALONE_IN_SOAK = pytest.mark.parametrize(
+    "redis_server",
+    [pytest.param("standalone", marks=pytest.mark.soak), "cluster"],
+    indirect=True,
+)
+"""For the slowest end-to-end tests: the Redis Cluster in every run (the stricter of the
+two: a subject's keys must share a slot), one Redis under ``-m soak``, where it adds
+half a minute and nothing the many standalone tests do not already cover."""
+
 
 @dataclass
 class Deployment:

@@ -27,7 +27,7 @@ from monitor.store._keys import (
     calibration_pairs,
 )
 
-from .conftest import BOTH_REDIS, RedisServer
+from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -141,7 +141,7 @@ def test_calibrate_reports_the_out_of_fold_quality_and_keeps_its_pairs(
     assert announcements(redis_server) == [(0, 1), (1, 2)]
 
 
-@BOTH_REDIS
+@CLUSTER_NOW_STANDALONE_IN_SOAK
 def test_a_probe_is_pooled_only_after_a_pass_and_the_pooled_refit_is_announced(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import BOTH_REDIS, Deployment, encode, label
+from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, Deployment, encode, label
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def stream_messages(name: str, s: np.ndarray, y: np.ndarray, start: int) -> list
     return messages
 
 
-@BOTH_REDIS
+@CLUSTER_NOW_STANDALONE_IN_SOAK
 def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deployment) -> None:
     rng = np.random.default_rng(20261122)
     worker = deployment.start_worker()

@@ -14,7 +14,14 @@ from monitor.store import KeyLayout
 from monitor.store import _keys as fields
 from monitor.store._score_baseline import StateMissingError, replace_state
 
-from .conftest import BOTH_REDIS, Deployment, RedisServer, encode, label
+from .conftest import (
+    BOTH_REDIS,
+    CLUSTER_NOW_STANDALONE_IN_SOAK,
+    Deployment,
+    RedisServer,
+    encode,
+    label,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +40,7 @@ def score_gate(deployment: Deployment, stream: str) -> dict:
     return gate
 
 
-@BOTH_REDIS
+@CLUSTER_NOW_STANDALONE_IN_SOAK
 def test_a_drift_then_a_new_baseline(deployment: Deployment, tmp_path: Path) -> None:
     rng = np.random.default_rng(20261203)
     fit = tmp_path / "fit.jsonl"
