@@ -232,6 +232,8 @@ def _check(policy: Policy) -> None:
 
     probability(policy.residual_drift.alpha, "residual_drift.alpha")
     probability(policy.residual_drift.change_alpha, "residual_drift.change_alpha")
+    bias = policy.residual_drift.bias_threshold
+    require(bias >= 0, "residual_drift.bias_threshold", f"must be 0 or more, got {bias}")
     probability(policy.score_drift.alpha, "score_drift.alpha")
     probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
     require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")

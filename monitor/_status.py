@@ -110,6 +110,8 @@ def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
 
 def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     if plan is None:
+        if labeled >= 2:  # then only a bias threshold of 0 leaves nothing to plan for
+            return "none: residual_drift.bias_threshold is 0, so there is no MDE to aim for"
         return "needs two labels at least (no variance yet)"
     more = plan["more_labels"]
     if more is None:

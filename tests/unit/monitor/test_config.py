@@ -58,6 +58,7 @@ def test_policy_yaml(tmp_path: Path) -> None:
         ("[1, 2]\n", "must hold a mapping"),
         ("a: [\n", "not valid YAML"),
         ("dedupe_window_seconds: -1\n", "positive"),
+        ("residual_drift:\n  bias_threshold: -0.1\n", "bias_threshold must be 0 or more"),
     ],
 )
 def test_bad_policy_is_named(tmp_path: Path, text: str, message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor import Policy
+from monitor import Policy, ResidualDriftPolicy
 from monitor._status import stream_lines
 from monitor.subjects._labels import LabelHandler
 
@@ -84,6 +84,23 @@ def test_waiting_for_labels_says_how_many_and_how_long() -> None:
     )
     plan = next(line for line in lines if "label plan:" in line)
     assert "an MDE of 0.05 (the bias threshold as target) needs" in plan
+
+
+def test_the_label_plan_line_says_why_there_is_none() -> None:
+    """Before two labels there is no variance; with a bias threshold of 0 (every shift
+    fails) there is no MDE to plan for: two reasons, each said as it is."""
+    handler = LabelHandler(Policy(residual_drift=ResidualDriftPolicy(bias_threshold=0.0)))
+    state = fresh_state(handler)
+
+    def plan_line() -> str:
+        return next(x for x in stream_lines("s", view(handler, state)) if "label plan:" in x)
+
+    fold(handler, state, events(np.array([0.5]), np.array([0.5]), 0))
+    assert plan_line().endswith("needs two labels at least (no variance yet)")
+    fold(handler, state, events(np.linspace(0.1, 0.9, 9), np.linspace(0.1, 0.9, 9), 1))
+    assert plan_line().endswith(
+        "none: residual_drift.bias_threshold is 0, so there is no MDE to aim for"
+    )
 
 
 def test_a_stream_with_a_null_mean_says_no_decision_is_in_sight() -> None:
