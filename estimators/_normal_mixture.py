@@ -78,6 +78,10 @@ def normal_mixture_half_width(sigma: float, n: float, rho: float, alpha: float) 
     return sigma * normal_mixture_boundary(n, rho, alpha) / n
 
 
+PRIOR_WEIGHT = 50.0
+"""How many values a known variance counts as (see :class:`NormalMixtureSequence`)."""
+
+
 class NormalMixtureSequence(StatefulEstimator):
     """Anytime-valid confidence sequence for the mean of a stream (normal mixture).
 
@@ -102,6 +106,14 @@ class NormalMixtureSequence(StatefulEstimator):
     min_n
         Below this many values the interval is infinite: a plug-in variance from a
         handful of points is not to be trusted.
+    prior_variance, prior_weight
+        A variance known from elsewhere (for residuals: the calibrator's out-of-fold
+        mean squared error), counted as ``prior_weight`` values in the plug-in variance
+        ``(sum of squared deviations + prior_weight * prior_variance) / (n - 1 +
+        prior_weight)``. In the first few hundred values of a skewed stream the sample
+        variance is low exactly when the mean is (the rare large values have not come
+        yet), so the plain plug-in interval is too narrow there; the prior holds it
+        until the stream's own variance is known, and fades as it is. None: no prior.
 
     Examples
     --------
@@ -121,10 +133,21 @@ class NormalMixtureSequence(StatefulEstimator):
     Statistics.
     """
 
-    def __init__(self, alpha: float = 0.05, target_time: float = 1000.0, min_n: int = 30) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        target_time: float = 1000.0,
+        min_n: int = 30,
+        prior_variance: float | None = None,
+        prior_weight: float = PRIOR_WEIGHT,
+    ) -> None:
+        if prior_variance is not None and not (prior_variance >= 0 and prior_weight >= 0):
+            raise ValueError("prior_variance and prior_weight must be >= 0")
         self.alpha = alpha
         self.target_time = target_time
         self.min_n = min_n
+        self.prior_variance = prior_variance
+        self.prior_weight = prior_weight
         self.rho = optimal_rho(target_time, alpha)
         self.moments = Moments()
 
@@ -133,14 +156,28 @@ class NormalMixtureSequence(StatefulEstimator):
         return self
 
     def __iadd__(self, other: NormalMixtureSequence) -> NormalMixtureSequence:
-        if (other.alpha, other.target_time) != (self.alpha, self.target_time):
-            raise ValueError("cannot merge sequences with different alpha or target_time")
+        if self._design() != other._design():
+            raise ValueError("cannot merge sequences with different alpha, target_time or prior")
         self.moments += other.moments
         return self
+
+    def _design(self) -> tuple[float, float, float | None, float]:
+        return (self.alpha, self.target_time, self.prior_variance, self.prior_weight)
 
     @property
     def n(self) -> int:
         return self.moments.n
+
+    @property
+    def variance(self) -> float:
+        """The plug-in variance of the interval: the sample variance, with the prior."""
+        if self.prior_variance is None:
+            return self.moments.variance
+        moments, weight = self.moments, self.prior_weight
+        if moments.weight - 1.0 + weight <= 0:
+            return math.nan
+        squares = moments.m2 if moments.weight > 1.0 else 0.0
+        return (squares + weight * self.prior_variance) / (moments.weight - 1.0 + weight)
 
     @property
     def mean(self) -> float:
@@ -151,21 +188,31 @@ class NormalMixtureSequence(StatefulEstimator):
         n = self.moments.n
         if n < max(self.min_n, 2):
             return Interval(self.moments.mean if n else math.nan, -math.inf, math.inf)
-        sigma = math.sqrt(max(self.moments.variance, 0.0))
+        sigma = math.sqrt(max(self.variance, 0.0))
         half = normal_mixture_half_width(sigma, n, self.rho, self.alpha)
         return Interval(self.moments.mean, self.moments.mean - half, self.moments.mean + half)
 
     def to_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "alpha": self.alpha,
             "target_time": self.target_time,
             "min_n": self.min_n,
             "moments": self.moments.to_state(),
         }
+        if self.prior_variance is not None:
+            state["prior"] = {"variance": self.prior_variance, "weight": self.prior_weight}
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NormalMixtureSequence:
-        sequence = cls(float(state["alpha"]), float(state["target_time"]), int(state["min_n"]))
+        prior = state.get("prior")  # absent in states written before priors
+        sequence = cls(
+            float(state["alpha"]),
+            float(state["target_time"]),
+            int(state["min_n"]),
+            float(prior["variance"]) if prior else None,
+            float(prior["weight"]) if prior else PRIOR_WEIGHT,
+        )
         sequence.moments = Moments.from_state(state["moments"])
         return sequence
 

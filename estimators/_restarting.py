@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 
 from ._base import StatefulEstimator
 from ._change_detector import MeanShiftDetector
-from ._normal_mixture import NormalMixtureSequence
+from ._normal_mixture import PRIOR_WEIGHT, NormalMixtureSequence
 
 __all__ = ["RestartingMeanSequence"]
 
@@ -34,7 +34,7 @@ class RestartingMeanSequence(StatefulEstimator):
 
     Parameters
     ----------
-    alpha, target_time, min_n
+    alpha, target_time, min_n, prior_variance, prior_weight
         Of both confidence sequences (see :class:`NormalMixtureSequence`).
     change_alpha, change_horizon
         Of the detector: the chance of a false alarm within ``change_horizon`` values is at
@@ -75,9 +75,12 @@ class RestartingMeanSequence(StatefulEstimator):
         min_n: int = 30,
         change_alpha: float = 0.01,
         change_horizon: float = 100_000.0,
+        prior_variance: float | None = None,
+        prior_weight: float = PRIOR_WEIGHT,
     ) -> None:
         self.alpha, self.target_time, self.min_n = alpha, target_time, min_n
-        self.all_time = NormalMixtureSequence(alpha, target_time, min_n)
+        self.prior_variance, self.prior_weight = prior_variance, prior_weight
+        self.all_time = self._new_sequence()
         self.detector = MeanShiftDetector(change_alpha, change_horizon)
         self.since_change: NormalMixtureSequence | None = None
         self.change_at: int | None = None
@@ -111,10 +114,13 @@ class RestartingMeanSequence(StatefulEstimator):
         if self.detector.alarm_time is not None:
             after_alarm = x[self.detector.alarm_time - seen_before :]
             self.change_at = self.all_time.n - after_alarm.size
-            self.since_change = NormalMixtureSequence(
-                self.alpha, self.target_time, self.min_n
-            ).update(after_alarm)
+            self.since_change = self._new_sequence().update(after_alarm)
         return self
+
+    def _new_sequence(self) -> NormalMixtureSequence:
+        return NormalMixtureSequence(
+            self.alpha, self.target_time, self.min_n, self.prior_variance, self.prior_weight
+        )
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -127,7 +133,13 @@ class RestartingMeanSequence(StatefulEstimator):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RestartingMeanSequence:
         all_time = NormalMixtureSequence.from_state(state["all_time"])
-        sequence = cls(all_time.alpha, all_time.target_time, all_time.min_n)
+        sequence = cls(
+            all_time.alpha,
+            all_time.target_time,
+            all_time.min_n,
+            prior_variance=all_time.prior_variance,
+            prior_weight=all_time.prior_weight,
+        )
         sequence.all_time = all_time
         sequence.detector = MeanShiftDetector.from_state(state["detector"])
         since = state["since_change"]

@@ -225,6 +225,7 @@ def activate_calibrator(
     pairs: bytes = b"",
     pooled_entries: int = 0,
     based_on: int | None = None,
+    residual_variance: float | None = None,
 ) -> int:
     """Store ``model`` as the stream's next calibrator version and make it active.
 
@@ -240,10 +241,12 @@ def activate_calibrator(
 
     ``pairs`` (encoded) are kept with the new version; ``pooled_entries`` pooled probes
     leave the pool in the same write; ``based_on`` is the version a pooled refit started
-    from (see :func:`monitor.store._calibrators.activate_calibrator`).
+    from (see :func:`monitor.store._calibrators.activate_calibrator`);
+    ``residual_variance`` is the fit's out-of-fold mean squared residual, the prior
+    variance of the new interval (:class:`monitor.subjects._labels.ActiveCalibrator`).
     """
     labels = LabelModel(policy)
-    record = ActiveCalibrator(0, model, baseline_scores).record()
+    record = ActiveCalibrator(0, model, baseline_scores, residual_variance).record()
     topic = decisions_topic or Settings.from_env().topic("decisions")
 
     def describe(version: int, previous: int) -> Fresh:
@@ -527,6 +530,7 @@ def calibrate(
         pairs=stored,
         pooled_entries=probes,
         based_on=based_on,
+        residual_variance=quality.rmse**2 if math.isfinite(quality.rmse) else None,
     )
     return CalibrationOutcome(
         stream,

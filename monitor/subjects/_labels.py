@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -58,12 +59,15 @@ class ActiveCalibrator:
     """A stream's calibrator with its version; version 0 is the identity.
 
     ``baseline_scores`` sketches the scores it was fitted on: the reference of the score
-    drift gate (none for the identity).
+    drift gate (none for the identity). ``residual_variance`` is the mean squared
+    out-of-fold residual of its fit: the variance the residual interval starts from
+    (its prior) until the stream's own labels tell theirs.
     """
 
     version: int
     model: IsotonicCalibrator | IdentityCalibrator
     baseline_scores: QuantileSketch | None = None
+    residual_variance: float | None = None
 
     @classmethod
     def from_fields(
@@ -73,10 +77,12 @@ class ActiveCalibrator:
             return cls(0, IdentityCalibrator())
         document = orjson.loads(record)
         baseline = document.get("baseline_scores")
+        variance = document.get("residual_variance")  # absent before it was kept
         return cls(
             int(version or 0),
             calibrator_from_state(document["model"]),
             QuantileSketch.from_state(baseline) if baseline else None,
+            float(variance) if variance is not None else None,
         )
 
     def record(self) -> bytes:
@@ -84,6 +90,8 @@ class ActiveCalibrator:
         document: dict[str, Any] = {"model": self.model.to_state()}
         if self.baseline_scores is not None:
             document["baseline_scores"] = self.baseline_scores.to_state()
+        if self.residual_variance is not None:
+            document["residual_variance"] = self.residual_variance
         return orjson.dumps(document)
 
     @property
@@ -186,7 +194,7 @@ class LabelModel:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
-    def new_residuals(self) -> RestartingMeanSequence:
+    def new_residuals(self, calibrator: ActiveCalibrator) -> RestartingMeanSequence:
         residual = self.policy.residual_drift
         return RestartingMeanSequence(
             residual.alpha,
@@ -194,6 +202,7 @@ class LabelModel:
             residual.min_labeled,
             residual.change_alpha,
             residual.change_horizon,
+            prior_variance=calibrator.residual_variance,
         )
 
     def load(self, subject: str, stored: Mapping[str, bytes | None]) -> LabelState:
@@ -205,7 +214,7 @@ class LabelModel:
         if not raw:
             return LabelState(
                 calibrator,
-                self.new_residuals(),
+                self.new_residuals(calibrator),
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
                 residuals_by_bin=bins,
             )
@@ -337,7 +346,7 @@ class LabelModel:
             status = "watching"
             labels = labels_to_exclude_zero(
                 sequence.mean,
-                sequence.moments.std,
+                math.sqrt(sequence.variance),  # the interval's own, with its prior
                 sequence.n,
                 policy.alpha,
                 policy.target_time,

@@ -19,13 +19,19 @@ from estimators import IsotonicCalibrator, calibration_quality, cross_fit_predic
 from monitor import Policy
 from monitor._calibration import activate_calibrator
 from monitor.store import KeyLayout
-from monitor.store._calibrators import add_to_pool, decode_pairs, read_calibration_pairs
+from monitor.store._calibrators import (
+    add_to_pool,
+    decode_pairs,
+    read_calibration_pairs,
+    read_calibrator,
+)
 from monitor.store._keys import (
     CALIBRATION_PAIRS_PREFIX,
     CALIBRATOR,
     CALIBRATOR_VERSION,
     calibration_pairs,
 )
+from monitor.subjects._labels import ActiveCalibrator
 
 from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, RedisServer
 
@@ -126,6 +132,14 @@ def test_calibrate_reports_the_out_of_fold_quality_and_keeps_its_pairs(
     assert kept is not None
     kept_s, kept_y = kept
     assert np.array_equal(kept_s, s) and np.array_equal(kept_y, y)
+    # Its out-of-fold mean squared residual is where the new interval's variance starts.
+    client = redis_server.client()
+    try:
+        record, version = read_calibrator(client, KeyLayout(), STREAM)
+    finally:
+        client.close()
+    residual_variance = ActiveCalibrator.from_fields(record, version).residual_variance
+    assert residual_variance == pytest.approx(np.mean(residuals**2), rel=1e-12)
 
     # For people: the activation line, R^2 and MAE rounded, a row per decile.
     text = run(redis_server, "calibrate", str(fit), "--stream", STREAM)

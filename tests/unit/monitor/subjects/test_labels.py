@@ -198,6 +198,21 @@ def test_the_calibrator_record_round_trips() -> None:
     assert again.record() == calibrator.record()
 
 
+def test_a_new_version_starts_its_interval_from_the_fit_s_residual_variance() -> None:
+    """The calibrator's out-of-fold mean squared residual is the prior variance of the
+    new version's residual interval (all-time and restarted alike); a record written
+    before it was kept, or the identity, starts without one."""
+    handler = LabelHandler(POLICY)
+    base = fitted()
+    calibrator = ActiveCalibrator(3, base.model, base.baseline_scores, 0.0025)
+    assert ActiveCalibrator.from_fields(calibrator.record(), b"3").residual_variance == 0.0025
+    residuals = fresh_state(handler, calibrator).residuals
+    assert residuals.prior_variance == 0.0025
+    assert residuals.all_time.prior_variance == 0.0025
+    assert fresh_state(handler, base).residuals.all_time.prior_variance is None
+    assert fresh_state(handler).residuals.all_time.prior_variance is None
+
+
 def test_no_calibrator_record_is_the_identity() -> None:
     calibrator = ActiveCalibrator.from_fields(None, None)
     assert calibrator.version == 0 and isinstance(calibrator.model, IdentityCalibrator)
