@@ -424,16 +424,20 @@ def _run_up(
     if not args.no_demo:
         reset_demo(client, layout)
     client.close()
-    with stops.deferred():
-        children.append(_start_worker(env, state_dir / "worker.log"))
-    worker = children[-1]
-    logs = ", ".join(str(child.log_path) for child in children if child.log_path)
+    if args.no_worker:
+        worker_line = "none here (--no-worker: the group's running workers consume)"
+        metrics_line = "served by the group's running workers"
+    else:
+        with stops.deferred():
+            children.append(_start_worker(env, state_dir / "worker.log"))
+        worker_line, metrics_line = children[-1].address, _metrics_url(settings)
+    logs = ", ".join(str(child.log_path) for child in children if child.log_path) or "-"
     console.say(
         "driftgate up\n"
         f"  kafka    {settings.kafka_bootstrap} ({kafka_how})\n"
         f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
-        f"  worker   {worker.address}\n"
-        f"  metrics  {_metrics_url(settings)}\n"
+        f"  worker   {worker_line}\n"
+        f"  metrics  {metrics_line}\n"
         f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
         f"  demo     {_DEMO_TEXT if not args.no_demo else 'off'}\n"
         f"  logs     {logs}\n"
@@ -985,7 +989,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
-    "up": ("driftgate up", "driftgate up --no-demo --metrics-port 9200"),
+    "up": (
+        "driftgate up",
+        "driftgate up --no-demo --metrics-port 9200",
+        "driftgate up --no-worker  # the demo only, for a worker that runs already",
+    ),
     "worker": (
         "DRIFTGATE_KAFKA_BOOTSTRAP=kafka:9092 "
         "DRIFTGATE_REDIS_URL=redis://:PASSWORD@redis:6379/0 driftgate worker",
@@ -1099,6 +1107,12 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(up, kafka=True, redis_=True)
     _metrics_flags(up)
     up.add_argument("--no-demo", action="store_true", help="do not run the synthetic producer")
+    up.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no worker: the demo's events go to the workers already in the group "
+        "(docker compose's demo profile)",
+    )
     up.add_argument(
         "--state-dir", metavar="DIR", help="where Redis, the broker and the worker keep files"
     )

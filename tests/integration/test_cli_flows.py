@@ -86,9 +86,10 @@ def run_up_until_the_demo_fails(state_dir: Path) -> float:
     return flipped_after
 
 
-def start_up(state_dir: Path) -> tuple[subprocess.Popen[str], list[int], int]:
-    """`driftgate up --no-demo` on fresh ports, once it printed its banner: the process,
-    its ports (Kafka, Redis, metrics) and its worker's pid."""
+def start_up(state_dir: Path, *flags: str) -> tuple[subprocess.Popen[str], list[int], str]:
+    """`driftgate up --no-demo [flags]` on fresh ports, once it printed its banner (and its
+    worker, if it starts one, serves metrics): the process, its ports (Kafka, Redis,
+    metrics) and the banner."""
     ports = [free_port(), free_port(), free_port()]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
     env.update(
@@ -96,8 +97,9 @@ def start_up(state_dir: Path) -> tuple[subprocess.Popen[str], list[int], int]:
         DRIFTGATE_REDIS_URL=f"redis://127.0.0.1:{ports[1]}/0",
         DRIFTGATE_METRICS_PORT=str(ports[2]),
     )
+    command = [sys.executable, "-m", "monitor", "up", "--no-demo", *flags]
     up = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "up", "--no-demo", "--state-dir", str(state_dir)],
+        [*command, "--state-dir", str(state_dir)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,17 +111,23 @@ def start_up(state_dir: Path) -> tuple[subprocess.Popen[str], list[int], int]:
         if line.startswith("Ctrl-C stops everything"):
             break
     text = "".join(banner)
-    assert "  worker   pid " in text, text + up.stderr.read()  # type: ignore[union-attr]
-    worker_pid = int(text.split("  worker   pid ")[1].split()[0])
-    deadline = time.monotonic() + 60
-    while not port_open("127.0.0.1", ports[2]) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the worker's metrics: it is up
-    return up, ports, worker_pid
+    assert "  worker   " in text, text + up.stderr.read()  # type: ignore[union-attr]
+    if "--no-worker" not in flags:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", ports[2]) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker's metrics: it is up
+    return up, ports, text
+
+
+def worker_pid(banner: str) -> int:
+    assert "  worker   pid " in banner, banner
+    return int(banner.split("  worker   pid ")[1].split()[0])
 
 
 def test_up_stops_everything_on_sighup_and_stops_when_its_worker_dies(tmp_path: Path) -> None:
     # Closing the terminal (SIGHUP) stops everything `up` started, as Ctrl-C does.
-    up, ports, worker_pid = start_up(tmp_path)
+    up, ports, banner = start_up(tmp_path)
+    first_worker = worker_pid(banner)
     assert all(port_open("127.0.0.1", port) for port in ports)
     up.send_signal(signal.SIGHUP)
     out, err = up.communicate(timeout=60)
@@ -127,7 +135,7 @@ def test_up_stops_everything_on_sighup_and_stops_when_its_worker_dies(tmp_path: 
     assert "SIGHUP: stopping everything it started" in out
     assert not any(port_open("127.0.0.1", port) for port in ports)
     with pytest.raises(ProcessLookupError):
-        os.kill(worker_pid, 0)
+        os.kill(first_worker, 0)
     for log in ("worker.log", "broker.log", "redis/redis.log"):
         assert "\x1b" not in (tmp_path / log).read_text(errors="replace"), log  # plain text
 
@@ -135,24 +143,40 @@ def test_up_stops_everything_on_sighup_and_stops_when_its_worker_dies(tmp_path: 
     # and exits 1.
     worker_log = tmp_path / "worker.log"
     earlier = worker_log.stat().st_size  # `up` appends: this run's lines come after
-    up, ports, worker_pid = start_up(tmp_path)
+    up, ports, banner = start_up(tmp_path)
+    second_worker = worker_pid(banner)
     # Once it has logged its first line (a worker killed before that has no lines to show).
     deadline = time.monotonic() + 30
     while b"driftgate worker: kafka" not in worker_log.read_bytes()[earlier:]:
         assert time.monotonic() < deadline, "the worker logged nothing in 30 s"
         time.sleep(0.1)
-    os.kill(worker_pid, signal.SIGKILL)
+    os.kill(second_worker, signal.SIGKILL)
     out, err = up.communicate(timeout=60)
     assert up.returncode == 1, out + err
     lines = err.splitlines()
     assert lines[0] == (
-        f"driftgate up: the worker (pid {worker_pid}) was killed by SIGKILL; "
+        f"driftgate up: the worker (pid {second_worker}) was killed by SIGKILL; "
         f"the last lines of {tmp_path / 'worker.log'}:"
     ), err
     assert "driftgate worker: kafka 127.0.0.1:" in err  # this run's lines, from its log
     assert lines[-1] == "driftgate up: stopping everything it started"
     assert "Traceback" not in err
     assert not any(port_open("127.0.0.1", port) for port in ports)
+
+
+def test_up_without_a_worker_starts_only_the_services(tmp_path: Path) -> None:
+    """`--no-worker` (docker compose's demo profile, beside the stack's worker): the
+    broker and Redis it needed, no worker and no metrics of its own; Ctrl-C stops them."""
+    up, (kafka, redis_port, metrics), banner = start_up(tmp_path, "--no-worker")
+    assert "  worker   none here (--no-worker" in banner
+    assert port_open("127.0.0.1", kafka) and port_open("127.0.0.1", redis_port)
+    time.sleep(2.0)  # what a worker would have bound by now
+    assert not port_open("127.0.0.1", metrics)
+    assert not (tmp_path / "worker.log").exists()
+    up.send_signal(signal.SIGINT)
+    _, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert not port_open("127.0.0.1", kafka) and not port_open("127.0.0.1", redis_port)
 
 
 def test_up_shows_the_gate_flip_within_a_minute_and_ctrl_c_stops_everything(

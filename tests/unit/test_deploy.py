@@ -80,7 +80,8 @@ def test_every_service_is_health_checked_and_published_on_loopback_only() -> Non
         for address in published(service).values():
             assert address.startswith("127.0.0.1:"), (name, address)
     assert services["demo"]["profiles"] == ["demo"]  # not started by a plain `up`
-    assert services["demo"]["command"] == ["up"]
+    # The demo only: the stack's own worker consumes its events (no second worker).
+    assert services["demo"]["command"] == ["up", "--no-worker"]
 
 
 def test_kafka_is_kraft_with_an_internal_and_a_host_listener() -> None:
