@@ -28,6 +28,7 @@ from estimators import (
 
 from ._config import Policy, Settings
 from .gates import Verdict, decision_record
+from .gates._residual_drift import RECALIBRATION_LABELS
 from .pipeline._write import AUDIT_MAXLEN
 from .store import KeyLayout, SyncClient
 from .store._calibrators import (
@@ -612,10 +613,6 @@ class NextStep:
         return document
 
 
-FAIL_LABELS = "100-200"
-"""Target labels to collect after a FAIL (the calibration playbook's figure)."""
-
-
 def next_step(
     result: AuditResult,
     deciles: list[DecileResidual],
@@ -661,8 +658,8 @@ def next_step(
     fail = NextStep(
         "recalibrate",
         f"do not rely on calibrator v{calibrator_version} (bias {result.delta:+.4f}): collect "
-        f"{FAIL_LABELS} more target labels stratified by score decile (10-20 in each decile "
-        "of the table below; the probe's labels may join them), then recalibrate: "
+        f"{RECALIBRATION_LABELS} more target labels stratified by score decile (10-20 in each "
+        "decile of the table below; the probe's labels may join them), then recalibrate: "
         f"{recalibrate}",
         recalibrate,
         worst,

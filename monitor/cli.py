@@ -992,7 +992,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "up": (
         "driftgate up",
         "driftgate up --no-demo --metrics-port 9200",
-        "driftgate up --no-worker  # the demo only, for a worker that runs already",
+        "driftgate up --no-worker",
     ),
     "worker": (
         "DRIFTGATE_KAFKA_BOOTSTRAP=kafka:9092 "

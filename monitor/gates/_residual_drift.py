@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import shlex
 
 from estimators import NormalMixtureSequence, RestartingMeanSequence
 
 from .._config import ResidualDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
-__all__ = ["CHANGE_METHOD", "residual_drift_gate"]
+__all__ = ["CHANGE_METHOD", "RECALIBRATION_LABELS", "residual_drift_gate"]
 
 GATE = "residual_drift"
 
@@ -18,6 +19,32 @@ CHANGE_METHOD = "e_detector"
 
 # How much bias each verdict shows: an interval with too few labels shows none.
 _BIAS = {"INCONCLUSIVE": 0, "PASS": 0, "WARN": 1, "FAIL": 2}
+
+RECALIBRATION_LABELS = "100-200"
+"""Target labels to collect before recalibrating after a FAIL (the calibration playbook)."""
+
+
+def _next_step(subject: str, verdict: str, reason: str) -> str | None:
+    """The calibration playbook's next step for a verdict that shows bias, in words: the
+    monitor says what to do and recalibrates nothing by itself."""
+    if verdict == "FAIL":
+        return (
+            f"recalibrate: do not rely on this calibrator; collect {RECALIBRATION_LABELS} "
+            "target labels stratified by score decile (driftgate status shows the residuals "
+            f"by decile), then driftgate calibrate TARGET_LABELS.jsonl --stream {subject}"
+        )
+    if verdict == "WARN" and reason == "change_detected":
+        return (
+            "a change was detected: the interval restarted after it sizes the change; "
+            f"prepare {RECALIBRATION_LABELS} target labels in case it turns to FAIL"
+        )
+    if verdict == "WARN":
+        return (
+            "a small but detectable bias: enlarge the next audit probe and look at the "
+            "residuals by decile; if WARN persists, recalibrate on the calibration history "
+            f"with passed probes pooled (driftgate calibrate --stream {subject} --pool)"
+        )
+    return None
 
 
 def residual_drift_gate(
@@ -38,8 +65,22 @@ def residual_drift_gate(
     verdicts decides (FAIL once the restarted interval shows |mean| >= the threshold).
     The alarm stands until a new calibrator version starts a new interval, so a small
     change never flips back to PASS while the restarted interval fills. The evidence
-    says which interval the verdict used (``method``).
+    says which interval the verdict used (``method``), and for WARN and FAIL the
+    calibration playbook's next step in words (``next_step``).
     """
+    verdict = _judge(subject, residuals, policy, calibrator_version)
+    step = _next_step(shlex.quote(subject), verdict.verdict, verdict.reason)
+    if step is not None:
+        verdict.evidence["next_step"] = step
+    return verdict
+
+
+def _judge(
+    subject: str,
+    residuals: RestartingMeanSequence,
+    policy: ResidualDriftPolicy,
+    calibrator_version: int,
+) -> Verdict:
     overall = _interval_verdict(
         subject, residuals.all_time, policy, calibrator_version, "normal_mixture_cs"
     )

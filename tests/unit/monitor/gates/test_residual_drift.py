@@ -43,6 +43,27 @@ def test_verdict_bands(mean: float, n: int, verdict: str) -> None:
     assert gate(rng.normal(mean, 0.1, n)).verdict == verdict
 
 
+def test_a_verdict_that_shows_bias_says_the_playbook_s_next_step() -> None:
+    """FAIL: collect target labels and recalibrate (the command named); WARN: enlarge the
+    probe, look at the deciles; a detected change: prepare labels; PASS: nothing."""
+    rng = np.random.default_rng(0)
+    fail = residual_drift_gate("judge a", residuals(rng.normal(0.2, 0.1, 500)), POLICY, 1)
+    assert fail.verdict == "FAIL" and fail.evidence["next_step"].startswith("recalibrate: ")
+    assert "collect 100-200 target labels stratified by score decile" in fail.evidence["next_step"]
+    assert fail.evidence["next_step"].endswith(
+        "driftgate calibrate TARGET_LABELS.jsonl --stream 'judge a'"
+    )
+    warn = gate(rng.normal(0.02, 0.1, 5000))
+    assert warn.verdict == "WARN" and "enlarge the next audit probe" in warn.evidence["next_step"]
+    # A bias of 1 sd after a quiet past, caught by the detector before the interval
+    # restarted after it holds the 30 labels it needs.
+    changed = gate(rng.normal(0.0, 0.1, 20_000), *rng.normal(0.1, 0.1, (6, 10)))
+    assert changed.reason == "change_detected", changed
+    assert changed.evidence["next_step"].startswith("a change was detected")
+    assert "next_step" not in gate(rng.normal(0.0, 0.1, 5000)).evidence
+    assert "next_step" not in gate().evidence
+
+
 def test_no_labels_is_inconclusive_with_empty_evidence() -> None:
     verdict = gate()
     assert (verdict.verdict, verdict.action, verdict.reason) == (
