@@ -251,6 +251,16 @@ def _stream_section(
             f"labeled: {view['labeled_n']}."
         ),
     ]
+    step = next(
+        (
+            record["evidence"].get("next_step")
+            for record in snapshot.gates
+            if record["gate"] == "residual_drift" and record["subject"] == name
+        ),
+        None,
+    )
+    if step:
+        memo.blocks.append(_Paragraph(f"Next step: {step}."))
     rows = [
         [
             "the verdict's",

@@ -158,7 +158,10 @@ def snapshot() -> Snapshot:
             "rollback",
             "residual_bias",
             "stream",
-            evidence(300, 0.0812, 0.0614, 0.1011, "normal_mixture_cs_after_change"),
+            {
+                **evidence(300, 0.0812, 0.0614, 0.1011, "normal_mixture_cs_after_change"),
+                "next_step": "recalibrate: collect labels",
+            },
         ),
         gate_document(
             "score_drift",
@@ -306,6 +309,7 @@ def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
     ]
     markdown = written[0].read_text()
     assert "Verdict: FAIL (residual_bias)" in markdown
+    assert "Next step: recalibrate: collect labels." in markdown  # the gate's evidence
     assert "+0.0812 [+0.0614, +0.1011]" in markdown  # the verdict's interval
     assert "+0.0233 [+0.0101, +0.0365]" in markdown  # the all-time one
     assert "isotonic version 2" in markdown and "| 1 | 500 |" in markdown  # retired version 1
