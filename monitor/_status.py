@@ -61,6 +61,8 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     wait = row.get("until_decided")
     if wait is not None:
         lines.append(f"  decision:     {_until_decided(row, wait)}")
+    if row.get("next_step"):
+        lines.append(f"  next step:    {row['next_step']}")
     if "label_plan" in row:
         lines.append(f"  label plan:   {_plan(row['label_plan'], row['labeled_n'])}")
     deciles = row.get("residuals_by_decile")

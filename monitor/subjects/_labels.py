@@ -282,6 +282,7 @@ class LabelModel:
             "interval": "all_time" if evidence["method"] == "normal_mixture_cs" else "since_change",
             "verdict": residual.verdict,
             "reason": residual.reason,
+            "next_step": evidence.get("next_step"),
             "calibrator": {"kind": state.calibrator.kind, "version": state.calibrator.version},
             "all_time": _interval_view(state.residuals.all_time),
             "since_change": (

@@ -48,6 +48,8 @@ def test_a_restarted_interval_is_named_with_the_all_time_one_beside_it(
         f"[{all_time['ci_low']:+.3g}, {all_time['ci_high']:+.3g}] over 5,400 labels"
     )
     assert any(line.startswith("  decision:     decided: ") for line in lines)
+    assert row["next_step"]  # a WARN or FAIL says what to do, under the decision
+    assert lines[lines.index(f"  next step:    {row['next_step']}") - 1].startswith("  decision:")
 
 
 def test_an_old_view_without_the_later_figures_still_prints() -> None:
