@@ -156,10 +156,10 @@ def cs_first_alarm(
     total_sq = squares - base_sq[:, None]
     mean = total / n_safe
     deviations = np.maximum(total_sq - n_safe * mean**2, 0.0)
-    if prior is None:
-        variance = deviations / (n_safe - 1)
-    else:
-        variance = (deviations + PRIOR_WEIGHT * prior[:, None]) / (n_safe - 1 + PRIOR_WEIGHT)
+    variance = deviations / (n_safe - 1)
+    if prior is not None:  # the larger of the sample variance and the pooled one
+        pooled = (deviations + PRIOR_WEIGHT * prior[:, None]) / (n_safe - 1 + PRIOR_WEIGHT)
+        variance = np.maximum(variance, pooled)
     half = (
         np.sqrt(variance) * np.sqrt((n_safe + rho) * (np.log1p(n_safe / rho) + log_term)) / n_safe
     )

@@ -108,12 +108,14 @@ class NormalMixtureSequence(StatefulEstimator):
         handful of points is not to be trusted.
     prior_variance, prior_weight
         A variance known from elsewhere (for residuals: the calibrator's out-of-fold
-        mean squared error), counted as ``prior_weight`` values in the plug-in variance
-        ``(sum of squared deviations + prior_weight * prior_variance) / (n - 1 +
-        prior_weight)``. In the first few hundred values of a skewed stream the sample
-        variance is low exactly when the mean is (the rare large values have not come
-        yet), so the plain plug-in interval is too narrow there; the prior holds it
-        until the stream's own variance is known, and fades as it is. None: no prior.
+        mean squared error), counted as ``prior_weight`` values: the plug-in variance is
+        the larger of the sample variance and ``(sum of squared deviations +
+        prior_weight * prior_variance) / (n - 1 + prior_weight)``. In the first few
+        hundred values of a skewed stream the sample variance is low exactly when the
+        mean is (the rare large values have not come yet), so the plain plug-in
+        interval is too narrow there; the prior holds it until the stream's own
+        variance is known, and fades as it is. It only ever widens the interval: a
+        calibration sample quieter than the stream does not narrow it. None: no prior.
 
     Examples
     --------
@@ -170,14 +172,14 @@ class NormalMixtureSequence(StatefulEstimator):
 
     @property
     def variance(self) -> float:
-        """The plug-in variance of the interval: the sample variance, with the prior."""
-        if self.prior_variance is None:
-            return self.moments.variance
+        """The plug-in variance of the interval: the sample variance, or the one pooled
+        with the prior where that is larger."""
+        sample = self.moments.variance
+        if self.prior_variance is None or not math.isfinite(sample):
+            return sample
         moments, weight = self.moments, self.prior_weight
-        if moments.weight - 1.0 + weight <= 0:
-            return math.nan
-        squares = moments.m2 if moments.weight > 1.0 else 0.0
-        return (squares + weight * self.prior_variance) / (moments.weight - 1.0 + weight)
+        pooled = (moments.m2 + weight * self.prior_variance) / (moments.weight - 1.0 + weight)
+        return max(sample, pooled)
 
     @property
     def mean(self) -> float:

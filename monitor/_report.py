@@ -260,7 +260,7 @@ def _stream_section(
         None,
     )
     if step:
-        memo.blocks.append(_Paragraph(f"Next step: {step}."))
+        memo.blocks.append(_Paragraph(f"Next step: {step}"))  # no full stop after a command
     rows = [
         [
             "the verdict's",

@@ -64,7 +64,8 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     if row.get("next_step"):
         lines.append(f"  next step:    {row['next_step']}")
     if "label_plan" in row:
-        lines.append(f"  label plan:   {_plan(row['label_plan'], row['labeled_n'])}")
+        paired = (row.get("value") or {}).get("n_labeled", 0)  # the plan's own labels
+        lines.append(f"  label plan:   {_plan(row['label_plan'], paired)}")
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):
         means = " ".join(_signed(d["mean_residual"], 2) if d["n"] else "." for d in deciles)
@@ -113,6 +114,7 @@ def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
 def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     if plan is None:
         if labeled >= 2:  # then only a bias threshold of 0 leaves nothing to plan for
+            # (labeled: the residuals counted beside the predictions, as the plan's are)
             return "none: residual_drift.bias_threshold is 0, so there is no MDE to aim for"
         return "needs two labels at least (no variance yet)"
     more = plan["more_labels"]

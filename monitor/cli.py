@@ -425,8 +425,13 @@ def _run_up(
         reset_demo(client, layout)
     client.close()
     if args.no_worker:
-        worker_line = "none here (--no-worker: the group's running workers consume)"
-        metrics_line = "served by the group's running workers"
+        worker_line = (
+            "none (--no-worker; the broker was started here, so no worker reads it: its "
+            "events wait until `driftgate worker` runs)"
+            if kafka_how == "started"
+            else "none (--no-worker: the workers already in the group consume)"
+        )
+        metrics_line = "served by the workers, not here"
     else:
         with stops.deferred():
             children.append(_start_worker(env, state_dir / "worker.log"))

@@ -41,8 +41,9 @@ def _next_step(subject: str, verdict: str, reason: str) -> str | None:
     if verdict == "WARN":
         return (
             "a small but detectable bias: enlarge the next audit probe and look at the "
-            "residuals by decile; if WARN persists, recalibrate on the calibration history "
-            f"with passed probes pooled (driftgate calibrate --stream {subject} --pool)"
+            "residuals by decile; if WARN persists, pool the probes that pass (driftgate "
+            f"audit PROBE.jsonl --stream {subject} --pool) and refit on the calibration "
+            f"history with them: driftgate calibrate --stream {subject} --pool"
         )
     return None
 

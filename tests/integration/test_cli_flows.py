@@ -168,7 +168,7 @@ def test_up_without_a_worker_starts_only_the_services(tmp_path: Path) -> None:
     """`--no-worker` (docker compose's demo profile, beside the stack's worker): the
     broker and Redis it needed, no worker and no metrics of its own; Ctrl-C stops them."""
     up, (kafka, redis_port, metrics), banner = start_up(tmp_path, "--no-worker")
-    assert "  worker   none here (--no-worker" in banner
+    assert "  worker   none (--no-worker; the broker was started here, so no worker" in banner
     assert port_open("127.0.0.1", kafka) and port_open("127.0.0.1", redis_port)
     time.sleep(2.0)  # what a worker would have bound by now
     assert not port_open("127.0.0.1", metrics)

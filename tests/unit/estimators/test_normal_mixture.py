@@ -38,14 +38,19 @@ def test_merging_sequences_with_different_parameters_is_refused() -> None:
         NormalMixtureSequence(alpha=0.05) + NormalMixtureSequence(alpha=0.01)
 
 
-def test_a_prior_variance_counts_as_prior_weight_values() -> None:
+def test_a_prior_variance_counts_as_prior_weight_values_and_only_widens() -> None:
     x = np.random.default_rng(5).normal(0.0, 3.0, 40)
-    with_prior = NormalMixtureSequence(prior_variance=2.0, prior_weight=50).update(x)
+    sample = np.var(x, ddof=1)  # about 9
     plain = NormalMixtureSequence().update(x)
-    assert with_prior.variance == pytest.approx((39 * np.var(x, ddof=1) + 50 * 2.0) / (39 + 50))
-    assert plain.variance == pytest.approx(np.var(x, ddof=1))
-    assert with_prior.interval.half_width < plain.interval.half_width  # 2 < 9: narrower
-    assert with_prior.mean == plain.mean
+    assert plain.variance == pytest.approx(sample)
+    louder = NormalMixtureSequence(prior_variance=30.0, prior_weight=50).update(x)
+    assert louder.variance == pytest.approx((39 * sample + 50 * 30.0) / (39 + 50))
+    assert louder.interval.half_width > plain.interval.half_width
+    assert louder.mean == plain.mean
+    # A quieter calibration sample (2 < 9), or none at all (0), does not narrow it.
+    for quiet in (2.0, 0.0):
+        sequence = NormalMixtureSequence(prior_variance=quiet).update(x)
+        assert sequence.interval == plain.interval
     # It fades: after 100,000 values a prior 11 times the variance moves it by under 1%.
     long = NormalMixtureSequence(prior_variance=100.0).update(np.tile(x, 2500))
     assert long.variance == pytest.approx(np.var(np.tile(x, 2500), ddof=1), rel=1e-2)
@@ -83,11 +88,11 @@ def running_intervals(
     sums = np.cumsum(paths, axis=1)
     squares = np.cumsum(paths**2, axis=1)
     mean = sums / t
-    if prior is None:
-        variance = np.where(t > 1, (squares - t * mean**2) / np.maximum(t - 1, 1), np.inf)
-    else:
-        deviations = squares - t * mean**2
-        variance = (deviations + prior_weight * prior[:, None]) / (t - 1 + prior_weight)
+    deviations = squares - t * mean**2
+    variance = np.where(t > 1, deviations / np.maximum(t - 1, 1), np.inf)
+    if prior is not None:
+        pooled = (deviations + prior_weight * prior[:, None]) / (t - 1 + prior_weight)
+        variance = np.maximum(variance, pooled)
     rho = optimal_rho(target, alpha)
     boundary = np.sqrt((t + rho) * (np.log1p(t / rho) + 2 * math.log(1 / alpha)))
     half = np.sqrt(np.maximum(variance, 0)) * boundary / t

@@ -309,7 +309,7 @@ def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
     ]
     markdown = written[0].read_text()
     assert "Verdict: FAIL (residual_bias)" in markdown
-    assert "Next step: recalibrate: collect labels." in markdown  # the gate's evidence
+    assert "Next step: recalibrate: collect labels\n" in markdown  # the gate's evidence
     assert "+0.0812 [+0.0614, +0.1011]" in markdown  # the verdict's interval
     assert "+0.0233 [+0.0101, +0.0365]" in markdown  # the all-time one
     assert "isotonic version 2" in markdown and "| 1 | 500 |" in markdown  # retired version 1

@@ -105,6 +105,35 @@ def test_the_label_plan_line_says_why_there_is_none() -> None:
     )
 
 
+def test_a_state_from_before_the_paired_labels_does_not_blame_the_threshold() -> None:
+    """Upgraded from a state without predictions: many residuals, no paired labels yet,
+    so no plan; that is not the bias threshold's doing."""
+    row = {
+        "n": 500,
+        "labeled_n": 500,
+        "residual_n": 500,
+        "residual_mean": 0.01,
+        "ci_low": -0.02,
+        "ci_high": 0.04,
+        "interval": "all_time",
+        "verdict": "PASS",
+        "reason": "no_drift",
+        "calibrator": {"kind": "isotonic", "version": 2},
+        "value": {
+            "estimate": 0.6,
+            "ci_low": None,
+            "ci_high": None,
+            "plug_in": 0.6,
+            "residual_correction": 0.0,
+            "n_scored": 500,
+            "n_labeled": 0,
+        },
+        "label_plan": None,
+    }
+    plan = next(x for x in stream_lines("up", row) if "label plan:" in x)
+    assert plan.endswith("needs two labels at least (no variance yet)")
+
+
 def test_a_stream_with_a_null_mean_says_no_decision_is_in_sight() -> None:
     row = {
         "n": 100,
