@@ -551,9 +551,9 @@ def main() -> None:
         f"from-the-start one ({args.river_shift_paths} for River). "
         f"Detector: {detector.statistic_kind} mixture over shifts {list(detector.shifts)} sd "
         f"(both signs), alpha {detector.alpha} within {detector.horizon:g} values; "
-        f"all-time interval alpha {ALPHA}, its variance starting from the mean squared "
-        f"residual of {CALIBRATION_PAIRS} calibration pairs counted as {PRIOR_WEIGHT:g} "
-        f"labels. Took {time.time() - began:.0f} s."
+        f"all-time interval alpha {ALPHA}, its variance the larger of the sample one and "
+        f"the one pooled with the mean squared residual of {CALIBRATION_PAIRS} calibration "
+        f"pairs counted as {PRIOR_WEIGHT:g} labels. Took {time.time() - began:.0f} s."
     )
     value_note = (
         "Value by value (no batch rounding): the detector's own alarm and the oracle's "
