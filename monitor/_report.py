@@ -251,14 +251,7 @@ def _stream_section(
             f"labeled: {view['labeled_n']}."
         ),
     ]
-    step = next(
-        (
-            record["evidence"].get("next_step")
-            for record in snapshot.gates
-            if record["gate"] == "residual_drift" and record["subject"] == name
-        ),
-        None,
-    )
+    step = (snapshot.gate("residual_drift", name) or {}).get("evidence", {}).get("next_step")
     if step:
         memo.blocks.append(_Paragraph(f"Next step: {step}"))  # no full stop after a command
     rows = [
