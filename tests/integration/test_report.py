@@ -66,6 +66,14 @@ def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> 
     markdown = (out / "report.md").read_text()
     view = deployment.status()["streams"]["drift"]
     assert f"Verdict: FAIL ({view['reason']})" in markdown
+    # The FAIL says to recalibrate, in the worker's view, in status and in the memo.
+    step = view["next_step"]
+    assert step.startswith("recalibrate: ") and step.endswith(
+        "driftgate calibrate TARGET_LABELS.jsonl --stream drift"
+    )
+    assert f"Next step: {step}" in markdown
+    status = deployment.cli("status")
+    assert f"  next step:    {step}" in status.stdout.splitlines(), status.stdout
     assert (
         f"{view['residual_mean']:+.4f} [{view['ci_low']:+.4f}, {view['ci_high']:+.4f}]" in markdown
     )
