@@ -62,6 +62,7 @@ from ._online_value import (
     online_label_plan,
     online_value_estimate,
 )
+from ._paired_difference import PairedDifferenceSequence
 from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
@@ -96,6 +97,7 @@ __all__ = [
     "Moments",
     "NormalMixtureSequence",
     "OnlineLabelPlan",
+    "PairedDifferenceSequence",
     "QuantileSketch",
     "RestartingMeanSequence",
     "SampleRatioSequence",

@@ -27,6 +27,12 @@ Draw = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
 # --- direct computation from raw arrays --------------------------------------------------
 
 
+def floored(var_t: float, var_c: float, n_t: int, n_c: int) -> tuple[float, float]:
+    """Each arm's variance at least the pooled within-arm variance (the sequence's floor)."""
+    pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2)
+    return max(var_t, pooled), max(var_c, pooled)
+
+
 def sigma2_of(result: DifferenceInterval, alpha: float = ALPHA, target: float = 1000.0) -> float:
     """The per-unit variance the interval was built with, recovered from its half-width."""
     total = result.n_treatment + result.n_control
@@ -45,7 +51,9 @@ def test_agrees_with_a_direct_computation_from_the_raw_arrays(ratio: float) -> N
     result = mean_difference_sequence(arm_t, arm_c, ratio=ratio)
     assert result.estimate == pytest.approx(treatment.mean() - ratio * control.mean(), rel=1e-12)
     p = treatment.size / (treatment.size + control.size)
-    sigma2 = treatment.var(ddof=1) / p + ratio**2 * control.var(ddof=1) / (1 - p)
+    var_t, var_c = floored(treatment.var(ddof=1), control.var(ddof=1), 700, 5300)
+    assert var_c > control.var(ddof=1)  # the quieter arm is raised to the pooled variance
+    sigma2 = var_t / p + ratio**2 * var_c / (1 - p)
     assert sigma2_of(result) == pytest.approx(sigma2, rel=1e-10)
     assert result.low < result.estimate < result.high
     assert (result.n_treatment, result.n_control, result.ratio) == (700, 5300, ratio)
@@ -87,16 +95,22 @@ def test_cuped_agrees_with_a_direct_computation_from_the_raw_arrays(ratio: float
     # The variance is that of the estimator's actual per-arm residuals.
     p = x_t.size / x_all.size
     slope = theta * (1 - p + ratio * p)
-    sigma2 = np.var(y_t - slope * x_t, ddof=1) / p + np.var(ratio * y_c - slope * x_c, ddof=1) / (
-        1 - p
+    var_t, var_c = floored(
+        np.var(y_t - slope * x_t, ddof=1), np.var(y_c - slope / ratio * x_c, ddof=1), 800, 7200
     )
+    sigma2 = var_t / p + ratio**2 * var_c / (1 - p)
     assert sigma2_of(result) == pytest.approx(sigma2, rel=1e-9)
     if ratio == 1.0:  # the textbook per-arm formula var_y - 2 theta cov + theta^2 var_x
         cov_t, cov_c = np.cov(x_t, y_t), np.cov(x_c, y_c)
-        textbook = (cov_t[1, 1] - 2 * theta * cov_t[0, 1] + theta**2 * cov_t[0, 0]) / p + (
-            cov_c[1, 1] - 2 * theta * cov_c[0, 1] + theta**2 * cov_c[0, 0]
-        ) / (1 - p)
-        assert sigma2_of(result) == pytest.approx(textbook, rel=1e-9)
+        textbook = floored(
+            cov_t[1, 1] - 2 * theta * cov_t[0, 1] + theta**2 * cov_t[0, 0],
+            cov_c[1, 1] - 2 * theta * cov_c[0, 1] + theta**2 * cov_c[0, 0],
+            800,
+            7200,
+        )
+        assert sigma2_of(result) == pytest.approx(
+            textbook[0] / p + textbook[1] / (1 - p), rel=1e-9
+        )
     raw = mean_difference_sequence(arm_t, arm_c, ratio=ratio)
     assert result.variance_reduction == pytest.approx(1 - sigma2 / sigma2_of(raw), rel=1e-9)
 
@@ -164,6 +178,8 @@ def vectorized_intervals(
         mean_t, mean_c = sum_t / n_t, sum_c / n_c
         var_t = (sq_t - n_t * mean_t**2) / (n_t - 1)
         var_c = (sq_c - n_c * mean_c**2) / (n_c - 1)
+        pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2)
+        var_t, var_c = np.maximum(var_t, pooled), np.maximum(var_c, pooled)
         total = n_t + n_c
         p = n_t / total
         sigma2 = var_t / p + ratio**2 * var_c / (1 - p)
@@ -388,8 +404,13 @@ def vectorized_cuped(
         slope = theta * (1 - p + ratio * p)
         var_t = (m2y_t - 2 * slope * c_t + slope**2 * m2x_t) / (n_t - 1)
         var_c = (ratio**2 * m2y_c - 2 * ratio * slope * c_c + slope**2 * m2x_c) / (n_c - 1)
+        pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c / ratio**2) / (total - 2)
+        var_t, var_c = np.maximum(var_t, pooled), np.maximum(var_c, ratio**2 * pooled)
         sigma2 = var_t / p + var_c / (1 - p)
-        raw_sigma2 = m2y_t / (n_t - 1) / p + ratio**2 * m2y_c / (n_c - 1) / (1 - p)
+        raw_t, raw_c = m2y_t / (n_t - 1), m2y_c / (n_c - 1)
+        raw_pooled = (m2y_t + m2y_c) / (total - 2)
+        raw_t, raw_c = np.maximum(raw_t, raw_pooled), np.maximum(raw_c, raw_pooled)
+        raw_sigma2 = raw_t / p + ratio**2 * raw_c / (1 - p)
         rho = optimal_rho(target, alpha)
         scale = np.sqrt((total + rho) * (np.log1p(total / rho) + 2 * math.log(1 / alpha))) / total
         enough = np.minimum(n_t, n_c) >= 30
