@@ -101,6 +101,10 @@ class CanaryPolicy:
     # its mean latency surely more than 10% above.
     quality_drop_max: float = 0.05
     latency_increase_max: float = 0.10
+    # The bounds every quality outcome lies in (0/1 or a score in [0, 1]): within them the
+    # quality comparison is exact at every sample size (block-paired empirical Bernstein);
+    # an outcome outside them turns the stage's comparison to the asymptotic sequence.
+    quality_range: tuple[float, ...] = (0.0, 1.0)
     regression_action: str = "rollback"
     # Promotion needs at least this many events of each of canary and control.
     min_n: int = 500
@@ -254,6 +258,12 @@ def _check(policy: Policy) -> None:
         probability(canary.alpha, f"{at}canary.alpha")
         probability(canary.srm_alpha, f"{at}canary.srm_alpha")
         probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
+        bounds = canary.quality_range
+        require(
+            len(bounds) == 2 and bounds[0] < bounds[1],
+            f"{at}canary.quality_range",
+            f"must be [low, high] with low < high, got {list(bounds)}",
+        )
         require(
             canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
         )

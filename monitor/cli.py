@@ -542,8 +542,10 @@ def _print_experiments(experiments: dict[str, Any], agents: dict[str, Any]) -> N
                 if g != "primary_outcome_mean"
             )
             versus = stats.get("vs_control") or {}
+            ratio = versus.get("ratio", 1.0)
+            against = "control" if ratio == 1.0 else f"{ratio:g} x control"
             difference = (
-                f"; vs control {_number(versus['estimate'])} "
+                f"; vs {against} {_number(versus['estimate'])} "
                 f"[{_number(versus['ci_low'])}, {_number(versus['ci_high'])}] ({versus['method']})"
                 if versus.get("method")
                 else ""

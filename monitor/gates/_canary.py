@@ -6,7 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from estimators import CoMoments, DifferenceInterval, Moments, mean_difference_sequence
+from estimators import (
+    CoMoments,
+    DifferenceInterval,
+    Moments,
+    PairedDifferenceSequence,
+    mean_difference_sequence,
+)
 
 from .._config import CanaryPolicy
 from ._verdict import Verdict, finite_or_none
@@ -88,16 +94,23 @@ def compare(
     canary: ArmStatistics | None,
     control: ArmStatistics | None,
     policy: CanaryPolicy,
+    quality_pairs: PairedDifferenceSequence | None = None,
 ) -> Comparison:
     """Quality and mean latency of the canary against control.
 
-    CUPED is used when every event with the outcome carried the covariate, in both arms.
+    Quality outcomes within ``policy.quality_range`` are compared on ``quality_pairs``,
+    the stage's block-paired empirical-Bernstein sequence: valid at every sample size
+    (a 0/1 outcome at 5% leaves a small canary arm with a sample variance of 0). Others
+    use the asymptotic sequence, CUPED-adjusted when every event with the outcome
+    carried the covariate, in both arms.
     """
     if canary is None or control is None:
         return Comparison(None, None)
     quality = None
     primary_c, primary_k = canary.primary, control.primary
-    if primary_c.n and primary_k.n:
+    if quality_pairs is not None and quality_pairs.in_range:
+        quality = quality_pairs.interval
+    elif primary_c.n and primary_k.n:
         pre_c, pre_k = canary.primary_pre, control.primary_pre
         adjust = pre_c.n == primary_c.n and pre_k.n == primary_k.n
         quality = mean_difference_sequence(
@@ -135,7 +148,7 @@ def _evidence(facts: CanaryFacts, comparison: Comparison, policy: CanaryPolicy) 
         "ci_low": finite_or_none(quality.low) if quality else None,
         "ci_high": finite_or_none(quality.high) if quality else None,
         "threshold": 1 - policy.quality_drop_max,
-        "method": "asymptotic_cs_difference",
+        "method": quality.method if quality else "asymptotic_cs_difference",
         "alpha": policy.alpha,
         "bundle_id": facts.bundle_id,
         "canary_percent": facts.canary_percent,

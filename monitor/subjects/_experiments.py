@@ -22,7 +22,9 @@ import orjson
 
 from estimators import (
     CoMoments,
+    DifferenceInterval,
     Moments,
+    PairedDifferenceSequence,
     QuantileSketch,
     SampleRatioSequence,
     benjamini_hochberg,
@@ -31,7 +33,7 @@ from estimators import (
 
 from .._config import AgentPolicy, Policy
 from ..gates import SEVERITY, Verdict, finite_or_none, rfc3339
-from ..gates._canary import CanaryFacts, canary_gate, compare
+from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import GuardrailReading, guardrail_gate, read_guardrails
 from ..gates._srm import srm_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
@@ -199,6 +201,9 @@ class ExperimentState:
     stage: int = 0
     stage_first_ts: float | None = None
     """The earliest event time of the production telemetry folded into this stage."""
+    quality_pairs: PairedDifferenceSequence | None = None
+    """The canary's quality against control's over this stage, pair by pair (the canary
+    gate's comparison of bounded outcomes)."""
 
     def new_stage(self, starts_at: float | None = None) -> None:
         """The allocation changed at event time ``starts_at``: compare afresh.
@@ -217,6 +222,7 @@ class ExperimentState:
         if not keep:
             self.variants, self.stage_first_ts = {}, None
         self.srm, self.srm_variants = None, []
+        self.quality_pairs = None  # the split that sizes its blocks changed
         self.stage += 1
 
     def to_state(self) -> dict[str, Any]:
@@ -228,6 +234,7 @@ class ExperimentState:
             "srm_variants": self.srm_variants,
             "stage": self.stage,
             "stage_first_ts": self.stage_first_ts,
+            "quality_pairs": self.quality_pairs.to_state() if self.quality_pairs else None,
         }
 
     @classmethod
@@ -240,6 +247,10 @@ class ExperimentState:
             srm_variants=list(state["srm_variants"]),
             stage=int(state["stage"]),
             stage_first_ts=state.get("stage_first_ts"),  # absent in states before it was kept
+            # Absent in states written before pairs: the comparison pairs from now on.
+            quality_pairs=PairedDifferenceSequence.from_state(state["quality_pairs"])
+            if state.get("quality_pairs")
+            else None,
         )
 
 
@@ -253,6 +264,8 @@ class Judgement:
     verdicts: list[Verdict]
     readings: dict[str, list[GuardrailReading]]
     comparison: dict[str, Any] | None
+    quality: DifferenceInterval | None = None
+    """The canary gate's quality comparison: also the canary's "vs control" in status."""
 
 
 class ExperimentModel:
@@ -335,10 +348,11 @@ class ExperimentModel:
         )
         verdicts = [guardrail, srm]
         comparison = None
+        compared = Comparison(None, None)
         if lifecycle is not None:
             canary_stats = state.variants.get(policy.canary.canary_variant)
             control_stats = state.variants.get(policy.canary.control_variant)
-            compared = compare(canary_stats, control_stats, policy.canary)
+            compared = compare(canary_stats, control_stats, policy.canary, state.quality_pairs)
             comparison = compared.to_dict()
             ladder = [step for step in policy.canary.ladder if step > lifecycle.canary_percent]
             last_data = lifecycle.last_data_at or lifecycle.stage_started_at
@@ -368,7 +382,7 @@ class ExperimentModel:
                 )
             )
             verdicts = _one_rollback(verdicts, facts.rollback_published)
-        return Judgement(verdicts, readings, comparison)
+        return Judgement(verdicts, readings, comparison, compared.quality if lifecycle else None)
 
     def evaluate(self, subject: str, state: ExperimentState, now: float) -> list[Verdict]:
         judgement = self.judge(subject, state, now)
@@ -421,7 +435,15 @@ class ExperimentModel:
                 "staging_n": state.staging.get(name, 0),
                 "guardrails": {r.guardrail: r.to_dict() for r in readings.get(name, [])},
             }
-            if name != control and control_stats is not None:
+            if state.lifecycle is not None and name == policy.canary.canary_variant:
+                # The very quantity the canary gate judges (canary - ratio x control).
+                row["vs_control"] = _versus_row(
+                    judgement.quality
+                    if judgement
+                    else compare(stats, control_stats, policy.canary, state.quality_pairs).quality
+                )
+                row["secondary"] = _secondary(stats, control_stats, policy) if control_stats else {}
+            elif name != control and control_stats is not None:
                 row["vs_control"] = _versus(stats, control_stats, policy)
                 row["secondary"] = _secondary(stats, control_stats, policy)
             variants[name] = row
@@ -492,20 +514,29 @@ def _one_rollback(verdicts: list[Verdict], already: bool) -> list[Verdict]:
 def _versus(stats: VariantStats, control: VariantStats, policy: AgentPolicy) -> dict[str, Any]:
     """The difference of the primary outcome to control (CUPED-adjusted when it can be)."""
     if not (stats.primary.n and control.primary.n):
-        return {"estimate": None, "ci_low": None, "ci_high": None, "method": None}
+        return _versus_row(None)
     adjust = stats.primary_pre.n == stats.primary.n and control.primary_pre.n == control.primary.n
-    difference = mean_difference_sequence(
-        stats.primary_pre if adjust else stats.primary,
-        control.primary_pre if adjust else control.primary,
-        alpha=policy.canary.alpha,
-        target_time=policy.canary.target_time,
-        adjust=adjust,
+    return _versus_row(
+        mean_difference_sequence(
+            stats.primary_pre if adjust else stats.primary,
+            control.primary_pre if adjust else control.primary,
+            alpha=policy.canary.alpha,
+            target_time=policy.canary.target_time,
+            adjust=adjust,
+        )
     )
+
+
+def _versus_row(difference: DifferenceInterval | None) -> dict[str, Any]:
+    """A variant's row against control: ``estimate`` of ``mean - ratio x control mean``."""
+    if difference is None:
+        return {"estimate": None, "ci_low": None, "ci_high": None, "method": None}
     return {
         "estimate": finite_or_none(difference.estimate),
         "ci_low": finite_or_none(difference.low),
         "ci_high": finite_or_none(difference.high),
         "method": difference.method,
+        "ratio": difference.ratio,
         "cuped_theta": difference.theta,
         "variance_reduction": difference.variance_reduction,
     }
@@ -585,7 +616,33 @@ class TelemetryHandler:
         if lifecycle is not None and by_variant.get(canary):
             lifecycle.last_data_at = now
         self._count_split(subject, state, by_variant)
+        self._pair_quality(subject, state, by_variant)
         return []
+
+    def _pair_quality(
+        self,
+        subject: str,
+        state: ExperimentState,
+        by_variant: Mapping[str, list[TelemetryEvent]],
+    ) -> None:
+        """The active canary's and control's quality outcomes, in arrival order, into the
+        stage's pairs (started with the stage's first telemetry; a policy whose ratio or
+        bounds changed starts them afresh)."""
+        expected = self.model.expected_split(subject, state)
+        if state.lifecycle is None or expected is None:
+            return
+        canary = self.model.policy.for_agent(subject).canary
+        low, high = canary.quality_range
+        design = (expected[canary.canary_variant], 1 - canary.quality_drop_max, low, high)
+        pairs = state.quality_pairs
+        if pairs is None or (pairs.treatment_share, pairs.ratio, pairs.low, pairs.high) != design:
+            pairs = state.quality_pairs = PairedDifferenceSequence(
+                *design[:2], canary.alpha, low, high, canary.target_time
+            )
+        pairs.update(
+            _outcomes(by_variant.get(canary.canary_variant, ())),
+            _outcomes(by_variant.get(canary.control_variant, ())),
+        )
 
     def _count_split(
         self,
@@ -606,6 +663,14 @@ class TelemetryHandler:
         else:
             counts = [len(by_variant.get(name, ())) for name in names]
         state.srm.update(counts)
+
+
+def _outcomes(events: Sequence[TelemetryEvent]) -> np.ndarray:
+    """The primary outcomes the events carry, in their order."""
+    return np.array(
+        [float(e.primary_outcome) for e in events if e.primary_outcome is not None],
+        dtype=np.float64,
+    )
 
 
 def _fold(stats: VariantStats, events: list[TelemetryEvent]) -> None:

@@ -752,10 +752,19 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     handler = TelemetryHandler(POLICY)
     fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900)])
     fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(100)])
+    # The quality outcomes are in [0, 1]: judged pair by pair from the stage's folded
+    # telemetry on (the arms built by hand above carry no pairs), and 100 pairs of a
+    # canary 0.04 above 95% of control do not show it yet.
+    assert state.quality_pairs is not None and state.quality_pairs.n_pairs == 100
+    assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
+    fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900, 3600)])
+    fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(100, 400)])
     verdicts = by_gate(model.evaluate("agent", state, NOW))
     assert verdicts["guardrail"].verdict == "PASS" and verdicts["srm"].verdict == "PASS"
     canary = verdicts["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("PASS", "promote", "promotion_ready")
+    assert canary.evidence["method"] == "empirical_bernstein_pairs"
+    assert canary.evidence["comparison"]["quality"]["n_canary"] == 400
     assert canary.evidence["next_percent"] == 50
     assert recommendation("monitoring", list(verdicts.values())) == "promote"
     # Of the verdicts equally good, the agent shows the one that asks for something.
