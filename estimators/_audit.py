@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from ._normal_mixture import Interval
+from ._interval import Interval
 
 __all__ = ["AuditResult", "DecileResidual", "residuals_by_decile", "transport_audit"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._interval import Interval
 from ._isotonic import IsotonicCalibrator
-from ._normal_mixture import Interval
 
 __all__ = ["AugmentedEstimate", "augmented_estimate", "cross_fit_predictions"]
 

@@ -11,7 +11,7 @@ from scipy.optimize import brentq
 from scipy.special import betaln, xlog1py, xlogy
 
 from ._base import StatefulEstimator
-from ._normal_mixture import Interval
+from ._interval import Interval
 
 __all__ = ["BernoulliSequence"]
 

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from ._normal_mixture import Interval
+from ._interval import Interval
 
 __all__ = [
     "Comparison",

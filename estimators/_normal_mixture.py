@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
 from ._base import StatefulEstimator
+from ._empirical_bernstein import EmpiricalBernsteinSequence
+from ._interval import Interval
 from ._moments import Moments
 
 __all__ = [
@@ -19,22 +22,8 @@ __all__ = [
 ]
 
 
-class Interval(NamedTuple):
-    """A confidence interval (or one time of a confidence sequence)."""
-
-    estimate: float
-    """The point estimate the interval is centred on."""
-    low: float
-    """Lower end; ``-inf`` when there is no information yet."""
-    high: float
-    """Upper end; ``+inf`` when there is no information yet."""
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2.0
+METHOD = "normal_mixture_cs"
+BOUNDED_METHOD = "empirical_bernstein_cs"
 
 
 def optimal_rho(target_time: float, alpha: float) -> float:
@@ -116,6 +105,14 @@ class NormalMixtureSequence(StatefulEstimator):
         interval is too narrow there; the prior holds it until the stream's own
         variance is known, and fades as it is. It only ever widens the interval: a
         calibration sample quieter than the stream does not narrow it. None: no prior.
+    bounds
+        Known bounds ``(low, high)`` of the values (residuals of labels in ``[0, 1]``:
+        ``(-1, 1)``). While every value lies within them, :attr:`interval` is the
+        nonasymptotic predictable plug-in empirical-Bernstein sequence
+        (:class:`EmpiricalBernsteinSequence`, tightest near ``target_time``), valid at
+        every sample size: 30 labels of 0 in a stream of 0/1 labels at 10% no longer
+        give a sample variance of 0 and an interval of width 0. A value outside them
+        turns the sequence to the normal mixture for good (:attr:`method` says which).
 
     Examples
     --------
@@ -142,9 +139,16 @@ class NormalMixtureSequence(StatefulEstimator):
         min_n: int = 30,
         prior_variance: float | None = None,
         prior_weight: float = PRIOR_WEIGHT,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         if prior_variance is not None and not (prior_variance >= 0 and prior_weight >= 0):
             raise ValueError("prior_variance and prior_weight must be >= 0")
+        self.bounded: EmpiricalBernsteinSequence | None = None
+        if bounds is not None:
+            self.bounded = EmpiricalBernsteinSequence(
+                alpha, bounds[0], bounds[1], target_time=target_time
+            )
+        self.in_bounds = True
         self.alpha = alpha
         self.target_time = target_time
         self.min_n = min_n
@@ -154,17 +158,37 @@ class NormalMixtureSequence(StatefulEstimator):
         self.moments = Moments()
 
     def update(self, values: ArrayLike) -> NormalMixtureSequence:
-        self.moments.update(values)
+        x = np.asarray(values, dtype=np.float64).ravel()
+        self.moments.update(x)
+        bounded = self.bounded
+        if bounded is not None and self.in_bounds and x.size:
+            if x.min() >= bounded.low and x.max() <= bounded.high:
+                bounded.update(x)
+            else:
+                self.in_bounds = False
         return self
 
     def __iadd__(self, other: NormalMixtureSequence) -> NormalMixtureSequence:
         if self._design() != other._design():
-            raise ValueError("cannot merge sequences with different alpha, target_time or prior")
+            raise ValueError(
+                "cannot merge sequences with different alpha, target_time, prior or bounds"
+            )
         self.moments += other.moments
+        if self.bounded is not None and other.bounded is not None:
+            # Two workers' disjoint streams: the product of their capital processes.
+            self.bounded += other.bounded
+        self.in_bounds = self.in_bounds and other.in_bounds
         return self
 
-    def _design(self) -> tuple[float, float, float | None, float]:
-        return (self.alpha, self.target_time, self.prior_variance, self.prior_weight)
+    def _design(self) -> tuple[Any, ...]:
+        bounds = None if self.bounded is None else (self.bounded.low, self.bounded.high)
+        return (self.alpha, self.target_time, self.prior_variance, self.prior_weight, bounds)
+
+    @property
+    def method(self) -> str:
+        """``empirical_bernstein_cs`` while the values keep to known bounds, else
+        ``normal_mixture_cs``."""
+        return BOUNDED_METHOD if self.bounded is not None and self.in_bounds else METHOD
 
     @property
     def n(self) -> int:
@@ -190,6 +214,9 @@ class NormalMixtureSequence(StatefulEstimator):
         n = self.moments.n
         if n < max(self.min_n, 2):
             return Interval(self.moments.mean if n else math.nan, -math.inf, math.inf)
+        if self.bounded is not None and self.in_bounds:
+            bounded = self.bounded.interval
+            return Interval(self.moments.mean, bounded.low, bounded.high)
         sigma = math.sqrt(max(self.variance, 0.0))
         half = normal_mixture_half_width(sigma, n, self.rho, self.alpha)
         return Interval(self.moments.mean, self.moments.mean - half, self.moments.mean + half)
@@ -203,6 +230,8 @@ class NormalMixtureSequence(StatefulEstimator):
         }
         if self.prior_variance is not None:
             state["prior"] = {"variance": self.prior_variance, "weight": self.prior_weight}
+        if self.bounded is not None:
+            state["bounded"] = {**self.bounded.to_state(), "in_bounds": self.in_bounds}
         return state
 
     @classmethod
@@ -216,6 +245,10 @@ class NormalMixtureSequence(StatefulEstimator):
             float(prior["weight"]) if prior else PRIOR_WEIGHT,
         )
         sequence.moments = Moments.from_state(state["moments"])
+        bounded = state.get("bounded")  # absent in states written before bounds
+        if bounded is not None:
+            sequence.bounded = EmpiricalBernsteinSequence.from_state(bounded)
+            sequence.in_bounds = bool(bounded["in_bounds"])
         return sequence
 
     def __repr__(self) -> str:

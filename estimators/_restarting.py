@@ -34,7 +34,7 @@ class RestartingMeanSequence(StatefulEstimator):
 
     Parameters
     ----------
-    alpha, target_time, min_n, prior_variance, prior_weight
+    alpha, target_time, min_n, prior_variance, prior_weight, bounds
         Of both confidence sequences (see :class:`NormalMixtureSequence`).
     change_alpha, change_horizon
         Of the detector: the chance of a false alarm within ``change_horizon`` values is at
@@ -79,9 +79,11 @@ class RestartingMeanSequence(StatefulEstimator):
         change_horizon: float = 100_000.0,
         prior_variance: float | None = None,
         prior_weight: float = PRIOR_WEIGHT,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         self.alpha, self.target_time, self.min_n = alpha, target_time, min_n
         self.prior_variance, self.prior_weight = prior_variance, prior_weight
+        self.bounds = bounds
         self.all_time = self._new_sequence()
         self.detector = MeanShiftDetector(change_alpha, change_horizon)
         self.since_change: NormalMixtureSequence | None = None
@@ -121,7 +123,12 @@ class RestartingMeanSequence(StatefulEstimator):
 
     def _new_sequence(self) -> NormalMixtureSequence:
         return NormalMixtureSequence(
-            self.alpha, self.target_time, self.min_n, self.prior_variance, self.prior_weight
+            self.alpha,
+            self.target_time,
+            self.min_n,
+            self.prior_variance,
+            self.prior_weight,
+            self.bounds,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -141,6 +148,9 @@ class RestartingMeanSequence(StatefulEstimator):
             all_time.min_n,
             prior_variance=all_time.prior_variance,
             prior_weight=all_time.prior_weight,
+            bounds=None
+            if all_time.bounded is None
+            else (all_time.bounded.low, all_time.bounded.high),
         )
         sequence.all_time = all_time
         sequence.detector = MeanShiftDetector.from_state(state["detector"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ._bernoulli import BernoulliSequence
-from ._normal_mixture import Interval
+from ._interval import Interval
 from ._sketch import QuantileSketch
 
 __all__ = ["exceedance_sequence", "quantile_interval", "quantile_rank_bounds"]

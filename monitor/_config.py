@@ -49,8 +49,14 @@ class ResidualDriftPolicy:
     fail_action: str = "alert"
     # The change detector that restarts the interval after a late shift: chance of a
     # false alarm within change_horizon labels is at most change_alpha.
+    # alpha is the gate's total: the interval spends alpha - change_alpha, the detector
+    # change_alpha, so a false WARN or FAIL has probability at most alpha.
     change_alpha: float = 0.01
     change_horizon: float = 100_000.0
+    # The bounds every oracle label lies in: within them (and predictions within them,
+    # so residuals within +-(high - low)) the interval is exact at every sample size
+    # (empirical Bernstein); a residual outside turns it to the normal mixture.
+    label_range: tuple[float, ...] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,17 @@ def _check(policy: Policy) -> None:
 
     probability(policy.residual_drift.alpha, "residual_drift.alpha")
     probability(policy.residual_drift.change_alpha, "residual_drift.change_alpha")
+    require(
+        policy.residual_drift.change_alpha < policy.residual_drift.alpha,
+        "residual_drift.change_alpha",
+        "must be below residual_drift.alpha (the gate's total, which it is part of)",
+    )
+    labels = policy.residual_drift.label_range
+    require(
+        len(labels) == 2 and labels[0] < labels[1],
+        "residual_drift.label_range",
+        f"must be [low, high] with low < high, got {list(labels)}",
+    )
     bias = policy.residual_drift.bias_threshold
     require(bias >= 0, "residual_drift.bias_threshold", f"must be 0 or more, got {bias}")
     probability(policy.score_drift.alpha, "score_drift.alpha")

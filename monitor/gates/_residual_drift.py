@@ -83,7 +83,7 @@ def _judge(
     calibrator_version: int,
 ) -> Verdict:
     overall = _interval_verdict(
-        subject, residuals.all_time, policy, calibrator_version, "normal_mixture_cs"
+        subject, residuals.all_time, policy, calibrator_version, residuals.all_time.method
     )
     if residuals.since_change is None:
         return overall
@@ -92,7 +92,7 @@ def _judge(
         residuals.since_change,
         policy,
         calibrator_version,
-        "normal_mixture_cs_after_change",
+        f"{residuals.since_change.method}_after_change",
     )
     since_change.evidence["since_labeled_n"] = residuals.change_at
     since_change.evidence["change_shift"] = residuals.alarm_shift
@@ -124,6 +124,7 @@ def _interval_verdict(
         "threshold": policy.bias_threshold,
         "method": method,
         "alpha": policy.alpha,
+        "interval_alpha": sequence.alpha,
         "calibrator_version": calibrator_version,
     }
     if sequence.n < policy.min_labeled or not math.isfinite(interval.low):

@@ -196,13 +196,15 @@ class LabelModel:
 
     def new_residuals(self, calibrator: ActiveCalibrator) -> RestartingMeanSequence:
         residual = self.policy.residual_drift
+        low, high = residual.label_range
         return RestartingMeanSequence(
-            residual.alpha,
+            residual.alpha - residual.change_alpha,  # the gate's alpha is the total
             residual.target_time,
             residual.min_labeled,
             residual.change_alpha,
             residual.change_horizon,
             prior_variance=calibrator.residual_variance,
+            bounds=(low - high, high - low),
         )
 
     def load(self, subject: str, stored: Mapping[str, bytes | None]) -> LabelState:
@@ -279,7 +281,8 @@ class LabelModel:
             "residual_mean": evidence["estimate"],
             "ci_low": evidence["ci_low"],
             "ci_high": evidence["ci_high"],
-            "interval": "all_time" if evidence["method"] == "normal_mixture_cs" else "since_change",
+            # The restarted interval's evidence says where it started.
+            "interval": "since_change" if "since_labeled_n" in evidence else "all_time",
             "verdict": residual.verdict,
             "reason": residual.reason,
             "next_step": evidence.get("next_step"),
@@ -335,7 +338,10 @@ class LabelModel:
         """How far the residual gate is from a decision, in labels and (at the recent
         label rate) in seconds. WARN and FAIL have decided; INCONCLUSIVE waits for
         ``min_labeled``; PASS waits for as many labels as would make its interval exclude
-        0 if the mean residual stayed where it is (``None``: not in any useful time)."""
+        0 if the mean residual stayed where it is (``None``: not in any useful time), by
+        the normal-mixture interval of the same alpha (the empirical-Bernstein interval
+        the gate uses on bounded labels is not a closed form; near its target time they
+        are of a width)."""
         policy = self.policy.residual_drift
         sequence = state.residuals.all_time  # PASS and INCONCLUSIVE use the all-time one
         labels: int | None
@@ -349,7 +355,7 @@ class LabelModel:
                 sequence.mean,
                 math.sqrt(sequence.variance),  # the interval's own, with its prior
                 sequence.n,
-                policy.alpha,
+                sequence.alpha,  # the interval's share of the gate's alpha
                 policy.target_time,
                 policy.min_labeled,
             )

@@ -108,9 +108,7 @@ def test_cuped_agrees_with_a_direct_computation_from_the_raw_arrays(ratio: float
             800,
             7200,
         )
-        assert sigma2_of(result) == pytest.approx(
-            textbook[0] / p + textbook[1] / (1 - p), rel=1e-9
-        )
+        assert sigma2_of(result) == pytest.approx(textbook[0] / p + textbook[1] / (1 - p), rel=1e-9)
     raw = mean_difference_sequence(arm_t, arm_c, ratio=ratio)
     assert result.variance_reduction == pytest.approx(1 - sigma2 / sigma2_of(raw), rel=1e-9)
 

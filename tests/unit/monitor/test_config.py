@@ -27,7 +27,8 @@ def test_environment_then_flags() -> None:
 def test_policy_yaml(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(
-        "residual_drift:\n  alpha: 0.01\n  fail_action: hold\ndedupe_window_seconds: 60\n"
+        "residual_drift:\n  alpha: 0.01\n  change_alpha: 0.002\n  fail_action: hold\n"
+        "dedupe_window_seconds: 60\n"
     )
     policy = load_policy(str(path))
     assert policy.residual_drift.alpha == 0.01 and policy.residual_drift.fail_action == "hold"

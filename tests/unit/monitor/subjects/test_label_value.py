@@ -137,6 +137,7 @@ def test_until_decided_collecting_then_watching_then_decided() -> None:
 def replace_moments(state: LabelState, moments: Moments) -> NormalMixtureSequence:
     sequence = state.residuals.all_time.copy()
     sequence.moments = moments
+    sequence.bounded = None  # the labels-to-decide figure is the normal mixture's
     return sequence
 
 

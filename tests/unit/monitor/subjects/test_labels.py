@@ -169,11 +169,15 @@ def test_residuals_are_taken_against_the_active_calibrator() -> None:
 
 
 def test_a_new_stream_starts_empty_under_the_identity_with_the_policy() -> None:
-    policy = replace(POLICY, residual_drift=ResidualDriftPolicy(alpha=0.01, min_labeled=50))
+    policy = replace(
+        POLICY, residual_drift=ResidualDriftPolicy(alpha=0.01, change_alpha=0.002, min_labeled=50)
+    )
     state = LabelModel(policy).load("p", EMPTY)
     assert state.calibrator.version == 0 and state.calibrator.kind == "identity"
     assert state.n == 0 and state.residuals.n == 0 and state.score_sketch.n == 0
-    assert (state.residuals.alpha, state.residuals.min_n) == (0.01, 50)
+    # The interval spends what the change detector leaves of the gate's alpha.
+    assert (state.residuals.alpha, state.residuals.min_n) == (pytest.approx(0.008), 50)
+    assert state.residuals.all_time.method == "empirical_bernstein_cs"
 
 
 def test_load_and_dump_round_trip_exactly(late_shift: tuple[LabelHandler, LabelState]) -> None:
