@@ -61,6 +61,8 @@ def test_without_a_sequence_it_is_inconclusive() -> None:
         "ci_high": None,
         "threshold": 0.001,
         "method": "dirichlet_multinomial_e_process",
+        "counted": None,  # no canary traffic yet: nothing counted
+        "capped": False,
     }
 
 

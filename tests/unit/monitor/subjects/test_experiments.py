@@ -413,9 +413,11 @@ def test_an_experiment_is_tested_against_its_declared_allocation() -> None:
     handler, state = TelemetryHandler(policy), ExperimentState()
     events = [telemetry(f"a{i}", "a", subject="exp") for i in range(3)]
     events += [telemetry(f"c{i}", "c", subject="exp") for i in range(4)]
+    events += [telemetry(f"a{i}", "a", subject="exp") for i in range(3, 5)]
     fold(handler, state, events, subject="exp")
     assert state.srm is not None and state.srm_variants == ["a", "b"]
-    assert state.srm.expected == [0.25, 0.75] and state.srm.counts == [3, 0]
+    # From the first event not of control ("a") on; the undeclared "c" is not tested.
+    assert state.srm.expected == [0.25, 0.75] and state.srm.counts == [2, 0]
 
 
 def test_an_undeclared_experiment_expects_equal_shares_of_the_variants_seen() -> None:
@@ -441,10 +443,13 @@ def test_a_new_stage_restarts_the_comparison_and_the_split_test() -> None:
     assert state.srm is not None and state.stage == 1
     step(canary_handler, state, canary_event("promote", 50, ts=NOW + 1), now=NOW + 10)
     assert (state.variants, state.srm, state.srm_variants, state.stage) == ({}, None, [], 2)
-    fold(telemetry_handler, state, [telemetry("k2", "canary"), telemetry("c2", "control")])
+    late = [telemetry("k2", "canary"), telemetry("c2", "control")]  # of before the promote
+    fold(telemetry_handler, state, late)
+    assert (state.split, state.srm) == (None, None)
+    fold(telemetry_handler, state, [{**e, "ts": NOW + 2} for e in late])  # at or after it
     assert state.srm is not None
     assert (state.srm.expected, state.srm.counts) == ([0.5, 0.5], [1, 1])
-    assert {name: stats.n for name, stats in state.variants.items()} == {"canary": 1, "control": 1}
+    assert {name: stats.n for name, stats in state.variants.items()} == {"canary": 2, "control": 2}
 
 
 def test_telemetry_read_before_its_deploy_is_kept_and_rolls_the_canary_back() -> None:
@@ -750,8 +755,12 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     state.srm = None  # no split test yet: no promotion
     assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
     handler = TelemetryHandler(POLICY)
+    # Control alone until the controller routes the canary its share: not counted.
     fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900)])
-    fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(100)])
+    assert state.srm is None
+    events = [telemetry(f"k{i}", "canary") for i in range(100)]
+    events += [telemetry(f"c{i}", "control") for i in range(900, 1800)]
+    fold(handler, state, events)
     verdicts = by_gate(model.evaluate("agent", state, NOW))
     assert verdicts["guardrail"].verdict == "PASS" and verdicts["srm"].verdict == "PASS"
     canary = verdicts["canary"]
