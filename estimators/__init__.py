@@ -67,7 +67,7 @@ from ._restarting import RestartingMeanSequence
 from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
 from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
-from ._srm import SampleRatioSequence
+from ._srm import SampleRatioSequence, SplitCounts
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
@@ -101,6 +101,7 @@ __all__ = [
     "QuantileSketch",
     "RestartingMeanSequence",
     "SampleRatioSequence",
+    "SplitCounts",
     "SrmResult",
     "ValueEstimate",
     "VarianceModel",

@@ -1,7 +1,9 @@
-"""Sequential sample-ratio-mismatch test: a Dirichlet-multinomial mixture e-process."""
+"""Sequential sample-ratio-mismatch test: a Dirichlet-multinomial mixture e-process, and
+the bounded distinct-unit counts it is fed with."""
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +14,7 @@ from scipy.special import gammaln, xlogy
 
 from ._base import StatefulEstimator
 
-__all__ = ["SampleRatioSequence"]
+__all__ = ["SampleRatioSequence", "SplitCounts"]
 
 
 class SampleRatioSequence(StatefulEstimator):
@@ -151,3 +153,125 @@ class SampleRatioSequence(StatefulEstimator):
             f"SampleRatioSequence(expected={self.expected}, counts={self.counts}, "
             f"p_value={self.p_value:.3g})"
         )
+
+
+class SplitCounts(StatefulEstimator):
+    """Counts per category of distinct units (or of events), in bounded memory.
+
+    A sample-ratio test counts units, not events: a user who sends ten requests is one
+    draw of the assignment, and counting their ten events would test the assignment with
+    ten times the weight of a user who sent one. Units are remembered as 64-bit digests
+    of (category, unit) (the caller hashes them, e.g. with XXH3), in one sorted array of
+    at most ``cap`` digests, 8 bytes each; two pairs collide with probability about
+    ``n^2 / 2^65`` (7e-11 for 50,000). When the cap is reached the counts stop moving
+    (``full``) and the digests are dropped: a sequential test frozen at a stopping time
+    stays valid, it only stops gaining power. Without digests it counts events, with no
+    memory to bound.
+
+    Parameters
+    ----------
+    cap
+        Most distinct (category, unit) pairs remembered before the counts freeze.
+    units
+        Count distinct units (``update`` gets their digests) or, when False, events.
+
+    Examples
+    --------
+    >>> split = SplitCounts(cap=4)
+    >>> split.update(["b", "a", "b"], np.array([7, 3, 7], dtype=np.uint64))
+    {'a': 1, 'b': 1}
+    >>> split.update(["a", "a", "b", "b"], np.array([3, 4, 5, 6], dtype=np.uint64))
+    {'a': 1, 'b': 1}
+    >>> split.counts, split.full, split.counted
+    ({'a': 2, 'b': 2}, True, 'units')
+    >>> SplitCounts.from_state(split.to_state()) == split
+    True
+    """
+
+    def __init__(self, cap: int = 50_000, units: bool = True) -> None:
+        if cap < 1:
+            raise ValueError("cap must be positive")
+        self.cap = int(cap)
+        self.units = units
+        self.full = False
+        self.counts: dict[str, int] = {}
+        self._seen = np.zeros(0, dtype=np.uint64)  # sorted, distinct
+
+    __add__ = None  # type: ignore[assignment]  # a frozen count does not merge
+
+    @property
+    def counted(self) -> str:
+        """``units`` or ``events``: what one count is."""
+        return "units" if self.units else "events"
+
+    @property
+    def remembered(self) -> int:
+        """How many (category, unit) digests are held."""
+        return int(self._seen.size)
+
+    def update(self, categories: Sequence[str], digests: ArrayLike | None = None) -> dict[str, int]:
+        """Count one batch (in arrival order); returns what it added per category.
+
+        ``digests``: one 64-bit digest of (category, unit) per event, required when
+        counting units. A pair already remembered adds nothing; past the cap, nothing
+        does."""
+        if self.full or not len(categories):
+            return {}
+        labels = np.asarray(categories, dtype=object)
+        if self.units:
+            if digests is None:
+                raise ValueError("counting units needs one digest per event")
+            labels = labels[self._fresh(np.asarray(digests, dtype=np.uint64), labels.size)]
+        names, added = np.unique(labels.astype(str), return_counts=True)
+        batch = dict(zip(names.tolist(), added.tolist(), strict=True))
+        for name, count in batch.items():
+            self.counts[name] = self.counts.get(name, 0) + count
+        return batch
+
+    def _fresh(self, digests: np.ndarray, size: int) -> np.ndarray:
+        """Indices (in batch order) of the first sighting of each new pair, up to the cap."""
+        if digests.shape != (size,):
+            raise ValueError(f"expected {size} digests, got shape {digests.shape}")
+        distinct, first = np.unique(digests, return_index=True)
+        known = _sorted_contains(self._seen, distinct)
+        fresh = np.sort(first[~known])
+        room = self.cap - self._seen.size
+        if fresh.size >= room:
+            fresh, self.full = fresh[:room], True
+        self._seen = (
+            np.zeros(0, dtype=np.uint64) if self.full else np.union1d(self._seen, digests[fresh])
+        )
+        return fresh
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "cap": self.cap,
+            "units": self.units,
+            "full": self.full,
+            "counts": dict(self.counts),
+            # Sorted little-endian uint64, base64: a third of the JSON of a list of ints.
+            "seen": base64.b64encode(self._seen.astype("<u8").tobytes()).decode("ascii"),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SplitCounts:
+        split = cls(int(state["cap"]), bool(state["units"]))
+        split.full = bool(state["full"])
+        split.counts = {str(k): int(v) for k, v in state["counts"].items()}
+        raw = base64.b64decode(state["seen"])
+        split._seen = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+        return split
+
+    def __repr__(self) -> str:
+        return (
+            f"SplitCounts(counted={self.counted!r}, counts={self.counts}, "
+            f"remembered={self.remembered}, full={self.full})"
+        )
+
+
+def _sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Which needles are in the sorted ``haystack`` (one binary search each)."""
+    if not haystack.size:
+        return np.zeros(needles.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(haystack, needles), haystack.size - 1)
+    return haystack[at] == needles

@@ -5,7 +5,10 @@ One subject per ``experiment_id`` (for a canary, its ``agent``): telemetry event
 (``driftgate.canary``) move the agent's lifecycle, and both are judged together, so
 that a guardrail breach is always judged with the bundle and percent it happened under.
 A deploy or a promotion starts a new stage: the allocation changed, so the comparison and
-the sample-ratio test start afresh.
+the sample-ratio test start afresh. The sample-ratio test of a stage (and of a resume)
+starts with its first canary-variant event: controllers route traffic to a canary an
+interval or two after they deploy it, and the control-only traffic in between is no
+mismatch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from estimators import (
     PairedDifferenceSequence,
     QuantileSketch,
     SampleRatioSequence,
+    SplitCounts,
     benjamini_hochberg,
     mean_difference_sequence,
 )
@@ -37,6 +41,7 @@ from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import GuardrailReading, guardrail_gate, read_guardrails
 from ..gates._srm import srm_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
+from ..pipeline._dedupe import event_digests
 from ..store import _keys as fields
 from ._decode import (
     EventRows,
@@ -60,6 +65,9 @@ __all__ = [
 
 HISTORY = 20  # lifecycle actions kept in the state (the audit log keeps them all)
 SRM_MIN_N = 100
+# Distinct (variant, unit) pairs a stage's split test remembers (8 bytes each) before it
+# freezes: enough to tell a 9% canary from a declared 10% (about 25,000 units).
+SRM_MAX_UNITS = 50_000
 # A canary in these phases takes its share of the traffic and is judged against control.
 ACTIVE_PHASES = ("monitoring", "paused")
 
@@ -204,6 +212,12 @@ class ExperimentState:
     quality_pairs: PairedDifferenceSequence | None = None
     """The canary's quality against control's over this stage, pair by pair (the canary
     gate's comparison of bounded outcomes)."""
+    split: SplitCounts | None = None
+    """The split test's distinct units per variant, from its first non-control event."""
+    split_from: float | None = None
+    """The event time from which an event may start the split test (the stage's start)."""
+    split_started_at: float | None = None
+    """The event time of the event that started the split test."""
 
     def new_stage(self, starts_at: float | None = None) -> None:
         """The allocation changed at event time ``starts_at``: compare afresh.
@@ -211,9 +225,10 @@ class ExperimentState:
         Topics are read independently, so a deployment's first telemetry can be folded
         before its ``deploy`` is applied. When no event of the stage so far is earlier
         than the new stage's start (a stage runs from its event's time on), it all
-        belongs to the new stage and is kept (a breach found in it still rolls the canary
-        back); otherwise it is dropped. The split test, whose expected shares changed,
-        starts again in either case."""
+        belongs to the new stage and is kept, with the units its split test counted (a
+        breach found in it still rolls the canary back); otherwise it is dropped. The
+        split test, whose expected shares changed, starts again in either case, from
+        the counts kept."""
         keep = (
             starts_at is not None
             and self.stage_first_ts is not None
@@ -221,9 +236,17 @@ class ExperimentState:
         )
         if not keep:
             self.variants, self.stage_first_ts = {}, None
+            self.split, self.split_started_at = None, None
         self.srm, self.srm_variants = None, []
         self.quality_pairs = None  # the split that sizes its blocks changed
+        self.split_from = starts_at
         self.stage += 1
+
+    def restart_split(self, starts_at: float) -> None:
+        """A new split test from the first canary event at or after ``starts_at`` (a
+        resume: the controller may have moved the traffic while the canary was paused)."""
+        self.split, self.split_started_at, self.split_from = None, None, starts_at
+        self.srm, self.srm_variants = None, []
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -235,22 +258,33 @@ class ExperimentState:
             "stage": self.stage,
             "stage_first_ts": self.stage_first_ts,
             "quality_pairs": self.quality_pairs.to_state() if self.quality_pairs else None,
+            "split": self.split.to_state() if self.split else None,
+            "split_from": self.split_from,
+            "split_started_at": self.split_started_at,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ExperimentState:
+        # A state from before the split counts (no "split" key) counted events from the
+        # stage's start, the HOLD that never cleared: its test starts again with the next
+        # canary event.
+        split = state.get("split")
+        counted = "split" in state
         return cls(
             variants={k: VariantStats.from_state(v) for k, v in state["variants"].items()},
             staging={k: int(v) for k, v in state["staging"].items()},
             lifecycle=Lifecycle.from_state(state["lifecycle"]) if state["lifecycle"] else None,
-            srm=SampleRatioSequence.from_state(state["srm"]) if state["srm"] else None,
-            srm_variants=list(state["srm_variants"]),
+            srm=SampleRatioSequence.from_state(state["srm"]) if state["srm"] and counted else None,
+            srm_variants=list(state["srm_variants"]) if counted else [],
             stage=int(state["stage"]),
             stage_first_ts=state.get("stage_first_ts"),  # absent in states before it was kept
             # Absent in states written before pairs: the comparison pairs from now on.
             quality_pairs=PairedDifferenceSequence.from_state(state["quality_pairs"])
             if state.get("quality_pairs")
             else None,
+            split=SplitCounts.from_state(split) if split else None,
+            split_from=state.get("split_from"),
+            split_started_at=state.get("split_started_at"),
         )
 
 
@@ -304,7 +338,12 @@ class ExperimentModel:
     def expected_split(self, subject: str, state: ExperimentState) -> dict[str, float] | None:
         """The declared share of each variant: the canary's percent while it is active
         (after a rollback or a full promotion no split is declared); an experiment's
-        allocation; else equal shares of the variants seen (two at least)."""
+        allocation; else equal shares of the variants seen (two at least).
+
+        A canary's telemetry can be folded before its deploy is applied (the topics are
+        read independently): an undeclared subject that has canary-variant traffic, or an
+        agent of the policy, waits for its deploy to declare the split, rather than
+        testing the canary's 10% against equal shares."""
         if state.lifecycle is not None:
             if state.lifecycle.phase not in ACTIVE_PHASES:
                 return None
@@ -316,6 +355,9 @@ class ExperimentModel:
         declared = self.policy.for_experiment(subject).allocation
         if declared:
             return dict(declared)
+        canary_variant = self.policy.for_agent(subject).canary.canary_variant
+        if subject in self.policy.agents or canary_variant in state.variants:
+            return None
         seen = sorted(state.variants)
         return {name: 1 / len(seen) for name in seen} if len(seen) >= 2 else None
 
@@ -345,6 +387,7 @@ class ExperimentModel:
             policy.canary.srm_alpha,
             SRM_MIN_N,
             applicable=not degenerate,
+            split=state.split,
         )
         verdicts = [guardrail, srm]
         comparison = None
@@ -457,6 +500,9 @@ class ExperimentModel:
             "srm_p_value": state.srm.p_value if state.srm else None,
             "verdict": by_gate["guardrail"].verdict if "guardrail" in by_gate else None,
             "srm_verdict": by_gate["srm"].verdict if "srm" in by_gate else None,
+            # What the split test counts (units or events), and whether it froze at its cap.
+            "srm_counted": state.split.counted if state.split else None,
+            "srm_capped": state.split.full if state.split else False,
             "stage": state.stage,
         }
         view: dict[str, Any] = {"experiment": experiment, "agent": None}
@@ -600,12 +646,14 @@ class TelemetryHandler:
     ) -> list[dict[str, Any]]:
         """Fold one batch into each variant's statistics (production events only)."""
         by_variant: dict[str, list[TelemetryEvent]] = {}
+        production: list[tuple[TelemetryEvent, float]] = []  # in offset order
         first = math.inf
         for event, ts in zip(events.columns.events, events.ts.tolist(), strict=True):
             if event.environment == "staging":  # counted and shown, never judged
                 state.staging[event.variant] = state.staging.get(event.variant, 0) + 1
             else:
                 by_variant.setdefault(event.variant, []).append(event)
+                production.append((event, ts))
                 first = min(first, ts)
         for variant, rows in by_variant.items():
             _fold(state.variants.setdefault(variant, VariantStats()), rows)
@@ -615,7 +663,8 @@ class TelemetryHandler:
         canary = self.model.policy.for_agent(subject).canary.canary_variant
         if lifecycle is not None and by_variant.get(canary):
             lifecycle.last_data_at = now
-        self._count_split(subject, state, by_variant)
+        added = self._count_units(subject, state, production)
+        self._test_split(subject, state, added)
         self._pair_quality(subject, state, by_variant)
         return []
 
@@ -644,24 +693,49 @@ class TelemetryHandler:
             _outcomes(by_variant.get(canary.control_variant, ())),
         )
 
-    def _count_split(
-        self,
-        subject: str,
-        state: ExperimentState,
-        by_variant: Mapping[str, list[TelemetryEvent]],
-    ) -> None:
-        """The sample-ratio test over the declared variants (others do not count)."""
+    def _count_units(
+        self, subject: str, state: ExperimentState, production: list[tuple[TelemetryEvent, float]]
+    ) -> dict[str, int]:
+        """Count the batch's distinct units per variant into the stage's split counts.
+
+        The counts start with the stage's first event of a variant other than control
+        (its canary traffic) at or after the stage's start: before a controller routes
+        traffic to the canary, control alone is all there is, and no mismatch. That
+        first event is a stopping time and the mixture's first factor is 1 whatever it
+        is, so starting there keeps the test's level."""
+        if state.split is None:
+            control = self.model.control(subject, state)
+            since = -math.inf if state.split_from is None else state.split_from
+            start = next(
+                (
+                    i
+                    for i, (event, ts) in enumerate(production)
+                    if event.variant != control and ts >= since
+                ),
+                None,
+            )
+            if start is None:
+                return {}
+            state.split = SplitCounts(SRM_MAX_UNITS)
+            state.split_started_at = production[start][1]
+            production = production[start:]
+        variants = [event.variant for event, _ in production]
+        pairs = [f"{event.variant}\x1f{event.unit_id}" for event, _ in production]
+        return state.split.update(variants, event_digests(pairs))
+
+    def _test_split(self, subject: str, state: ExperimentState, added: Mapping[str, int]) -> None:
+        """Feed the sample-ratio test the units added, of the declared variants only."""
         expected = self.model.expected_split(subject, state)
-        if expected is None:
+        if expected is None or state.split is None:
             return
         names = sorted(expected)
         if state.srm is None or state.srm_variants != names:
-            # A new stage, or new variants: the test starts with what the stage holds.
+            # A new stage, or new variants: the test starts with what the stage counted.
             state.srm = SampleRatioSequence([expected[name] for name in names])
             state.srm_variants = names
-            counts = [state.variants[name].n if name in state.variants else 0 for name in names]
+            counts = [state.split.counts.get(name, 0) for name in names]
         else:
-            counts = [len(by_variant.get(name, ())) for name in names]
+            counts = [added.get(name, 0) for name in names]
         state.srm.update(counts)
 
 
@@ -796,4 +870,5 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
     elif event.action == "resume" and lifecycle.phase == "paused":
         lifecycle.phase = "monitoring"
         lifecycle.last_data_at = now  # the fail-safe clock starts again on resume
+        state.restart_split(ts)
     lifecycle.history = [*lifecycle.history, record][-HISTORY:]

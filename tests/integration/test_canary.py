@@ -297,3 +297,114 @@ def test_kill_9_during_a_rollback_leaves_exactly_one(deployment: Deployment) -> 
     assert len({d["decision_id"] for d in on_topic}) == 1, on_topic
     log = orjson.loads(deployment.cli("log", "--json", "--action", "rollback").stdout)
     assert len([e for e in log if e.get("subject") == "crash"]) == 1
+
+
+def split_telemetry(agent: str, units: int, per_100: int, first: int = 0) -> list[bytes]:
+    """Envelopes of 100 events of distinct units, exactly ``per_100`` of each 100 to the
+    canary (shuffled, the first of all a canary's); control-only when ``per_100`` is 0.
+    Healthy and identical arms, so that the srm gate alone can hold the canary back."""
+    rng = np.random.default_rng(first + per_100)
+    envelopes = []
+    for start in range(first, first + units, 100):
+        size = min(100, first + units - start)
+        canary = np.zeros(size, dtype=bool)
+        canary[rng.permutation(size)[:per_100]] = True
+        if start == first and per_100:
+            canary[canary.argmax()], canary[0] = False, True
+        latency_ms, score = rng.lognormal(6.0, 0.3, size), rng.normal(0.8, 0.1, size)
+        envelopes.append(
+            encode(
+                [
+                    {
+                        "event_id": f"{agent}-{start + i}",
+                        "ts": NOW + 1,
+                        "experiment_id": agent,
+                        "unit_id": f"u{start + i}",
+                        "variant": "canary" if canary[i] else "control",
+                        "primary_outcome": float(score[i]),
+                        "guardrails": {
+                            "toxicity": False,
+                            "pii": False,
+                            "latency_ms": float(latency_ms[i]),
+                            "unit_cost": 0.004,
+                        },
+                    }
+                    for i in range(size)
+                ]
+            )
+        )
+    return envelopes
+
+
+def test_flagger_timeline_the_split_test_starts_with_the_canary_traffic(
+    deployment: Deployment,
+) -> None:
+    """Issue 18: Flagger routes traffic to the canary an interval or two after the deploy.
+    Replayed through a worker and the hooks: a deploy at 10%, 170 control-only events,
+    then a true 10% split: the hooks let the canary progress to its promotion (no srm
+    HOLD; 3,000 canary units, so that the toxicity bound clears 0.5% for promotion). A
+    true 9% split at a declared 10%, after the same delay: held (the test keeps its
+    power; exact 9% in every 100 units is rejected at 0.001 by 16,600 units)."""
+    worker = deployment.start_worker()
+    port = worker.metrics_port  # type: ignore[attr-defined]
+    agents = ["on-plan", "nine"]
+    deployment.produce("canary", [encode(deploy(a)) for a in agents], [a.encode() for a in agents])
+
+    def hook(name: str, agent: str) -> tuple[int, Any]:
+        payload = {"name": agent, "namespace": "prod", "metadata": {"agent": agent}}
+        return http(port, f"/v1/flagger/{name}", payload)
+
+    # confirm-rollout: Flagger waits until driftgate knows the deploy.
+    deployment.wait_for(
+        lambda: all(hook("rollout", a)[0] == 200 for a in agents), 30, "confirm-rollout"
+    )
+    # Control alone, before Flagger routes the canary its share.
+    produced = 0
+    for agent in agents:
+        messages = split_telemetry(agent, 170, 0)
+        deployment.produce("telemetry", messages, [agent.encode()] * len(messages))
+        produced += 170
+    deployment.wait_for_count("telemetry", "ok", produced)
+    for agent in agents:  # pre-rollout: no HOLD, nothing to roll back
+        status, answer = hook("rollout", agent)
+        assert status == 200, answer
+        assert hook("rollback", agent)[0] == 409
+        status, srm = http(port, f"/v1/gates/srm/{agent}")
+        assert status == 200 and srm["verdict"] == "INCONCLUSIVE", srm
+        assert srm["evidence"]["counted"] is None  # the test has not started
+
+    # The canary's traffic, iteration by iteration (Flagger's rollout hook each time).
+    first = 200
+    for _ in range(4):
+        for agent, per_100, units in (("on-plan", 10, 7_500), ("nine", 9, 6_500)):
+            messages = split_telemetry(agent, units, per_100, first=first)
+            deployment.produce("telemetry", messages, [agent.encode()] * len(messages))
+            produced += units
+        first += 10_000
+        deployment.wait_for_count("telemetry", "ok", produced, timeout=120)
+        status, answer = hook("rollout", "on-plan")
+        assert status == 200, answer
+        assert hook("rollback", "on-plan")[0] == 409
+
+    status, srm = http(port, "/v1/gates/srm/on-plan")
+    assert (srm["verdict"], srm["reason"]) == ("PASS", "no_mismatch"), srm
+    assert srm["evidence"]["counts"] == {"canary": 3_000, "control": 27_000}
+    assert (srm["evidence"]["counted"], srm["evidence"]["capped"]) == ("units", False)
+    assert srm["evidence"]["expected"] == {"canary": 0.1, "control": 0.9}
+    status, agent = http(port, "/v1/agents/on-plan")
+    assert (agent["recommendation"], hook("confirm-promotion", "on-plan")[0]) == ("promote", 200), [
+        (g["gate"], g["verdict"], g["reason"], g["evidence"]) for g in agent["gates"]
+    ]
+
+    status, srm = http(port, "/v1/gates/srm/nine")
+    assert (srm["verdict"], srm["action"], srm["reason"]) == ("HOLD", "hold", "srm"), srm
+    assert srm["evidence"]["counts"] == {"canary": 2_340, "control": 23_660}
+    assert srm["evidence"]["p_value"] <= 0.001
+    status, answer = hook("rollout", "nine")
+    assert status == 409 and answer["verdict"] == "HOLD" and answer["reason"] == "srm"
+    assert hook("confirm-promotion", "nine")[0] == 409
+
+    records = decisions(deployment, 2)
+    srm_decisions = [(d["subject"], d["verdict"]) for d in records if d["gate"] == "srm"]
+    assert ("on-plan", "HOLD") not in srm_decisions
+    assert ("nine", "HOLD") in srm_decisions

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
+import orjson
 import pytest
 from scipy import stats
 from scipy.special import gammaln, xlogy
 
-from estimators import SampleRatioSequence
+from estimators import SampleRatioSequence, SplitCounts
 
 PATHS = 2000
 
@@ -67,8 +69,6 @@ def test_running_maximum_p_value_and_batching() -> None:
 
 
 def test_state_round_trip_is_exact_and_json_safe() -> None:
-    import orjson
-
     srm = SampleRatioSequence([0.2, 0.3, 0.5], concentration=30.0)
     for counts in ([20, 31, 49], [25, 20, 55], [19, 40, 41]):
         srm.update(np.array(counts, dtype=np.int32))
@@ -156,3 +156,67 @@ def test_a_small_imbalance_is_not_rejected_within_2000_units() -> None:
     first = first_rejection(0.105, 2000, 0.001, seed=77)
     rejected = (first <= 2000).mean()
     assert rejected <= 0.02, f"rejected within 2,000 units in {rejected:.4f} of paths"
+
+
+# --- SplitCounts: distinct units in bounded memory ------------------------------------------------
+
+
+def digests(pairs: list[tuple[str, int]]) -> np.ndarray:
+    """Stand-in digests of (category, unit): distinct pairs, distinct numbers."""
+    return np.array([hash(pair) % 2**63 + 1 for pair in pairs], dtype=np.uint64)
+
+
+def test_split_counts_count_each_unit_once_per_category_in_any_batching() -> None:
+    rng = np.random.default_rng(80)
+    categories, units = rng.integers(0, 3, 5000).tolist(), rng.integers(0, 800, 5000).tolist()
+    pairs = [(str(c), u) for c, u in zip(categories, units, strict=True)]
+    oracle = Counter(category for category, _ in set(pairs))
+    one = SplitCounts(cap=10_000)
+    added = one.update([c for c, _ in pairs], digests(pairs))
+    assert one.counts == added == dict(oracle) and one.remembered == len(set(pairs))
+    batched = SplitCounts(cap=10_000)
+    for start in range(0, len(pairs), 333):
+        chunk = pairs[start : start + 333]
+        batched.update([c for c, _ in chunk], digests(chunk))
+    assert batched == one and batched.counted == "units" and not batched.full
+
+
+def test_split_counts_freeze_at_the_cap_in_arrival_order_and_forget_the_digests() -> None:
+    split = SplitCounts(cap=5)
+    pairs = [("a", 1), ("b", 2), ("a", 1), ("a", 3)]
+    assert split.update([c for c, _ in pairs], digests(pairs)) == {"a": 2, "b": 1}
+    pairs = [("b", 2), ("b", 4), ("a", 5), ("b", 6), ("a", 7)]  # room for two new pairs
+    assert split.update([c for c, _ in pairs], digests(pairs)) == {"a": 1, "b": 1}
+    assert split.full and split.counts == {"a": 3, "b": 2} and split.remembered == 0
+    assert split.update(["a"], digests([("a", 99)])) == {} and split.counts["a"] == 3
+    restored = SplitCounts.from_state(orjson.loads(orjson.dumps(split.to_state())))
+    assert restored == split and restored.full
+
+
+def test_split_counts_without_units_count_events() -> None:
+    split = SplitCounts(units=False)
+    assert split.update(["a", "a", "b"]) == {"a": 2, "b": 1}
+    assert split.update(["a"]) == {"a": 1}
+    assert (split.counted, split.counts, split.remembered) == ("events", {"a": 3, "b": 1}, 0)
+
+
+def test_split_counts_state_is_compact_and_exact() -> None:
+    split = SplitCounts(cap=50_000)
+    units = np.arange(1, 20_001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    split.update(["x"] * units.size, units)
+    encoded = orjson.dumps(split.to_state())
+    assert len(encoded) < 11 * units.size  # base64 of 8 bytes a unit, not a list of ints
+    restored = SplitCounts.from_state(orjson.loads(encoded))
+    assert restored == split and restored.remembered == 20_000
+    assert restored.update(["x", "x"], units[:2]) == {}  # still remembered after the trip
+
+
+def test_split_counts_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="cap"):
+        SplitCounts(cap=0)
+    with pytest.raises(ValueError, match="digest"):
+        SplitCounts().update(["a"])
+    with pytest.raises(ValueError, match="2 digests"):
+        SplitCounts().update(["a", "b"], np.array([1], dtype=np.uint64))
+    with pytest.raises(TypeError):
+        SplitCounts() + SplitCounts()  # type: ignore[operator]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from estimators import SampleRatioSequence
+import numpy as np
+
+from estimators import SampleRatioSequence, SplitCounts
 from monitor.gates._srm import srm_gate
 
 VARIANTS = ["canary", "control"]  # sorted, as the experiments keep them
@@ -61,6 +63,8 @@ def test_without_a_sequence_it_is_inconclusive() -> None:
         "ci_high": None,
         "threshold": 0.001,
         "method": "dirichlet_multinomial_e_process",
+        "counted": None,  # no canary traffic yet: nothing counted
+        "capped": False,
     }
 
 
@@ -84,3 +88,17 @@ def test_a_split_with_all_traffic_on_one_side_is_not_applicable() -> None:
             "not_applicable",
         )
         assert verdict.evidence["method"] == "dirichlet_multinomial_e_process"
+
+
+def test_the_evidence_says_what_was_counted_and_whether_it_froze() -> None:
+    split = SplitCounts(cap=3)
+    split.update(["canary", "control"], np.array([1, 2], dtype=np.uint64))
+    sequence = SampleRatioSequence([0.1, 0.9]).update([1, 1])
+    evidence = srm_gate("agent", sequence, VARIANTS, 0.001, 100, split=split).evidence
+    assert (evidence["counted"], evidence["capped"], evidence["cap"]) == ("units", False, 3)
+    split.update(["control", "control"], np.array([3, 4], dtype=np.uint64))
+    evidence = srm_gate("agent", sequence, VARIANTS, 0.001, 100, split=split).evidence
+    assert (evidence["counted"], evidence["capped"]) == ("units", True)
+    events = SplitCounts(units=False)
+    evidence = srm_gate("agent", sequence, VARIANTS, 0.001, 100, split=events).evidence
+    assert (evidence["counted"], evidence["capped"], "cap" in evidence) == ("events", False, False)

@@ -6,13 +6,20 @@ import numpy as np
 import orjson
 import pytest
 
-from estimators import CoMoments, Moments, QuantileSketch, benjamini_hochberg
+from estimators import (
+    CoMoments,
+    Moments,
+    QuantileSketch,
+    SampleRatioSequence,
+    benjamini_hochberg,
+)
 from monitor import Policy
 from monitor._config import AgentPolicy, CanaryPolicy, ExperimentPolicy
 from monitor.gates import Verdict, decision_record, should_publish
 from monitor.pipeline import RawMessage
 from monitor.store import _keys as fields
 from monitor.subjects import CanaryHandler, TelemetryHandler
+from monitor.subjects import _experiments as experiments
 from monitor.subjects._experiments import (
     HISTORY,
     CanaryEvent,
@@ -413,9 +420,11 @@ def test_an_experiment_is_tested_against_its_declared_allocation() -> None:
     handler, state = TelemetryHandler(policy), ExperimentState()
     events = [telemetry(f"a{i}", "a", subject="exp") for i in range(3)]
     events += [telemetry(f"c{i}", "c", subject="exp") for i in range(4)]
+    events += [telemetry(f"a{i}", "a", subject="exp") for i in range(3, 5)]
     fold(handler, state, events, subject="exp")
     assert state.srm is not None and state.srm_variants == ["a", "b"]
-    assert state.srm.expected == [0.25, 0.75] and state.srm.counts == [3, 0]
+    # From the first event not of control ("a") on; the undeclared "c" is not tested.
+    assert state.srm.expected == [0.25, 0.75] and state.srm.counts == [2, 0]
 
 
 def test_an_undeclared_experiment_expects_equal_shares_of_the_variants_seen() -> None:
@@ -441,10 +450,13 @@ def test_a_new_stage_restarts_the_comparison_and_the_split_test() -> None:
     assert state.srm is not None and state.stage == 1
     step(canary_handler, state, canary_event("promote", 50, ts=NOW + 1), now=NOW + 10)
     assert (state.variants, state.srm, state.srm_variants, state.stage) == ({}, None, [], 2)
-    fold(telemetry_handler, state, [telemetry("k2", "canary"), telemetry("c2", "control")])
+    late = [telemetry("k2", "canary"), telemetry("c2", "control")]  # of before the promote
+    fold(telemetry_handler, state, late)
+    assert (state.split, state.srm) == (None, None)
+    fold(telemetry_handler, state, [{**e, "ts": NOW + 2} for e in late])  # at or after it
     assert state.srm is not None
     assert (state.srm.expected, state.srm.counts) == ([0.5, 0.5], [1, 1])
-    assert {name: stats.n for name, stats in state.variants.items()} == {"canary": 1, "control": 1}
+    assert {name: stats.n for name, stats in state.variants.items()} == {"canary": 2, "control": 2}
 
 
 def test_telemetry_read_before_its_deploy_is_kept_and_rolls_the_canary_back() -> None:
@@ -487,6 +499,148 @@ def test_telemetry_from_before_a_stage_is_dropped_with_it() -> None:
     assert (state.variants, state.stage_first_ts) == ({}, None)
     fold(telemetry_handler, state, [{**telemetry("k3", "canary"), "ts": NOW + 9}])
     assert state.stage_first_ts == NOW + 9
+
+
+# --- the split test of a stage --------------------------------------------------------------------
+
+
+def split_batch(prefix: str, canary: int, control: int, ts: float = NOW) -> list[dict[str, Any]]:
+    """``canary`` and ``control`` units, one event each, shuffled as a router would, but
+    for the first: a canary's (so that a batch that starts the test counts whole)."""
+    events = [telemetry(f"{prefix}k{i}", "canary") for i in range(canary)]
+    events += [telemetry(f"{prefix}c{i}", "control") for i in range(control)]
+    order = np.random.default_rng(len(prefix) + canary).permutation(range(1, len(events)))
+    return [{**events[i], "ts": ts} for i in [0, *order.tolist()]]
+
+
+def srm_of(handler: TelemetryHandler, state: ExperimentState) -> Verdict:
+    return by_gate(handler.model.evaluate("agent", state, NOW))["srm"]
+
+
+def test_control_alone_before_the_canary_is_routed_is_no_mismatch() -> None:
+    """Issue 18's repro: a deploy at 10%, 170 control-only events (the controller routes
+    the canary an interval later), then a true 10% split: no HOLD. Counted from the
+    deploy, as before, the 170 events hold the test for ever."""
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    fold(handler, state, [telemetry(f"early{i}", "control") for i in range(170)])
+    assert (state.split, state.srm) == (None, None)
+    srm = srm_of(handler, state)
+    assert (srm.verdict, srm.reason, srm.evidence["counted"]) == (
+        "INCONCLUSIVE",
+        "insufficient_data",
+        None,
+    )
+    for batch in range(10):
+        fold(handler, state, split_batch(f"b{batch}-", 20, 180))
+    srm = srm_of(handler, state)
+    assert (srm.verdict, srm.reason) == ("PASS", "no_mismatch")
+    assert srm.evidence["counts"] == {"canary": 200, "control": 1800}
+    assert (srm.evidence["counted"], srm.evidence["capped"]) == ("units", False)
+    assert srm.evidence["expected"] == {"canary": 0.1, "control": 0.9}
+    from_the_deploy = SampleRatioSequence([0.1, 0.9]).update([0, 170])
+    for _ in range(10):
+        from_the_deploy.update([20, 180])
+    assert from_the_deploy.rejects(POLICY.canary.srm_alpha)
+
+
+def test_the_first_canary_event_starts_the_test_inside_its_batch() -> None:
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    events = [telemetry(f"c{i}", "control") for i in range(5)]
+    events += [{**telemetry("k0", "canary"), "ts": NOW + 3}]
+    events += [telemetry(f"c{i}", "control") for i in range(5, 8)]
+    fold(handler, state, events)
+    assert state.srm is not None and state.split is not None
+    assert state.srm.counts == [1, 3] and state.split_started_at == NOW + 3
+
+
+def test_the_split_counts_distinct_units_not_events() -> None:
+    """50 canary users with one request each, 450 control users with four: 10% of the
+    units (on plan), 2.7% of the events (a mismatch if events were counted)."""
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    events = [telemetry(f"k{i}", "canary") for i in range(50)]
+    for repeat in range(4):
+        events += [
+            {**telemetry(f"c{i}-{repeat}", "control"), "unit_id": f"user{i}"} for i in range(450)
+        ]
+    fold(handler, state, events)
+    srm = srm_of(handler, state)
+    assert srm.evidence["counts"] == {"canary": 50, "control": 450}
+    assert (srm.verdict, srm.evidence["counted"]) == ("PASS", "units")
+    assert SampleRatioSequence([0.1, 0.9]).update([50, 1800]).rejects(POLICY.canary.srm_alpha)
+    view = handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    assert (view["experiment"]["srm_counted"], view["experiment"]["srm_capped"]) == ("units", False)
+
+
+def test_the_split_test_freezes_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(experiments, "SRM_MAX_UNITS", 100)
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    fold(handler, state, split_batch("a", 15, 135))
+    assert state.split is not None and state.split.full and state.srm is not None
+    frozen = (state.srm.counts, state.srm.max_log_e_value)
+    assert sum(frozen[0]) == 100
+    fold(handler, state, split_batch("b", 150, 150))  # a mismatch the frozen test ignores
+    assert (state.srm.counts, state.srm.max_log_e_value) == frozen
+    srm = srm_of(handler, state)
+    assert (srm.evidence["capped"], srm.evidence["cap"], srm.evidence["n"]) == (True, 100, 100)
+    view = handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    assert view["experiment"]["srm_capped"] is True
+
+
+def test_a_resume_starts_a_new_split_test() -> None:
+    telemetry_handler, canary_handler = TelemetryHandler(POLICY), CanaryHandler(POLICY)
+    state = deployed(percent=10)
+    fold(telemetry_handler, state, split_batch("a", 30, 70))  # broken while it ran
+    assert srm_of(telemetry_handler, state).verdict == "HOLD"
+    step(canary_handler, state, canary_event("pause", ts=NOW + 5))
+    step(canary_handler, state, canary_event("resume", ts=NOW + 10))
+    assert (state.split, state.srm, state.split_from, state.stage) == (None, None, NOW + 10, 1)
+    assert state.variants["canary"].n == 30  # the comparison goes on: same stage
+    fold(telemetry_handler, state, split_batch("late", 5, 5, ts=NOW + 9))  # from before it
+    fold(telemetry_handler, state, [{**telemetry("c", "control"), "ts": NOW + 11}])
+    assert state.split is None
+    for batch in range(5):
+        fold(telemetry_handler, state, split_batch(f"r{batch}", 10, 90, ts=NOW + 12))
+    srm = srm_of(telemetry_handler, state)
+    assert (srm.verdict, srm.evidence["counts"]) == ("PASS", {"canary": 50, "control": 450})
+    assert state.split_started_at == NOW + 12
+
+
+def test_canary_telemetry_before_its_deploy_waits_for_the_declared_percent() -> None:
+    """The demo's HOLD: telemetry read before the deploy was tested against equal shares
+    of the variants seen. Now it is counted, and tested once the deploy declares 10%."""
+    telemetry_handler, canary_handler = TelemetryHandler(POLICY), CanaryHandler(POLICY)
+    state = ExperimentState()
+    fold(telemetry_handler, state, split_batch("early", 40, 360, ts=NOW + 5))
+    assert state.srm is None and state.split is not None
+    assert (srm_of(telemetry_handler, state).verdict, state.split.counts) == (
+        "INCONCLUSIVE",
+        {"canary": 40, "control": 360},
+    )
+    step(canary_handler, state, canary_event("deploy", 10, ts=NOW), now=NOW + 7)
+    fold(telemetry_handler, state, split_batch("later", 10, 90, ts=NOW + 8))
+    assert state.srm is not None and state.srm.expected == pytest.approx([0.1, 0.9])
+    srm = srm_of(telemetry_handler, state)
+    assert (srm.verdict, srm.evidence["counts"]) == ("PASS", {"canary": 50, "control": 450})
+
+
+def test_an_agent_of_the_policy_has_no_split_before_its_deploy() -> None:
+    policy = Policy(agents={"agent": AgentPolicy(canary=CanaryPolicy(canary_variant="green"))})
+    handler, state = TelemetryHandler(policy), ExperimentState()
+    fold(handler, state, [telemetry(f"c{i}", "control") for i in range(3)])
+    fold(handler, state, [telemetry(f"b{i}", "blue") for i in range(3)])
+    assert state.split is not None and state.srm is None
+
+
+def test_a_state_from_before_the_split_counts_starts_its_test_again() -> None:
+    """Its test counted events from the deploy (the HOLD that never cleared)."""
+    handler, state = TelemetryHandler(POLICY), deployed(percent=10)
+    fold(handler, state, split_batch("a", 10, 90))
+    old = state.to_state()
+    for key in ("split", "split_from", "split_started_at"):
+        del old[key]
+    loaded = ExperimentState.from_state(old)
+    assert (loaded.srm, loaded.srm_variants, loaded.split) == (None, [], None)
+    assert loaded.variants == state.variants and loaded.lifecycle == state.lifecycle
 
 
 # --- CanaryHandler: the lifecycle -----------------------------------------------------------------
@@ -750,15 +904,20 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     state.srm = None  # no split test yet: no promotion
     assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
     handler = TelemetryHandler(POLICY)
+    # Control alone until the controller routes the canary its share: not counted.
     fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900)])
-    fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(100)])
+    assert state.srm is None
+    events = [telemetry(f"k{i}", "canary") for i in range(100)]
+    events += [telemetry(f"c{i}", "control") for i in range(900, 1800)]
+    fold(handler, state, events)
     # The quality outcomes are in [0, 1]: judged pair by pair from the stage's folded
     # telemetry on (the arms built by hand above carry no pairs), and 100 pairs of a
     # canary 0.04 above 95% of control do not show it yet.
     assert state.quality_pairs is not None and state.quality_pairs.n_pairs == 100
     assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
-    fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900, 3600)])
-    fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(100, 400)])
+    events = [telemetry(f"k{i}", "canary") for i in range(100, 400)]
+    events += [telemetry(f"c{i}", "control") for i in range(1800, 4500)]
+    fold(handler, state, events)
     verdicts = by_gate(model.evaluate("agent", state, NOW))
     assert verdicts["guardrail"].verdict == "PASS" and verdicts["srm"].verdict == "PASS"
     canary = verdicts["canary"]
@@ -1011,7 +1170,9 @@ def test_the_state_round_trips_exactly_through_dump_and_load() -> None:
     ]
     fold(telemetry_handler, state, events)
     step(canary_handler, state, canary_event("pause", actor="ops"), canary_event("resume"))
+    fold(telemetry_handler, state, [{**e, "event_id": f"again-{e['event_id']}"} for e in events])
     step(canary_handler, state, canary_event("rollback", actor="alice", rationale="why"))
+    assert state.split is not None and state.split.remembered == 588  # 600 less 12 staging
     dumped = model.dump(state)
     assert set(dumped) == {fields.STATE}
     raw = dumped[fields.STATE]
@@ -1020,6 +1181,7 @@ def test_the_state_round_trips_exactly_through_dump_and_load() -> None:
     assert model.dump(loaded) == dumped
     assert loaded.to_state() == state.to_state()
     assert loaded.srm == state.srm and loaded.lifecycle == state.lifecycle
+    assert loaded.split == state.split and loaded.split_started_at == NOW
     assert loaded.variants["canary"].latency == state.variants["canary"].latency
     assert loaded.variants["control"].primary_pre == state.variants["control"].primary_pre
     assert model.evaluate("agent", loaded, NOW) == model.evaluate("agent", state, NOW)
