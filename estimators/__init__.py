@@ -47,6 +47,13 @@ from ._experiment import (
 )
 from ._importance_weights import ImportanceWeights, importance_weights
 from ._isotonic import IdentityCalibrator, IsotonicCalibrator, calibrator_from_state
+from ._ks_sequence import (
+    BASELINE_ALPHA_SHARE,
+    dkw_radius,
+    sequential_ks_bounds,
+    sequential_ks_margin,
+    time_uniform_dkw_radius,
+)
 from ._moments import Moments
 from ._normal_mixture import (
     Interval,
@@ -71,6 +78,7 @@ from ._srm import SampleRatioSequence, SplitCounts
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
+    "BASELINE_ALPHA_SHARE",
     "SEVERITY_THRESHOLDS",
     "AuditResult",
     "AugmentedEstimate",
@@ -114,6 +122,7 @@ __all__ = [
     "difference_in_means",
     "difference_in_proportions",
     "disparity_ratio_sequence",
+    "dkw_radius",
     "equivalence_labels_needed",
     "exceedance_sequence",
     "hedges_g",
@@ -137,9 +146,12 @@ __all__ = [
     "quantile_rank_bounds",
     "residuals_by_decile",
     "sample_ratio_mismatch",
+    "sequential_ks_bounds",
+    "sequential_ks_margin",
     "severity_band",
     "sketch_ks_bounds",
     "spent_alpha",
+    "time_uniform_dkw_radius",
     "transport_audit",
     "two_proportion_power",
     "two_proportion_sample_size",

@@ -108,7 +108,9 @@ class KSBounds:
     high: float
     """``distance + noise + sketch_error``, at most 1."""
     noise: float
-    """The two-sample KS critical distance at the two sample sizes."""
+    """What sampling can add or hide: the two-sample KS critical distance at the two
+    sample sizes (:func:`sketch_ks_bounds`, one look) or the time-uniform margin
+    (:func:`estimators.sequential_ks_bounds`, any number of looks)."""
     sketch_error: float
     """What the sketches' bucketing can add or hide."""
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from estimators import SEVERITY_THRESHOLDS, QuantileSketch, severity_band, sketch_ks_bounds
+from estimators import (
+    SEVERITY_THRESHOLDS,
+    QuantileSketch,
+    sequential_ks_bounds,
+    severity_band,
+    sketch_ks_bounds,
+)
 
 from .._config import ScoreDriftPolicy
 from ._verdict import Verdict, finite_or_none
@@ -28,11 +34,16 @@ def score_drift_gate(
 ) -> Verdict:
     """KS distance of the live scores from the calibration scores, in severity bands.
 
-    The band is read off the lower bound of :func:`estimators.sketch_ks_bounds`, so
-    sampling noise on few scores does not flip it: minor -> PASS, moderate (>= 0.2) ->
-    WARN, severe (>= 0.3) -> FAIL. A change of band is a change of verdict, so it is
-    published as a ``score_drift`` decision; the evidence names the ``band`` and whether
-    the drift is ``significant`` (the lower bound above 0) at all.
+    The band is read off the lower bound of :func:`estimators.sequential_ks_bounds`: the
+    distance less the live scores' time-uniform DKW radius (Howard and Ramdas 2022,
+    Theorem 2), the baseline's fixed-size DKW radius and the sketches' bucketing error.
+    The gate runs after every batch, so the bound must hold at every look at once, not
+    at one: with probability at least ``1 - alpha`` it never exceeds the true distance
+    while the baseline stays, however often it is read. minor -> PASS, moderate (>= 0.2)
+    -> WARN, severe (>= 0.3) -> FAIL. A change of band is a change of verdict, so it is
+    published as a ``score_drift`` decision; the evidence names the ``band``, whether the
+    drift is ``significant`` (the lower bound above 0) at all, and the method
+    (``time_uniform_dkw``).
     """
     evidence: dict[str, Any] = {
         "n": live.n,
@@ -41,12 +52,12 @@ def score_drift_gate(
         "ci_low": None,
         "ci_high": None,
         "threshold": SEVERITY_THRESHOLDS["moderate"],
-        "method": "ks_sketch",
+        "method": "time_uniform_dkw",
         "calibrator_version": calibrator_version,
     }
     if live.n == 0 or baseline.n == 0:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
-    bounds = sketch_ks_bounds(live, baseline, policy.alpha)
+    bounds = sequential_ks_bounds(live, baseline, policy.alpha)
     evidence.update(
         estimate=finite_or_none(bounds.distance),
         ci_low=bounds.low,
@@ -76,6 +87,11 @@ def baseline_may_advance(
     stays, and the gate keeps judging against it. A drift too slow to be significant
     within any one window is followed rather than flagged; the calibrator's own fitting
     scores are the reference again when a new calibrator version starts.
+
+    This test is read once per window, at a fixed size, so it uses the fixed-n two-sample
+    critical distance (:func:`estimators.sketch_ks_bounds`), not the gate's time-uniform
+    band: the narrower band keeps a real drift from becoming the baseline, and its own
+    false alarms only keep a harmless baseline one window longer.
     """
     if recent.n < BASELINE_WINDOW_PER_MIN_N * policy.min_n or baseline.n == 0:
         return False

@@ -50,8 +50,9 @@ def test_a_drift_then_a_new_baseline(deployment: Deployment, tmp_path: Path) -> 
     assert deployment.cli("calibrate", str(fit), "--stream", "judge").returncode == 0
     deployment.start_worker()
 
-    # The scores move up: the calibration scores are uniform on [0, 1].
-    deployment.produce("labels", scores_only("judge", rng.uniform(0.45, 1.0, 2000), 0))
+    # The scores move up: the calibration scores are uniform on [0, 1] (a KS distance of
+    # 0.6, so that 500 scores clear the time-uniform margin against 1,000 baseline scores).
+    deployment.produce("labels", scores_only("judge", rng.uniform(0.6, 1.0, 2000), 0))
     deployment.wait_for_count("labels", "ok", 2000)
     drifted = score_gate(deployment, "judge")
     assert drifted["verdict"] == "FAIL", drifted
@@ -62,7 +63,7 @@ def test_a_drift_then_a_new_baseline(deployment: Deployment, tmp_path: Path) -> 
     result = deployment.cli("baseline", "--stream", "judge")
     assert result.returncode == 0, result.stderr
     assert "score drift baseline set from recent scores (2,000 scores" in result.stdout
-    deployment.produce("labels", scores_only("judge", rng.uniform(0.45, 1.0, 500), 2000))
+    deployment.produce("labels", scores_only("judge", rng.uniform(0.6, 1.0, 500), 2000))
     deployment.wait_for_count("labels", "ok", 2500)
     deployment.wait_for(
         lambda: score_gate(deployment, "judge")["verdict"] == "PASS", 30, "PASS on the baseline"
@@ -84,7 +85,7 @@ def test_a_drift_then_a_new_baseline(deployment: Deployment, tmp_path: Path) -> 
     scores.write_bytes(b"\n".join(orjson.dumps({"s": float(a)}) for a in rng.uniform(size=1000)))
     result = deployment.cli("baseline", "--stream", "judge", "--from-file", str(scores))
     assert result.returncode == 0, result.stderr
-    deployment.produce("labels", scores_only("judge", rng.uniform(0.45, 1.0, 500), 2500))
+    deployment.produce("labels", scores_only("judge", rng.uniform(0.6, 1.0, 500), 2500))
     deployment.wait_for(
         lambda: score_gate(deployment, "judge")["verdict"] == "FAIL", 30, "FAIL on the file"
     )

@@ -307,7 +307,7 @@ def test_the_view_shows_the_score_drift_with_a_baseline() -> None:
     rng = np.random.default_rng(6)
     handler = LabelHandler(POLICY)
     state = fresh_state(handler, fitted(2))
-    s = rng.uniform(0.5, 1.0, 400)
+    s = rng.uniform(0.5, 1.0, 1000)
     fold(handler, state, labels(s, s, 0))
     verdicts = handler.model.evaluate("p", state, NOW)
     view = handler.model.view("p", state, verdicts)
