@@ -21,6 +21,7 @@ No cluster here. What each check does:
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ import yaml
 
 from monitor import Settings
 from monitor._config import ENVIRONMENT, Policy, load_policy
+from monitor.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy/kubernetes"
@@ -254,7 +256,10 @@ def test_the_validation_catches_a_misspelt_field_and_a_wrong_type() -> None:
         validate(rule, VERSIONS[0])
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl not installed (its kustomize renders the kustomization)",
+)
 def test_kustomize_renders_valid_resources_in_one_namespace() -> None:
     result = subprocess.run(
         ["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, check=False
@@ -365,7 +370,7 @@ def test_the_worker_reads_only_our_settings_and_they_parse() -> None:
     } & set(manifest("settings.yaml")["data"])
 
 
-def test_the_policy_is_mounted_where_drift_gate_config_says_and_spells_the_defaults(
+def test_the_policy_is_mounted_where_driftgate_config_says_and_spells_the_defaults(
     tmp_path: Path,
 ) -> None:
     settings = Settings.from_env(worker_environment())
@@ -485,6 +490,15 @@ def test_the_docs_name_only_real_files_variables_and_commands() -> None:
     assert variables and variables <= CONTRACT_VARIABLES, variables - CONTRACT_VARIABLES
     assert "kubectl apply -k deploy/kubernetes" in text
     assert "(docs/deploy.md)" in (ROOT / "README.md").read_text()
+    (subcommands,) = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    code = " ".join(re.findall(r"`[^`\n]+`", text) + re.findall(r"```sh\n(.*?)```", text, re.S))
+    used = set(re.findall(r"(?:^|[`\s])driftgate ([a-z]+)\b", code, re.M))
+    assert {"status", "produce"} <= used, used
+    assert used <= set(subcommands.choices), used - set(subcommands.choices)
 
 
 def test_the_docs_quote_the_benchmarks_as_they_are() -> None:
