@@ -126,7 +126,10 @@ def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deploymen
     assert fail["gate"] == "residual_drift" and fail["reason"] == "residual_bias"
     assert fail["evidence"]["ci_low"] > 0
     # Whichever saw it first: the all-time interval, or the one the change detector restarted.
-    assert fail["evidence"]["method"] in {"normal_mixture_cs", "normal_mixture_cs_after_change"}
+    assert fail["evidence"]["method"] in {
+        "empirical_bernstein_cs",
+        "empirical_bernstein_cs_after_change",
+    }  # labels in [0, 1]: the exact interval
     assert {"n", "estimate", "ci_low", "ci_high", "threshold"} <= set(fail["evidence"])
 
     dead = deployment.consume_all("dlq", expected=5)
