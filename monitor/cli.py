@@ -581,9 +581,10 @@ def cmd_log(args: argparse.Namespace) -> int:
             )
             by = f" by {record['actor']}" if record.get("actor") else ""
             why = f": {record['rationale']}" if record.get("rationale") else ""
+            note = f" ({record['note']})" if record.get("note") else ""
             print(
                 f"{record['ts']} {'canary':<14} {record['subject']:<24} "
-                f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}"
+                f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}{note}"
             )
         elif record.get("kind") == "webhook":  # an attempt to deliver a decision
             print(
@@ -655,26 +656,51 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- rollback, promote ----------------------------------------------------------------------
+# --- rollback, promote, pause, resume ---------------------------------------------------------
+
+# The phases of the agent's current bundle in which each manual action means something
+# (the worker's lifecycle, `_step`): a rolled-back bundle is settled and never reopened.
+ACTION_PHASES = {
+    "promote": ("monitoring", "paused", "promoted"),
+    "pause": ("monitoring",),
+    "resume": ("paused",),
+}
 
 
-def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
+def _current_agent(settings: Settings, name: str) -> dict[str, Any]:
+    """The agent's row of ``driftgate status``: its current bundle and phase."""
+    agent = _read_model(settings).snapshot().status_document()["agents"].get(name)
+    if agent is None:
+        raise UsageError(f"unknown agent {name!r}: no canary of it was ever deployed")
+    return agent  # type: ignore[no-any-return]
+
+
+def _canary_action(
+    args: argparse.Namespace, action: str, agent: dict[str, Any] | None = None, **fields: Any
+) -> int:
     """Publish a canary event for the agent's current bundle: the same path (decision,
-    audit log) as the events of any deployment controller."""
+    audit log) as the events of any deployment controller. Read from Redis first: an
+    action its phase refuses is not sent (exit 2), and a rollback of a rolled-back bundle
+    is a no-op, said so."""
     import getpass
     import uuid
 
     from ._kafka import send_events
 
     settings = _settings(args)
-    agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
-    if agent is None:
-        raise UsageError(f"unknown agent {args.agent!r}: no canary of it was ever deployed")
+    agent = agent or _current_agent(settings, args.agent)
+    bundle, phase = agent["bundle_id"], agent["phase"]
+    if action == "rollback" and phase == "rolled_back":
+        print(f"bundle {bundle} of {args.agent} is already rolled back: nothing sent")
+        return 0
+    if action in ACTION_PHASES and phase not in ACTION_PHASES[action]:
+        cure = "deploy a new bundle" if phase == "rolled_back" else "nothing to " + action
+        raise UsageError(f"bundle {bundle} of {args.agent} is {phase}: cannot {action} it ({cure})")
     event = {
         "event_id": f"cli-{uuid.uuid4()}",
         "ts": time.time(),
         "agent": args.agent,
-        "bundle_id": agent["bundle_id"],
+        "bundle_id": bundle,
         "action": action,
         "actor": args.actor or getpass.getuser(),
         **{name: value for name, value in fields.items() if value is not None},
@@ -683,7 +709,7 @@ def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
     _with_kafka(
         settings, send_events(settings, topic, [event], key=args.agent), f"sending to {topic}"
     )
-    print(f"{action} of {args.agent} (bundle {agent['bundle_id']}) sent to {topic}")
+    print(f"{action} of {args.agent} (bundle {bundle}) sent to {topic}")
     return 0
 
 
@@ -693,13 +719,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    agent = _current_agent(settings, args.agent)
     percent = args.percent
     if percent is None:
-        agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
-        current = agent["canary_percent"] if agent else 0.0
         ladder = settings.policy.for_agent(args.agent).canary.ladder
-        percent = next((step for step in ladder if step > current), 100)
-    return _canary_action(args, "promote", canary_percent=percent, rationale=args.reason)
+        percent = next((step for step in ladder if step > agent["canary_percent"]), 100)
+    return _canary_action(args, "promote", agent, canary_percent=percent, rationale=args.reason)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _canary_action(args, "pause", rationale=args.reason)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _canary_action(args, "resume", rationale=args.reason)
 
 
 # --- calibrate, audit, plan -------------------------------------------------------------
@@ -1028,6 +1061,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "rollback": ("driftgate rollback inbox_triage --reason 'toxicity above 0.5%'",),
     "promote": ("driftgate promote inbox_triage", "driftgate promote inbox_triage --percent 50"),
+    "pause": ("driftgate pause inbox_triage --reason 'incident review'",),
+    "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
 }
 
@@ -1242,6 +1277,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", type=types.one_line, help="kept in the audit log")
     promote.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
     _connection_flags(promote, kafka=True, redis_=True)
+
+    for name, what, handler in (
+        ("pause", "hold an agent's canary by hand (a canary event)", cmd_pause),
+        ("resume", "resume an agent's paused canary (a canary event)", cmd_resume),
+    ):
+        manual = _command(commands, name, what, handler)
+        manual.add_argument("agent", type=types.subject_name, metavar="AGENT")
+        manual.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+        manual.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
+        _connection_flags(manual, kafka=True, redis_=True)
 
     produce = _command(
         commands,
