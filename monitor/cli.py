@@ -918,18 +918,17 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
     """The input topic that ``--topic`` names, and its kind (whose events it holds): a
     short name (``labels``), a full one (``driftgate.labels``), or another deployment's
     (``staging.labels``)."""
+    from ._schemas import topic_kind
     from .subjects import HANDLERS
 
-    for kind in HANDLERS:
-        if name == kind:
-            return settings.topic(kind), kind
-        if name == settings.topic(kind) or name.endswith(f".{kind}"):
-            return name, kind
-    raise UsageError(
-        f"--topic {name!r} is not an input topic: give {', '.join(HANDLERS)}, or a full name "
-        f"that ends in one (such as {settings.topic('labels')}); produce sends only events it "
-        "can check"
-    )
+    kind = topic_kind(name, settings.topic_prefix)
+    if kind is None:
+        raise UsageError(
+            f"--topic {name!r} is not an input topic: give {', '.join(HANDLERS)}, or a full "
+            f"name that ends in one (such as {settings.topic('labels')}); produce sends only "
+            "events it can check"
+        )
+    return (settings.topic(kind) if name == kind else name), kind
 
 
 def _checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | None, bytes]]:
@@ -1024,6 +1023,25 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- schema -------------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The JSON Schema of an input topic's messages: no service, no settings needed."""
+    from ._schemas import schema_text, topic_kind
+    from .subjects import HANDLERS
+
+    kind = topic_kind(args.topic)
+    if kind is None:
+        raise UsageError(
+            f"unknown topic {args.topic!r}: the topics with a schema are "
+            f"{', '.join(HANDLERS)} (or a full name that ends in one); the decision and "
+            "dead-letter formats are in docs/events.md"
+        )
+    sys.stdout.write(schema_text(kind))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -1064,7 +1082,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pause": ("driftgate pause inbox_triage --reason 'incident review'",),
     "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
+    "schema": ("driftgate schema canary", "driftgate schema driftgate.telemetry"),
 }
+
+EVENT_FORMATS = (
+    "event formats: every topic's fields, envelopes and examples, the decision and\n"
+    "dead-letter formats: docs/events.md in the driftgate repository; the JSON Schema\n"
+    "of a topic's events: driftgate schema TOPIC (also docs/schemas/TOPIC.json)"
+)
 
 EXIT_STATUS = (
     "exit status: 0 done; 2 bad usage or bad input (the message names it); "
@@ -1302,6 +1327,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels, telemetry, canary or a full name ending in one",
     )
     _connection_flags(produce, kafka=True, redis_=False)
+    produce.epilog = f"{EVENT_FORMATS}\n\n{produce.epilog}"
+
+    schema = _command(
+        commands,
+        "schema",
+        "print the JSON Schema (draft 2020-12) of the topic's events",
+        cmd_schema,
+    )
+    schema.add_argument(
+        "topic", metavar="TOPIC", help="labels, telemetry, canary or a full name ending in one"
+    )
+    schema.epilog = f"{EVENT_FORMATS}\n\n{schema.epilog}"
     return parser
 
 
