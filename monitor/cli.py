@@ -583,9 +583,10 @@ def cmd_log(args: argparse.Namespace) -> int:
             )
             by = f" by {record['actor']}" if record.get("actor") else ""
             why = f": {record['rationale']}" if record.get("rationale") else ""
+            note = f" ({record['note']})" if record.get("note") else ""
             print(
                 f"{record['ts']} {'canary':<14} {record['subject']:<24} "
-                f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}"
+                f"{record['action']}{percent} bundle={record['bundle_id']}{by}{why}{note}"
             )
         elif record.get("kind") == "webhook":  # an attempt to deliver a decision
             print(
@@ -657,26 +658,51 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- rollback, promote ----------------------------------------------------------------------
+# --- rollback, promote, pause, resume ---------------------------------------------------------
+
+# The phases of the agent's current bundle in which each manual action means something
+# (the worker's lifecycle, `_step`): a rolled-back bundle is settled and never reopened.
+ACTION_PHASES = {
+    "promote": ("monitoring", "paused", "promoted"),
+    "pause": ("monitoring",),
+    "resume": ("paused",),
+}
 
 
-def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
+def _current_agent(settings: Settings, name: str) -> dict[str, Any]:
+    """The agent's row of ``driftgate status``: its current bundle and phase."""
+    agent = _read_model(settings).snapshot().status_document()["agents"].get(name)
+    if agent is None:
+        raise UsageError(f"unknown agent {name!r}: no canary of it was ever deployed")
+    return agent  # type: ignore[no-any-return]
+
+
+def _canary_action(
+    args: argparse.Namespace, action: str, agent: dict[str, Any] | None = None, **fields: Any
+) -> int:
     """Publish a canary event for the agent's current bundle: the same path (decision,
-    audit log) as the events of any deployment controller."""
+    audit log) as the events of any deployment controller. Read from Redis first: an
+    action its phase refuses is not sent (exit 2), and a rollback of a rolled-back bundle
+    is a no-op, said so."""
     import getpass
     import uuid
 
     from ._kafka import send_events
 
     settings = _settings(args)
-    agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
-    if agent is None:
-        raise UsageError(f"unknown agent {args.agent!r}: no canary of it was ever deployed")
+    agent = agent or _current_agent(settings, args.agent)
+    bundle, phase = agent["bundle_id"], agent["phase"]
+    if action == "rollback" and phase == "rolled_back":
+        print(f"bundle {bundle} of {args.agent} is already rolled back: nothing sent")
+        return 0
+    if action in ACTION_PHASES and phase not in ACTION_PHASES[action]:
+        cure = "deploy a new bundle" if phase == "rolled_back" else "nothing to " + action
+        raise UsageError(f"bundle {bundle} of {args.agent} is {phase}: cannot {action} it ({cure})")
     event = {
         "event_id": f"cli-{uuid.uuid4()}",
         "ts": time.time(),
         "agent": args.agent,
-        "bundle_id": agent["bundle_id"],
+        "bundle_id": bundle,
         "action": action,
         "actor": args.actor or getpass.getuser(),
         **{name: value for name, value in fields.items() if value is not None},
@@ -685,7 +711,7 @@ def _canary_action(args: argparse.Namespace, action: str, **fields: Any) -> int:
     _with_kafka(
         settings, send_events(settings, topic, [event], key=args.agent), f"sending to {topic}"
     )
-    print(f"{action} of {args.agent} (bundle {agent['bundle_id']}) sent to {topic}")
+    print(f"{action} of {args.agent} (bundle {bundle}) sent to {topic}")
     return 0
 
 
@@ -695,13 +721,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    agent = _current_agent(settings, args.agent)
     percent = args.percent
     if percent is None:
-        agent = _read_model(settings).snapshot().status_document()["agents"].get(args.agent)
-        current = agent["canary_percent"] if agent else 0.0
         ladder = settings.policy.for_agent(args.agent).canary.ladder
-        percent = next((step for step in ladder if step > current), 100)
-    return _canary_action(args, "promote", canary_percent=percent, rationale=args.reason)
+        percent = next((step for step in ladder if step > agent["canary_percent"]), 100)
+    return _canary_action(args, "promote", agent, canary_percent=percent, rationale=args.reason)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _canary_action(args, "pause", rationale=args.reason)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _canary_action(args, "resume", rationale=args.reason)
 
 
 # --- calibrate, audit, plan -------------------------------------------------------------
@@ -887,18 +920,17 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
     """The input topic that ``--topic`` names, and its kind (whose events it holds): a
     short name (``labels``), a full one (``driftgate.labels``), or another deployment's
     (``staging.labels``)."""
+    from ._schemas import topic_kind
     from .subjects import HANDLERS
 
-    for kind in HANDLERS:
-        if name == kind:
-            return settings.topic(kind), kind
-        if name == settings.topic(kind) or name.endswith(f".{kind}"):
-            return name, kind
-    raise UsageError(
-        f"--topic {name!r} is not an input topic: give {', '.join(HANDLERS)}, or a full name "
-        f"that ends in one (such as {settings.topic('labels')}); produce sends only events it "
-        "can check"
-    )
+    kind = topic_kind(name, settings.topic_prefix)
+    if kind is None:
+        raise UsageError(
+            f"--topic {name!r} is not an input topic: give {', '.join(HANDLERS)}, or a full "
+            f"name that ends in one (such as {settings.topic('labels')}); produce sends only "
+            "events it can check"
+        )
+    return (settings.topic(kind) if name == kind else name), kind
 
 
 def _checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | None, bytes]]:
@@ -993,6 +1025,25 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- schema -------------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The JSON Schema of an input topic's messages: no service, no settings needed."""
+    from ._schemas import schema_text, topic_kind
+    from .subjects import HANDLERS
+
+    kind = topic_kind(args.topic)
+    if kind is None:
+        raise UsageError(
+            f"unknown topic {args.topic!r}: the topics with a schema are "
+            f"{', '.join(HANDLERS)} (or a full name that ends in one); the decision and "
+            "dead-letter formats are in docs/events.md"
+        )
+    sys.stdout.write(schema_text(kind))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -1030,8 +1081,17 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "rollback": ("driftgate rollback inbox_triage --reason 'toxicity above 0.5%'",),
     "promote": ("driftgate promote inbox_triage", "driftgate promote inbox_triage --percent 50"),
+    "pause": ("driftgate pause inbox_triage --reason 'incident review'",),
+    "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
+    "schema": ("driftgate schema canary", "driftgate schema driftgate.telemetry"),
 }
+
+EVENT_FORMATS = (
+    "event formats: every topic's fields, envelopes and examples, the decision and\n"
+    "dead-letter formats: docs/events.md in the driftgate repository; the JSON Schema\n"
+    "of a topic's events: driftgate schema TOPIC (also docs/schemas/TOPIC.json)"
+)
 
 EXIT_STATUS = (
     "exit status: 0 done; 2 bad usage or bad input (the message names it); "
@@ -1245,6 +1305,16 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
     _connection_flags(promote, kafka=True, redis_=True)
 
+    for name, what, handler in (
+        ("pause", "hold an agent's canary by hand (a canary event)", cmd_pause),
+        ("resume", "resume an agent's paused canary (a canary event)", cmd_resume),
+    ):
+        manual = _command(commands, name, what, handler)
+        manual.add_argument("agent", type=types.subject_name, metavar="AGENT")
+        manual.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+        manual.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
+        _connection_flags(manual, kafka=True, redis_=True)
+
     produce = _command(
         commands,
         "produce",
@@ -1259,6 +1329,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels, telemetry, canary or a full name ending in one",
     )
     _connection_flags(produce, kafka=True, redis_=False)
+    produce.epilog = f"{EVENT_FORMATS}\n\n{produce.epilog}"
+
+    schema = _command(
+        commands,
+        "schema",
+        "print the JSON Schema (draft 2020-12) of the topic's events",
+        cmd_schema,
+    )
+    schema.add_argument(
+        "topic", metavar="TOPIC", help="labels, telemetry, canary or a full name ending in one"
+    )
+    schema.epilog = f"{EVENT_FORMATS}\n\n{schema.epilog}"
     return parser
 
 

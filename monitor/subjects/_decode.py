@@ -60,6 +60,7 @@ class MessageDecoder(Generic[E]):
     """Decodes message values into events of one ``msgspec.Struct`` type."""
 
     def __init__(self, event_type: type[E]) -> None:
+        self.event_type = event_type  # what the topic's schema is generated from
         self._message = msgspec.json.Decoder(event_type | list[event_type])  # type: ignore[valid-type]
         self._event = msgspec.json.Decoder(event_type)
         self._elements = msgspec.json.Decoder(list[msgspec.Raw])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -190,13 +190,29 @@ class Lifecycle:
     last_data_at: float | None = None  # wall clock of the last canary telemetry
     rollback: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    settled: list[dict[str, Any]] | None = None
+    """Once its rollback is announced, the gates' verdicts of that evaluation: they stand
+    for the bundle from then on, so that it gets no decision after its rollback."""
+    rolled_back_bundles: list[str] = field(default_factory=list)
+    """The agent's earlier bundles that were rolled back (the latest :data:`HISTORY`):
+    none of them is deployed or promoted again, so each is rolled back at most once."""
 
     def to_state(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Lifecycle:
-        return cls(**state)
+        return cls(**state)  # fields added later have defaults: older states load
+
+    def refuses(self, bundle_id: str) -> bool:
+        """Whether ``bundle_id`` was rolled back on this agent: it is never reopened."""
+        current = bundle_id == self.bundle_id and self.phase == "rolled_back"
+        return current or bundle_id in self.rolled_back_bundles
+
+    def retired(self) -> list[str]:
+        """The rolled-back bundles a successor carries on, this one included if it was."""
+        mine = [self.bundle_id] if self.phase == "rolled_back" else []
+        return [*self.rolled_back_bundles, *mine][-HISTORY:]
 
 
 @dataclass
@@ -425,6 +441,8 @@ class ExperimentModel:
                 )
             )
             verdicts = _one_rollback(verdicts, facts.rollback_published)
+            if lifecycle.settled is not None:  # rolled back and announced: judged no more
+                verdicts = [Verdict(**record) for record in lifecycle.settled]
         return Judgement(verdicts, readings, comparison, compared.quality if lifecycle else None)
 
     def evaluate(self, subject: str, state: ExperimentState, now: float) -> list[Verdict]:
@@ -436,10 +454,13 @@ class ExperimentModel:
         self, subject: str, state: ExperimentState, decisions: Sequence[Mapping[str, Any]]
     ) -> bool:
         """Record what published decisions did to the lifecycle (in the same write): the
-        first rollback decision of a bundle rolls it back, so no second one follows.
-        Returns whether the state changed."""
+        first rollback decision of a bundle rolls it back, so no second one follows, and
+        settles it: the verdicts of the evaluation that announced it (this model's last),
+        none asking for a rollback any more, stand from then on, so no gate flips (and
+        publishes) again for a bundle whose traffic is gone. Returns whether the state
+        changed."""
         lifecycle = state.lifecycle
-        if lifecycle is None:
+        if lifecycle is None or lifecycle.settled is not None:
             return False
         for decision in decisions:
             if decision["action"] != "rollback" or decision.get("bundle_id") != lifecycle.bundle_id:
@@ -454,6 +475,9 @@ class ExperimentModel:
                 "ts": decision["ts"],
                 "by": previous.get("by", "driftgate"),
             }
+            judged = self._judged.get(id(state))
+            if judged is not None:  # standing, the verdicts ask for no second rollback
+                lifecycle.settled = [asdict(v) for v in _one_rollback(judged.verdicts, True)]
             return True
         return False
 
@@ -807,27 +831,36 @@ class CanaryHandler:
         """Each action in order; returns the audit log's entries for them."""
         audit = []
         for event, ts in zip(events.columns.events, events.ts.tolist(), strict=True):
-            _step(state, event, ts, now)
-            audit.append(
-                {
-                    "kind": "canary",
-                    "ts": rfc3339(ts),
-                    "subject": event.agent,
-                    "agent": event.agent,
-                    "bundle_id": event.bundle_id,
-                    "action": event.action,
-                    "canary_percent": event.canary_percent,
-                    "actor": event.actor,
-                    "rationale": event.rationale,
-                    "event_id": event.event_id,
-                }
-            )
+            note = _step(state, event, ts, now)
+            entry = {
+                "kind": "canary",
+                "ts": rfc3339(ts),
+                "subject": event.agent,
+                "agent": event.agent,
+                "bundle_id": event.bundle_id,
+                "action": event.action,
+                "canary_percent": event.canary_percent,
+                "actor": event.actor,
+                "rationale": event.rationale,
+                "event_id": event.event_id,
+            }
+            audit.append(entry if note is None else {**entry, "note": note})
         return audit
 
 
-def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> None:
-    """One lifecycle transition (``ts``: the event's time, ``now``: the worker's clock)."""
+def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> str | None:
+    """One lifecycle transition (``ts``: the event's time, ``now``: the worker's clock).
+
+    Returns why the event changed nothing, for its audit log entry: it names a bundle the
+    agent does not run, or one that was rolled back. A rolled-back bundle is settled: it
+    is not promoted, resumed, paused, deployed or rolled back again (a new bundle is
+    deployed instead), so it is rolled back once, by construction."""
     lifecycle = state.lifecycle
+    if lifecycle is not None and lifecycle.refuses(event.bundle_id):
+        return (
+            f"ignored: bundle {event.bundle_id} was rolled back; "
+            "deploy a new bundle_id to try again"
+        )
     same_bundle = lifecycle is not None and lifecycle.bundle_id == event.bundle_id
     record = {
         "action": event.action,
@@ -837,34 +870,33 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
         "rationale": event.rationale,
     }
     if event.action == "deploy" or (event.action == "promote" and not same_bundle):
-        state.lifecycle = lifecycle = Lifecycle(
+        state.lifecycle = Lifecycle(
             event.bundle_id,
             "promoted" if event.canary_percent == 100 else "monitoring",
             float(event.canary_percent or 0),
             deployed_at=ts,
             stage_started_at=now,
+            rolled_back_bundles=lifecycle.retired() if lifecycle is not None else [],
         )
+        lifecycle = state.lifecycle
         state.new_stage(ts)
     elif lifecycle is None or not same_bundle:
-        return  # about a bundle this agent does not run: kept in the audit log only
+        running = "no bundle" if lifecycle is None else f"bundle {lifecycle.bundle_id}"
+        return f"ignored: the agent runs {running}"
     elif event.action == "promote":
         lifecycle.canary_percent = float(event.canary_percent or lifecycle.canary_percent)
         lifecycle.phase = "promoted" if lifecycle.canary_percent >= 100 else "monitoring"
         lifecycle.stage_started_at, lifecycle.last_data_at = now, None
-        # Promoted again after a rollback (a person overrode it): judged afresh, and
-        # rolled back again if it must be; its earlier rollback stays in the history.
-        lifecycle.rollback = None
         state.new_stage(ts)
     elif event.action == "rollback":
-        if lifecycle.phase != "rolled_back":
-            lifecycle.phase = "rolled_back"
-            lifecycle.rollback = {
-                "decision_id": None,
-                "reason": "manual_rollback",
-                "by": event.actor or "manual",
-                "rationale": event.rationale,
-                "ts": rfc3339(ts),
-            }
+        lifecycle.phase = "rolled_back"
+        lifecycle.rollback = {
+            "decision_id": None,
+            "reason": "manual_rollback",
+            "by": event.actor or "manual",
+            "rationale": event.rationale,
+            "ts": rfc3339(ts),
+        }
     elif event.action == "pause" and lifecycle.phase == "monitoring":
         lifecycle.phase = "paused"
     elif event.action == "resume" and lifecycle.phase == "paused":
@@ -872,3 +904,4 @@ def _step(state: ExperimentState, event: CanaryEvent, ts: float, now: float) -> 
         lifecycle.last_data_at = now  # the fail-safe clock starts again on resume
         state.restart_split(ts)
     lifecycle.history = [*lifecycle.history, record][-HISTORY:]
+    return None

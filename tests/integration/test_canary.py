@@ -408,3 +408,74 @@ def test_flagger_timeline_the_split_test_starts_with_the_canary_traffic(
     srm_decisions = [(d["subject"], d["verdict"]) for d in records if d["gate"] == "srm"]
     assert ("on-plan", "HOLD") not in srm_decisions
     assert ("nine", "HOLD") in srm_decisions
+
+
+def after_the_rollback(entries: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
+    """The subject's decisions from its first rollback decision on (audit log order)."""
+    mine = [e for e in entries if e.get("subject") == subject and "gate" in e]
+    first = next(i for i, e in enumerate(mine) if e["action"] == "rollback")
+    return mine[first:]
+
+
+def test_a_rolled_back_bundle_is_rolled_back_once_and_never_reopened(
+    deployment: Deployment,
+) -> None:
+    """Issue 21: after the guardrail's rollback, a manual rollback and two promotes (by the
+    CLI, then as raw canary events from a controller) leave exactly one rollback decision,
+    and the settled bundle's gates publish nothing more however much telemetry follows."""
+    rng = np.random.default_rng(21)
+    deployment.start_worker()
+    deployment.produce("canary", [encode(deploy("churn"))], [b"churn"])
+    # Deployed first (telemetry read before its deploy is judged as an A/B test until then).
+    deployment.wait_for(lambda: "churn" in deployment.status()["agents"], 30, "the deploy")
+    toxic = {"toxicity": (0.002, 0.05)}
+    deployment.produce("telemetry", telemetry("churn", 10_000, rng, **toxic), None)  # type: ignore[arg-type]
+    deployment.wait_for(
+        lambda: deployment.status()["agents"]["churn"]["phase"] == "rolled_back", 60, "rollback"
+    )
+
+    rolled = deployment.cli("rollback", "churn", "--reason", "after the demo")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "already rolled back" in rolled.stdout and "nothing sent" in rolled.stdout
+    for _ in range(2):
+        promoted = deployment.cli("promote", "churn")
+        assert promoted.returncode == 2, promoted.stdout
+        assert "bundle churn-v2 of churn is rolled_back" in promoted.stderr
+    resumed = deployment.cli("resume", "churn")
+    assert resumed.returncode == 2 and "is rolled_back" in resumed.stderr
+
+    # A controller that does not ask first: its events reach the worker, which ignores
+    # them for the lifecycle and keeps them, with a note, in the audit log.
+    raw = [
+        {**deploy("churn"), "event_id": f"raw-{action}-{i}", "action": action}
+        for i, action in enumerate(("rollback", "promote", "promote", "resume", "deploy"))
+    ]
+    deployment.produce("canary", [encode(event) for event in raw], [b"churn"] * len(raw))
+    deployment.wait_for_count("canary", "ok", 1 + len(raw))
+    deployment.produce(
+        "telemetry",
+        telemetry("churn", 3_000, rng, first=10_000, **toxic),
+        None,  # type: ignore[arg-type]
+    )
+    deployment.wait_for_count("telemetry", "ok", 13_000, timeout=90)
+
+    agent = deployment.status()["agents"]["churn"]
+    assert (agent["phase"], agent["canary_percent"], agent["bundle_id"]) == (
+        "rolled_back",
+        10,
+        "churn-v2",
+    )
+    log = orjson.loads(deployment.cli("log", "--json").stdout)
+    later = after_the_rollback(log, "churn")
+    assert [(d["gate"], d["verdict"], d["action"]) for d in later] == [
+        ("guardrail", "FAIL", "rollback")
+    ], later
+    ignored = [e for e in log if e.get("kind") == "canary" and e["event_id"].startswith("raw-")]
+    assert [e["action"] for e in ignored] == ["rollback", "promote", "promote", "resume", "deploy"]
+    assert all("churn-v2 was rolled back" in e["note"] for e in ignored), ignored
+    assert "churn-v2 was rolled back" in deployment.cli("log").stdout
+
+    on_topic = [d for d in decisions(deployment, len(later)) if d["subject"] == "churn"]
+    assert [d["action"] for d in on_topic].count("rollback") == 1, on_topic
+    first = next(i for i, d in enumerate(on_topic) if d["action"] == "rollback")
+    assert on_topic[first + 1 :] == [], on_topic

@@ -487,9 +487,10 @@ async def test_batches_and_clock_ticks_of_one_runner_take_turns(
 async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
     client: Any, redis_server: RedisServer, clock: Clock, sync_client: SyncClient
 ) -> None:
-    """The guardrail rolls the canary back within a batch: the agent's other gates are
-    judged again after the rollback is settled, so the records written with it already
-    say FAIL (rolled back), not the INCONCLUSIVE they had before, without another event."""
+    """The guardrail rolls the canary back within a batch: the records written with it
+    already show the agent rolled back (FAIL, recommendation rollback) without another
+    event, and the rollback is the agent's last decision: settled, the bundle's gates
+    keep the verdicts that announced it (the canary gate no FAIL of its own after it)."""
     policy = Policy()
     canary_script, script = (
         WriteScript(client, redis_server.url),
@@ -527,12 +528,12 @@ async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
     finally:
         await canary_script.aclose()
         await script.aclose()
-    rollbacks = [d for d in applied.decisions if d["action"] == "rollback"]
-    assert [(d["gate"], d["reason"]) for d in rollbacks] == [("guardrail", "toxicity_rate")]
+    mine = [(d["gate"], d["action"], d["reason"]) for d in applied.decisions if d["subject"] == "a"]
+    assert mine[-1:] == [("guardrail", "rollback", "toxicity_rate")], mine
+    assert [d for d in mine if d[1] == "rollback"] == mine[-1:]
     snapshot = ReadModel(sync_client, LAYOUT).snapshot()
     gate = snapshot.gate("canary", "a")
-    assert gate is not None
-    assert (gate["verdict"], gate["action"], gate["reason"]) == ("FAIL", "none", "toxicity_rate")
+    assert gate is not None and gate["verdict"] != "FAIL" and gate["action"] == "none"
     agent = snapshot.agent("a")
     assert agent is not None
     assert (agent["phase"], agent["verdict"], agent["recommendation"]) == (

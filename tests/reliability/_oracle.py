@@ -51,8 +51,9 @@ BATCH_DEPENDENT = frozenset(
         "last_data_at",
     }
 )
-# Paths (suffixes) of fields that hold the worker's clock: when a rollback was announced.
-CLOCK_PATHS = (".lifecycle.rollback.ts",)
+# Paths (suffixes) of fields that hold the worker's clock: when a rollback was announced,
+# and the verdicts of that evaluation, which stand for the rolled-back bundle from then on.
+CLOCK_PATHS = (".lifecycle.rollback.ts", ".lifecycle.settled")
 # Lists that are mappings: a quantile sketch's (bucket, count) pairs.
 SKETCH_BUCKETS = (".positive", ".negative")
 REL_TOL = 1e-9

@@ -737,9 +737,10 @@ def test_a_manual_rollback_is_recorded_once() -> None:
         "rationale": "odd",
         "ts": "2026-11-22T10:01:00Z",
     }
-    step(handler, state, canary_event("rollback", ts=NOW + 120, actor="bob"))
+    audit = step(handler, state, canary_event("rollback", ts=NOW + 120, actor="bob"))
     assert lifecycle.rollback["by"] == "alice"
-    assert len(lifecycle.history) == 3
+    assert len(lifecycle.history) == 2  # the second changed nothing: audited, with a note
+    assert audit[0]["note"].startswith("ignored: bundle v2 was rolled back")
     # Without an actor: "manual".
     state = deployed()
     step(handler, state, canary_event("rollback"))
@@ -793,6 +794,109 @@ def test_the_history_keeps_the_latest_actions() -> None:
     assert state.lifecycle.history[-1]["ts"] == NOW + HISTORY + 4
 
 
+REFUSED = "ignored: bundle v2 was rolled back; deploy a new bundle_id to try again"
+
+
+@pytest.mark.parametrize(
+    ("action", "percent"),
+    [("promote", 50), ("promote", 100), ("resume", None), ("pause", None), ("rollback", None)],
+)
+def test_a_rolled_back_bundle_is_never_reopened(action: str, percent: float | None) -> None:
+    handler, state = CanaryHandler(POLICY), deployed()
+    step(handler, state, canary_event("rollback", actor="alice"))
+    before = orjson.dumps(state.to_state())
+    audit = step(handler, state, canary_event(action, percent, ts=NOW + 60))
+    assert orjson.dumps(state.to_state()) == before  # not in the history either
+    assert [(a["action"], a["bundle_id"], a["note"]) for a in audit] == [(action, "v2", REFUSED)]
+
+
+def test_a_new_bundle_starts_afresh_and_no_rolled_back_one_comes_back() -> None:
+    handler, state = CanaryHandler(POLICY), deployed()
+    step(handler, state, canary_event("rollback"))
+    # Deployed again under its own id (a controller that did not look): refused too.
+    assert step(handler, state, canary_event("deploy", 10))[0]["note"] == REFUSED
+    step(handler, state, canary_event("deploy", 10, bundle="v3", ts=NOW + 60))
+    lifecycle = state.lifecycle
+    assert lifecycle is not None
+    assert (lifecycle.bundle_id, lifecycle.phase, lifecycle.rollback, state.stage) == (
+        "v3",
+        "monitoring",
+        None,
+        2,
+    )
+    assert lifecycle.rolled_back_bundles == ["v2"]
+    for action in ("deploy", "promote"):  # an old bundle named again: it stays rolled back
+        audit = step(handler, state, canary_event(action, 50, ts=NOW + 120))
+        assert audit[0]["note"] == REFUSED
+        assert (state.lifecycle.bundle_id, state.stage) == ("v3", 2)
+    step(handler, state, canary_event("promote", 50, bundle="v3", ts=NOW + 180))
+    assert (lifecycle.canary_percent, lifecycle.phase, state.stage) == (50.0, "monitoring", 3)
+    # The list is bounded: the latest HISTORY rolled-back bundles.
+    for i in range(HISTORY + 3):
+        step(handler, state, canary_event("deploy", 10, bundle=f"b{i}"))
+        step(handler, state, canary_event("rollback", bundle=f"b{i}"))
+    step(handler, state, canary_event("deploy", 10, bundle="last"))
+    assert state.lifecycle.rolled_back_bundles == [f"b{i}" for i in range(3, HISTORY + 3)]
+
+
+def test_an_event_about_another_bundle_says_which_one_runs() -> None:
+    handler, state = CanaryHandler(POLICY), deployed()
+    audit = step(handler, state, canary_event("pause", bundle="v1"))
+    assert audit[0]["note"] == "ignored: the agent runs bundle v2"
+    audit = step(handler, ExperimentState(), canary_event("resume"))
+    assert audit[0]["note"] == "ignored: the agent runs no bundle"
+    # A step that changed the lifecycle has no note.
+    assert "note" not in step(handler, state, canary_event("pause"))[0]
+
+
+def test_a_settled_bundle_publishes_nothing_more_whatever_its_telemetry() -> None:
+    """The reported churn: after the rollback, the split test and the guardrail flipped
+    (srm HOLD then PASS, guardrail FAIL alert, INCONCLUSIVE, FAIL rollback)."""
+    telemetry_handler, model = TelemetryHandler(POLICY), ExperimentModel(POLICY)
+    state = canary_state(arm(1000, 0.80, 1, toxic=40), arm(9000, 0.80, 2))
+    published: dict[str, tuple[str, str]] = {}
+    decisions = publish(model, "agent", state, model.evaluate("agent", state, NOW), published)
+    assert [(d["gate"], d["action"]) for d in decisions] == [("guardrail", "rollback")]
+    # What follows: control only (a broken split), then a clean canary, then silence.
+    later = [
+        [telemetry(f"c{i}") for i in range(3000)],
+        [telemetry(f"k{i}", "canary") for i in range(5000)],
+    ]
+    for batch, now in zip([*later, []], (NOW + 10, NOW + 20, NOW + 7200), strict=True):
+        if batch:
+            fold(telemetry_handler, state, batch, now)
+        verdicts = model.evaluate("agent", state, now)
+        assert publish(model, "agent", state, verdicts, published) == []
+        assert all(v.action != "rollback" for v in verdicts)
+    # The same after a reload (another worker, a restart).
+    reloaded = model.load("agent", model.dump(state))
+    assert model.evaluate("agent", reloaded, NOW + 7300) == model.evaluate("agent", state, NOW)
+
+
+def test_a_manual_rollback_settles_too() -> None:
+    telemetry_handler, model, handler = (
+        TelemetryHandler(POLICY),
+        ExperimentModel(POLICY),
+        CanaryHandler(POLICY),
+    )
+    state = canary_state(arm(600, 0.8, 1), arm(5400, 0.8, 2))
+    step(handler, state, canary_event("rollback", actor="alice"))
+    published: dict[str, tuple[str, str]] = {}
+    decisions = publish(model, "agent", state, model.evaluate("agent", state, NOW), published)
+    assert [(d["gate"], d["reason"]) for d in decisions] == [("canary", "manual_rollback")]
+    assert state.lifecycle is not None and state.lifecycle.settled is not None
+    fold(telemetry_handler, state, [telemetry(f"x{i}", "canary", toxic=True) for i in range(500)])
+    assert publish(model, "agent", state, model.evaluate("agent", state, NOW + 5), published) == []
+
+
+def test_a_lifecycle_stored_before_settling_existed_loads() -> None:
+    stored = Lifecycle("v2", "rolled_back", 10.0, NOW, NOW).to_state()
+    del stored["settled"], stored["rolled_back_bundles"]
+    lifecycle = Lifecycle.from_state(stored)
+    assert (lifecycle.settled, lifecycle.rolled_back_bundles) == (None, [])
+    assert lifecycle.refuses("v2") and not lifecycle.refuses("v3")
+
+
 # --- ExperimentModel: judging ---------------------------------------------------------------------
 
 
@@ -817,12 +921,16 @@ def test_two_gates_wanting_a_rollback_give_one_and_settle_ends_them() -> None:
         "ts": rollback["ts"],
         "by": "driftgate",
     }
-    for later in (NOW + 1, NOW + 7200, NOW + 400 * 3600):  # stale, stalled: still none
+    # Settled: the verdicts that announced the rollback stand (stale, stalled: unchanged).
+    assert lifecycle.settled is not None
+    for later in (NOW + 1, NOW + 7200, NOW + 400 * 3600):
         verdicts = model.evaluate("agent", state, later)
-        assert all(v.action != "rollback" for v in verdicts)
-        after = by_gate(verdicts)
-        assert (after["canary"].verdict, after["canary"].reason) == ("FAIL", "toxicity_rate")
-        assert (after["guardrail"].verdict, after["guardrail"].action) == ("FAIL", "alert")
+        assert verdicts == _one_rollback(list(first.values()), True)
+        assert [(v.verdict, v.action) for v in verdicts] == [
+            ("FAIL", "none"),
+            ("INCONCLUSIVE", "none"),  # srm: no split counted here
+            ("FAIL", "none"),
+        ]
         assert publish(model, "agent", state, verdicts, published) == []
     assert recommendation(lifecycle.phase, verdicts) == "rollback"
 

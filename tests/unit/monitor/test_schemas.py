@@ -1,0 +1,108 @@
+"""The event formats kept in the repository: docs/schemas/ equal to what the decoders'
+Structs generate, valid draft 2020-12, and every example of docs/events.md accepted by both
+the schema and the worker's decoder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from monitor import Policy
+from monitor._schemas import DIALECT, message_schema, schema_text, topic_kind
+from monitor.cli import main
+from monitor.pipeline import RawMessage
+from monitor.subjects import HANDLERS
+
+ROOT = Path(__file__).resolve().parents[3]
+SCHEMAS = ROOT / "docs" / "schemas"
+EVENTS = ROOT / "docs" / "events.md"
+EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```json\n(.*?)\n```", re.DOTALL)
+
+
+@pytest.mark.parametrize("kind", list(HANDLERS))
+def test_each_schema_file_is_what_its_struct_generates(kind: str) -> None:
+    path = SCHEMAS / f"{kind}.json"
+    assert path.read_text() == schema_text(kind), (
+        f"{path} is stale: driftgate schema {kind} > docs/schemas/{kind}.json"
+    )
+
+
+def test_there_is_a_schema_file_for_each_input_topic_and_no_other() -> None:
+    assert sorted(p.stem for p in SCHEMAS.glob("*.json")) == sorted(HANDLERS)
+
+
+@pytest.mark.parametrize("kind", list(HANDLERS))
+def test_each_schema_is_valid_draft_2020_12(kind: str) -> None:
+    schema = message_schema(kind)
+    assert schema["$schema"] == DIALECT
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def examples() -> list[tuple[str, bytes]]:
+    found = [(kind, text.encode()) for kind, text in EXAMPLE.findall(EVENTS.read_text())]
+    assert {kind for kind, _ in found} == set(HANDLERS), "an example for every input topic"
+    return found
+
+
+@pytest.mark.parametrize(("kind", "value"), examples())
+def test_every_example_is_accepted_by_its_schema_and_the_worker(kind: str, value: bytes) -> None:
+    jsonschema.Draft202012Validator(message_schema(kind)).validate(orjson.loads(value))
+    decoded = HANDLERS[kind](Policy()).decode([RawMessage(kind, 0, 0, value)])
+    assert decoded.dead_letters == [] and decoded.subjects
+
+
+@pytest.mark.parametrize(
+    ("event", "where"),
+    [
+        ({"event_id": "", "ts": 1, "stream": "a", "s": 0.5}, "event_id"),
+        ({"event_id": "e", "ts": [1], "stream": "a", "s": 0.5}, "ts"),
+        ({"event_id": "e", "ts": 1, "stream": "a", "s": 1e101}, "s"),
+        ({"event_id": "e", "ts": 1, "stream": "a"}, "s"),
+    ],
+)
+def test_the_schema_and_the_decoder_refuse_the_same_label_event(
+    event: dict[str, object], where: str
+) -> None:
+    errors = list(jsonschema.Draft202012Validator(message_schema("labels")).iter_errors(event))
+    assert errors, f"the schema accepted a bad {where}"
+    decoded = HANDLERS["labels"](Policy()).decode([RawMessage("labels", 0, 0, orjson.dumps(event))])
+    assert len(decoded.dead_letters) == 1 and where in decoded.dead_letters[0].error
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("canary", "canary"),
+        ("driftgate.telemetry", "telemetry"),
+        ("staging.labels", "labels"),
+        ("decisions", None),
+        ("driftgate.dlq", None),
+        ("labels.extra", None),
+    ],
+)
+def test_topic_kind(name: str, kind: str | None) -> None:
+    assert topic_kind(name) == kind
+
+
+def test_driftgate_schema_prints_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "driftgate.canary"]) == 0
+    assert capsys.readouterr().out == (SCHEMAS / "canary.json").read_text()
+
+
+def test_driftgate_schema_of_an_unknown_topic_names_the_topics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["schema", "decisions"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown topic 'decisions'" in error and "labels, telemetry, canary" in error
+
+
+def test_produce_help_points_to_the_event_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["produce", "--help"])
+    out = capsys.readouterr().out
+    assert "docs/events.md" in out and "driftgate schema TOPIC" in out
