@@ -34,7 +34,7 @@ class RestartingMeanSequence(StatefulEstimator):
 
     Parameters
     ----------
-    alpha, target_time, min_n, prior_variance, prior_weight, bounds
+    alpha, target_time, min_n, prior_variance, prior_weight, bounds, unbounded_min_n
         Of both confidence sequences (see :class:`NormalMixtureSequence`).
     change_alpha, change_horizon
         Of the detector: the chance of a false alarm within ``change_horizon`` values is at
@@ -80,10 +80,11 @@ class RestartingMeanSequence(StatefulEstimator):
         prior_variance: float | None = None,
         prior_weight: float = PRIOR_WEIGHT,
         bounds: tuple[float, float] | None = None,
+        unbounded_min_n: int | None = None,
     ) -> None:
         self.alpha, self.target_time, self.min_n = alpha, target_time, min_n
         self.prior_variance, self.prior_weight = prior_variance, prior_weight
-        self.bounds = bounds
+        self.bounds, self.unbounded_min_n = bounds, unbounded_min_n
         self.all_time = self._new_sequence()
         self.detector = MeanShiftDetector(change_alpha, change_horizon)
         self.since_change: NormalMixtureSequence | None = None
@@ -129,6 +130,7 @@ class RestartingMeanSequence(StatefulEstimator):
             self.prior_variance,
             self.prior_weight,
             self.bounds,
+            self.unbounded_min_n,
         )
 
     def to_state(self) -> dict[str, Any]:
@@ -151,6 +153,7 @@ class RestartingMeanSequence(StatefulEstimator):
             bounds=None
             if all_time.bounded is None
             else (all_time.bounded.low, all_time.bounded.high),
+            unbounded_min_n=all_time.unbounded_min_n,
         )
         sequence.all_time = all_time
         sequence.detector = MeanShiftDetector.from_state(state["detector"])

@@ -57,6 +57,9 @@ class ResidualDriftPolicy:
     # so residuals within +-(high - low)) the interval is exact at every sample size
     # (empirical Bernstein); a residual outside turns it to the normal mixture.
     label_range: tuple[float, ...] = (0.0, 1.0)
+    # Labels outside label_range: the asymptotic interval decides from this many labels
+    # (a heavy-tailed stream's plug-in interval needs them; bench/validity.py).
+    min_labeled_unbounded: int = 3000
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,7 @@ class LabelModel:
             residual.change_horizon,
             prior_variance=calibrator.residual_variance,
             bounds=(low - high, high - low),
+            unbounded_min_n=max(residual.min_labeled, residual.min_labeled_unbounded),
         )
 
     def load(self, subject: str, stored: Mapping[str, bytes | None]) -> LabelState:
@@ -347,8 +348,9 @@ class LabelModel:
         labels: int | None
         if residual.verdict in ("WARN", "FAIL"):
             status, labels = "decided", 0
-        elif sequence.n < policy.min_labeled:
-            status, labels = "collecting", policy.min_labeled - sequence.n
+        elif sequence.n < max(policy.min_labeled, sequence.decides_from):
+            status = "collecting"
+            labels = max(policy.min_labeled, sequence.decides_from) - sequence.n
         else:
             status = "watching"
             labels = labels_to_exclude_zero(

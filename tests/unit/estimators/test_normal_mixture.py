@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from estimators import NormalMixtureSequence, normal_mixture_boundary, optimal_rho
+from estimators import (
+    EmpiricalBernsteinSequence,
+    NormalMixtureSequence,
+    normal_mixture_boundary,
+    optimal_rho,
+)
 
 
 def test_published_values_alpha_005_target_1000() -> None:
@@ -150,3 +155,33 @@ def test_a_fixed_n_interval_checked_every_batch_does_not_hold() -> None:
     z = np.cumsum(x, axis=1)[:, 99::100] / np.sqrt(t[99::100])
     false_alarm = (np.abs(z) > stats.norm.ppf(0.975)).any(axis=1).mean()
     assert false_alarm > 0.25
+
+
+def test_known_bounds_give_the_empirical_bernstein_interval_until_a_value_leaves_them() -> None:
+    rng = np.random.default_rng(61)
+    values = (rng.random(400) < 0.1) - 0.1  # residuals of 0/1 labels at 10%
+    bounded = NormalMixtureSequence(0.04, bounds=(-1.0, 1.0), unbounded_min_n=300)
+    for chunk in np.array_split(values, 9):
+        bounded.update(chunk)
+    exact = EmpiricalBernsteinSequence(0.04, -1.0, 1.0, target_time=1000.0).update(values)
+    assert bounded.method == "empirical_bernstein_cs"
+    assert bounded.interval.low == pytest.approx(exact.interval.low, rel=1e-9)
+    assert bounded.interval.high == pytest.approx(exact.interval.high, rel=1e-9)
+    assert bounded.interval.estimate == pytest.approx(values.mean())
+    restored = NormalMixtureSequence.from_state(bounded.to_state())
+    assert restored.interval == bounded.interval and restored.decides_from == 30
+    # 30 labels of 0: a plug-in variance of 0 and a zero-width interval that excludes the
+    # truth; the bounded interval holds it.
+    zeros = np.full(30, -0.1)
+    plain = NormalMixtureSequence(0.04).update(zeros)
+    assert plain.interval.high - plain.interval.low < 1e-12 and not plain.interval.contains(0.0)
+    assert NormalMixtureSequence(0.04, bounds=(-1.0, 1.0)).update(zeros).interval.contains(0.0)
+    # A value out of bounds: the normal mixture, and only from unbounded_min_n values on.
+    bounded.update([1.5])
+    assert bounded.method == "normal_mixture_cs" and bounded.decides_from == 300
+    assert bounded.n == 401 and math.isfinite(bounded.interval.low)
+    assert math.isinf(
+        NormalMixtureSequence(bounds=(-1, 1), unbounded_min_n=300).update([2.0] * 40).interval.low
+    )
+    with pytest.raises(ValueError, match="bounds"):
+        bounded += NormalMixtureSequence(0.04)
