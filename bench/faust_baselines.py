@@ -5,7 +5,8 @@
 Both run with the driftgate worker's own Faust settings (``monitor._app.FAUST_SETTINGS``:
 fetch sizes, stream buffer, rebalance timeouts), so that all three read Kafka alike.
 
-* ``bare``: Faust's own ceiling: decode every message and count the events, nothing else.
+* ``bare``: Faust's own ceiling: decode every message and count the events, nothing else
+  (of a columnar envelope, also its ``s`` and ``y`` arrays into numpy, as the worker does).
 * ``peer``: what a typical hand-written monitor does per event: a River ``stats.Var`` and
   ``drift.ADWIN`` update, one Redis ``HINCRBYFLOAT`` and one Prometheus counter increment.
 
@@ -22,6 +23,7 @@ import tempfile
 import time
 
 import faust
+import numpy as np
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
@@ -61,7 +63,15 @@ if MODE == "bare":
                 seen["first"] = time.monotonic()
             for event in events:
                 document = orjson.loads(event.value)
-                seen["count"] += len(document) if isinstance(document, list) else 1
+                if isinstance(document, list):
+                    seen["count"] += len(document)
+                elif "columns" in document:  # a columnar envelope: its arrays, as numpy
+                    columns = document["columns"]
+                    seen["count"] += len(columns["event_id"])
+                    np.array(columns["s"], dtype=np.float64)
+                    np.array(columns["y"], dtype=np.float64)
+                else:
+                    seen["count"] += 1
             for event in events:
                 await stream.ack(event)
             if seen["count"] >= EXPECTED:

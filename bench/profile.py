@@ -68,7 +68,9 @@ HERE = Path(__file__).resolve().parent
 TOPIC = "bprofile.labels"
 TOPICS = TopicNames("bprofile.decisions", "bprofile.dlq")
 # Batches as the throughput benchmark's worker sees them: (messages, events per message).
-SHAPES = {"envelope": (500, 100), "single": (465, 1)}
+# (messages per batch, events per message); columnar: envelopes of 1,000 events as
+# monitor.emit writes them, 50,000 events a batch like the others.
+SHAPES = {"envelope": (500, 100), "single": (465, 1), "columnar": (50, 1_000)}
 
 DECODE = "decode and validation"
 DEDUPE = "duplicate detection"
@@ -163,7 +165,9 @@ def runner_batches(shape: str, count: int, seed: int) -> list[list[RawMessage]]:
     """``count`` consecutive batches of one shape: keyed by stream (stream i on partition
     i mod 4), offsets per partition and event ids running on from batch to batch."""
     per_batch, envelope = SHAPES[shape]
-    messages = make_messages(per_batch * envelope * count, envelope, seed)
+    messages = make_messages(
+        per_batch * envelope * count, envelope, seed, columnar=shape == "columnar"
+    )
     offsets = [0] * PARTITIONS
     raw = []
     for key, value in messages:

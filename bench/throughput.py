@@ -1,6 +1,8 @@
 """Throughput of one driftgate worker end to end, against the limits and a per-event peer.
 
     python bench/throughput.py [--single 50000] [--envelope 1000000] [--peer 20000]
+                               [--columnar 2000000] [--columnar-size 1000]
+                               [--shapes single,envelope,columnar]
                                [--rounds 3] [--latency-trials 50] [--out bench/results]
 
 Every contender reads the same pre-produced messages, in the same run, on the same broker
@@ -82,8 +84,12 @@ NOT_PER_BATCH = frozenset({"smembers", "hgetall", "info", "get", "xlen", "hello"
 NOT_PER_BATCH_PREFIXES = ("script|", "client|", "select")
 
 
-def make_messages(events: int, envelope: int, seed: int) -> list[tuple[bytes, bytes]]:
-    """``events`` label events over 64 streams, ``envelope`` per message (1: bare events)."""
+def make_messages(
+    events: int, envelope: int, seed: int, columnar: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``events`` label events over 64 streams, ``envelope`` per message (1: bare events;
+    ``columnar``: one columnar envelope per message, the stream at its top level, as
+    ``monitor.emit`` writes them)."""
     rng = np.random.default_rng(seed)
     s = rng.uniform(size=events)
     y = s + rng.normal(0, 0.1, events)
@@ -101,7 +107,18 @@ def make_messages(events: int, envelope: int, seed: int) -> list[tuple[bytes, by
             }
             for i in range(start, min(start + envelope, events))
         ]
-        value = orjson.dumps(batch[0] if envelope == 1 else batch)
+        if columnar:
+            value = orjson.dumps(
+                {
+                    "stream": stream,
+                    "columns": {
+                        name: [event[name] for event in batch]
+                        for name in ("event_id", "ts", "s", "y")
+                    },
+                }
+            )
+        else:
+            value = orjson.dumps(batch[0] if envelope == 1 else batch)
         messages.append((stream.encode(), value))
     return messages
 
@@ -279,9 +296,10 @@ def measure_shape(
     services: Services, shape: str, events: int, envelope: int, args: argparse.Namespace
 ) -> ShapeResult:
     """The raw drain, ``--rounds`` alternating rounds of bare Faust and driftgate (a fresh
-    copy of the messages each), and the peer."""
+    copy of the messages each), and the peer (not on columnar messages: it reads rows)."""
     logs = services.workdir
-    messages = make_messages(events, envelope, seed=1)
+    columnar = shape == "columnar"
+    messages = make_messages(events, envelope, seed=1, columnar=columnar)
     topics = []
     for r in range(args.rounds):
         topics.append(f"b{shape}{r}.labels")
@@ -319,11 +337,12 @@ def measure_shape(
             }
         )
         print(f"{shape} round {r}: {result.rounds[-1]}", flush=True)
-    result.rates[PEER].append(
-        faust_contender(
-            services, "peer", topics[0], min(args.peer, events), logs / f"peer-{shape}.log"
+    if not columnar:
+        result.rates[PEER].append(
+            faust_contender(
+                services, "peer", topics[0], min(args.peer, events), logs / f"peer-{shape}.log"
+            )
         )
-    )
     return result
 
 
@@ -440,6 +459,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--single", type=int, default=50_000, help="events, one per message")
     parser.add_argument("--envelope", type=int, default=1_000_000, help="events, 100 per message")
+    parser.add_argument("--columnar", type=int, default=2_000_000, help="events, columnar")
+    parser.add_argument(
+        "--columnar-size", type=int, default=1_000, help="events per columnar message"
+    )
+    parser.add_argument(
+        "--shapes", default="single,envelope,columnar", help="which shapes to run (comma-separated)"
+    )
     parser.add_argument("--peer", type=int, default=20_000, help="events the peer processes")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare/driftgate rounds")
     parser.add_argument("--latency-trials", type=int, default=50)
@@ -456,11 +482,14 @@ def main() -> None:
         for shape, events, envelope in (
             ("single", args.single, 1),
             ("envelope", args.envelope, 100),
+            ("columnar", args.columnar, args.columnar_size),
         ):
-            results[shape] = measure_shape(services, shape, events, envelope, args)
-            extra.update(shape_extras(shape, results[shape]))
-        extra.update(decision_latency(services, args.latency_trials))
-        extra.update(scale_out(services, args.envelope // 2))
+            if shape in args.shapes.split(","):
+                results[shape] = measure_shape(services, shape, events, envelope, args)
+                extra.update(shape_extras(shape, results[shape]))
+        if "envelope" in args.shapes.split(","):
+            extra.update(decision_latency(services, args.latency_trials))
+            extra.update(scale_out(services, args.envelope // 2))
     finally:
         services.close()
     report(results, extra, args, time.monotonic() - started)
@@ -474,6 +503,8 @@ def summary_rows(results: dict[str, ShapeResult]) -> list[list[object]]:
         ours = statistics.median(result.rates[DRIFTGATE])
         for name in CONTENDERS:
             rates = result.rates[name]
+            if not rates:  # not run on this shape
+                continue
             if name == BARE:
                 ratio = statistics.median(float(r["ratio"]) for r in result.rounds)
             else:
@@ -519,8 +550,9 @@ def report(
     header = (
         f"Machine: {machine_summary()}\n"
         f"{args.rounds} alternating round(s) of bare Faust and driftgate per shape "
-        f"(each on its own copy of the messages); {args.single:,} single events, "
-        f"{args.envelope:,} events in envelopes of 100; took {seconds:.0f} s.\n"
+        f"(each on its own copy of the messages); shapes {args.shapes}: {args.single:,} "
+        f"single events, {args.envelope:,} events in envelopes of 100, {args.columnar:,} "
+        f"events in columnar envelopes of {args.columnar_size:,}; took {seconds:.0f} s.\n"
         "driftgate / bare Faust: median of the per-round ratios."
     )
     note = (
@@ -572,7 +604,8 @@ def plot(results: dict[str, ShapeResult], path: Path) -> None:
         )
         axis.invert_yaxis()
         axis.set_xscale("log")
-        axis.set_title(f"{shape}: {1 if shape == 'single' else 100} event(s)/message")
+        size = {"single": 1, "envelope": 100}.get(shape, "columnar")
+        axis.set_title(f"{shape}: {size} event(s)/message")
         axis.set_xlabel("events per second (log): median, whiskers min-max of the runs")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

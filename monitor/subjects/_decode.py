@@ -12,13 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import numpy as np
 
+from .._events import Finite, NonEmpty, NonNegative, Timestamp
 from ..pipeline import DeadLetter, DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
+from ._columnar import ColumnarDecoder, ColumnarError, Table, is_columnar
 
 __all__ = [
     "EventRows",
@@ -32,16 +34,6 @@ __all__ = [
 ]
 
 E = TypeVar("E")
-
-# JSON has no NaN; an overflowing literal such as 1e400 decodes to inf: keep it out. A
-# finite number whose square overflows (|x| > 1.3e154) would turn a subject's moments to
-# NaN for good, so numbers are bounded well inside: |x| <= 1e100.
-MAX_MAGNITUDE = 1e100
-Finite = Annotated[float, msgspec.Meta(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MAGNITUDE)]
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-# RFC 3339 with an offset, or Unix seconds.
-Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | Finite
 
 
 def _error(exc: msgspec.DecodeError, index: int | None = None) -> str:
@@ -64,6 +56,7 @@ class MessageDecoder(Generic[E]):
         self._message = msgspec.json.Decoder(event_type | list[event_type])  # type: ignore[valid-type]
         self._event = msgspec.json.Decoder(event_type)
         self._elements = msgspec.json.Decoder(list[msgspec.Raw])
+        self.columnar = ColumnarDecoder(event_type)
 
     def decode(self, value: bytes | None) -> tuple[list[E], list[tuple[bytes, str]]]:
         """Valid events, and ``(payload, error)`` for each bad part."""
@@ -123,23 +116,116 @@ class MessageDecoder(Generic[E]):
     def decode_subjects(
         self,
         messages: Sequence[RawMessage],
-        subject_of: Callable[[E], str],
+        subject: str,
         columns_of: Callable[[list[E]], Any],
+        table_columns: Callable[[Table], Any] | None = None,
     ) -> DecodedBatch:
-        """The batch's events grouped by ``subject_of``, with ``columns_of`` (an object with
-        ``take(rows)``) holding what each handler's update reads; and the dead letters."""
-        events, partitions, offsets, dead = self.decode_batch(messages)
-        batch = DecodedBatch(dead_letters=dead)
-        if events:
+        """The batch's events grouped by their ``subject`` field, with ``columns_of`` (an
+        object with ``take(rows)`` and ``concat(parts)``) holding what each handler's
+        update reads; and the dead letters.
+
+        A columnar envelope becomes its handler's columns by ``table_columns`` (numpy
+        straight from the decoded arrays), or, without it, through its events. Runs of
+        row messages and columnar messages are joined in offset order.
+        """
+        get_subject = attrgetter(subject)
+        blocks: list[_Block] = []
+        dead: list[DeadLetter] = []
+        run: list[RawMessage] = []
+        for message in messages:
+            document = self._columnar_document(message.value)
+            if document is None:
+                run.append(message)
+                continue
+            if run:
+                blocks.append(self._row_block(run, get_subject, columns_of, dead))
+                run = []
+            try:
+                blocks.append(
+                    self._table_block(message, document, subject, columns_of, table_columns)
+                )
+            except ColumnarError as exc:  # refused whole, naming the field
+                dead.append(
+                    DeadLetter(
+                        bytes(message.value or b""), str(exc), message.partition, message.offset
+                    )
+                )
+        if run:
+            blocks.append(self._row_block(run, get_subject, columns_of, dead))
+        batch = DecodedBatch(dead_letters=dead)  # in message order, as they were met
+        blocks = [block for block in blocks if block.ids]
+        if blocks:
+            whole = blocks[0] if len(blocks) == 1 else _Block.concat(blocks)
             batch.subjects = split_by_subject(
-                list(map(subject_of, events)),
-                list(map(_get_id, events)),
-                event_times(events),
-                partitions,
-                offsets,
-                columns_of(events),
+                whole.subjects, whole.ids, whole.ts, whole.partitions, whole.offsets, whole.columns
             )
         return batch
+
+    def _columnar_document(self, value: bytes | None) -> dict[str, msgspec.Raw] | None:
+        if value is None or not is_columnar(value):
+            return None
+        return self.columnar.probe(value)
+
+    def _row_block(
+        self,
+        run: Sequence[RawMessage],
+        get_subject: Callable[[E], str],
+        columns_of: Callable[[list[E]], Any],
+        dead: list[DeadLetter],
+    ) -> _Block:
+        events, partitions, offsets, bad = self.decode_batch(run)
+        dead += bad
+        return _Block(
+            list(map(get_subject, events)),
+            list(map(_get_id, events)),
+            event_times(events),
+            partitions,
+            offsets,
+            columns_of(events) if events else None,
+        )
+
+    def _table_block(
+        self,
+        message: RawMessage,
+        document: dict[str, msgspec.Raw],
+        subject: str,
+        columns_of: Callable[[list[E]], Any],
+        table_columns: Callable[[Table], Any] | None,
+    ) -> _Block:
+        table = self.columnar.table(document)
+        n = table.n
+        return _Block(
+            table.values(subject),
+            table.values("event_id"),
+            table.times(),
+            np.full(n, message.partition, np.int64),
+            np.full(n, message.offset, np.int64),
+            table_columns(table) if table_columns else columns_of(self.columnar.events(table)),
+        )
+
+
+@dataclass
+class _Block:
+    """A run of a batch's events in offset order, before they are split by subject."""
+
+    subjects: list[str]
+    ids: list[str]
+    ts: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+    columns: Any
+
+    @classmethod
+    def concat(cls, blocks: Sequence[_Block]) -> _Block:
+        columns = [b.columns for b in blocks]
+        return cls(
+            [s for b in blocks for s in b.subjects],
+            [i for b in blocks for i in b.ids],
+            np.concatenate([b.ts for b in blocks]),
+            np.concatenate([b.partitions for b in blocks]),
+            np.concatenate([b.offsets for b in blocks]),
+            type(columns[0]).concat(columns),
+        )
 
 
 @dataclass
@@ -152,6 +238,10 @@ class EventRows(Generic[E]):
         if isinstance(rows, slice):
             return EventRows(self.events[rows])
         return EventRows([self.events[i] for i in rows.tolist()])
+
+    @classmethod
+    def concat(cls, parts: Sequence[EventRows[E]]) -> EventRows[E]:
+        return cls([event for part in parts for event in part.events])
 
 
 _get_id = attrgetter("event_id")

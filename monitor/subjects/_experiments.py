@@ -16,10 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 
@@ -36,6 +34,7 @@ from estimators import (
 )
 
 from .._config import AgentPolicy, Policy
+from .._events import CanaryEvent, Guardrails, TelemetryEvent
 from ..gates import SEVERITY, Verdict, finite_or_none, rfc3339
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import GuardrailReading, guardrail_gate, read_guardrails
@@ -43,20 +42,14 @@ from ..gates._srm import srm_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
 from ..store import _keys as fields
-from ._decode import (
-    EventRows,
-    Finite,
-    MessageDecoder,
-    NonEmpty,
-    NonNegative,
-    Timestamp,
-)
+from ._decode import EventRows, MessageDecoder
 
 __all__ = [
     "CanaryEvent",
     "CanaryHandler",
     "ExperimentModel",
     "ExperimentState",
+    "Guardrails",
     "Lifecycle",
     "TelemetryEvent",
     "TelemetryHandler",
@@ -70,55 +63,6 @@ SRM_MIN_N = 100
 SRM_MAX_UNITS = 50_000
 # A canary in these phases takes its share of the traffic and is judged against control.
 ACTIVE_PHASES = ("monitoring", "paused")
-
-
-# --- events -----------------------------------------------------------------------------
-
-
-class Guardrails(msgspec.Struct, frozen=True, gc=False):
-    toxicity: bool | None = None
-    pii: bool | None = None
-    latency_ms: NonNegative | None = None
-    unit_cost: NonNegative | None = None
-
-
-class TelemetryCovariates(msgspec.Struct, frozen=True, gc=False):
-    pre_period: Finite | None = None
-    segment: str | None = None
-
-
-class TelemetryEvent(msgspec.Struct, frozen=True, gc=False):
-    """An observation of an experiment's unit (``driftgate.telemetry``)."""
-
-    event_id: NonEmpty
-    ts: Timestamp
-    experiment_id: NonEmpty
-    unit_id: NonEmpty
-    variant: NonEmpty
-    primary_outcome: Finite | bool | None = None
-    sec_outcomes: dict[str, Finite] | None = None
-    guardrails: Guardrails | None = None
-    covariates: TelemetryCovariates | None = None
-    environment: Literal["prod", "staging"] = "prod"
-
-
-class CanaryEvent(msgspec.Struct, frozen=True, gc=False):
-    """A lifecycle step of an agent's bundle (``driftgate.canary``)."""
-
-    event_id: NonEmpty
-    ts: Timestamp
-    agent: NonEmpty
-    bundle_id: NonEmpty
-    action: Literal["deploy", "promote", "rollback", "pause", "resume"]
-    canary_percent: Finite | None = None
-    actor: str | None = None
-    rationale: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.action in ("deploy", "promote") and self.canary_percent is None:
-            raise ValueError(f"canary_percent is required for {self.action}")
-        if self.canary_percent is not None and not 0 <= self.canary_percent <= 100:
-            raise ValueError(f"canary_percent must be in 0..100, got {self.canary_percent}")
 
 
 # --- state ------------------------------------------------------------------------------
@@ -645,10 +589,6 @@ def _adjust_secondary(variants: dict[str, Any], q: float) -> None:
 # --- the handlers ---------------------------------------------------------------------------
 
 
-_get_experiment = attrgetter("experiment_id")
-_get_agent = attrgetter("agent")
-
-
 def _as_float(value: float | bool | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -663,7 +603,7 @@ class TelemetryHandler:
         self.decoder = MessageDecoder(TelemetryEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        return self.decoder.decode_subjects(messages, _get_experiment, EventRows)
+        return self.decoder.decode_subjects(messages, "experiment_id", EventRows)
 
     def update(
         self, subject: str, state: ExperimentState, events: SubjectEvents, now: float
@@ -823,7 +763,7 @@ class CanaryHandler:
         self.decoder = MessageDecoder(CanaryEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        return self.decoder.decode_subjects(messages, _get_agent, EventRows)
+        return self.decoder.decode_subjects(messages, "agent", EventRows)
 
     def update(
         self, subject: str, state: ExperimentState, events: SubjectEvents, now: float

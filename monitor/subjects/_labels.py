@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 
@@ -29,29 +28,15 @@ from estimators import (
 )
 
 from .._config import Policy
+from .._events import LabelEvent
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
-from ._decode import (
-    Finite,
-    MessageDecoder,
-    NonEmpty,
-    Timestamp,
-)
+from ._columnar import Table
+from ._decode import MessageDecoder
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
-
-
-class LabelEvent(msgspec.Struct, frozen=True, gc=False):
-    """One ``(S, Y)`` observation of ``driftgate.labels`` (``y`` null: score only)."""
-
-    event_id: NonEmpty
-    ts: Timestamp
-    stream: NonEmpty
-    s: Finite
-    y: Finite | None = None
-    covariates: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +166,10 @@ class LabelColumns:
 
     def take(self, rows: np.ndarray | slice) -> LabelColumns:
         return LabelColumns(self.s[rows], self.y[rows])
+
+    @classmethod
+    def concat(cls, parts: Sequence[LabelColumns]) -> LabelColumns:
+        return cls(np.concatenate([p.s for p in parts]), np.concatenate([p.y for p in parts]))
 
 
 class LabelModel:
@@ -410,7 +399,6 @@ def _interval_view(sequence: Any) -> dict[str, Any]:
     }
 
 
-_get_stream = attrgetter("stream")
 _get_s = attrgetter("s")
 _get_y = attrgetter("y")
 
@@ -423,6 +411,11 @@ def _label_columns(events: list[LabelEvent]) -> LabelColumns:
     )
 
 
+def _table_label_columns(table: Table) -> LabelColumns:
+    """A columnar envelope's scores and labels, straight from its decoded arrays."""
+    return LabelColumns(table.floats("s"), table.floats("y"))
+
+
 class LabelHandler:
     """``driftgate.labels``: decode, group by stream, residuals into the statistics."""
 
@@ -433,7 +426,9 @@ class LabelHandler:
         self.decoder = MessageDecoder(LabelEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        return self.decoder.decode_subjects(messages, _get_stream, _label_columns)
+        return self.decoder.decode_subjects(
+            messages, "stream", _label_columns, _table_label_columns
+        )
 
     def _fold_scores(self, state: LabelState, scores: np.ndarray) -> None:
         """Scores into the recent window, the baseline moved at exact window boundaries.

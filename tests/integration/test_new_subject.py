@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -112,7 +111,7 @@ class QueueHandler:
         self.decoder = MessageDecoder(QueueEvent)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        return self.decoder.decode_subjects(messages, attrgetter("queue"), EventRows)
+        return self.decoder.decode_subjects(messages, "queue", EventRows)
 
     def update(
         self, subject: str, state: QueueState, events: SubjectEvents, now: float
