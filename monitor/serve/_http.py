@@ -37,14 +37,17 @@ MAX_BODY = 1 << 20
 DRAIN_LIMIT = 64 * MAX_BODY
 """A body over ``MAX_BODY`` is read and dropped up to this many bytes, so that its
 sender gets the 413 (past it, the server refuses the request itself)."""
-# The server's worker threads: an answer is a few Redis reads, mostly waiting on the
-# network, and each thread also contends for the worker's GIL: a handful, not hundreds.
+# The threads that answer: an answer is one Redis read (HGETALL) and JSON, ~0.15 ms, and
+# every thread contends for the GIL with the worker's loop; 2, 4, 8 and 16 measured alike
+# within the noise of bench/http_api.py, so waitress's default.
 THREADS = 4
 # Connections queued by the kernel beyond those being served (bench/http_api.py: with
 # wsgiref's 5, 50 parallel controllers waited a second for SYN retries, and some reset).
 BACKLOG = 1024
-# Connections open at once; the rest wait in the backlog (each holds a file descriptor).
-CONNECTION_LIMIT = 100
+# Connections served at once; the rest wait in the backlog. Above waitress's 100, so that a
+# burst of 200 controllers does not log "reached the connection limit" (a warning worth
+# seeing past this); 32, 100 and 512 measured alike within the noise of bench/http_api.py.
+CONNECTION_LIMIT = 512
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Answer = tuple[int, dict[str, Any]]
