@@ -283,6 +283,7 @@ def main() -> None:
     }
     try:
         ports = {name: int(p.stdout.readline()) for name, p in processes.items()}  # type: ignore[union-attr]
+        load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
         tallies = {(name, s): Tally() for name in names for s in (0, args.stallers)}
         for name in names:  # one small warm-up burst each, not counted
             asyncio.run(burst(ports[name], 10, Tally()))
@@ -299,6 +300,7 @@ def main() -> None:
             process.stdin.close()  # type: ignore[union-attr]
             process.wait(10)
         redis_server.stop()
+    load_after = os.getloadavg()[0]
     sent = args.clients * args.rounds
     headers = [
         "server",
@@ -319,7 +321,8 @@ def main() -> None:
     text = (
         f"{args.clients} parallel clients on {HOST}, {args.rounds} rounds each, alternating; "
         f"half `POST /v1/flagger/rollout` (headers and body in two writes), half "
-        f"`GET /v1/agents/{{agent}}`; timeout {TIMEOUT:.0f} s. {machine_summary()}.\n\n"
+        f"`GET /v1/agents/{{agent}}`; timeout {TIMEOUT:.0f} s. {machine_summary()}; load "
+        f"average {load_before:.1f} before, {load_after:.1f} after.\n\n"
         f"{tables[0]}\n\nThe same while {args.stallers} slow senders hold connections open "
         f"(a hook's headers sent, its body not, until the burst is over):\n\n{tables[1]}\n"
     )
