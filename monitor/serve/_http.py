@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -321,19 +322,26 @@ def serve(app: GateAPI, host: str, port: int) -> HTTPServer:
     """Serve ``app`` on ``host:port`` from a daemon thread; returns the server.
 
     ``host`` is what it binds, exactly (``DRIFTGATE_METRICS_HOST``: loopback unless
-    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket. waitress reads
-    each request whole before a thread answers it (a slow sender holds no thread), with a
-    bounded pool and a large backlog: bench/http_api.py measures it against wsgiref.
+    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket, and ``::`` takes
+    IPv4 too (waitress's own IPv6 socket would not). waitress reads each request whole
+    before a thread answers it (a slow sender holds no thread), with a bounded pool and a
+    large backlog: bench/http_api.py measures it against wsgiref.
     """
     # A burst of controllers queues by design (bounded by CONNECTION_LIMIT): waitress's
     # warning for every queued request would be a log line per request of the burst.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    ipv6 = ":" in host
+    listening = socket.create_server(
+        (host, port),
+        family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+        backlog=BACKLOG,
+        dualstack_ipv6=ipv6 and socket.has_dualstack_ipv6(),
+    )
     channels: dict[int, Any] = {}
     server = create_server(
         app,
         map=channels,
-        host=host,
-        port=port,
+        sockets=[listening],
         threads=THREADS,
         backlog=BACKLOG,
         connection_limit=CONNECTION_LIMIT,
@@ -343,6 +351,6 @@ def serve(app: GateAPI, host: str, port: int) -> HTTPServer:
         max_request_body_size=DRAIN_LIMIT,
         ident="driftgate",
     )
-    assert isinstance(server, BaseWSGIServer)  # one address: one server, not several
+    assert isinstance(server, BaseWSGIServer)  # one socket: one server, not several
     threading.Thread(target=server.run, name="driftgate-http", daemon=True).start()
     return HTTPServer(server, channels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +23,9 @@ TOKEN = "s3cret-token-0123456789abcdef"
 PARALLEL = 200
 
 
-def start(token: str | None = None) -> HTTPServer:
+def start(token: str | None = None, host: str = "127.0.0.1") -> HTTPServer:
     app = GateAPI(ReadModel(snapshot()), CollectorRegistry(), lambda: None, Policy(), token)  # type: ignore[arg-type]
-    return serve(app, "127.0.0.1", 0)
+    return serve(app, host, 0)
 
 
 @pytest.fixture
@@ -40,10 +41,11 @@ def ask(
     path: str,
     body: Any = None,
     headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> tuple[int, http.client.HTTPMessage, Any]:
     """One request over a socket of its own; the answer's status, headers (any case)
     and body."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection = http.client.HTTPConnection(host, server.port, timeout=10)
     try:
         data = None if body is None else json.dumps(body).encode()
         connection.request(method, path, body=data, headers=headers or {})
@@ -205,3 +207,21 @@ def test_an_unsupported_method_is_405_over_the_wire(
     status, headers, document = ask(server, method, path, body={}, headers=bearer())
     assert (status, headers["Allow"]) == (405, allowed)
     assert document == {"error": f"{path} takes {allowed}"}
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def test_ipv6_and_on_the_unspecified_address_ipv4_too() -> None:
+    """``::1`` is IPv6's loopback; ``::`` (every address) takes IPv4 as well, as the
+    socket before waitress did (waitress's own IPv6 socket is IPv6 only)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    for host, clients in (("::1", ["::1"]), ("::", ["::1", "127.0.0.1"])):
+        running = start(TOKEN, host)
+        try:
+            for client in clients:
+                status, _, document = ask(running, "GET", "/healthz", host=client)
+                assert (status, document) == (200, {"status": "ok"}), (host, client)
+        finally:
+            running.close()
