@@ -24,6 +24,8 @@ __all__ = [
     "KAFKA_TOPIC_MAX_LENGTH",
     "MAX_HOURS",
     "MAX_TEXT_LENGTH",
+    "MIN_TOKEN_LENGTH",
+    "bearer_token",
     "finite_number",
     "host",
     "hours",
@@ -54,9 +56,14 @@ MAX_TEXT_LENGTH = 1000
 # Subject names become Redis hash tags and metric labels: short, printable.
 MAX_NAME_LENGTH = 256
 
+# A shorter API token is one an attacker on the network could guess.
+MIN_TOKEN_LENGTH = 16
+
 _TOPIC_CHARACTERS = re.compile(r"[A-Za-z0-9._-]*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# RFC 6750's token characters: what an Authorization header carries unchanged.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 def _number(text: str) -> float:
@@ -229,6 +236,22 @@ def http_url(text: str) -> str:
         raise ArgumentTypeError(f"has a malformed port: {shown}...") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {shown}...")
+    return text
+
+
+def bearer_token(text: str) -> str:
+    """A secret for ``Authorization: Bearer``: its characters and length are checked, and
+    the message never shows it."""
+    if not _BEARER_TOKEN.fullmatch(text):
+        raise ArgumentTypeError(
+            "must hold only letters, digits and - . _ ~ + / (then = padding), as a bearer "
+            "token does (the value is not shown)"
+        )
+    if len(text) < MIN_TOKEN_LENGTH:
+        raise ArgumentTypeError(
+            f"must be at least {MIN_TOKEN_LENGTH} characters long, got {len(text)} "
+            "(e.g. `openssl rand -hex 32`)"
+        )
     return text
 
 

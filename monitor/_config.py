@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from argparse import ArgumentTypeError
@@ -374,6 +375,8 @@ class Settings:
     kafka_ssl_cafile: str | None = None
     # A chat webhook's token is its path: as secret as a password.
     webhook_url: str | None = field(default=None, repr=False)
+    # What every /v1/... request of the HTTP API must carry; required beyond loopback.
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -417,7 +420,33 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """What must never be shown: see :func:`secrets_of`."""
-        return secrets_of(self.redis_url, self.kafka_sasl_password, self.webhook_url)
+        return secrets_of(
+            self.redis_url, self.kafka_sasl_password, self.webhook_url, self.api_token
+        )
+
+    def check_api_token(self) -> None:
+        """Refuse to serve the HTTP API beyond loopback without a token: anyone who can
+        reach it could ask about every gate and agent, or play a controller's part.
+
+        Loopback is an IP address in 127.0.0.0/8 or ``::1``, or ``localhost``; any other
+        address or name (``0.0.0.0`` above all) needs ``DRIFTGATE_API_TOKEN``.
+        """
+        if self.api_token or _is_loopback(self.metrics_host):
+            return
+        raise ConfigError(
+            f"DRIFTGATE_API_TOKEN is required when the HTTP API binds beyond loopback "
+            f"(DRIFTGATE_METRICS_HOST={self.metrics_host}): set it to a secret of at "
+            "least 16 characters and give it to the controllers (docs/canary.md)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -449,13 +478,17 @@ def _check_kafka_security(settings: Settings) -> None:
 
 
 def secrets_of(
-    redis_url: str | None, kafka_sasl_password: str | None, webhook_url: str | None
+    redis_url: str | None,
+    kafka_sasl_password: str | None,
+    webhook_url: str | None,
+    api_token: str | None = None,
 ) -> list[str]:
     """The secret parts of these settings, as they may appear in text: the Redis URL's
     password (as written and percent-decoded; its whole user part when it has no
-    colon, a password given without a user name), the SASL password, and the webhook
-    URL's credentials, path and query (a chat webhook's token is its path)."""
-    found: list[str] = []
+    colon, a password given without a user name), the SASL password, the webhook
+    URL's credentials, path and query (a chat webhook's token is its path), and the
+    HTTP API's token."""
+    found: list[str] = [api_token] if api_token else []
     if redis_url:
         userinfo = _netloc(redis_url).rpartition("@")[0]
         password = userinfo.partition(":")[2] if ":" in userinfo else userinfo
@@ -502,6 +535,7 @@ ENVIRONMENT = {
     "kafka_sasl_password": "DRIFTGATE_KAFKA_SASL_PASSWORD",
     "kafka_ssl_cafile": "DRIFTGATE_KAFKA_SSL_CAFILE",
     "webhook_url": "DRIFTGATE_WEBHOOK_URL",
+    "api_token": "DRIFTGATE_API_TOKEN",
 }
 
 _CHECKS: dict[str, Callable[[str], Any]] = {
@@ -513,5 +547,6 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     "partitions": arguments.positive_integer,
     "kafka_ssl_cafile": arguments.readable_file,
     "webhook_url": arguments.http_url,
+    "api_token": arguments.bearer_token,
 }
 """The argument type that checks each setting (the same as its flag's)."""

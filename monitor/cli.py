@@ -132,6 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .serve import GateAPI, StateCollector, serve
 
     settings = _settings(args)
+    settings.check_api_token()
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
     cluster = check_redis(settings.redis_url)
     created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
@@ -141,7 +142,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     monitor = MonitorApp(settings, cluster, registry)
     read_model = ReadModel(connect(settings.redis_url, cluster), KeyLayout(settings.redis_prefix))
     registry.register(StateCollector(read_model))
-    api = GateAPI(read_model, registry, monitor.health, settings.policy)
+    api = GateAPI(read_model, registry, monitor.health, settings.policy, settings.api_token)
     try:
         serve(api, settings.metrics_host, settings.metrics_port)
     except OSError as exc:
@@ -354,6 +355,8 @@ _DEMO_TEXT = (
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
+    if not args.no_worker:
+        settings.check_api_token()  # before any service starts: its worker would refuse
     state_dir = Path(args.state_dir or Path.home() / ".driftgate")
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -1396,6 +1399,7 @@ def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
         getattr(args, "redis_url", None),
         os.environ.get("DRIFTGATE_KAFKA_SASL_PASSWORD"),
         os.environ.get("DRIFTGATE_WEBHOOK_URL"),
+        os.environ.get("DRIFTGATE_API_TOKEN"),
     ) + secrets_of(os.environ.get("DRIFTGATE_REDIS_URL"), None, None)
 
     def fail(status: int, message: str) -> int:

@@ -1,12 +1,14 @@
 """The HTTP API of the contract, beside ``/metrics``: deployment controllers ask directly.
 
-One threaded WSGI server (the one prometheus_client uses) serves both, off the worker's
-event loop, so a controller's question is answered even while a batch is being applied.
-Every answer is JSON and comes from the read model.
+One WSGI server (waitress) serves both, off the worker's event loop, so a controller's
+question is answered even while a batch is being applied. Every answer is JSON and comes
+from the read model. With a token, every ``/v1/...`` request must carry it (as a bearer
+token, or a Flagger hook as ``metadata.token``); ``/healthz`` and ``/metrics`` stay open.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
@@ -14,29 +16,39 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import redis
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from redis.exceptions import RedisClusterException
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, create_server
 
 from .._config import Policy
 from ..store import ReadModel
 
-__all__ = ["GateAPI", "serve"]
-
-log = logging.getLogger(__name__)
+__all__ = ["GateAPI", "HTTPServer", "serve"]
 
 # Reading the state can fail as a Redis error or, on a cluster, as a cluster error.
 STATE_ERRORS = (redis.RedisError, RedisClusterException)
-RAW_PATH = "driftgate.raw_path"
+# The request target as sent (waitress's name for it), query and all.
+RAW_PATH = "REQUEST_URI"
 GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")
 FLAGGER_HOOKS = ("rollout", "confirm-promotion", "rollback")
 MAX_BODY = 1 << 20
 DRAIN_LIMIT = 64 * MAX_BODY
 """A body over ``MAX_BODY`` is read and dropped up to this many bytes, so that its
-sender gets the 413 (past it, the connection is closed on the rest and may reset)."""
+sender gets the 413 (past it, the server refuses the request itself)."""
+# The threads that answer: an answer is one Redis read (HGETALL) and JSON, ~0.15 ms, and
+# every thread contends for the GIL with the worker's loop; 2, 4, 8 and 16 measured alike
+# within the noise of bench/http_api.py, so waitress's default.
+THREADS = 4
+# Connections queued by the kernel beyond those being served (bench/http_api.py: with
+# wsgiref's 5, 50 parallel controllers waited a second for SYN retries, and some reset).
+BACKLOG = 1024
+# Connections served at once; the rest wait in the backlog. Above waitress's 100, so that a
+# burst of 200 controllers does not log "reached the connection limit" (a warning worth
+# seeing past this); 32, 100 and 512 measured alike within the noise of bench/http_api.py.
+CONNECTION_LIMIT = 512
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Answer = tuple[int, dict[str, Any]]
@@ -55,6 +67,8 @@ class GateAPI:
         Returns None while the worker consumes, else why not.
     policy
         For each agent's ``canary.state_error_limit``.
+    token
+        ``DRIFTGATE_API_TOKEN``: when given, every ``/v1/...`` request must carry it.
     """
 
     def __init__(
@@ -63,51 +77,75 @@ class GateAPI:
         registry: CollectorRegistry,
         health: Callable[[], str | None],
         policy: Policy,
+        token: str | None = None,
     ) -> None:
         self.read_model = read_model
         self.metrics = make_wsgi_app(registry)
         self.health = health
         self.policy = policy
+        self._token = token.encode() if token else None
         self._errors: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # The path as sent, split before decoding: a subject may hold "/" (sent as %2F),
         # and each part is decoded once, as UTF-8 (PATH_INFO is decoded already, as Latin-1).
-        raw = environ.get(RAW_PATH) or environ.get("PATH_INFO", "/")
+        raw = (environ.get(RAW_PATH) or environ.get("PATH_INFO", "/")).split("?", 1)[0]
         method = environ.get("REQUEST_METHOD", "GET")
-        if raw == "/metrics":
-            return self.metrics(environ, start_response)  # type: ignore[no-any-return]
         parts = [unquote(part) for part in raw.strip("/").split("/")]
+        if parts == ["metrics"] and method == "GET":
+            return self.metrics(environ, start_response)  # type: ignore[no-any-return]
         try:
             status, document = self._route(method, parts, environ)
         except STATE_ERRORS as exc:
             status, document = 503, {"error": f"the state in Redis cannot be read: {exc}"}
         body = json.dumps(document, default=str).encode()
-        start_response(
-            f"{status} {_REASONS.get(status, 'Error')}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-        )
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="driftgate"'))
+        if status == 405:
+            headers.append(("Allow", ", ".join(_methods(parts) or ())))
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         return [body]
 
     def _route(self, method: str, parts: list[str], environ: dict[str, Any]) -> Answer:
-        if parts == ["healthz"] and method == "GET":
+        """Who may ask (the token, before anything about the path is told), whether the
+        path is one of the API's, whether it takes the method, then the answer."""
+        methods = _methods(parts)
+        authorized = parts[0] != "v1" or self._bearer(environ)
+        is_hook = methods == ("POST",) and method == "POST"
+        if not authorized and not is_hook:  # a hook may carry the token in its body
+            return UNAUTHORIZED
+        if methods is None:
+            return 404, {"error": _unknown(parts)}
+        if method not in methods:
+            return 405, {"error": f"/{'/'.join(parts)} takes {' or '.join(methods)}"}
+        if is_hook:
+            return self._flagger(parts[2], environ, authorized)
+        if parts == ["healthz"]:
             return self._healthz()
-        if parts[:2] == ["v1", "gates"] and method == "GET":
-            if len(parts) == 2:
-                return 200, {"gates": [_gate(g) for g in self.read_model.snapshot().gates]}
-            if len(parts) == 4:
-                found = self.read_model.snapshot().gate(parts[2], parts[3])
-                if found is None:
-                    return 404, {"error": f"no gate {parts[2]!r} for subject {parts[3]!r}"}
-                return 200, _gate(found)
-        if parts[:2] == ["v1", "agents"] and len(parts) == 3 and method == "GET":
+        if parts[1] == "agents":
             return self._agent(parts[2])
-        if parts[:2] == ["v1", "flagger"] and len(parts) == 3 and method == "POST":
-            return self._flagger(parts[2], environ)
-        if parts[:2] == ["v1", "flagger"] and method != "POST":
-            return 405, {"error": "Flagger hooks take POST"}
-        return 404, {"error": f"no such path: /{'/'.join(parts)}"}
+        if len(parts) == 2:
+            return 200, {"gates": [_gate(g) for g in self.read_model.snapshot().gates]}
+        found = self.read_model.snapshot().gate(parts[2], parts[3])
+        if found is None:
+            return 404, {"error": f"no gate {parts[2]!r} for subject {parts[3]!r}"}
+        return 200, _gate(found)
+
+    def _bearer(self, environ: dict[str, Any]) -> bool:
+        """Whether the request is let in by its ``Authorization: Bearer`` header (every
+        request is, without a token)."""
+        if self._token is None:
+            return True
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        return scheme.lower() == "bearer" and self._matches(credentials.strip())
+
+    def _matches(self, candidate: object) -> bool:
+        """Constant-time: how long a comparison takes tells nothing about the token."""
+        if self._token is None or not isinstance(candidate, str):
+            return False
+        return hmac.compare_digest(candidate.encode("utf-8", "replace"), self._token)
 
     def _healthz(self) -> Answer:
         reason = self.health()
@@ -148,29 +186,17 @@ class GateAPI:
             return 404, {"error": f"unknown agent {name!r}"}
         return 200, {**agent, "gates": [_gate(g) for g in agent["gates"]]}
 
-    def _flagger(self, hook: str, environ: dict[str, Any]) -> Answer:
-        """Flagger's webhooks (it takes 200-202 as success, anything else as failure)."""
-        if hook not in FLAGGER_HOOKS:
-            return 404, {
-                "error": f"unknown Flagger hook {hook!r}; known: {', '.join(FLAGGER_HOOKS)}"
-            }
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            if length < 0:
-                raise ValueError(f"Content-Length {length} is negative")
-            if length > MAX_BODY:
-                # Read and dropped, not parsed: closing on unread bytes resets the
-                # connection, and the client sees the reset instead of this answer.
-                _discard(environ["wsgi.input"], min(length, DRAIN_LIMIT))
-                return 413, {"error": f"the body is {length} bytes, over the limit of {MAX_BODY}"}
-            payload = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        except (ValueError, TypeError) as exc:
-            return 400, {"error": f"the body is not Flagger's JSON payload: {exc}"}
+    def _flagger(self, hook: str, environ: dict[str, Any], authorized: bool) -> Answer:
+        """Flagger's webhooks (it takes 200-202 as success, anything else as failure).
+        Flagger sends no headers of its own: the token may come as ``metadata.token``."""
+        payload = _payload(environ)
+        if not authorized and not (
+            isinstance(payload, dict) and self._matches(_metadata(payload).get("token"))
+        ):
+            return UNAUTHORIZED
         if not isinstance(payload, dict):
-            return 400, {"error": "the body must be a JSON object"}
-        metadata = payload.get("metadata")
-        if not isinstance(metadata, dict):
-            metadata = {}
+            return payload
+        metadata = _metadata(payload)
         name = metadata.get("agent") or payload.get("name")
         if not isinstance(name, str) or not name:
             return 400, {"error": "no agent: give metadata.agent or name"}
@@ -204,6 +230,48 @@ class GateAPI:
         return (200 if allowed else 409), answer
 
 
+def _methods(parts: list[str]) -> tuple[str, ...] | None:
+    """The methods a path of the API takes; None for a path that is not one."""
+    match parts:
+        case ["healthz"] | ["metrics"] | ["v1", "gates"] | ["v1", "gates", _, _]:
+            return ("GET",)
+        case ["v1", "agents", _]:
+            return ("GET",)
+        case ["v1", "flagger", hook] if hook in FLAGGER_HOOKS:
+            return ("POST",)
+    return None
+
+
+def _unknown(parts: list[str]) -> str:
+    if parts[:2] == ["v1", "flagger"] and len(parts) == 3:
+        return f"unknown Flagger hook {parts[2]!r}; known: {', '.join(FLAGGER_HOOKS)}"
+    return f"no such path: /{'/'.join(parts)}"
+
+
+def _payload(environ: dict[str, Any]) -> dict[str, Any] | Answer:
+    """A hook's body as a JSON object, or the answer to a body that is not one."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length < 0:
+            raise ValueError(f"Content-Length {length} is negative")
+        if length > MAX_BODY:
+            # Read and dropped, not parsed: closing on unread bytes resets the
+            # connection, and the client sees the reset instead of this answer.
+            _discard(environ["wsgi.input"], min(length, DRAIN_LIMIT))
+            return 413, {"error": f"the body is {length} bytes, over the limit of {MAX_BODY}"}
+        payload = json.loads(environ["wsgi.input"].read(length) or b"{}")
+    except (ValueError, TypeError) as exc:
+        return 400, {"error": f"the body is not Flagger's JSON payload: {exc}"}
+    if not isinstance(payload, dict):
+        return 400, {"error": "the body must be a JSON object"}
+    return payload
+
+
+def _metadata(payload: dict[str, Any]) -> dict[str, Any]:
+    metadata = payload.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _discard(stream: Any, length: int) -> None:
     while length > 0:
         chunk = stream.read(min(length, 1 << 16))
@@ -216,9 +284,18 @@ def _gate(document: dict[str, Any]) -> dict[str, Any]:
     return {name: document.get(name) for name in GATE_FIELDS}
 
 
+UNAUTHORIZED: Answer = (
+    401,
+    {
+        "error": "this request needs DRIFTGATE_API_TOKEN: send Authorization: Bearer TOKEN "
+        "(a Flagger hook may send metadata.token instead)"
+    },
+)
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -227,27 +304,53 @@ _REASONS = {
 }
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def get_environ(self) -> dict[str, Any]:
-        environ = super().get_environ()
-        environ[RAW_PATH] = self.path.split("?", 1)[0]
-        return environ
+class HTTPServer:
+    """The running server: the port it listens on, and :meth:`close`."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+    def __init__(self, server: BaseWSGIServer, channels: dict[int, Any]) -> None:
+        self._server = server
+        self._channels = channels
+        self.port: int = server.effective_port
+
+    def close(self) -> None:
+        """Stop listening, close every connection and stop the threads."""
+        self._server.task_dispatcher.shutdown()
+        wasyncore.close_all(self._channels)
 
 
-class _ThreadingWSGIServerV6(ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-def serve(app: GateAPI, host: str, port: int) -> ThreadingWSGIServer:
+def serve(app: GateAPI, host: str, port: int) -> HTTPServer:
     """Serve ``app`` on ``host:port`` from a daemon thread; returns the server.
 
     ``host`` is what it binds, exactly (``DRIFTGATE_METRICS_HOST``: loopback unless
-    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket.
+    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket, and ``::`` takes
+    IPv4 too (waitress's own IPv6 socket would not). waitress reads each request whole
+    before a thread answers it (a slow sender holds no thread), with a bounded pool and a
+    large backlog: bench/http_api.py measures it against wsgiref.
     """
-    server_class = _ThreadingWSGIServerV6 if ":" in host else ThreadingWSGIServer
-    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="driftgate-http", daemon=True).start()
-    return server
+    # A burst of controllers queues by design (bounded by CONNECTION_LIMIT): waitress's
+    # warning for every queued request would be a log line per request of the burst.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    ipv6 = ":" in host
+    listening = socket.create_server(
+        (host, port),
+        family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+        backlog=BACKLOG,
+        dualstack_ipv6=ipv6 and socket.has_dualstack_ipv6(),
+    )
+    channels: dict[int, Any] = {}
+    server = create_server(
+        app,
+        map=channels,
+        sockets=[listening],
+        threads=THREADS,
+        backlog=BACKLOG,
+        connection_limit=CONNECTION_LIMIT,
+        # poll(), not select(): select() cannot watch a descriptor numbered past 1,023.
+        asyncore_use_poll=True,
+        # A larger body is refused by waitress itself; up to it, the API answers 413.
+        max_request_body_size=DRAIN_LIMIT,
+        ident="driftgate",
+    )
+    assert isinstance(server, BaseWSGIServer)  # one socket: one server, not several
+    threading.Thread(target=server.run, name="driftgate-http", daemon=True).start()
+    return HTTPServer(server, channels)

@@ -27,7 +27,15 @@ PASSWORD = "hunter2-S3cret/p@ss:word"
 WRONG_PASSWORD = "wr0ng-Passw0rd"
 SASL_PASSWORD = "kafka-S3cret-pw"
 WEBHOOK_TOKEN = "T0KEN-b4d9e1"
-SECRETS = (PASSWORD, quote(PASSWORD, safe=""), WRONG_PASSWORD, SASL_PASSWORD, WEBHOOK_TOKEN)
+API_TOKEN = "api-T0ken-0f-the-security-test"
+SECRETS = (
+    PASSWORD,
+    quote(PASSWORD, safe=""),
+    WRONG_PASSWORD,
+    SASL_PASSWORD,
+    WEBHOOK_TOKEN,
+    API_TOKEN,
+)
 
 
 def with_password(port: int, password: str, scheme: str = "redis") -> str:
@@ -87,16 +95,21 @@ def listening_addresses(port: int) -> set[str]:
 API_PATHS = ("/metrics", "/healthz", "/v1/gates", "/v1/gates/residual_drift/judge")
 
 
-def get(url: str) -> str:
+def get(url: str, token: str | None = API_TOKEN) -> str:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        return urllib.request.urlopen(url, timeout=10).read().decode()
-    except urllib.error.HTTPError as error:  # 404 and 503 answers are JSON too
+        return (
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+            .read()
+            .decode()
+        )
+    except urllib.error.HTTPError as error:  # 401, 404 and 503 answers are JSON too
         return error.read().decode()
 
 
 def test_a_password_in_the_redis_url_never_shows(secured: Deployment, tmp_path: Path) -> None:
     webhook = f"http://127.0.0.1:{free_port()}/hooks/{WEBHOOK_TOKEN}"  # nothing listens
-    worker = secured.start_worker(DRIFTGATE_WEBHOOK_URL=webhook)
+    worker = secured.start_worker(DRIFTGATE_WEBHOOK_URL=webhook, DRIFTGATE_API_TOKEN=API_TOKEN)
     biased = [label(f"b-{i}", "judge", 0.2, 0.9) for i in range(200)]  # FAIL, action alert
     secured.produce("labels", [encode(biased[:100]), encode(biased[100:])])
     secured.wait_for_count("labels", "ok", 200)
@@ -114,6 +127,10 @@ def test_a_password_in_the_redis_url_never_shows(secured: Deployment, tmp_path: 
     seen = {path: get(metrics_url + path) for path in API_PATHS}
     assert 'driftgate_gate_status{gate="residual_drift",subject="judge"} 2.0' in seen["/metrics"]
     assert "residual_bias" in seen["/v1/gates/residual_drift/judge"]
+    # The worker's token guards the API (not /metrics, nor /healthz).
+    seen["unauthorized"] = get(metrics_url + "/v1/gates", token=None)
+    assert "needs DRIFTGATE_API_TOKEN" in seen["unauthorized"]
+    assert "driftgate_gate_status" in get(metrics_url + "/metrics", token=None)
     # Bound to loopback (the default), and only there.
     assert listening_addresses(worker.metrics_port) == {"127.0.0.1"}  # type: ignore[attr-defined]
 
@@ -125,6 +142,7 @@ def test_a_password_in_the_redis_url_never_shows(secured: Deployment, tmp_path: 
         DRIFTGATE_KAFKA_SASL_USERNAME="driftgate",
         DRIFTGATE_KAFKA_SASL_PASSWORD=SASL_PASSWORD,
         DRIFTGATE_WEBHOOK_URL=webhook,
+        DRIFTGATE_API_TOKEN=API_TOKEN,
         HOME=str(tmp_path),
     )
     port = secured.redis_server.ports[0]
@@ -139,8 +157,11 @@ def test_a_password_in_the_redis_url_never_shows(secured: Deployment, tmp_path: 
         (["log"], wrong.replace(f":{port}/", ":port/"), 2, "must be a Redis URL"),
         (["worker"], wrong, 1, "refused the credentials"),
         (["up", "--no-demo"], tls, 1, "does not start one with TLS"),
+        # Beyond loopback without the token: refused before anything starts.
+        (["worker", "--metrics-host", "0.0.0.0"], None, 2, "DRIFTGATE_API_TOKEN is required"),
     ]
     envs = {i: {**env, "DRIFTGATE_REDIS_URL": url} for i, (_, url, _, _) in enumerate(cases) if url}
+    envs[len(cases) - 1] = {k: v for k, v in env.items() if k != "DRIFTGATE_API_TOKEN"}
     outcomes = run_all([argv for argv, _, _, _ in cases], env, envs)
     for (argv, _, status, message), outcome in zip(cases, outcomes, strict=True):
         text = outcome.stdout + outcome.stderr

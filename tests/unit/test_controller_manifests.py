@@ -140,26 +140,60 @@ class FixedReadModel:
         )
 
 
-def call(api: GateAPI, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def call(
+    api: GateAPI,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """One request to the WSGI application."""
     raw = b"" if body is None else json.dumps(body).encode()
-    environ = {
+    environ: dict[str, Any] = {
         "PATH_INFO": path,
         "REQUEST_METHOD": method,
         "CONTENT_LENGTH": str(len(raw)),
         "wsgi.input": io.BytesIO(raw),
     }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
     status: list[str] = []
     answer = b"".join(api(environ, lambda line, headers: status.append(line)))
     return int(status[0].split()[0]), json.loads(answer)
 
 
-def serve(read_model: FixedReadModel) -> GateAPI:
-    return GateAPI(read_model, CollectorRegistry(), lambda: None, Policy())  # type: ignore[arg-type]
+def serve(read_model: FixedReadModel, token: str | None = None) -> GateAPI:
+    return GateAPI(read_model, CollectorRegistry(), lambda: None, Policy(), token)  # type: ignore[arg-type]
 
 
-def ask(read_model: FixedReadModel, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    return call(serve(read_model), method, path, body)
+def ask(
+    read_model: FixedReadModel,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """A request to an API that has :data:`TOKEN` when ``headers`` are given, none else."""
+    return call(
+        serve(read_model, TOKEN if headers is not None else None), method, path, body, headers
+    )
+
+
+# The worker's DRIFTGATE_API_TOKEN, as the Secret (Argo) and envsubst (Flagger) give it.
+TOKEN = "token-of-the-manifest-tests-0123"
+
+
+def argo_headers(metric: dict[str, Any]) -> dict[str, str]:
+    """The headers Argo sends for a web metric, the Secret's token in its argument."""
+    return {
+        header["key"]: header["value"].replace("{{args.api-token}}", TOKEN)
+        for header in metric["provider"]["web"]["headers"]
+    }
+
+
+def flagger_metadata(hook: dict[str, Any]) -> dict[str, Any]:
+    """A webhook's metadata as Flagger sends it, after envsubst filled in the token."""
+    return {k: v.replace("${DRIFTGATE_API_TOKEN}", TOKEN) for k, v in hook["metadata"].items()}
 
 
 # --- Argo's rules, replayed ------------------------------------------------------------------
@@ -227,7 +261,12 @@ def run(looks: list[str]) -> str:
 
 def test_argo_verdict_metric_asks_the_agent_endpoint_of_the_contract() -> None:
     template = templates()["driftgate-verdict"]
-    assert [arg["name"] for arg in template["spec"]["args"]] == ["agent"]
+    agent_arg, token_arg = template["spec"]["args"]
+    assert agent_arg == {"name": "agent"}
+    assert token_arg == {
+        "name": "api-token",
+        "valueFrom": {"secretKeyRef": {"name": "driftgate-api-token", "key": "token"}},
+    }
     verdict = web_metrics()[0]
     assert verdict["successCondition"] == 'result == "PASS"'
     assert verdict["failureCondition"] == 'result == "FAIL"'
@@ -240,14 +279,16 @@ def test_argo_verdict_metric_asks_the_agent_endpoint_of_the_contract() -> None:
         assert url.path == "/v1/agents/{{args.agent}}"
         # The path is a route of the API: known agent 200, unknown agent 404 (an Argo error).
         path = url.path.replace("{{args.agent}}", "inbox_triage")
-        status, answer = ask(
-            FixedReadModel(agent_view("inbox_triage", "HOLD", "hold")), "GET", path
-        )
+        held = FixedReadModel(agent_view("inbox_triage", "HOLD", "hold"))
+        assert argo_headers(metric) == {"Authorization": f"Bearer {TOKEN}"}
+        status, answer = ask(held, "GET", path, headers=argo_headers(metric))
         assert status == 200 and answer["verdict"] == "HOLD"
-        assert ask(FixedReadModel(), "GET", path) == (
+        assert ask(FixedReadModel(), "GET", path, headers=argo_headers(metric)) == (
             404,
             {"error": "unknown agent 'inbox_triage'"},
         )
+        # Without the Secret's token: 401, an Argo error like the 404.
+        assert ask(held, "GET", path, headers={})[0] == 401
 
 
 def test_argo_conditions_sort_every_verdict() -> None:
@@ -280,12 +321,12 @@ def test_argo_window_promotes_on_a_pass_pauses_without_one_and_aborts_on_fail() 
 
 def test_argo_against_the_fail_safe_holds_then_fails() -> None:
     """Redis down: 200 HOLD (an inconclusive look, not an Argo error), FAIL at the limit."""
-    api = serve(FixedReadModel(error=redis.ConnectionError("refused")))
+    api = serve(FixedReadModel(error=redis.ConnectionError("refused")), TOKEN)
     path = urlsplit(web_metrics()[0]["provider"]["web"]["url"]).path
     path = path.replace("{{args.agent}}", "inbox_triage")
     answers = []
     for _ in range(CanaryPolicy().state_error_limit):
-        status, body = call(api, "GET", path)
+        status, body = call(api, "GET", path, headers=argo_headers(web_metrics()[0]))
         assert status == 200
         answers.append(body["verdict"])
     assert answers == ["HOLD"] * (len(answers) - 1) + ["FAIL"]
@@ -358,7 +399,8 @@ def test_rollout_walks_the_ladder_telling_driftgate_then_asking_it() -> None:
         (ref,) = analysis["templates"]
         template = known[ref["templateName"]]
         given = {arg["name"]: arg for arg in analysis["args"]}
-        required = {a["name"] for a in template["spec"]["args"] if "value" not in a}
+        defaults = {"value", "valueFrom"}  # a value, or one from a Secret
+        required = {a["name"] for a in template["spec"]["args"] if not defaults & set(a)}
         assert required <= set(given), (index, required - set(given))
         agents.add(given["agent"]["value"])
     assert len(agents) == 1
@@ -414,6 +456,7 @@ def test_flagger_webhooks_call_the_hooks_of_the_contract() -> None:
         assert expected in FLAGGER_HOOKS
         assert url.path == f"/v1/flagger/{expected}", hook["name"]
         assert isinstance(hook["metadata"]["agent"], str) and hook["metadata"]["agent"]
+        assert hook["metadata"]["token"] == "${DRIFTGATE_API_TOKEN}"  # for envsubst
         agents.add(hook["metadata"]["agent"])
     assert len(agents) == 1 and agents != {canary()["metadata"]["name"]}
 
@@ -440,13 +483,17 @@ def test_flagger_payloads_get_the_documented_answers(
             "name": resource["metadata"]["name"],
             "namespace": resource["metadata"]["namespace"],
             "phase": "Progressing",
-            "metadata": hook["metadata"],
+            "metadata": flagger_metadata(hook),
         }
-        status, answer = ask(read_model, "POST", urlsplit(hook["url"]).path, payload)
+        path = urlsplit(hook["url"]).path
+        status, answer = ask(read_model, "POST", path, payload, headers={})
         target = FLAGGER_TYPES[hook["type"]]
         assert status == (200 if target in allowed else 409), (hook["type"], answer)
         assert 200 <= status <= 202 or status == 409  # Flagger's success is 200-202
         assert (answer["agent"], answer["verdict"]) == (agent, verdict)
+        # Not filled in (or another token): 401, a failed check for Flagger.
+        unfilled = {**payload, "metadata": hook["metadata"]}
+        assert ask(read_model, "POST", path, unfilled, headers={})[0] == 401
 
 
 def policy_example() -> Policy:

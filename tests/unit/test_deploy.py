@@ -31,7 +31,11 @@ ALERTMANAGER = ROOT / "deploy/alertmanager/alertmanager.yml"
 DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
 SEVERITIES = ("critical", "warning", "info")
 # What a user must set: compose refuses to start without them (${VAR:?message}).
-REQUIRED = {"REDIS_PASSWORD": "s3cret-redis", "GRAFANA_ADMIN_PASSWORD": "s3cret-grafana"}
+REQUIRED = {
+    "REDIS_PASSWORD": "s3cret-redis",
+    "GRAFANA_ADMIN_PASSWORD": "s3cret-grafana",
+    "DRIFTGATE_API_TOKEN": "s3cret-api-token-of-compose",
+}
 
 
 def compose() -> dict[str, Any]:
@@ -121,6 +125,10 @@ def test_the_worker_reads_only_our_settings_and_is_health_checked_on_healthz() -
     worker = services["worker"]
     settings = worker_settings()
     assert settings.metrics_host == "0.0.0.0"  # reachable from Prometheus's container
+    settings.check_api_token()  # it has the token it needs there, from the shell
+    assert settings.api_token == REQUIRED["DRIFTGATE_API_TOKEN"]
+    with pytest.raises(KeyError, match="DRIFTGATE_API_TOKEN"):
+        worker_settings(env={k: v for k, v in REQUIRED.items() if k != "DRIFTGATE_API_TOKEN"})
     assert published(worker)[settings.metrics_port] == f"127.0.0.1:{settings.metrics_port}"
     health = " ".join(worker["healthcheck"]["test"])
     assert f"http://127.0.0.1:{settings.metrics_port}/healthz" in health
@@ -213,7 +221,7 @@ def test_every_port_file_and_variable_the_readme_names_exists() -> None:
         exists = (ROOT / path).exists() or ("/" not in path and any(ROOT.glob(f"*/*/{path}")))
         assert exists, path
     variables = set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", section))
-    assert {"REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= variables
+    assert {"REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "DRIFTGATE_API_TOKEN"} <= variables
     tests_read = " ".join(p.read_text() for p in (ROOT / "tests/observability").glob("*.py"))
     for variable in variables:
         known = (

@@ -32,6 +32,7 @@ EVERY_TYPE: list[Callable[[str], Any]] = [
     types.subject_name,
     types.one_line,
     types.readable_file,
+    types.bearer_token,
 ]
 
 
@@ -262,6 +263,38 @@ def test_webhook_urls_are_checked_without_showing_their_token() -> None:
     assert "T0KEN" not in str(refused.value) and "http://" in str(refused.value)
     with pytest.raises(ArgumentTypeError, match="malformed port"):
         types.http_url("https://hooks.example.com:port/T0KEN")
+
+
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
+
+
+@given(
+    body=st.text(TOKEN_ALPHABET, min_size=types.MIN_TOKEN_LENGTH, max_size=100),
+    padding=st.integers(0, 2),
+)
+def test_a_bearer_token_of_rfc_6750s_characters_is_kept(body: str, padding: int) -> None:
+    token = body + "=" * padding
+    assert types.bearer_token(token) == token
+
+
+def refusal(text: str) -> str | None:
+    try:
+        types.bearer_token(text)
+    except ArgumentTypeError as refused:
+        return str(refused)
+    return None
+
+
+@given(text=st.text(min_size=1, max_size=100))
+def test_a_refused_bearer_token_is_never_shown(text: str) -> None:
+    """The message is that of a stand-in of the same length refused for the same reason:
+    it depends on the length alone, never on the characters."""
+    message = refusal(text)
+    if message is None:
+        assert len(text) >= types.MIN_TOKEN_LENGTH
+        return
+    wrong_characters = "must hold only" in message
+    assert message == refusal(("!" if wrong_characters else "a") * len(text))
 
 
 def test_names_and_one_line_text() -> None:

@@ -193,6 +193,40 @@ def test_bad_settings_from_the_environment_exit_2(
         assert "hunter2" not in err
 
 
+@pytest.mark.parametrize("command", [["worker"], ["up", "--no-demo"]])
+def test_the_api_beyond_loopback_without_a_token_exits_2_before_anything_starts(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kafka and Redis are at closed ports: a command past the check would exit 1 (or,
+    for `up`, start a broker of its own)."""
+    assert main([*command, "--metrics-host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "DRIFTGATE_API_TOKEN is required when the HTTP API binds beyond loopback" in err
+    assert "DRIFTGATE_METRICS_HOST=0.0.0.0" in err
+    monkeypatch.setenv("DRIFTGATE_METRICS_HOST", "::")
+    assert main(command) == 2
+    assert "DRIFTGATE_API_TOKEN is required" in capsys.readouterr().err
+
+
+def test_with_the_token_the_worker_goes_on_to_its_services(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DRIFTGATE_API_TOKEN", "a-token-of-the-tests-0123456789")
+    assert main(["worker", "--metrics-host", "0.0.0.0"]) == 1  # Redis is at a closed port
+    err = capsys.readouterr().err
+    assert "Redis" in err and "a-token-of-the-tests-0123456789" not in err
+
+
+def test_a_bad_token_exits_2_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DRIFTGATE_API_TOKEN", "too short")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "DRIFTGATE_API_TOKEN must hold only" in err and "too short" not in err
+
+
 def test_produce_checks_every_line_before_it_connects(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -128,24 +128,65 @@ def test_secrets_are_found_in_every_setting_that_holds_one() -> None:
             "DRIFTGATE_KAFKA_SASL_USERNAME": "driftgate",
             "DRIFTGATE_KAFKA_SASL_PASSWORD": "kafka-secret",
             "DRIFTGATE_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/XYZ?token=abc",
+            "DRIFTGATE_API_TOKEN": "api-token-0123456789",
         }
     )
     secrets = settings.secrets()
     # The password as written in the URL and as the client sends it; the SASL password;
-    # the webhook's path (a chat webhook's token) and query.
+    # the webhook's path (a chat webhook's token) and query; the API's token.
     assert {"p%40ss%2Fword", "p@ss/word", "kafka-secret", "services/T0/B0/XYZ"} <= set(secrets)
-    assert "token=abc" in secrets
+    assert {"token=abc", "api-token-0123456789"} <= set(secrets)
     text = (
         "AUTH admin p@ss/word failed at redis://admin:p%40ss%2Fword@redis:6379/0; "
-        "SASL kafka-secret; POST https://hooks.example.com/services/T0/B0/XYZ?token=abc"
+        "SASL kafka-secret; POST https://hooks.example.com/services/T0/B0/XYZ?token=abc; "
+        "Authorization: Bearer api-token-0123456789"
     )
     scrubbed = scrub(text, secrets)
     for secret in secrets:
         assert secret not in scrubbed
     assert "redis://admin:***@redis:6379/0" in scrubbed and "hooks.example.com" in scrubbed
+    assert "Bearer ***" in scrubbed
     # None of them in a repr either (a settings object in a log line or a traceback).
     shown = repr(settings)
     assert all(secret not in shown for secret in secrets) and "kafka_bootstrap" in shown
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("short-token", "DRIFTGATE_API_TOKEN must be at least 16 characters long, got 11"),
+        ("has spaces in it, 0123456789", "DRIFTGATE_API_TOKEN must hold only letters, digits"),
+        ("tokén-0123456789abcdef", "DRIFTGATE_API_TOKEN must hold only letters, digits"),
+        ("=0123456789abcdef", "DRIFTGATE_API_TOKEN must hold only letters, digits"),
+    ],
+)
+def test_a_bad_api_token_is_refused_without_being_shown(token: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"DRIFTGATE_API_TOKEN": token})
+    assert str(refused.value).startswith(message)
+    assert token not in str(refused.value)
+
+
+def test_a_good_api_token_is_kept() -> None:
+    token = "aZ09-._~+/aZ09-._~+/=="
+    assert Settings.from_env({"DRIFTGATE_API_TOKEN": token}).api_token == token
+    assert Settings.from_env({"DRIFTGATE_API_TOKEN": ""}).api_token is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_on_loopback_the_api_needs_no_token(host: str) -> None:
+    Settings.from_env({"DRIFTGATE_METRICS_HOST": host}).check_api_token()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.7", "fe80::1", "driftgate.internal"])
+def test_beyond_loopback_the_api_needs_a_token(host: str) -> None:
+    settings = Settings.from_env({"DRIFTGATE_METRICS_HOST": host})
+    with pytest.raises(ConfigError, match=r"^DRIFTGATE_API_TOKEN is required when the HTTP API"):
+        settings.check_api_token()
+    token = "0123456789abcdef"
+    Settings.from_env(
+        {"DRIFTGATE_METRICS_HOST": host, "DRIFTGATE_API_TOKEN": token}
+    ).check_api_token()
 
 
 def test_a_password_without_a_user_name_is_a_secret_too() -> None:

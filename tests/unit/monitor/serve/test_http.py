@@ -312,10 +312,31 @@ def test_unknown_paths_and_gates_are_404(app: GateAPI, path: str) -> None:
     assert status == 404 and list(document) == ["error"] and document["error"]
 
 
-def test_a_wrong_method_outside_the_hooks_is_404(app: GateAPI) -> None:
-    for path in ("/healthz", "/v1/gates", "/v1/agents/ready"):
-        status, document = call(app, path, "POST", body={})
-        assert status == 404 and "error" in document
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/healthz", "GET"),
+        ("POST", "/v1/gates", "GET"),
+        ("DELETE", "/v1/gates/canary/ready", "GET"),
+        ("PUT", "/v1/agents/ready", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("GET", "/v1/flagger/rollout", "POST"),
+        ("PUT", "/v1/flagger/rollback", "POST"),
+    ],
+)
+def test_an_unsupported_method_on_a_known_path_is_405_with_allow(
+    app: GateAPI, method: str, path: str, allowed: str
+) -> None:
+    status, headers, payload = request(app, path, method, body={})
+    assert (status, headers["Allow"]) == (405, allowed)
+    assert json.loads(payload) == {"error": f"{path} takes {allowed}"}
+    assert request(app, path, allowed, body=flagger("ready", "ready"))[0] in (200, 409)
+
+
+def test_an_unknown_path_is_404_whatever_the_method(app: GateAPI) -> None:
+    for method in ("GET", "POST", "DELETE"):
+        status, headers, _ = request(app, "/v1/nothing", method)
+        assert status == 404 and "Allow" not in headers
 
 
 def test_gates_while_redis_is_down_are_503(app: GateAPI, read_model: ReadModel) -> None:
@@ -544,7 +565,7 @@ def test_a_sender_of_a_large_body_reads_the_413_over_a_real_socket(app: GateAPI)
     instead of the answer (it did for every body of 8 MiB before the body was drained)."""
     server = serve(app, "127.0.0.1", 0)
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1/flagger/rollout"
+        url = f"http://127.0.0.1:{server.port}/v1/flagger/rollout"
         body = orjson.dumps({**flagger("rolled"), "padding": "x" * (8 * MAX_BODY)})
         for _ in range(3):
             with pytest.raises(urllib.error.HTTPError) as answer:
@@ -552,8 +573,7 @@ def test_a_sender_of_a_large_body_reads_the_413_over_a_real_socket(app: GateAPI)
             assert answer.value.code == 413
             assert json.loads(answer.value.read())["error"].startswith(f"the body is {len(body)}")
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def test_a_hook_about_another_bundle_gets_no_verdict(app: GateAPI) -> None:
@@ -579,8 +599,9 @@ def test_an_unknown_hook_is_404_and_hooks_take_post(app: GateAPI) -> None:
     assert status == 404 and "known: rollout, confirm-promotion, rollback" in document["error"]
     for method in ("GET", "PUT", "DELETE"):
         status, document = call(app, "/v1/flagger/rollout", method)
-        assert (status, document) == (405, {"error": "Flagger hooks take POST"})
-    assert call(app, "/v1/flagger")[0] == 405
+        assert (status, document) == (405, {"error": "/v1/flagger/rollout takes POST"})
+    assert call(app, "/v1/flagger/pre-rollout")[0] == 404  # not a hook, whatever the method
+    assert call(app, "/v1/flagger", "POST", body=flagger("ready"))[0] == 404
     assert call(app, "/v1/flagger/rollout/extra", "POST", body=flagger("ready"))[0] == 404
 
 

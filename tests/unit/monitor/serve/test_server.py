@@ -1,0 +1,227 @@
+"""The HTTP gate API on its real server, over loopback sockets: a burst of controllers,
+the token, and the methods a path takes (the read model is the one in memory of
+test_http, so that what is tested is the server and the API, not Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor import Policy
+from monitor.serve import GateAPI, HTTPServer, serve
+
+from .test_http import AGENTS, ReadModel, flagger, snapshot
+
+TOKEN = "s3cret-token-0123456789abcdef"
+PARALLEL = 200
+
+
+def start(token: str | None = None, host: str = "127.0.0.1") -> HTTPServer:
+    app = GateAPI(ReadModel(snapshot()), CollectorRegistry(), lambda: None, Policy(), token)  # type: ignore[arg-type]
+    return serve(app, host, 0)
+
+
+@pytest.fixture
+def server() -> Iterator[HTTPServer]:
+    running = start(TOKEN)
+    yield running
+    running.close()
+
+
+def ask(
+    server: HTTPServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> tuple[int, http.client.HTTPMessage, Any]:
+    """One request over a socket of its own; the answer's status, headers (any case)
+    and body."""
+    connection = http.client.HTTPConnection(host, server.port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers=headers or {})
+        answer = connection.getresponse()
+        payload = answer.read()
+        shown = (
+            json.loads(payload)
+            if answer.getheader("Content-Type") == "application/json"
+            else payload
+        )
+        return answer.status, answer.headers, shown
+    finally:
+        connection.close()
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- a burst of controllers -----------------------------------------------------------------
+
+
+async def hook_in_two_writes(
+    port: int, agent: str, connected: asyncio.Barrier
+) -> tuple[int, dict[str, Any]]:
+    """A Flagger hook with its headers and its body in two writes, as Go's client can;
+    sent once every client of the burst is connected, so that all are in flight at once."""
+    body = json.dumps(flagger("podinfo", agent)).encode()
+    head = (
+        f"POST /v1/flagger/rollout HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await connected.wait()
+        writer.write(head)
+        await writer.drain()
+        writer.write(body)
+        await writer.drain()
+        status_line = await reader.readline()
+        headers = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        length = int(headers.split("content-length:", 1)[1].split("\r\n", 1)[0])
+        return int(status_line.split()[1]), json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+async def burst(port: int) -> list[tuple[int, dict[str, Any]] | BaseException]:
+    connected = asyncio.Barrier(PARALLEL)
+    agents = list(AGENTS)
+    return await asyncio.gather(
+        *(hook_in_two_writes(port, agents[i % len(agents)], connected) for i in range(PARALLEL)),
+        return_exceptions=True,
+    )
+
+
+def test_200_parallel_controllers_are_all_answered_none_reset() -> None:
+    """wsgiref's backlog of 5 reset some of 50 such connections and made others wait for
+    the kernel's SYN retries; each of these gets its answer (bench/http_api.py times it)."""
+    running = start()
+    try:
+        answers = asyncio.run(burst(running.port))
+    finally:
+        running.close()
+    failures = [answer for answer in answers if isinstance(answer, BaseException)]
+    assert failures == []
+    expected = {
+        name: 409 if verdict in ("FAIL", "HOLD") else 200
+        for name, (_, verdict, *_) in AGENTS.items()
+    }
+    assert len(answers) == PARALLEL
+    for status, document in answers:  # type: ignore[misc]
+        assert (document["hook"], status) == ("rollout", expected[document["agent"]])
+
+
+# --- the token ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/gates", "/v1/gates/canary/ready", "/v1/agents/ready", "/v1/nothing", "/v1"]
+)
+def test_with_a_token_every_v1_request_needs_it(server: HTTPServer, path: str) -> None:
+    """Before anything about the path is told: an unknown path is 401 too, not 404."""
+    for headers in (
+        {},
+        bearer("s3cret-token-0123456789abcdeF"),  # one character off
+        bearer(TOKEN + "x"),
+        bearer(TOKEN[:-1]),
+        {"Authorization": TOKEN},  # no scheme
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
+        status, answer_headers, document = ask(server, "GET", path, headers=headers)
+        assert status == 401, headers
+        assert answer_headers["WWW-Authenticate"] == 'Bearer realm="driftgate"'
+        assert "DRIFTGATE_API_TOKEN" in document["error"] and TOKEN not in json.dumps(document)
+    status, _, _ = ask(server, "GET", path, headers=bearer())
+    assert status == (
+        200 if path in ("/v1/gates", "/v1/gates/canary/ready", "/v1/agents/ready") else 404
+    )
+    # The scheme is case-insensitive (RFC 7235).
+    assert ask(server, "GET", path, headers={"Authorization": f"bearer {TOKEN}"})[0] == status
+
+
+def test_a_flagger_hook_may_carry_the_token_as_metadata_token(server: HTTPServer) -> None:
+    hook = "/v1/flagger/confirm-promotion"
+    body = flagger("podinfo", "ready")
+    assert ask(server, "POST", hook, body)[0] == 401
+    body["metadata"]["token"] = TOKEN
+    status, _, document = ask(server, "POST", hook, body)
+    assert (status, document["recommendation"]) == (200, "promote")
+    assert TOKEN not in json.dumps(document)
+    body["metadata"]["token"] = TOKEN[:-1]
+    assert ask(server, "POST", hook, body)[0] == 401
+    body["metadata"]["token"] = 12345
+    assert ask(server, "POST", hook, body)[0] == 401
+    # The header is enough without it; a body that is no payload cannot carry one.
+    del body["metadata"]["token"]
+    assert ask(server, "POST", hook, body, headers=bearer())[0] == 200
+    assert ask(server, "POST", hook, ["not", "an", "object"])[0] == 401
+    assert ask(server, "POST", hook, ["not", "an", "object"], headers=bearer())[0] == 400
+    # The token is not a stand-in for the agent: the hook still needs one.
+    assert ask(server, "POST", hook, {"metadata": {"token": TOKEN}})[0] == 400
+
+
+def test_healthz_and_metrics_stay_open_with_a_token(server: HTTPServer) -> None:
+    status, _, document = ask(server, "GET", "/healthz")
+    assert (status, document) == (200, {"status": "ok"})
+    status, headers, _ = ask(server, "GET", "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+
+
+def test_without_a_token_the_api_is_open() -> None:
+    running = start()
+    try:
+        assert ask(running, "GET", "/v1/agents/ready")[0] == 200
+        assert ask(running, "POST", "/v1/flagger/rollout", flagger("podinfo", "ready"))[0] == 200
+        # A token sent anyway changes nothing.
+        assert ask(running, "GET", "/v1/gates", headers=bearer())[0] == 200
+    finally:
+        running.close()
+
+
+# --- methods --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/gates", "GET"),
+        ("PUT", "/v1/agents/ready", "GET"),
+        ("GET", "/v1/flagger/rollout", "POST"),
+        ("DELETE", "/healthz", "GET"),
+        ("POST", "/metrics", "GET"),
+    ],
+)
+def test_an_unsupported_method_is_405_over_the_wire(
+    server: HTTPServer, method: str, path: str, allowed: str
+) -> None:
+    status, headers, document = ask(server, method, path, body={}, headers=bearer())
+    assert (status, headers["Allow"]) == (405, allowed)
+    assert document == {"error": f"{path} takes {allowed}"}
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+
+def test_ipv6_and_on_the_unspecified_address_ipv4_too() -> None:
+    """``::1`` is IPv6's loopback; ``::`` (every address) takes IPv4 as well, as the
+    socket before waitress did (waitress's own IPv6 socket is IPv6 only)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    for host, clients in (("::1", ["::1"]), ("::", ["::1", "127.0.0.1"])):
+        running = start(TOKEN, host)
+        try:
+            for client in clients:
+                status, _, document = ask(running, "GET", "/healthz", host=client)
+                assert (status, document) == (200, {"status": "ok"}), (host, client)
+        finally:
+            running.close()
