@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import select
@@ -36,11 +35,12 @@ from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_top
 from ._services import (
     ServiceError,
     ServiceProcess,
+    die_with_parent,
     log_size,
-    port_open,
     start_broker,
     start_redis,
 )
+from ._up_services import ServiceChoice, UpServices, choose_services, lock_state_directory
 from .pipeline import PermanentError
 from .store import KeyLayout, ReadModel, SyncClient, connect, redact
 from .store._admin import start_new_log_epochs
@@ -66,7 +66,10 @@ class UsageError(ValueError):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    """The settings of the variables and the flags, the policy file among them read and
+    checked for every command (a missing ``DRIFTGATE_CONFIG`` is exit 2 for ``status`` as
+    for the worker, not a setting silently ignored)."""
+    settings = Settings.from_env(
         kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
         redis_url=getattr(args, "redis_url", None),
         metrics_port=getattr(args, "metrics_port", None),
@@ -74,6 +77,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         config_path=getattr(args, "config", None),
         topic_prefix=getattr(args, "topic_prefix", None),
     )
+    settings.policy  # noqa: B018 - reads and checks DRIFTGATE_CONFIG
+    return settings
 
 
 def _redis(settings: Settings) -> SyncClient:
@@ -259,74 +264,23 @@ class _Console:
         return f"\x1b[{code}m{verdict}\x1b[0m" if self.color and code else verdict
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _redis_starter(settings: Settings, state_dir: Path, port: int) -> Callable[[], Any]:
+    """How to start the Redis ``up`` chose, with the URL's password when it has one."""
+    parts = urlsplit(settings.redis_url)
+    password = None if parts.password is None else unquote(parts.password)
+    return lambda: start_redis(port, state_dir / "redis", password=password, tied=True)
 
 
-def _kafka_address(bootstrap: str) -> tuple[str, int]:
-    """The first bootstrap server's host and port (9092 when not given)."""
-    first = bootstrap.split(",")[0].strip()
-    host, colon, number = first.rpartition(":")
-    if not colon or (":" in host and not host.endswith("]")):
-        return first.strip("[]"), 9092
-    return host.strip("[]"), int(number)
-
-
-def _ensure_service(
-    name: str,
-    host: str,
-    port: int,
+def _start(
+    choice: ServiceChoice,
     start: Callable[[], ServiceProcess],
     started: list[ServiceProcess],
     stops: _StopSignals,
 ) -> str:
-    if port_open(host, port):
-        return "found running"
-    if not _is_loopback(host):
-        raise ServiceUnavailable(f"{name} unreachable at {host}:{port} (not loopback: not started)")
-    with stops.deferred():  # a signal now stops it too: it is on the list first
-        started.append(start())
-    return "started"
-
-
-def _redis_starter(settings: Settings, state_dir: Path) -> tuple[str, int, Callable[[], Any]]:
-    """Where the Redis of the URL is, and how to start one there that the URL can use."""
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme == "unix":
-        raise UsageError("driftgate up starts Redis on TCP only: give a redis:// URL")
-    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-    # A Redis up cannot start (TLS, an ACL user, another host) is refused here, before
-    # anything else waits on it, naming the URL (without its password) rather than host:port.
-    if parts.scheme == "rediss":
-        cannot = "does not start one with TLS: start it yourself, or use redis://"
-    elif parts.username not in (None, "", "default"):
-        cannot = (
-            f"starts one with a password only, not for the ACL user {parts.username!r}: "
-            "start it yourself"
-        )
-    elif not _is_loopback(host):
-        cannot = "starts one on loopback only: start it yourself"
-    else:
-        cannot = ""
-    if cannot and not port_open(host, port):
-        raise ServiceUnavailable(
-            f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
-        )
-
-    def start() -> ServiceProcess:
-        if cannot:  # it answered a moment ago and has gone since
-            raise ServiceUnavailable(
-                f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
-            )
-        password = None if parts.password is None else unquote(parts.password)
-        return start_redis(port, state_dir / "redis", password=password)
-
-    return host, port, start
+    if choice.start:
+        with stops.deferred():  # a signal now stops it too: it is on the list first
+            started.append(start())
+    return choice.how
 
 
 def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
@@ -339,6 +293,7 @@ def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     return ServiceProcess(
         "worker", f"pid {process.pid}", process, log_path, start, stop_signal=signal.SIGINT
@@ -353,18 +308,24 @@ _DEMO_TEXT = (
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
     state_dir = Path(args.state_dir or Path.home() / ".driftgate")
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the state directory {state_dir}: {exc}") from exc
+    with lock_state_directory(state_dir):
+        # Every port is checked before anything is started or written.
+        services = choose_services(settings, with_worker=not args.no_worker)
+        return _up_with(args, services, state_dir)
+
+
+def _up_with(args: argparse.Namespace, services: UpServices, state_dir: Path) -> int:
     console = _Console(sys.stdout)
     stops = _StopSignals()
     children: list[ServiceProcess] = []  # in the order started; stopped in reverse
     with stops.installed():
         try:
-            return _run_up(args, settings, state_dir, console, stops, children)
+            return _run_up(args, services, state_dir, console, stops, children)
         except StopRequested as stop:
             console.say(f"\ndriftgate up: {stop}: stopping everything it started")
             return 0
@@ -385,23 +346,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _run_up(
     args: argparse.Namespace,
-    settings: Settings,
+    services: UpServices,
     state_dir: Path,
     console: _Console,
     stops: _StopSignals,
     children: list[ServiceProcess],
 ) -> int:
-    kafka_host, kafka_port = _kafka_address(settings.kafka_bootstrap)
-    kafka_how = _ensure_service(
-        "Kafka",
-        kafka_host,
-        kafka_port,
-        lambda: start_broker(kafka_port, state_dir / "broker.log"),
+    settings = services.settings
+    kafka_how = _start(
+        services.kafka,
+        lambda: start_broker(services.kafka.port, state_dir / "broker.log", tied=True),
         children,
         stops,
     )
-    redis_host, redis_port, start = _redis_starter(settings, state_dir)
-    redis_how = _ensure_service("Redis", redis_host, redis_port, start, children, stops)
+    redis_how = _start(
+        services.redis,
+        _redis_starter(settings, state_dir, services.redis.port),
+        children,
+        stops,
+    )
     env = dict(os.environ)
     env.update(
         DRIFTGATE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
@@ -417,18 +380,20 @@ def _run_up(
     _with_kafka(settings, ensure_topics(settings), "creating the topics")
     client = _redis(settings)
     layout = KeyLayout(settings.redis_prefix)
-    if kafka_how == "started":
+    if services.kafka.start:
         # A broker started here keeps nothing: its logs begin a new epoch of offsets.
         topics = [settings.topic(name) for name in TOPIC_NAMES]
         start_new_log_epochs(client, layout, topics, settings.partitions)
-    if not args.no_demo:
+    # The demo's subjects are reset in a Redis this `up` started (its own, from its last
+    # run) only: in a named one they may be another `up`'s, or anybody's.
+    if not args.no_demo and services.redis.start:
         reset_demo(client, layout)
     client.close()
     if args.no_worker:
         worker_line = (
             "none (--no-worker; the broker was started here, so no worker reads it: its "
             "events wait until `driftgate worker` runs)"
-            if kafka_how == "started"
+            if services.kafka.start
             else "none (--no-worker: the workers already in the group consume)"
         )
         metrics_line = "served by the workers, not here"
