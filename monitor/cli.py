@@ -40,6 +40,7 @@ from ._services import (
     start_broker,
     start_redis,
 )
+from ._status import plural
 from ._up_services import ServiceChoice, UpServices, choose_services, lock_state_directory
 from .pipeline import PermanentError
 from .store import KeyLayout, ReadModel, SyncClient, connect, redact
@@ -97,6 +98,29 @@ def _print_json(document: Any) -> None:
     )
 
 
+@contextlib.contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
+    """The Kafka client's log lines off for a while (a command says what failed in one
+    line of its own; the worker's log has them back once Faust runs)."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    """An error named once: aiokafka's messages begin with their class's name
+    (``KafkaConnectionError: KafkaConnectionError: ...``)."""
+    name = type(exc).__name__
+    text = str(exc).removeprefix(f"{name}: ")  # aiokafka's errors start with their name
+    if text in ("", name):
+        return f"{name} (no broker answered there)"
+    return f"{name}: {text}"
+
+
 def _with_kafka(settings: Settings, work: Awaitable[T], what: str) -> T:
     """Run ``work`` (which talks to Kafka); an answer that does not come within
     :data:`KAFKA_WAIT_SECONDS`, or a refusal, is a failure that names Kafka."""
@@ -121,7 +145,7 @@ def _with_kafka(settings: Settings, work: Awaitable[T], what: str) -> T:
         ) from exc
     except (KafkaError, OSError, ValueError) as exc:
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} failed ({what}): {type(exc).__name__}: {exc} "
+            f"Kafka at {settings.kafka_bootstrap} failed ({what}): {_kafka_reason(exc)} "
             "(check DRIFTGATE_KAFKA_BOOTSTRAP and the DRIFTGATE_KAFKA_* security settings)"
         ) from exc
 
@@ -139,7 +163,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
     cluster = check_redis(settings.redis_url)
-    created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
+    with _quiet_kafka_client():  # its own line would come before the one-line message
+        created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
     if created:
         print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
     registry = CollectorRegistry()
@@ -583,9 +608,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = write_report(snapshot, read_model.audit(), args.subject, folder)
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
-    except ImportError as exc:  # matplotlib, for the plots, is in the bench extra
+    except ImportError as exc:  # matplotlib, for the plots, is in the report extra
         raise UsageError(
-            f"the report's plots need matplotlib ({exc}): pip install 'driftgate[bench]'"
+            f"the report's plots need matplotlib ({exc}): pip install 'driftgate[report]'"
         ) from exc
     for path in written:
         print(path)
@@ -805,6 +830,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from estimators import VarianceModel, plan_for_budget, plan_for_mde
 
+    from ._calibration import MIN_CALIBRATION_PAIRS
+
     if (args.pilot is None) == (args.r2 is None):
         raise UsageError("give exactly one of --pilot FILE or --r2 R")
     smallest = args.surrogate_cost + args.oracle_cost
@@ -826,6 +853,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no plan within --budget {args.budget:g}: rounded up to whole items it costs "
             f"{plans['budget'].total_cost:g}"
+        )
+    labels = plans["budget"].m_labeled
+    if labels < MIN_CALIBRATION_PAIRS:
+        raise UsageError(
+            f"--budget {args.budget:g} buys {plural(labels, 'label')}: `driftgate calibrate` "
+            f"needs at least {MIN_CALIBRATION_PAIRS} (each costs "
+            f"{args.oracle_cost + args.surrogate_cost:g} with its score, so "
+            f"{MIN_CALIBRATION_PAIRS * (args.oracle_cost + args.surrogate_cost):g} at least)"
         )
     if args.target_mde is not None:
         plans["target_mde"] = plan_for_mde(
@@ -986,7 +1021,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             await producer.stop()
 
     _with_kafka(settings, send_all(), f"producing to {topic}")
-    print(f"produced {len(messages)} messages to {topic}")
+    print(f"produced {plural(len(messages), 'message')} to {topic}")
     return 0
 
 
