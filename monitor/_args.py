@@ -163,7 +163,11 @@ def host(text: str) -> str:
 
 
 def kafka_bootstrap(text: str) -> str:
-    """Kafka's bootstrap servers: ``host[:port]``, comma-separated (``[v6]:port`` too)."""
+    """Kafka's bootstrap servers: ``host:port``, comma-separated (``[v6]:port`` too).
+
+    The port is required: the clients would take 9092 for a missing one, which is not
+    where a broker on another port is, and ``driftgate up`` would start one there.
+    """
     entries = text.split(",")
     for entry in entries:
         address = entry.strip()
@@ -174,7 +178,11 @@ def kafka_bootstrap(text: str) -> str:
             raise ArgumentTypeError(
                 f"must be host:port[,host:port...], got {text!r} ({address!r} is not a host)"
             )
-        if number and not (number.isdigit() and 0 < int(number) < 65536):
+        if not number:
+            raise ArgumentTypeError(
+                f"must be host:port[,host:port...], got {text!r} ({address!r} has no port)"
+            )
+        if not (number.isdigit() and 0 < int(number) < 65536):
             raise ArgumentTypeError(
                 f"must be host:port[,host:port...], got {text!r} "
                 f"(port {number!r} is not in 1..65535)"

@@ -377,6 +377,9 @@ class Settings:
     webhook_url: str | None = field(default=None, repr=False)
     # What every /v1/... request of the HTTP API must carry; required beyond loopback.
     api_token: str | None = field(default=None, repr=False)
+    # The attributes given by a variable or a flag: `driftgate up` uses a running service
+    # only when it was named, and otherwise starts its own.
+    named: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -397,7 +400,7 @@ class Settings:
                     values[attribute] = check(str(values[attribute]))
                 except ArgumentTypeError as exc:
                     raise ConfigError(f"{ENVIRONMENT[attribute]} {exc}") from None
-        settings = replace(cls(), **values)
+        settings = replace(cls(), named=frozenset(values), **values)
         if any(c in settings.redis_prefix for c in "{}%"):
             raise ConfigError(
                 f"DRIFTGATE_REDIS_PREFIX may not contain {{, }} or %: {settings.redis_prefix!r}"

@@ -65,8 +65,8 @@ async def send_events(
 ) -> None:
     """Publish events (JSON, one a message) and wait until Kafka has them all."""
     producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
     try:
+        await producer.start()  # a failed start leaves it open ("Unclosed AIOKafkaProducer")
         for event in events:
             await producer.send_and_wait(
                 topic, orjson.dumps(event), key=key.encode() if key else None

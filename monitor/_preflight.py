@@ -30,6 +30,13 @@ def check_redis(url: str) -> bool:
     try:
         client.ping()
         return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError as exc:
+        if "DB index" not in str(exc):
+            raise ServiceUnavailable(f"Redis at {redact(url)} refused: {exc}") from exc
+        raise ConfigError(
+            f"DRIFTGATE_REDIS_URL {redact(url)!r} names a database this Redis does not have "
+            f"({exc}; its databases are 0..databases-1, 16 by default)"
+        ) from exc
     except redis.AuthenticationError as exc:
         raise ServiceUnavailable(
             f"Redis at {redact(url)} refused the credentials: {exc} (check DRIFTGATE_REDIS_URL)"

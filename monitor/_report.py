@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .store._read_model import ts_seconds
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -415,7 +417,7 @@ def _residual_points(
     """The residual drift gate's decisions, then its current evaluation: time, verdict and
     the evidence's interval."""
     points = [
-        {"ts": _parse_ts(e.get("ts")), "verdict": e["verdict"], **e.get("evidence", {})}
+        {"ts": ts_seconds(e.get("ts")), "verdict": e["verdict"], **e.get("evidence", {})}
         for e in entries
         if e.get("gate") == "residual_drift"
     ]
@@ -423,7 +425,7 @@ def _residual_points(
         ts = current.get("evaluated_at")
         points.append(
             {
-                "ts": float(ts) if ts is not None else _parse_ts(current.get("ts")),
+                "ts": float(ts) if ts is not None else ts_seconds(current.get("ts")),
                 "verdict": current["verdict"],
                 **current["evidence"],
             }
@@ -654,17 +656,6 @@ def _finite_or(value: float | None, default: float) -> float:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (0, version)
-
-
-def _parse_ts(ts: Any) -> float | None:
-    if isinstance(ts, int | float):
-        return float(ts)
-    if not isinstance(ts, str):
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _rfc3339(ts: float) -> str:

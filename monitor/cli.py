@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import select
@@ -36,11 +35,13 @@ from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_top
 from ._services import (
     ServiceError,
     ServiceProcess,
+    die_with_parent,
     log_size,
-    port_open,
     start_broker,
     start_redis,
 )
+from ._status import plural
+from ._up_services import ServiceChoice, UpServices, choose_services, lock_state_directory
 from .pipeline import PermanentError
 from .store import KeyLayout, ReadModel, SyncClient, connect, redact
 from .store._admin import start_new_log_epochs
@@ -66,7 +67,10 @@ class UsageError(ValueError):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
+    """The settings of the variables and the flags, the policy file among them read and
+    checked for every command (a missing ``DRIFTGATE_CONFIG`` is exit 2 for ``status`` as
+    for the worker, not a setting silently ignored)."""
+    settings = Settings.from_env(
         kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
         redis_url=getattr(args, "redis_url", None),
         metrics_port=getattr(args, "metrics_port", None),
@@ -74,6 +78,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         config_path=getattr(args, "config", None),
         topic_prefix=getattr(args, "topic_prefix", None),
     )
+    settings.policy  # noqa: B018 - reads and checks DRIFTGATE_CONFIG
+    return settings
 
 
 def _redis(settings: Settings) -> SyncClient:
@@ -90,6 +96,29 @@ def _print_json(document: Any) -> None:
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
         + "\n"
     )
+
+
+@contextlib.contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
+    """The Kafka client's log lines off for a while (a command says what failed in one
+    line of its own; the worker's log has them back once Faust runs)."""
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    """An error named once: aiokafka's messages begin with their class's name
+    (``KafkaConnectionError: KafkaConnectionError: ...``)."""
+    name = type(exc).__name__
+    text = str(exc).removeprefix(f"{name}: ")  # aiokafka's errors start with their name
+    if text in ("", name):
+        return f"{name} (no broker answered there)"
+    return f"{name}: {text}"
 
 
 def _with_kafka(settings: Settings, work: Awaitable[T], what: str) -> T:
@@ -116,7 +145,7 @@ def _with_kafka(settings: Settings, work: Awaitable[T], what: str) -> T:
         ) from exc
     except (KafkaError, OSError, ValueError) as exc:
         raise ServiceUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} failed ({what}): {type(exc).__name__}: {exc} "
+            f"Kafka at {settings.kafka_bootstrap} failed ({what}): {_kafka_reason(exc)} "
             "(check DRIFTGATE_KAFKA_BOOTSTRAP and the DRIFTGATE_KAFKA_* security settings)"
         ) from exc
 
@@ -135,7 +164,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings.check_api_token()
     settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG before anything starts
     cluster = check_redis(settings.redis_url)
-    created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
+    with _quiet_kafka_client():  # its own line would come before the one-line message
+        created = _with_kafka(settings, ensure_topics(settings), "creating the topics")
     if created:
         print(f"driftgate: created topics {', '.join(created)}", file=sys.stderr)
     registry = CollectorRegistry()
@@ -260,74 +290,23 @@ class _Console:
         return f"\x1b[{code}m{verdict}\x1b[0m" if self.color and code else verdict
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _redis_starter(settings: Settings, state_dir: Path, port: int) -> Callable[[], Any]:
+    """How to start the Redis ``up`` chose, with the URL's password when it has one."""
+    parts = urlsplit(settings.redis_url)
+    password = None if parts.password is None else unquote(parts.password)
+    return lambda: start_redis(port, state_dir / "redis", password=password, tied=True)
 
 
-def _kafka_address(bootstrap: str) -> tuple[str, int]:
-    """The first bootstrap server's host and port (9092 when not given)."""
-    first = bootstrap.split(",")[0].strip()
-    host, colon, number = first.rpartition(":")
-    if not colon or (":" in host and not host.endswith("]")):
-        return first.strip("[]"), 9092
-    return host.strip("[]"), int(number)
-
-
-def _ensure_service(
-    name: str,
-    host: str,
-    port: int,
+def _start(
+    choice: ServiceChoice,
     start: Callable[[], ServiceProcess],
     started: list[ServiceProcess],
     stops: _StopSignals,
 ) -> str:
-    if port_open(host, port):
-        return "found running"
-    if not _is_loopback(host):
-        raise ServiceUnavailable(f"{name} unreachable at {host}:{port} (not loopback: not started)")
-    with stops.deferred():  # a signal now stops it too: it is on the list first
-        started.append(start())
-    return "started"
-
-
-def _redis_starter(settings: Settings, state_dir: Path) -> tuple[str, int, Callable[[], Any]]:
-    """Where the Redis of the URL is, and how to start one there that the URL can use."""
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme == "unix":
-        raise UsageError("driftgate up starts Redis on TCP only: give a redis:// URL")
-    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
-    # A Redis up cannot start (TLS, an ACL user, another host) is refused here, before
-    # anything else waits on it, naming the URL (without its password) rather than host:port.
-    if parts.scheme == "rediss":
-        cannot = "does not start one with TLS: start it yourself, or use redis://"
-    elif parts.username not in (None, "", "default"):
-        cannot = (
-            f"starts one with a password only, not for the ACL user {parts.username!r}: "
-            "start it yourself"
-        )
-    elif not _is_loopback(host):
-        cannot = "starts one on loopback only: start it yourself"
-    else:
-        cannot = ""
-    if cannot and not port_open(host, port):
-        raise ServiceUnavailable(
-            f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
-        )
-
-    def start() -> ServiceProcess:
-        if cannot:  # it answered a moment ago and has gone since
-            raise ServiceUnavailable(
-                f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up {cannot}"
-            )
-        password = None if parts.password is None else unquote(parts.password)
-        return start_redis(port, state_dir / "redis", password=password)
-
-    return host, port, start
+    if choice.start:
+        with stops.deferred():  # a signal now stops it too: it is on the list first
+            started.append(start())
+    return choice.how
 
 
 def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
@@ -340,6 +319,7 @@ def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     return ServiceProcess(
         "worker", f"pid {process.pid}", process, log_path, start, stop_signal=signal.SIGINT
@@ -354,7 +334,6 @@ _DEMO_TEXT = (
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    settings.policy  # noqa: B018 - validates DRIFTGATE_CONFIG first
     if not args.no_worker:
         settings.check_api_token()  # before any service starts: its worker would refuse
     state_dir = Path(args.state_dir or Path.home() / ".driftgate")
@@ -362,12 +341,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the state directory {state_dir}: {exc}") from exc
+    with lock_state_directory(state_dir):
+        # Every port is checked before anything is started or written.
+        services = choose_services(settings, with_worker=not args.no_worker)
+        return _up_with(args, services, state_dir)
+
+
+def _up_with(args: argparse.Namespace, services: UpServices, state_dir: Path) -> int:
     console = _Console(sys.stdout)
     stops = _StopSignals()
     children: list[ServiceProcess] = []  # in the order started; stopped in reverse
     with stops.installed():
         try:
-            return _run_up(args, settings, state_dir, console, stops, children)
+            return _run_up(args, services, state_dir, console, stops, children)
         except StopRequested as stop:
             console.say(f"\ndriftgate up: {stop}: stopping everything it started")
             return 0
@@ -388,23 +374,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _run_up(
     args: argparse.Namespace,
-    settings: Settings,
+    services: UpServices,
     state_dir: Path,
     console: _Console,
     stops: _StopSignals,
     children: list[ServiceProcess],
 ) -> int:
-    kafka_host, kafka_port = _kafka_address(settings.kafka_bootstrap)
-    kafka_how = _ensure_service(
-        "Kafka",
-        kafka_host,
-        kafka_port,
-        lambda: start_broker(kafka_port, state_dir / "broker.log"),
+    settings = services.settings
+    kafka_how = _start(
+        services.kafka,
+        lambda: start_broker(services.kafka.port, state_dir / "broker.log", tied=True),
         children,
         stops,
     )
-    redis_host, redis_port, start = _redis_starter(settings, state_dir)
-    redis_how = _ensure_service("Redis", redis_host, redis_port, start, children, stops)
+    redis_how = _start(
+        services.redis,
+        _redis_starter(settings, state_dir, services.redis.port),
+        children,
+        stops,
+    )
     env = dict(os.environ)
     env.update(
         DRIFTGATE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
@@ -420,18 +408,20 @@ def _run_up(
     _with_kafka(settings, ensure_topics(settings), "creating the topics")
     client = _redis(settings)
     layout = KeyLayout(settings.redis_prefix)
-    if kafka_how == "started":
+    if services.kafka.start:
         # A broker started here keeps nothing: its logs begin a new epoch of offsets.
         topics = [settings.topic(name) for name in TOPIC_NAMES]
         start_new_log_epochs(client, layout, topics, settings.partitions)
-    if not args.no_demo:
+    # The demo's subjects are reset in a Redis this `up` started (its own, from its last
+    # run) only: in a named one they may be another `up`'s, or anybody's.
+    if not args.no_demo and services.redis.start:
         reset_demo(client, layout)
     client.close()
     if args.no_worker:
         worker_line = (
             "none (--no-worker; the broker was started here, so no worker reads it: its "
             "events wait until `driftgate worker` runs)"
-            if kafka_how == "started"
+            if services.kafka.start
             else "none (--no-worker: the workers already in the group consume)"
         )
         metrics_line = "served by the workers, not here"
@@ -621,9 +611,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = write_report(snapshot, read_model.audit(), args.subject, folder)
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
-    except ImportError as exc:  # matplotlib, for the plots, is in the bench extra
+    except ImportError as exc:  # matplotlib, for the plots, is in the report extra
         raise UsageError(
-            f"the report's plots need matplotlib ({exc}): pip install 'driftgate[bench]'"
+            f"the report's plots need matplotlib ({exc}): pip install 'driftgate[report]'"
         ) from exc
     for path in written:
         print(path)
@@ -843,6 +833,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from estimators import VarianceModel, plan_for_budget, plan_for_mde
 
+    from ._calibration import MIN_CALIBRATION_PAIRS
+
     if (args.pilot is None) == (args.r2 is None):
         raise UsageError("give exactly one of --pilot FILE or --r2 R")
     smallest = args.surrogate_cost + args.oracle_cost
@@ -864,6 +856,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no plan within --budget {args.budget:g}: rounded up to whole items it costs "
             f"{plans['budget'].total_cost:g}"
+        )
+    labels = plans["budget"].m_labeled
+    if labels < MIN_CALIBRATION_PAIRS:
+        raise UsageError(
+            f"--budget {args.budget:g} buys {plural(labels, 'label')}: `driftgate calibrate` "
+            f"needs at least {MIN_CALIBRATION_PAIRS} (each costs "
+            f"{args.oracle_cost + args.surrogate_cost:g} with its score, so "
+            f"{MIN_CALIBRATION_PAIRS * (args.oracle_cost + args.surrogate_cost):g} at least)"
         )
     if args.target_mde is not None:
         plans["target_mde"] = plan_for_mde(
@@ -1024,7 +1024,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
             await producer.stop()
 
     _with_kafka(settings, send_all(), f"producing to {topic}")
-    print(f"produced {len(messages)} messages to {topic}")
+    print(f"produced {plural(len(messages), 'message')} to {topic}")
     return 0
 
 

@@ -24,9 +24,29 @@ def start_new_log_epochs(
     pipe.execute()
 
 
+def _counter_field(raw_field: bytes) -> bool:
+    parts = fields.parse_view_field(raw_field.decode())
+    return parts[0] in ("count", "decisions") and len(parts) == 3
+
+
 def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) -> None:
-    """Delete everything kept of one subject (the demo starts afresh on every run)."""
+    """Delete everything kept of one subject (the demo starts afresh on every run), but
+    its counts, which move to :attr:`KeyLayout.retired_counts` first: counters are
+    counters, and a reset must not turn them back.
+
+    No worker may be writing the subject meanwhile (``driftgate up`` forgets the demo's
+    subjects in its own Redis, before its worker starts): counts added between the read
+    and the delete would be lost. Retired before deleted, a scrape in between counts them
+    twice for a moment rather than never.
+    """
     keys = layout.subject(kind, name)
+    view = cast(dict[bytes, bytes], client.hgetall(keys.view))
+    counts = {f: int(v) for f, v in view.items() if _counter_field(f) and int(v)}
+    if counts:
+        pipe = client.pipeline(transaction=False)
+        for counter, value in counts.items():
+            pipe.hincrby(layout.retired_counts, counter, value)
+        pipe.execute()
     prefix = fields.seen("").encode()
     names = cast(list[bytes], client.hkeys(keys.state))
     seen = [name for name in names if name.startswith(prefix)]

@@ -25,6 +25,9 @@ and a few global keys, read without atomicity needs::
 
     {prefix}subjects:{kind}             set     the subjects of a kind
     {prefix}log_epochs                  hash    "{topic}:{partition}" -> log epoch
+    {prefix}retired_counts              hash    count:{topic}:{outcome},
+                                                decisions:{gate}:{action} of subjects
+                                                forgotten (the counters never go back)
 """
 
 from __future__ import annotations
@@ -271,6 +274,13 @@ class KeyLayout:
     @property
     def log_epochs(self) -> str:
         return f"{self.prefix}log_epochs"
+
+    @property
+    def retired_counts(self) -> str:
+        """The event and decision counts of forgotten subjects: added to the living
+        subjects' counts, so ``driftgate_events_total`` and ``driftgate_decisions_total``
+        only ever increase."""
+        return f"{self.prefix}retired_counts"
 
     @staticmethod
     def partition_subject(topic: str, partition: int) -> str:

@@ -19,7 +19,7 @@ from . import _keys as fields
 from ._client import SyncClient
 from ._keys import KeyLayout, decode_audit_entry, known_kinds
 
-__all__ = ["ReadModel", "Snapshot"]
+__all__ = ["ReadModel", "Snapshot", "ts_seconds"]
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Snapshot:
     gates: list[dict[str, Any]] = field(default_factory=list)
     """Every gate of every subject, as the HTTP API shows it (``GATE`` of the contract)."""
     events: dict[tuple[str, str], int] = field(default_factory=dict)
-    """``(topic, outcome)`` -> events, summed over subjects."""
+    """``(topic, outcome)`` -> events, summed over subjects (and forgotten ones)."""
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     """``(gate, action)`` -> decisions published."""
     last_event_ts: dict[str, float] = field(default_factory=dict)
@@ -90,11 +90,13 @@ class ReadModel:
     def snapshot(self, with_history: bool = False) -> Snapshot:
         names = {kind: self.subjects(kind) for kind in self.kinds()}
         pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.layout.retired_counts)
         for kind, kind_names in names.items():
             for name in kind_names:
                 pipe.hgetall(self.layout.subject(kind, name).view)
         rows = iter(pipe.execute())
         snapshot = Snapshot()
+        self._add_counts(snapshot, next(rows))
         for kind, kind_names in names.items():
             for name in kind_names:
                 self._add(snapshot, kind, name, next(rows), with_history)
@@ -116,15 +118,10 @@ class ReadModel:
         row: dict[bytes, bytes],
         with_history: bool,
     ) -> None:
+        self._add_counts(snapshot, row)
         for raw_field, raw in row.items():
             parts = fields.parse_view_field(raw_field.decode())
-            if parts[0] == "count" and len(parts) == 3:
-                key = (parts[1], parts[2])
-                snapshot.events[key] = snapshot.events.get(key, 0) + int(raw)
-            elif parts[0] == "decisions" and len(parts) == 3:
-                key = (parts[1], parts[2])
-                snapshot.decisions[key] = snapshot.decisions.get(key, 0) + int(raw)
-            elif parts[0] == "last_ts" and len(parts) == 2:
+            if parts[0] == "last_ts" and len(parts) == 2:
                 snapshot.last_event_ts[parts[1]] = max(
                     float(raw), snapshot.last_event_ts.get(parts[1], float("-inf"))
                 )
@@ -137,8 +134,20 @@ class ReadModel:
         for gate, record in (orjson.loads(gates) if gates else {}).items():
             snapshot.gates.append(_gate_document(gate, name, kind, record))
 
+    @staticmethod
+    def _add_counts(snapshot: Snapshot, row: dict[bytes, bytes]) -> None:
+        """Add a view's (or the retired subjects') event and decision counts."""
+        for raw_field, raw in row.items():
+            parts = fields.parse_view_field(raw_field.decode())
+            if parts[0] == "count" and len(parts) == 3:
+                key = (parts[1], parts[2])
+                snapshot.events[key] = snapshot.events.get(key, 0) + int(raw)
+            elif parts[0] == "decisions" and len(parts) == 3:
+                key = (parts[1], parts[2])
+                snapshot.decisions[key] = snapshot.decisions.get(key, 0) + int(raw)
+
     def audit(self, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
-        """The audit log of every subject, oldest first."""
+        """The audit log of every subject, oldest first (by each entry's ``ts``)."""
         start = "-" if since_ms is None else str(since_ms)
         keys = [
             self.layout.subject(kind, name).audit
@@ -149,10 +158,32 @@ class ReadModel:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.xrange(key, min=start)
-        entries = [entry for reply in pipe.execute() for entry in reply]
-        entries.sort(key=lambda entry: tuple(int(part) for part in entry[0].split(b"-")))
-        for _, entry_fields in entries:
-            yield orjson.loads(decode_audit_entry(entry_fields))
+        entries = [
+            (_entry_id(entry_id), orjson.loads(decode_audit_entry(entry_fields)))
+            for reply in pipe.execute()
+            for entry_id, entry_fields in reply
+        ]
+        # In the order of the times shown: a canary action's is its event's time, which a
+        # late event puts before entries written earlier; then in the order written.
+        entries.sort(key=lambda entry: (ts_seconds(entry[1].get("ts")) or 0.0, entry[0]))
+        for _, record in entries:
+            yield record
+
+
+def _entry_id(raw: bytes) -> tuple[int, ...]:
+    return tuple(int(part) for part in raw.split(b"-"))
+
+
+def ts_seconds(ts: Any) -> float | None:
+    """Seconds since the epoch of a record's ``ts`` (RFC 3339 or a number), or None."""
+    if isinstance(ts, int | float):
+        return float(ts)
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _rfc3339(ts: float | None) -> str | None:

@@ -157,10 +157,24 @@ def test_every_bad_input_found_exits_2_with_one_line_and_no_traceback(tmp_path: 
             ["calibrate", str(probe), "--stream", "s"],
         ),
         ("a calibrator needs scores that differ", ["calibrate", str(constant), "--stream", "s"]),
+        # Issue 21, point 7: a bootstrap server without a port; fewer labels than a
+        # calibrator needs; a policy file that is not there (status read none).
+        (
+            "'localhost' has no port",
+            ["produce", str(probe), "--topic", "labels", "--kafka-bootstrap", "localhost"],
+        ),
+        (
+            "--budget 0.5 buys 2 labels: `driftgate calibrate` needs at least 20",
+            [*PLAN, "--budget", "0.5", "--r2", "0.7"],
+        ),
+        ("cannot read DRIFTGATE_CONFIG /missing.yaml", ["status"]),
     ]
     env = closed_env(tmp_path)
     bad_url = {**env, "DRIFTGATE_REDIS_URL": "redis://:hunter2@127.0.0.1:notaport/0"}
-    outcomes = run_all([argv for _, argv in cases], env, {8: bad_url})
+    missing_config = {**env, "DRIFTGATE_CONFIG": "/missing.yaml"}
+    outcomes = run_all(
+        [argv for _, argv in cases], env, {8: bad_url, len(cases) - 1: missing_config}
+    )
     # And the entry point itself, from a cold start, for two of them.
     outcomes += [cold(cases[0][1], env), cold(cases[8][1], bad_url)]
     cases += [cases[0], cases[8]]
@@ -236,3 +250,39 @@ def test_produce_sends_nothing_when_one_line_is_bad_and_everything_when_all_are_
         document = orjson.loads(record.value)
         first = document[0] if isinstance(document, list) else document
         assert record.key == first["stream"].encode()
+
+
+def test_a_wrong_database_is_exit_2_and_kafka_errors_are_one_plain_line(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Issue 21, point 7: a Redis database the server does not have is a configuration
+    error; a rollback or a worker that cannot reach Kafka says so once, in one line (no
+    ``KafkaConnectionError: KafkaConnectionError``, no ``Unclosed AIOKafkaProducer``, no
+    line of the Kafka client's own before it)."""
+    url = deployment.redis_server.url.rsplit("/", 1)[0] + "/99"
+    result = deployment.cli("status", DRIFTGATE_REDIS_URL=url)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "names a database this Redis does not have" in result.stderr, result.stderr
+
+    deployment.start_worker()
+    deploy = {
+        "event_id": "d1",
+        "ts": time.time(),
+        "agent": "bot",
+        "bundle_id": "b1",
+        "action": "deploy",
+        "canary_percent": 10,
+    }
+    deployment.produce("canary", [orjson.dumps(deploy)], [b"bot"])
+    deployment.wait_for(lambda: "bot" in deployment.status()["agents"], 30, "the agent")
+    deployment.stop_workers()
+    closed = f"127.0.0.1:{free_port()}"
+    for argv in (["rollback", "bot"], ["worker"]):
+        result = deployment.cli(*argv, DRIFTGATE_KAFKA_BOOTSTRAP=closed)
+        shown = f"{argv}: {result.returncode} {result.stderr!r}"
+        assert result.returncode == 1, shown
+        assert result.stderr.count("\n") == 1, shown
+        assert result.stderr.startswith(f"driftgate {argv[0]}: Kafka"), shown
+        assert "KafkaConnectionError: KafkaConnectionError" not in result.stderr, shown
+        assert "Unclosed" not in result.stderr, shown

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -264,3 +265,216 @@ def test_audit_a_probe_against_the_active_calibrator(
         "audit", str(probe), "--stream", "policy:a", "--margin", "0.5", "--json"
     )
     assert orjson.loads(equivalence.stdout)["status"] == "PASS"
+
+
+# --- `up` touches only what it started (issue 21, point 1) ---------------------------
+
+
+def launch_up(
+    state_dir: Path, env: dict[str, str], *flags: str, command: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`driftgate up [flags]` with ``env``, once it printed its banner (or exited)."""
+    up = subprocess.Popen(
+        [
+            *(command or [sys.executable, "-m", "monitor", "up"]),
+            *flags,
+            "--state-dir",
+            str(state_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    banner = []
+    for line in up.stdout:  # type: ignore[union-attr]
+        banner.append(line)
+        if line.startswith("Ctrl-C stops everything"):
+            break
+    return up, "".join(banner)
+
+
+def named_env(kafka: int, redis_port: int, metrics: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+    env.update(
+        DRIFTGATE_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka}",
+        DRIFTGATE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        DRIFTGATE_METRICS_PORT=str(metrics),
+    )
+    return env
+
+
+def demo_labels(env: dict[str, str]) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    stream = orjson.loads(done.stdout)["streams"].get("demo:judge")
+    return 0 if stream is None else int(stream["n"])
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_a_second_up_leaves_the_first_one_alone(tmp_path: Path) -> None:
+    ports = [free_port(), free_port(), free_port()]
+    env = named_env(*ports)
+    first, banner = launch_up(tmp_path / "first", env)
+    try:
+        assert f"127.0.0.1:{ports[0]} (started)" in banner, banner
+        wait_until(lambda: demo_labels(env) >= 200, 60, "the demo's labels never came")
+
+        # The same state directory: refused, naming the running one, before anything.
+        again = subprocess.run(
+            [sys.executable, "-m", "monitor", "up", "--state-dir", str(tmp_path / "first")],
+            env=named_env(free_port(), free_port(), free_port()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert again.stderr == (
+            f"driftgate up: the state directory {tmp_path / 'first'} is in use by driftgate up "
+            f"(pid {first.pid}): stop that one first, or give another --state-dir\n"
+        )
+
+        # The first's services named again, its metrics port too: refused before anything
+        # is written (it used to reset the demo's subjects, then fail on the port).
+        before = demo_labels(env)
+        second = subprocess.run(
+            [sys.executable, "-m", "monitor", "up", "--state-dir", str(tmp_path / "second")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"the metrics port 127.0.0.1:{ports[2]}" in second.stderr
+        assert "is in use" in second.stderr
+        assert demo_labels(env) >= before
+
+        # Named services and a free metrics port: it joins them, resetting nothing.
+        before = demo_labels(env)
+        log_before = len(
+            orjson.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "monitor", "log", "--json"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                ).stdout
+            )
+        )
+        assert log_before > 0
+        third, banner = launch_up(tmp_path / "third", env, "--no-worker")
+        assert "found running: named" in banner, banner + third.stderr.read()  # type: ignore[union-attr]
+        assert demo_labels(env) >= before
+        third.send_signal(signal.SIGINT)
+        third.communicate(timeout=60)
+        assert third.returncode == 0
+        log_after = orjson.loads(
+            subprocess.run(
+                [sys.executable, "-m", "monitor", "log", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        )
+        assert len(log_after) >= log_before
+        # The first is still whole: its services were not stopped by the third.
+        assert all(port_open("127.0.0.1", port) for port in ports)
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+
+
+def test_up_leaves_a_redis_on_its_default_port_untouched(tmp_path: Path) -> None:
+    """A Redis on the port `up` would use by default (here one of the test's: never the
+    machine's 6379) is left as it is: `up` starts its own elsewhere and says where."""
+    from monitor._services import start_redis
+
+    theirs_port = free_port()
+    theirs = start_redis(theirs_port, tmp_path / "theirs")
+    client = redis_client(theirs_port)
+    try:
+        client.mset({"theirs:a": "1", "theirs:b": "2", "driftgate:kinds": "x"})
+        keys_before = client.dbsize()
+        defaults = {"kafka": free_port(), "redis": theirs_port, "metrics": free_port()}
+        # `driftgate up` itself, with its default ports pointed at the test's.
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from monitor import _up_services as s, cli; "
+            f"s.DEFAULT_PORTS.update({defaults!r}); sys.exit(cli.main(['up']+sys.argv[1:]))",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+        up, banner = launch_up(tmp_path / "state", env, command=command)
+        try:
+            assert "(started: nothing named it)" in banner, banner + up.stderr.read()  # type: ignore[union-attr]
+            assert f"127.0.0.1:{defaults['kafka']} (started" in banner, banner
+            assert f"redis://127.0.0.1:{theirs_port}/" not in banner, banner
+            own = int(banner.split("  redis    redis://127.0.0.1:")[1].split("/")[0])
+            wait_until(lambda: demo_labels(env_for(banner, env)) > 0, 60, "no demo labels")
+            assert client.dbsize() == keys_before
+            assert client.get("driftgate:kinds") == b"x"
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.communicate(timeout=60)
+        assert up.returncode == 0
+        assert client.dbsize() == keys_before
+        assert not port_open("127.0.0.1", own)
+    finally:
+        client.close()
+        theirs.stop()
+
+
+def redis_client(port: int) -> Any:
+    import redis
+
+    return redis.Redis(port=port)
+
+
+def env_for(banner: str, env: dict[str, str]) -> dict[str, str]:
+    """The variables that point a command at the services an `up` printed."""
+    kafka = banner.split("  kafka    ")[1].split()[0]
+    redis_url = banner.split("  redis    ")[1].split()[0]
+    return {**env, "DRIFTGATE_KAFKA_BOOTSTRAP": kafka, "DRIFTGATE_REDIS_URL": redis_url}
+
+
+def test_kill_9_of_up_stops_what_it_started(tmp_path: Path) -> None:
+    up, ports, banner = start_up(tmp_path)
+    worker = worker_pid(banner)
+    os.kill(up.pid, signal.SIGKILL)
+    up.communicate(timeout=10)
+    wait_until(
+        lambda: not any(port_open("127.0.0.1", port) for port in ports),
+        30,
+        "a broker, Redis or worker outlived `up`'s kill -9",
+    )
+    wait_until(lambda: not pid_alive(worker), 30, "the worker outlived `up`'s kill -9")
+    # Its state directory is free again: the kernel let go of the lock.
+    up, ports, _ = start_up(tmp_path)
+    up.send_signal(signal.SIGINT)
+    up.communicate(timeout=60)
+    assert up.returncode == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
