@@ -33,6 +33,8 @@ from ._config import ConfigError, Settings, scrub, secrets_of
 from ._demo import reset_demo
 from ._kafka import MAX_MESSAGE_BYTES, client_options
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
+from ._replay_command import EXAMPLES as REPLAY_EXAMPLES
+from ._replay_command import add_replay
 from ._services import (
     ServiceError,
     ServiceProcess,
@@ -1085,6 +1087,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
     "schema": ("driftgate schema canary", "driftgate schema driftgate.telemetry"),
+    "replay": REPLAY_EXAMPLES,
 }
 
 EVENT_FORMATS = (
@@ -1341,6 +1344,7 @@ def build_parser() -> argparse.ArgumentParser:
         "topic", metavar="TOPIC", help="labels, telemetry, canary or a full name ending in one"
     )
     schema.epilog = f"{EVENT_FORMATS}\n\n{schema.epilog}"
+    add_replay(commands, _command)
     return parser
 
 
