@@ -753,9 +753,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = Progress(sys.stderr)
     pairs = read_fit_file(args.file, args.pool, progress) if args.file else None
+    client = _redis(settings)
     try:
         outcome = calibrate(
-            _redis(settings),
+            client,
             KeyLayout(settings.redis_prefix),
             settings,
             args.stream,
@@ -768,10 +769,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     except StateConflictError as exc:
         raise ServiceUnavailable(str(exc)) from exc
+    if args.save:
+        from .replay import save_calibrator
+
+        # What the stream's state now holds: the very calibrator the worker uses.
+        record, version = read_calibrator(client, KeyLayout(settings.redis_prefix), args.stream)
+        save_calibrator(args.save, args.stream, bytes(record or b"{}"), int(version or 0))
     if args.json:
         _print_json(outcome.to_dict())
     else:
         print("\n".join(outcome.lines()))
+        if args.save:
+            print(f"saved to {args.save} (driftgate replay --calibrator {args.save})")
     return 0
 
 
@@ -1217,6 +1226,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool",
         action="store_true",
         help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
+    )
+    calibrate.add_argument(
+        "--save",
+        type=types.writable_file,
+        metavar="F",
+        help="also write the calibrator to F (JSON), for driftgate replay --calibrator F",
     )
     calibrate.add_argument("--json", action="store_true")
     _connection_flags(calibrate, kafka=False, redis_=True)
