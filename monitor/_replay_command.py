@@ -15,10 +15,10 @@ from . import _args as types
 __all__ = ["EXAMPLES", "add_replay"]
 
 EXAMPLES = (
-    "driftgate replay docs/examples/replay-demo.jsonl.gz",
-    "driftgate replay events.jsonl.gz --policy strict.yaml --policy loose.yaml "
-    "--known-good 2026-01-01..2026-01-08 --out memo/",
-    "driftgate replay labels.jsonl --calibrator judge.json --every-event --json",
+    "driftgate replay events.jsonl --batch 100",
+    "driftgate replay labels.jsonl telemetry.jsonl --policy default --policy loose.yaml "
+    "--known-good 2026-01-01..2026-01-08 --out memo",
+    "driftgate replay events.jsonl --calibrator judge.json --every-event --json",
 )
 
 
