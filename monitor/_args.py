@@ -43,6 +43,7 @@ __all__ = [
     "subject_name",
     "topic_name",
     "topic_prefix",
+    "writable_file",
 ]
 
 # Kafka's own limit on a topic name (249: the longest that leaves room for its files).
@@ -319,4 +320,18 @@ def readable_file(text: str) -> str:
         raise ArgumentTypeError(f"must name a regular file, got {text!r}")
     if not os.access(path, os.R_OK):
         raise ArgumentTypeError(f"must name a file this user can read, got {text!r}")
+    return text
+
+
+def writable_file(text: str) -> str:
+    """A file path whose folder exists and can be written (checked before any work, so
+    that a fit or a replay is not lost to a typo in the path)."""
+    path = Path(text)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ArgumentTypeError(f"must name a file, not a folder, got {text!r}")
+    if not folder.is_dir():
+        raise ArgumentTypeError(f"its folder must exist, got {text!r}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ArgumentTypeError(f"must name a file this user can write, got {text!r}")
     return text

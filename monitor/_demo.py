@@ -17,7 +17,7 @@ from ._kafka import client_options
 from .store import KeyLayout, SyncClient
 from .store._admin import forget_subject
 
-__all__ = ["DEMO_AGENT", "DEMO_STREAM", "reset_demo", "run_demo_producer"]
+__all__ = ["DEMO_AGENT", "DEMO_STREAM", "demo_history", "reset_demo", "run_demo_producer"]
 
 DEMO_STREAM = "demo:judge"
 DEMO_AGENT = "demo-agent"
@@ -135,3 +135,34 @@ def _telemetry(
         }
         for i in range(UNITS_PER_ENVELOPE)
     ]
+
+
+def demo_history(
+    start: float, seconds: float, seed: int = 0, step: float = ENVELOPE / EVENTS_PER_SECOND
+) -> list[Any]:
+    """The demo's traffic as history, without Kafka: the messages (the deploy, then an
+    envelope of labels and one of telemetry every ``step`` seconds of event time from
+    ``start``), as :func:`run_demo_producer` sends them at its pace (``step`` 0.1); the
+    replay demo file (``docs/examples/``) is made of it, at a slower pace."""
+    rng = np.random.default_rng(seed)
+    run = f"history{seed}"
+    messages: list[Any] = [
+        {
+            "event_id": f"demo-{run}-deploy",
+            "ts": start,
+            "agent": DEMO_AGENT,
+            "bundle_id": f"{DEMO_AGENT}-{run}",
+            "action": "deploy",
+            "canary_percent": CANARY_PERCENT,
+            "actor": "driftgate up",
+            "rationale": "the demo's new bundle",
+        }
+    ]
+    for tick in range(int(seconds / step)):
+        elapsed = tick * step
+        now = start + elapsed + step
+        sent = tick * ENVELOPE
+        shift = DRIFT if elapsed >= HEALTHY_SECONDS else 0
+        messages.append(_labels(rng, run, sent, now, shift))
+        messages.append(_telemetry(rng, run, sent, now, elapsed >= CANARY_HEALTHY_SECONDS))
+    return messages

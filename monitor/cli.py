@@ -32,6 +32,8 @@ from ._config import ConfigError, Settings, scrub, secrets_of
 from ._demo import reset_demo
 from ._kafka import MAX_MESSAGE_BYTES, client_options
 from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
+from ._replay_command import EXAMPLES as REPLAY_EXAMPLES
+from ._replay_command import add_replay
 from ._services import (
     ServiceError,
     ServiceProcess,
@@ -744,9 +746,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     progress = Progress(sys.stderr)
     pairs = read_fit_file(args.file, args.pool, progress) if args.file else None
+    client = _redis(settings)
     try:
         outcome = calibrate(
-            _redis(settings),
+            client,
             KeyLayout(settings.redis_prefix),
             settings,
             args.stream,
@@ -759,10 +762,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     except StateConflictError as exc:
         raise ServiceUnavailable(str(exc)) from exc
+    if args.save:
+        from .replay import save_calibrator
+
+        # What the stream's state now holds: the very calibrator the worker uses.
+        record, version = read_calibrator(client, KeyLayout(settings.redis_prefix), args.stream)
+        save_calibrator(args.save, args.stream, bytes(record or b"{}"), int(version or 0))
     if args.json:
         _print_json(outcome.to_dict())
     else:
         print("\n".join(outcome.lines()))
+        if args.save:
+            print(f"saved to {args.save} (driftgate replay --calibrator {args.save})")
     return 0
 
 
@@ -1088,6 +1099,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
     "schema": ("driftgate schema canary", "driftgate schema driftgate.telemetry"),
+    "replay": REPLAY_EXAMPLES,
 }
 
 EVENT_FORMATS = (
@@ -1218,6 +1230,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
     )
+    calibrate.add_argument(
+        "--save",
+        type=types.writable_file,
+        metavar="F",
+        help="also write the calibrator to F (JSON), for driftgate replay --calibrator F",
+    )
     calibrate.add_argument("--json", action="store_true")
     _connection_flags(calibrate, kafka=False, redis_=True)
 
@@ -1344,6 +1362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "topic", metavar="TOPIC", help="labels, telemetry, canary or a full name ending in one"
     )
     schema.epilog = f"{EVENT_FORMATS}\n\n{schema.epilog}"
+    add_replay(commands, _command)
     return parser
 
 

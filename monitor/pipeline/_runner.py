@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 
-from ..gates import Verdict, decision_record, should_publish
+from ..gates import Verdict
 from ..store import AsyncClient
 from ..store import _keys as fields
 from ..store._keys import (
@@ -42,6 +42,7 @@ from ..store._keys import (
 )
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
+from ._judge import gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
@@ -345,7 +346,7 @@ class BatchRunner(Generic[StateT]):
                 if settled:
                     write.state.update(self.model.dump(entry.state))
                 write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
-                write.view[fields.GATES] = orjson.dumps(_gate_records(verdicts, published, now))
+                write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
                 after = _Subject(write.new_rev, entry.state, entry.fences, entry.window, published)
                 plans.append(_Plan(name, write, after, 0, 0, 0, decisions))
             outcomes = await self.script.run([plan.write for plan in plans])  # type: ignore[misc]
@@ -508,7 +509,7 @@ class BatchRunner(Generic[StateT]):
         if len(fresh) or settled:
             write.state.update(self.model.dump(entry.state))
         write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
-        write.view[fields.GATES] = orjson.dumps(_gate_records(verdicts, published, now))
+        write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
         # Only kept if the write lands; otherwise the subject is read again.
         entry.window.apply(update)
         after = _Subject(
@@ -550,63 +551,22 @@ class BatchRunner(Generic[StateT]):
     def _judge(
         self, name: str, entry: _Subject, keys: SubjectKeys, now: float, write: SubjectWrite
     ) -> tuple[list[Verdict], dict[str, dict[str, Any]], list[dict[str, Any]], bool]:
-        """Evaluate the gates, record their decisions and let the model settle them.
-
-        A settled decision changes what the gates see (a canary rolled back by its
-        guardrail is no longer live): the gates are judged once more, so that the records
-        written now already show it, rather than after the subject's next event."""
-        verdicts = self.model.evaluate(name, entry.state, now)
-        published, decisions = self._record_verdicts(keys, entry.published, verdicts, now, write)
-        settled = self.model.settle(name, entry.state, decisions)
-        if settled:
-            verdicts = self.model.evaluate(name, entry.state, now)
-            published, more = self._record_verdicts(keys, published, verdicts, now, write)
-            self.model.settle(name, entry.state, more)
-            decisions += more
-        return verdicts, published, decisions, settled
-
-    def _record_verdicts(
-        self,
-        keys: SubjectKeys,
-        published: dict[str, dict[str, Any]],
-        verdicts: list[Verdict],
-        now: float,
-        write: SubjectWrite,
-    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-        """A decision for each verdict that changed or escalated its action: into the outbox
-        and the audit log, in the same write; the gate's published record is written only
-        then."""
-        published = dict(published)
-        decisions = []
-        for verdict in verdicts:
-            last = published.get(verdict.gate)
-            if not should_publish(
-                last["verdict"] if last else None,
-                verdict.verdict,
-                last_action=last.get("action", "none") if last else "none",
-                action=verdict.action,
-            ):
-                continue
-            decision = decision_record(verdict, now)
+        """Judge the subject (:func:`judge_subject`) and put its decisions into the outbox
+        and the audit log, in the same write; a gate's published record is written only
+        with a decision."""
+        judged = judge_subject(self.model, name, entry.state, entry.published, now)
+        for decision in judged.decisions:
             encoded = orjson.dumps(decision)
-            record = {
-                "verdict": verdict.verdict,
-                "action": verdict.action,
-                "reason": verdict.reason,
-                "decision_id": decision["decision_id"],
-                "ts": decision["ts"],
-            }
-            published[verdict.gate] = record
-            write.state[fields.published(verdict.gate)] = orjson.dumps(record)
             write.outbox.append(
                 OutboxEntry(
                     "decision", self.topics.decisions, keys.name.encode(), encoded, {}
                 ).encode()
             )
             write.audit.append(encode_audit_entry(encoded))
-            write.count(fields.decisions(verdict.gate, verdict.action), 1)
-            decisions.append(decision)
-        return published, decisions
+            write.count(fields.decisions(decision["gate"], decision["action"]), 1)
+            gate = decision["gate"]
+            write.state[fields.published(gate)] = orjson.dumps(judged.published[gate])
+        return judged.verdicts, judged.published, judged.decisions, judged.settled
 
     # --- dead letters ---------------------------------------------------------------------
 
@@ -724,25 +684,6 @@ class BatchRunner(Generic[StateT]):
             )
         write.count(fields.count(topic, "dlq"), len(fresh))
         return write
-
-
-def _gate_records(
-    verdicts: list[Verdict], published: dict[str, dict[str, Any]], now: float
-) -> dict[str, dict[str, Any]]:
-    """The view of each gate: the latest verdict and the last decision published."""
-    records = {}
-    for verdict in verdicts:
-        last = published.get(verdict.gate) or {}
-        records[verdict.gate] = {
-            **verdict.to_record(),
-            "evaluated_at": now,
-            "decision_id": last.get("decision_id"),
-            "published_verdict": last.get("verdict"),
-            "published_action": last.get("action"),
-            "published_reason": last.get("reason"),
-            "published_at": last.get("ts"),
-        }
-    return records
 
 
 def _at_most_per_message(

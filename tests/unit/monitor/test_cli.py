@@ -335,7 +335,9 @@ def test_help_shows_an_example_for_every_command(capsys: pytest.CaptureFixture[s
             assert f"  {example}\n" in text.split("example")[-1], (command, example)
             # Each example is a command line the parser takes (a file it names: any file).
             words = shlex.split(example.split("driftgate ", 1)[1])[1:]
-            words = [__file__ if word.endswith(".jsonl") else word for word in words]
+            words = [
+                __file__ if word.endswith((".jsonl", ".yaml", ".json")) else word for word in words
+            ]
             assert subparser.parse_args(words).handler is not None, example
 
 
