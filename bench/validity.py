@@ -24,7 +24,8 @@ cell means:
   ``quality_canary - 0.95 quality_control`` lies below 0; 10% of units to the canary.
   Outcomes in [0, 1] use the stage's ``PairedDifferenceSequence`` (now) and the
   asymptotic sequence with each arm's own plug-in variance from 30 events (previous);
-  unbounded outcomes use the asymptotic sequence with the pooled variance floor (now).
+  unbounded outcomes use the asymptotic sequence with each arm's variance pooled with
+  the pooled within-arm variance counted as 300 values (now).
 * canary latency: ``latency_regression``, FAIL when the mean latency is surely more than
   10% above control's, or the mean of ``log(1 + latency)`` surely more than ``log 1.1``.
 * residual: ``residual_drift_gate`` on the residuals of a calibrator without a prior
@@ -71,6 +72,7 @@ from estimators import (  # noqa: E402
     mean_difference_sequence,
     optimal_rho,
 )
+from estimators._two_sample import POOLED_WEIGHT  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 ALPHA = 0.05
@@ -193,10 +195,11 @@ def difference_fails(
     """``mean_difference_sequence`` at every unit: below 0 (``side`` "high") or above
     ``offset`` ("low") from ``min_n`` values in each arm on."""
     (n_t, m_t, v_t), (n_c, m_c, v_c) = arm_t, arm_c
-    if floor:
+    if floor:  # the pooled within-arm variance as a prior of POOLED_WEIGHT values
         with np.errstate(divide="ignore", invalid="ignore"):
             pooled = ((n_t - 1) * v_t + (n_c - 1) * v_c) / (n_t + n_c - 2)
-        v_t, v_c = np.maximum(v_t, pooled), np.maximum(v_c, pooled)
+            v_t = ((n_t - 1) * v_t + POOLED_WEIGHT * pooled) / (n_t - 1 + POOLED_WEIGHT)
+            v_c = ((n_c - 1) * v_c + POOLED_WEIGHT * pooled) / (n_c - 1 + POOLED_WEIGHT)
     total = n_t + n_c
     with np.errstate(divide="ignore", invalid="ignore"):
         p = n_t / total
@@ -489,9 +492,9 @@ def verify(rng: np.random.Generator) -> None:
     assert bool(flags[0, -1]) == bool(result.low > 0)
     (n_t, _, v_t), (n_c, _, v_c) = arm_t, arm_c
     pooled = ((n_t - 1) * v_t + (n_c - 1) * v_c) / (n_t + n_c - 2)
-    sigma2 = np.maximum(v_t, pooled) / (n_t / 3000) + LATENCY_RATIO**2 * np.maximum(v_c, pooled) / (
-        n_c / 3000
-    )
+    v_t = ((n_t - 1) * v_t + POOLED_WEIGHT * pooled) / (n_t - 1 + POOLED_WEIGHT)
+    v_c = ((n_c - 1) * v_c + POOLED_WEIGHT * pooled) / (n_c - 1 + POOLED_WEIGHT)
+    sigma2 = v_t / (n_t / 3000) + LATENCY_RATIO**2 * v_c / (n_c / 3000)
     half = math.sqrt(sigma2[0, -1]) * boundary(np.array(3000.0), ALPHA, CANARY_TARGET)
     assert math.isclose(result.high - result.estimate, float(half), rel_tol=1e-9)
     # The residual interval: empirical Bernstein in bounds, the normal mixture outside.
@@ -574,6 +577,22 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, object]]]:
                 canary_cell(rng, control, canary, bounded, args.power_paths, units),
             )
             print(f"canary {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        # A success rate of 80% (resolved without escalation, say): the previous gate's
+        # best case for power, where a drop of 10% is 4 points against a 5% threshold.
+        success = scaled(*kinds()["0/1 at 50%"][:2], 0.8, True)
+        record(
+            "power",
+            "canary quality",
+            "0/1 at 80%, quality -10%",
+            canary_cell(
+                rng,
+                success,
+                scaled(*kinds()["0/1 at 50%"][:2], 0.72, True),
+                True,
+                args.power_paths,
+                units,
+            ),
+        )
     if "latency" in only:
         for null, factor in (("identical", 1.0), ("at threshold (+10%)", LATENCY_RATIO)):
             record(
@@ -731,16 +750,17 @@ def plot(data: dict[str, object], path: Path) -> None:
                 100 * r["rate"],
                 i + offset,
                 xerr=[
-                    [100 * (r["rate"] - r["wilson_low"])],
-                    [100 * (r["wilson_high"] - r["rate"])],
+                    [max(0.0, 100 * (r["rate"] - r["wilson_low"]))],
+                    [max(0.0, 100 * (r["wilson_high"] - r["rate"]))],
                 ],
                 fmt="o",
                 color=color,
                 label=version if i == 0 else None,
             )
-    ax.axvline(100 * ALPHA, color="red", linestyle="--", linewidth=1, label="alpha")
+    ax.axvline(100 * ALPHA, color="red", linestyle="--", linewidth=1, label="alpha (srm: 0.1%)")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
     ax.set_xlabel("false FAIL, % of null paths (a look after every event; Wilson 95%)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -28,9 +28,13 @@ Draw = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
 
 
 def floored(var_t: float, var_c: float, n_t: int, n_c: int) -> tuple[float, float]:
-    """Each arm's variance at least the pooled within-arm variance (the sequence's floor)."""
+    """Each arm's variance pooled with the pooled within-arm variance counted as 300
+    values of the arm (the sequence's prior)."""
     pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2)
-    return max(var_t, pooled), max(var_c, pooled)
+    return (
+        ((n_t - 1) * var_t + 300 * pooled) / (n_t - 1 + 300),
+        ((n_c - 1) * var_c + 300 * pooled) / (n_c - 1 + 300),
+    )
 
 
 def sigma2_of(result: DifferenceInterval, alpha: float = ALPHA, target: float = 1000.0) -> float:
@@ -176,8 +180,7 @@ def vectorized_intervals(
         mean_t, mean_c = sum_t / n_t, sum_c / n_c
         var_t = (sq_t - n_t * mean_t**2) / (n_t - 1)
         var_c = (sq_c - n_c * mean_c**2) / (n_c - 1)
-        pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2)
-        var_t, var_c = np.maximum(var_t, pooled), np.maximum(var_c, pooled)
+        var_t, var_c = floored(var_t, var_c, n_t, n_c)
         total = n_t + n_c
         p = n_t / total
         sigma2 = var_t / p + ratio**2 * var_c / (1 - p)
@@ -402,12 +405,10 @@ def vectorized_cuped(
         slope = theta * (1 - p + ratio * p)
         var_t = (m2y_t - 2 * slope * c_t + slope**2 * m2x_t) / (n_t - 1)
         var_c = (ratio**2 * m2y_c - 2 * ratio * slope * c_c + slope**2 * m2x_c) / (n_c - 1)
-        pooled = ((n_t - 1) * var_t + (n_c - 1) * var_c / ratio**2) / (total - 2)
-        var_t, var_c = np.maximum(var_t, pooled), np.maximum(var_c, ratio**2 * pooled)
+        var_t, shrunk_c = floored(var_t, var_c / ratio**2, n_t, n_c)
+        var_c = ratio**2 * shrunk_c
         sigma2 = var_t / p + var_c / (1 - p)
-        raw_t, raw_c = m2y_t / (n_t - 1), m2y_c / (n_c - 1)
-        raw_pooled = (m2y_t + m2y_c) / (total - 2)
-        raw_t, raw_c = np.maximum(raw_t, raw_pooled), np.maximum(raw_c, raw_pooled)
+        raw_t, raw_c = floored(m2y_t / (n_t - 1), m2y_c / (n_c - 1), n_t, n_c)
         raw_sigma2 = raw_t / p + ratio**2 * raw_c / (1 - p)
         rho = optimal_rho(target, alpha)
         scale = np.sqrt((total + rho) * (np.log1p(total / rho) + 2 * math.log(1 / alpha))) / total
