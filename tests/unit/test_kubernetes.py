@@ -324,7 +324,7 @@ def test_the_prometheusrules_groups_pass_promtool_and_the_alert_unit_tests(
 
 SECRET_VALUES = {
     "redis-url": "redis://:s3cret@redis-cluster.redis.svc:6379/0",
-    "api-token": "t0ken",
+    "api-token": "t0ken-of-32-characters-for-tests",
     "kafka-sasl-username": "driftgate",
     "kafka-sasl-password": "s3cret",
     "webhook-url": "https://hooks.example.invalid/T0/B0",

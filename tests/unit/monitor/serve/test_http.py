@@ -20,7 +20,7 @@ from redis.exceptions import RedisClusterException
 from monitor import Policy
 from monitor._config import AgentPolicy, CanaryPolicy
 from monitor.gates import Verdict
-from monitor.pipeline._runner import _gate_records
+from monitor.pipeline._judge import gate_records
 from monitor.serve import GateAPI
 from monitor.serve._http import MAX_BODY, RAW_PATH, serve
 from monitor.store import Snapshot
@@ -106,7 +106,7 @@ def gate(
             "decision_id": "d-" + name,
             "ts": "2026-11-22T10:00:00Z",
         }
-    record = _gate_records([current], published, NOW - 5)[name]
+    record = gate_records([current], published, NOW - 5)[name]
     return _gate_document(name, subject, kind, orjson.loads(orjson.dumps(record)))
 
 
