@@ -73,6 +73,7 @@ from estimators import (  # noqa: E402
     optimal_rho,
 )
 from estimators._two_sample import POOLED_WEIGHT  # noqa: E402
+from monitor.gates._guardrails import TESTED, rate_prior  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 ALPHA = 0.05
@@ -86,6 +87,7 @@ BIAS_THRESHOLD = 0.05
 MIN_N = 30
 UNBOUNDED_MIN_N = 3000  # residual_drift.min_labeled_unbounded
 SRM_ALPHA = 0.001
+GUARDRAIL_ALPHA = ALPHA / len(TESTED)  # each guardrail's share of the gate's alpha
 FLAGGER_DELAY = 170  # control-only units before the canary's traffic
 CHUNK = 200  # paths generated at once
 SCHEDULES = {"every event": 1, "every 50": 50, "batches of 100": 100}
@@ -191,6 +193,7 @@ def difference_fails(
     floor: bool,
     side: str,
     offset: float = 0.0,
+    alpha: float = ALPHA,
 ) -> np.ndarray:
     """``mean_difference_sequence`` at every unit: below 0 (``side`` "high") or above
     ``offset`` ("low") from ``min_n`` values in each arm on."""
@@ -204,7 +207,7 @@ def difference_fails(
     with np.errstate(divide="ignore", invalid="ignore"):
         p = n_t / total
         sigma = np.sqrt(v_t / p + ratio**2 * v_c / (1 - p))
-        half = sigma * boundary(total, ALPHA, CANARY_TARGET)
+        half = sigma * boundary(total, alpha, CANARY_TARGET)
         estimate = m_t - ratio * m_c
     enough = np.minimum(n_t, n_c) >= MIN_N
     if side == "high":
@@ -300,6 +303,7 @@ def latency_cell(
                 LATENCY_RATIO,
                 floor,
                 "low",
+                alpha=ALPHA / 2 if label == "now" else ALPHA,  # each latency's share
             )
             log_fail = difference_fails(
                 arm_moments(log_latency, canary),
@@ -308,6 +312,7 @@ def latency_cell(
                 floor,
                 "low",
                 offset=math.log(LATENCY_RATIO),
+                alpha=ALPHA / 2 if label == "now" else ALPHA,
             )
             flags = mean_fail | log_fail
             for name, every in SCHEDULES.items():
@@ -384,13 +389,19 @@ def residual_cell(
 # --- guardrails and the split test --------------------------------------------------------
 
 
-def robbins_excludes_below(successes: np.ndarray, n: np.ndarray, p0: float) -> np.ndarray:
-    """``BernoulliSequence``'s interval lies above ``p0`` (a breach of the ceiling)."""
+def robbins_excludes_below(
+    successes: np.ndarray, n: np.ndarray, p0: float, previous: bool = False
+) -> np.ndarray:
+    """``BernoulliSequence``'s interval lies above ``p0`` (a breach of the ceiling), as the
+    guardrail gate reads it: at ``alpha / 4`` with the mixture of ``rate_prior(p0)``
+    (previously: at ``alpha``, the uniform mixture)."""
     failures = n - successes
+    a, b = rate_prior(p0) if p0 > 0 and not previous else (1.0, 1.0)
+    alpha = ALPHA if previous else GUARDRAIL_ALPHA
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_m = betaln(1 + successes, 1 + failures) - betaln(1.0, 1.0)
+        log_m = betaln(a + successes, b + failures) - betaln(a, b)
         log_m = log_m - xlogy(successes, p0) - xlog1py(failures, -p0)
-    return (log_m >= math.log(1 / ALPHA)) & (successes > p0 * n)
+    return (log_m >= math.log(1 / alpha)) & (successes > p0 * n)
 
 
 def rate_cell(rng: np.random.Generator, rate: float, ceiling: float, paths: int, units: int):
@@ -399,9 +410,10 @@ def rate_cell(rng: np.random.Generator, rate: float, ceiling: float, paths: int,
     for start in range(0, paths, CHUNK):
         size = min(CHUNK, paths - start)
         hits = np.cumsum(rng.random((size, units)) < rate, axis=1).astype(np.float64)
-        flags = robbins_excludes_below(hits, n[None, :], ceiling)
-        for name, every in SCHEDULES.items():
-            out.setdefault(f"now|{name}", []).append(first_at_looks(flags, every))
+        for label in ("now", "previous"):
+            flags = robbins_excludes_below(hits, n[None, :], ceiling, label == "previous")
+            for name, every in SCHEDULES.items():
+                out.setdefault(f"{label}|{name}", []).append(first_at_looks(flags, every))
     return {key: np.concatenate(value) for key, value in out.items()}
 
 
@@ -413,10 +425,11 @@ def cost_cell(rng: np.random.Generator, paths: int, units: int) -> dict[str, np.
         size = min(CHUNK, paths - start)
         cost = rng.lognormal(0.0, 1.5, (size, units)) * ceiling / math.exp(1.5**2 / 2)
         n, mean, var = running(cost)
-        half = np.sqrt(var) * boundary(n, ALPHA, 2000.0)
-        flags = (n >= MIN_N) & (mean - half > ceiling)
-        for name, every in SCHEDULES.items():
-            out.setdefault(f"now|{name}", []).append(first_at_looks(flags, every))
+        for label, alpha in (("now", GUARDRAIL_ALPHA), ("previous", ALPHA)):
+            half = np.sqrt(var) * boundary(n, alpha, 2000.0)
+            flags = (n >= MIN_N) & (mean - half > ceiling)
+            for name, every in SCHEDULES.items():
+                out.setdefault(f"{label}|{name}", []).append(first_at_looks(flags, every))
     return {key: np.concatenate(value) for key, value in out.items()}
 
 
@@ -509,8 +522,9 @@ def verify(rng: np.random.Generator) -> None:
     half = math.sqrt(var[0, -1]) * boundary(np.array(500.0), ALPHA, RESIDUAL_TARGET)
     assert math.isclose(plain.interval.high, mean[0, -1] + float(half), rel_tol=1e-9)
     # Robbins' mixture for a ceiling, and the split test's e-value.
-    for s in (0, 3, 12, 40):
-        above = BernoulliSequence.from_counts(2000, s, ALPHA).interval.low > 0.005
+    for s in (0, 3, 12, 25, 40):
+        rate = BernoulliSequence.from_counts(2000, s, GUARDRAIL_ALPHA, *rate_prior(0.005))
+        above = rate.interval.low > 0.005
         assert above == bool(robbins_excludes_below(np.array(s), np.array(2000.0), 0.005))
     srm = SampleRatioSequence([1 - SHARE, SHARE]).update([1700, 300])
     mine = srm_log_e(np.array(300.0), np.array(2000.0), SHARE)
@@ -663,6 +677,28 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, object]]]:
     return rows
 
 
+GATES = {
+    "canary": "canary quality",
+    "latency": "canary latency",
+    "residual": "residual drift",
+    "guardrail": "guardrail",
+    "srm": "srm",
+}
+
+
+def kept_from_before(rows: dict[str, list], only: set[str]) -> dict[str, list]:
+    """With ``--only``, the other gates' rows of the last run, kept beside the new."""
+    path = RESULTS / "validity.json"
+    if only >= set(GATES) or not path.exists():
+        return rows
+    rerun = tuple(GATES[name] for name in only)
+    before = json.loads(path.read_text())["rows"]
+    return {
+        kind: [r for r in before[kind] if not r["gate"].startswith(rerun)] + rows[kind]
+        for kind in rows
+    }
+
+
 def tables(data: dict[str, object]) -> str:
     rows = data["rows"]  # type: ignore[index]
     lines = [
@@ -781,6 +817,7 @@ def main() -> None:
     else:
         started = time.perf_counter()
         rows = run(args)
+        rows = kept_from_before(rows, set(args.only.split(",")))
         data = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": machine_summary(),

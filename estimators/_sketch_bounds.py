@@ -11,7 +11,13 @@ from ._sketch import QuantileSketch
 __all__ = ["exceedance_sequence", "quantile_interval", "quantile_rank_bounds"]
 
 
-def exceedance_sequence(sketch: QuantileSketch, threshold: float, alpha: float) -> Interval:
+def exceedance_sequence(
+    sketch: QuantileSketch,
+    threshold: float,
+    alpha: float,
+    prior_a: float = 1.0,
+    prior_b: float = 1.0,
+) -> Interval:
     """Confidence sequence for ``P(X > threshold)`` from a sketch of the values seen.
 
     "The 95th percentile exceeds 1,200 ms" is "more than 5% of the values exceed 1,200 ms",
@@ -37,9 +43,10 @@ def exceedance_sequence(sketch: QuantileSketch, threshold: float, alpha: float) 
     """
     if sketch.n == 0:
         return Interval(math.nan, 0.0, 1.0)
-    low = BernoulliSequence.from_counts(sketch.n, sketch.count_above(threshold), alpha).interval
+    prior = (alpha, prior_a, prior_b)  # the mixture (see BernoulliSequence)
+    low = BernoulliSequence.from_counts(sketch.n, sketch.count_above(threshold), *prior).interval
     maybe_above = sketch.count_maybe_above(threshold)
-    high = BernoulliSequence.from_counts(sketch.n, maybe_above, alpha).interval
+    high = BernoulliSequence.from_counts(sketch.n, maybe_above, *prior).interval
     return Interval(low.estimate, low.low, high.high)
 
 

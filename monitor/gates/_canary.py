@@ -98,6 +98,10 @@ def compare(
 ) -> Comparison:
     """Quality and mean latency of the canary against control.
 
+    ``policy.alpha`` is the total of a false rollback: a rollback reads one side of each
+    two-sided sequence, so quality's (at ``alpha``) spends ``alpha / 2`` and each
+    latency comparison's (at ``alpha / 2``) ``alpha / 4``.
+
     Quality outcomes within ``policy.quality_range`` are compared on ``quality_pairs``,
     the stage's block-paired empirical-Bernstein sequence: valid at every sample size
     (a 0/1 outcome at 5% leaves a small canary arm with a sample variance of 0). Others
@@ -128,13 +132,13 @@ def compare(
             latency_c,
             latency_k,
             ratio=1 + policy.latency_increase_max,
-            alpha=policy.alpha,
+            alpha=policy.alpha / 2,
             target_time=policy.target_time,
         )
         log_latency = mean_difference_sequence(
             canary.log_latency,
             control.log_latency,
-            alpha=policy.alpha,
+            alpha=policy.alpha / 2,
             target_time=policy.target_time,
         )
     return Comparison(quality, latency, log_latency)

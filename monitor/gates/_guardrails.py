@@ -22,9 +22,12 @@ from ._verdict import Verdict, finite_or_none
 
 __all__ = [
     "GUARDRAILS",
+    "TESTED",
     "GuardrailReading",
     "VariantStatistics",
+    "guardrail_alpha",
     "guardrail_gate",
+    "rate_prior",
     "read_guardrails",
 ]
 
@@ -39,6 +42,10 @@ GUARDRAILS = (
     "disparity_ratio",
     "primary_outcome_mean",
 )
+# The guardrails judged on statistics: the gate's alpha is split evenly among them (and
+# the variants judged), so that all of them together FAIL falsely with probability at
+# most alpha. PII is a breach on its first leak, no statistics.
+TESTED = ("toxicity_rate", "latency_p95_ms", "unit_cost_mean", "disparity_ratio")
 # The reason a breach of each carries in a decision.
 REASONS = {
     "pii_rate": "pii_leak",
@@ -129,16 +136,35 @@ def _reading(
     )
 
 
-def read_guardrails(stats: VariantStatistics, policy: GuardrailPolicy) -> list[GuardrailReading]:
+def guardrail_alpha(policy: GuardrailPolicy, variants: int = 1) -> float:
+    """What one guardrail of one judged variant spends of the gate's alpha."""
+    return policy.alpha / (len(TESTED) * max(1, variants))
+
+
+def rate_prior(ceiling: float) -> tuple[float, float]:
+    """Robbins' mixing Beta for a rate held to ``ceiling``: ``Beta(1, 1 / (2 ceiling))``,
+    its mass on rates near twice the ceiling, where a breach is to be seen. Any mixture
+    keeps the sequence valid; this one finds a toxicity rate of 1.5x its 0.5% ceiling in a
+    median of ~10,600 events at alpha / 4, where the uniform mixture took ~15,300 at alpha
+    (``bench/validity.py``)."""
+    return 1.0, 0.5 / ceiling
+
+
+def read_guardrails(
+    stats: VariantStatistics, policy: GuardrailPolicy, alpha: float | None = None
+) -> list[GuardrailReading]:
     """Every guardrail of one variant that its telemetry carries data for.
 
     PII has zero tolerance: one production event with ``pii: true`` is a breach, no
     statistics needed. Toxicity and the share of latencies above the p95 ceiling are
-    rates (Robbins' mixture); unit cost and the primary outcome are means (normal
-    mixture with the running variance); the disparity ratio is the lowest segment's
-    primary outcome over the highest's (Bonferroni over segments).
+    rates (Robbins' mixture, tuned to the ceiling by :func:`rate_prior`); unit cost and
+    the primary outcome are means (normal mixture with the running variance); the
+    disparity ratio is the lowest segment's primary outcome over the highest's
+    (Bonferroni over segments). Each is judged at ``alpha``, this variant's share of the
+    gate's (:func:`guardrail_alpha` of one variant by default).
     """
-    alpha, enough = policy.alpha, policy.min_n
+    alpha = guardrail_alpha(policy) if alpha is None else alpha
+    enough = policy.min_n
     readings = []
     if stats.pii_n:
         rate = BernoulliSequence.from_counts(stats.pii_n, stats.pii, alpha).interval
@@ -147,7 +173,9 @@ def read_guardrails(stats: VariantStatistics, policy: GuardrailPolicy) -> list[G
             _reading("pii_rate", rate.estimate, rate.low, rate.high, 0.0, stats.pii_n, status)
         )
     if stats.toxicity_n:
-        rate = BernoulliSequence.from_counts(stats.toxicity_n, stats.toxic, alpha).interval
+        rate = BernoulliSequence.from_counts(
+            stats.toxicity_n, stats.toxic, alpha, *rate_prior(policy.toxicity_rate_max)
+        ).interval
         status = _judge(
             rate.low, rate.high, policy.toxicity_rate_max, True, stats.toxicity_n >= enough
         )
@@ -165,7 +193,9 @@ def read_guardrails(stats: VariantStatistics, policy: GuardrailPolicy) -> list[G
     if stats.latency.n:
         # "p95 <= ceiling" is "at most 5% of the latencies exceed the ceiling": judged on that
         # rate; the p95 and its interval are what is shown.
-        tail = exceedance_sequence(stats.latency, policy.latency_p95_ms_max, alpha)
+        tail = exceedance_sequence(
+            stats.latency, policy.latency_p95_ms_max, alpha, *rate_prior(0.05)
+        )
         status = _judge(tail.low, tail.high, 0.05, True, stats.latency.n >= enough)
         p95 = quantile_interval(stats.latency, 0.95, alpha)
         readings.append(
@@ -236,7 +266,11 @@ def guardrail_gate(
     policy's for a production canary, ``alert`` for an A/B test); PASS when every
     guardrail that has data passes for every judged variant; INCONCLUSIVE otherwise.
     """
-    evidence: dict[str, Any] = {"method": "anytime_valid_bounds", "alpha": policy.alpha}
+    evidence: dict[str, Any] = {
+        "method": "anytime_valid_bounds",
+        "alpha": policy.alpha,
+        "alpha_each": guardrail_alpha(policy, len(readings)),
+    }
     evidence.update(context or {})
     breaches = [
         (GUARDRAILS.index(r.guardrail), variant, r)

@@ -37,7 +37,12 @@ from .._config import AgentPolicy, Policy
 from .._events import CanaryEvent, Guardrails, TelemetryEvent
 from ..gates import SEVERITY, Verdict, finite_or_none, rfc3339
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
-from ..gates._guardrails import GuardrailReading, guardrail_gate, read_guardrails
+from ..gates._guardrails import (
+    GuardrailReading,
+    guardrail_alpha,
+    guardrail_gate,
+    read_guardrails,
+)
 from ..gates._srm import srm_gate
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
@@ -324,8 +329,10 @@ class ExperimentModel:
     def judge(self, subject: str, state: ExperimentState, now: float) -> Judgement:
         policy = self.policy.for_agent(subject)
         lifecycle = state.lifecycle
+        judged = self.judged_variants(subject, state)
+        alpha = guardrail_alpha(policy.guardrails, len(judged))
         readings = {
-            name: read_guardrails(stats, policy.guardrails)
+            name: read_guardrails(stats, policy.guardrails, alpha)
             for name, stats in state.variants.items()
         }
         context: dict[str, Any] = {}
@@ -334,7 +341,7 @@ class ExperimentModel:
         active = lifecycle is not None and lifecycle.phase in ACTIVE_PHASES
         guardrail = guardrail_gate(
             subject,
-            {name: readings.get(name, []) for name in self.judged_variants(subject, state)},
+            {name: readings.get(name, []) for name in judged},
             policy.guardrails,
             policy.guardrails.action if active else "alert",
             context,

@@ -112,12 +112,16 @@ def test_pii_has_zero_tolerance(pii_n: int, pii: int, status: str) -> None:
 @pytest.mark.parametrize(
     ("n", "toxic", "status"),
     [
-        (2000, 30, "breach"),  # 1.5%: the lower bound (~0.63%) is above 0.5%
-        (2000, 25, "unknown"),  # 1.25%: the lower bound (~0.496%) is not, yet
-        (1000, 15, "unknown"),  # 1.5% on few events: the lower bound is not above 0.5% yet
-        (10_000, 20, "pass"),  # 0.2%: the upper bound is below 0.5%
+        # At alpha / 4 (four guardrails share the gate's alpha), with the mixture tuned to
+        # the 0.5% ceiling (Beta(1, 100)):
+        (2000, 30, "breach"),  # 1.5%: the lower bound (~0.73%) is above 0.5%
+        (2000, 25, "breach"),  # 1.25%: ~0.57%
+        (2000, 20, "unknown"),  # 1.0%: ~0.41%, not yet
+        (1000, 15, "breach"),  # 1.5% on 1,000 events: ~0.53%
+        (1000, 12, "unknown"),  # 1.2% on 1,000 events: ~0.37%, not yet
+        (10_000, 20, "pass"),  # 0.2%: the upper bound (~0.41%) is below 0.5%
         (10_000, 10, "pass"),
-        (5000, 10, "unknown"),  # 0.2% on 5,000 events: upper bound ~0.61%, not below 0.5%
+        (5000, 10, "unknown"),  # 0.2% on 5,000 events: upper bound ~0.52%, not below 0.5%
         (50, 0, "unknown"),  # fewer than min_n
     ],
 )
@@ -289,6 +293,7 @@ def test_breach_evidence_follows_the_contract_and_keeps_the_context() -> None:
     assert verdict.evidence == {
         "method": "anytime_valid_bounds",
         "alpha": POLICY.alpha,
+        "alpha_each": POLICY.alpha / 4,  # four tested guardrails, one variant judged
         "bundle_id": "v2",
         "canary_percent": 10.0,
         "n": 2000,
