@@ -761,6 +761,53 @@ def tables(data: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(data: dict[str, object]) -> str:
+    """The matrix at a look after every event, now beside before: docs/statistics.md."""
+    rows = data["rows"]  # type: ignore[index]
+
+    def side_by_side(kind: str) -> dict[tuple[str, str, str], dict[str, dict]]:
+        cells: dict[tuple[str, str, str], dict[str, dict]] = {}
+        for r in rows[kind]:
+            if r["schedule"] == "every event":
+                cells.setdefault((r["gate"], r["cell"], r["measure"]), {})[r["version"]] = r
+        return cells
+
+    def rate(r: dict | None, digits: int) -> str:
+        return "unchanged" if r is None else f"{100 * r['rate']:.{digits}f}%"
+
+    def median(r: dict | None) -> str:
+        if r is None:
+            return ""
+        return "-" if r["median_units"] is None else f"{r['median_units']:,.0f}"
+
+    lines = [
+        f"Run of {data['date']} ({data['machine']}), horizon {data['horizon']:,} units, a look "
+        "after every event; all schedules in `bench/results/validity.md`.",
+        "",
+        "| gate | null | counts | false FAIL now | Wilson 95% | before 2026-12-07 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (gate, cell, measure), v in side_by_side("null").items():
+        now = v["now"]
+        wilson = f"[{100 * now['wilson_low']:.2f}, {100 * now['wilson_high']:.2f}]"
+        lines.append(
+            f"| {gate} | {cell} | {measure} | {rate(now, 2)} | {wilson} "
+            f"| {rate(v.get('previous'), 2)} |"
+        )
+    lines += [
+        "",
+        "| gate | alternative | counts | FAIL by the horizon | median units | before | median |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (gate, cell, measure), v in side_by_side("power").items():
+        now, before = v["now"], v.get("previous")
+        lines.append(
+            f"| {gate} | {cell} | {measure} | {rate(now, 1)} | {median(now)} "
+            f"| {rate(before, 1)} | {median(before)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def plot(data: dict[str, object], path: Path) -> None:
     import matplotlib
 
@@ -827,6 +874,7 @@ def main() -> None:
         }
         (RESULTS / "validity.json").write_text(json.dumps(data, indent=1))
     (RESULTS / "validity.md").write_text(tables(data))
+    (RESULTS / "validity_summary.md").write_text(summary(data))
     plot(data, RESULTS / "validity.png")
     print(tables(data))
 
