@@ -309,7 +309,13 @@ def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np
     z = x / batch_scales(x)
     block = max(BATCH, (2000 // BATCH) * BATCH)
     for start in range(0, horizon, block):
-        w = recursion(log_w, log_e_values(signed, z[:, start : start + block]))
+        # A value whose log e-value is below -700 sets the statistic to 0 in floating point,
+        # in the class as here; clipped there, because in a block of many batches an
+        # e-value of exp(-1e14) (a scale of 1e-9, the rounding residue of the variance of
+        # five equal Bernoulli residuals in label units) would be subtracted from its
+        # neighbours' cumulative sums and leave noise where the class has 0.
+        log_e = np.maximum(log_e_values(signed, z[:, start : start + block]), -700.0)
+        w = recursion(log_w, log_e)
         # The mixture is at most its largest term: look closely only where that is high
         # (as MeanShiftDetector.update does).
         near = (w.max(axis=1) >= log_threshold) & (alarm < 0)[:, None]
@@ -397,6 +403,17 @@ def verify_against_classes(rng: np.random.Generator) -> None:
         assert first_old == previous[path], (path, first_old, previous[path])
     assert residuals.all_time.method == "empirical_bernstein_cs"
     assert (alarms[2:] > 12_000).all(), alarms
+    # Bernoulli residuals in label units, their first labels all 0: the variance of five
+    # to seven equal values of -0.2 rounds to 1e-18, not 0, and the scale to 1e-9.
+    y = LABEL_SD["bernoulli"] * sample("bernoulli", rng, 3, 5_000, 0.0, 0)
+    y[:, :7] = -0.2
+    y[2, 2_500:] += 0.2
+    detected = detector_alarms(y)
+    for path in range(3):
+        detector = RestartingMeanSequence().detector
+        for end in batch_ends(y.shape[1]):
+            detector.update(y[path, end - BATCH : end])
+        assert (detector.alarm_time or -1) == detected[path], (path, detector.alarm_time, detected)
 
 
 # --- the alternatives ----------------------------------------------------------------
