@@ -8,23 +8,35 @@ Residual streams of ``--horizon`` values (10^5), checked at the end of every bat
 labels in envelopes of 100; 1 is labels that trickle in, each on its own in the worker's
 0.1 s batch (human or LLM-judge labels, a few a second per stream at most). Methods:
 
-* ``driftgate gate``: what ``residual_drift_gate`` does with ``RestartingMeanSequence``'s
-  defaults: alarm = the all-time normal-mixture interval excludes 0, or the change
-  detector (a mixture of Shiryaev-Roberts e-detectors) alarms, whichever comes first,
-  seen at the end of the batch it happens in (the interval restarted after the alarm
-  can only exclude 0 later, so it does not move the first alarm);
-* ``driftgate CS only``: the all-time sequence without the detector;
+* ``driftgate gate``: what ``residual_drift_gate`` does with the residual sequence
+  ``LabelModel.new_residuals`` builds from the default policy: alarm = the all-time
+  interval excludes 0, or the change detector (a mixture of Shiryaev-Roberts
+  e-detectors, ``change_alpha`` 0.01) alarms, whichever comes first, seen at the end of
+  the batch it happens in (the interval restarted after the alarm can only exclude 0
+  later, so it does not move the first alarm). The interval spends ``alpha -
+  change_alpha`` = 0.04; while every residual so far lies in [-1, 1] (labels in
+  ``label_range`` [0, 1]) it is the predictable plug-in empirical-Bernstein sequence
+  (``EmpiricalBernsteinSequence``, bets tuned to ``target_time``), from the batch of the
+  first residual outside on the normal mixture with the calibration prior. The gate sees
+  the residuals in label units (``LABEL_SD``: the empirical-Bernstein interval knows the
+  bounds, not the variance, so the unit matters to it alone);
+* ``driftgate CS only``: that all-time sequence without the detector;
+* ``previous gate``, ``previous CS only``: the gate before 2026-12-07, its interval the
+  normal mixture (with the prior) at alpha 0.05 on every path;
 * ``fixed-n z, every batch``: a fixed-n 95% interval recomputed after every batch;
   ``fixed-n z, tuned``: the same z statistic against a critical value tuned on null
   paths to a 5% false-alarm rate over the horizon;
 * River ``ADWIN`` at its default, and tuned on null paths to the same 5%;
 * ``oracle CUSUM``: knows the shift and the noise level; threshold tuned to 5%, and
   once more to the gate's own measured false-alarm rate ("at the same false-alarm
-  rate": the last column of the delay table divides by that oracle's delay).
+  rate": the last column of the delay table divides by that oracle's delay; for the
+  previous gate's rows, by the oracle at the previous gate's rate).
 
 The driftgate methods are computed for many paths at once with numpy, with the
-e-values and recursions of ``estimators._change_detector`` themselves; the per-batch
-scale estimate and alarm rule are checked against ``MeanShiftDetector`` and
+e-values and recursions of ``estimators._change_detector`` themselves and the
+empirical-Bernstein formulas in cumulative sums; the detector's alarm, both intervals'
+first alarms and the bounded interval's ends at every batch end are checked against
+``RestartingMeanSequence`` (built with ``bounds``, as the worker builds it) and
 ``NormalMixtureSequence`` on sample paths in every run (``verify_against_classes``).
 Writes bench/results/detection.{json,md,png} (``--batch 100``) or
 bench/results/detection_batch{N}.{json,md,png}.
@@ -48,6 +60,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _harness import machine_summary, markdown_table  # noqa: E402
 
 from estimators import (  # noqa: E402
+    EmpiricalBernsteinSequence,
     MeanShiftDetector,
     NormalMixtureSequence,
     RestartingMeanSequence,
@@ -61,13 +74,37 @@ from estimators._change_detector import (  # noqa: E402
     signed_shifts,
 )
 from estimators._normal_mixture import PRIOR_WEIGHT  # noqa: E402
+from monitor._config import ResidualDriftPolicy  # noqa: E402
 
 BATCH = 100
-ALPHA = 0.05
+ALPHA = 0.05  # the false-alarm rate the tuned alternatives are held to
+POLICY = ResidualDriftPolicy()
+# The gate's alpha is its total: its interval spends alpha - change_alpha (0.04), the
+# detector change_alpha (LabelModel.new_residuals); the previous gate's interval spent
+# alpha itself.
+GATE_ALPHA = POLICY.alpha - POLICY.change_alpha
+PREVIOUS_ALPHA = POLICY.alpha
+TARGET_TIME, MIN_N = POLICY.target_time, POLICY.min_labeled
+# Residuals of labels in label_range ([0, 1]) lie in [-1, 1]: the bounded interval's.
+BOUNDS = (
+    POLICY.label_range[0] - POLICY.label_range[1],
+    POLICY.label_range[1] - POLICY.label_range[0],
+)
+MAX_BET = EmpiricalBernsteinSequence().max_bet
+# The residual's standard deviation in label units (labels in [0, 1]): the paths are
+# drawn in standard deviations, and the gate sees them times this. The normal mixture,
+# the detector and the oracle do not depend on the unit; the bounded interval does (it
+# knows the bounds, not the variance). Bernoulli: y - 0.2 for y ~ Bernoulli(0.2), which
+# is 0.4 sd. Gaussian and Student t3: 0.2, a continuous label's residual (a value outside
+# [-1, 1] is one beyond 5 sd: Gaussian, about 6% of the paths within 10^5 values, shifts
+# aside; Student t3, about one value in 300, so its paths leave the bounds early).
+LABEL_SD = {"gaussian": 0.2, "bernoulli": 0.4, "student_t3": 0.2}
 DISTRIBUTIONS = ("gaussian", "bernoulli", "student_t3")
 SHIFTS = (0.05, 0.1, 0.25, 0.5)
 CALIBRATION_PAIRS = 1000
 SAME_RATE = "oracle CUSUM (at the gate's false-alarm rate)"
+SAME_RATE_PREVIOUS = "oracle CUSUM (at the previous gate's false-alarm rate)"
+ORACLE_AT_RATE = {"driftgate gate": SAME_RATE, "previous gate": SAME_RATE_PREVIOUS}
 # The detector the gate runs: RestartingMeanSequence's defaults.
 DETECTOR = RestartingMeanSequence().detector
 
@@ -99,6 +136,13 @@ def sample(
     return x
 
 
+def wilson_interval(rate: float, paths: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a rate measured on ``paths`` paths."""
+    centre = (rate + z * z / (2 * paths)) / (1 + z * z / paths)
+    half = z * math.sqrt(rate * (1 - rate) / paths + z * z / (4 * paths * paths))
+    return centre - half / (1 + z * z / paths), centre + half / (1 + z * z / paths)
+
+
 def ratio(delay: float, oracle: float) -> float:
     return delay / oracle if oracle and math.isfinite(delay) else math.inf
 
@@ -118,54 +162,114 @@ def first_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def calibration_variance(distribution: str, rng: np.random.Generator, paths: int) -> np.ndarray:
     """Per path, the mean squared residual of a calibration set of ``CALIBRATION_PAIRS``
     (no shift): the prior variance the product's interval starts from (the calibrator's
-    out-of-fold mean squared residual)."""
+    out-of-fold mean squared residual). In standard deviations, like :func:`sample`."""
     residuals = sample(distribution, rng, paths, CALIBRATION_PAIRS, 0.0, 0)
     return np.mean(residuals * residuals, axis=1)
 
 
-def cs_first_alarm(
-    x: np.ndarray,
-    prior: np.ndarray | None,
-    start_index: np.ndarray | None = None,
-    min_n: int = 30,
-) -> np.ndarray:
-    """Per path, the first batch end at which the normal-mixture interval excludes 0.
+def batch_ends(horizon: int) -> np.ndarray:
+    return np.arange(BATCH, horizon + 1, BATCH)
+
+
+def first_true(alarm: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per path, the first batch end at which ``alarm`` (paths x batch ends) holds, or -1."""
+    return np.where(alarm.any(axis=1), ends[np.argmax(alarm, axis=1)], -1)
+
+
+def normal_mixture_excludes(x: np.ndarray, prior: np.ndarray | None, alpha: float) -> np.ndarray:
+    """Per path and batch end, whether the all-time normal-mixture interval at ``alpha``
+    excludes 0 (False while fewer than ``MIN_N`` values).
 
     ``prior`` (per path, or None for none) is the variance counted as ``PRIOR_WEIGHT``
-    values; ``start_index`` (per path) restarts the sequence there (values before are
-    ignored). Returns the alarm time (number of values seen) or -1.
-    """
-    paths, horizon = x.shape
-    rho = optimal_rho(1000, ALPHA)
-    log_term = 2 * math.log(1 / ALPHA)
-    ends = np.arange(BATCH, horizon + 1, BATCH)
-    running = np.cumsum(x, axis=1)
-    running_sq = np.cumsum(x * x, axis=1)
-    sums, squares = running[:, ends - 1], running_sq[:, ends - 1]
-    if start_index is None:
-        start_index = np.zeros(paths, dtype=np.int64)
-    before = np.maximum(start_index - 1, 0)
-    rows = np.arange(paths)
-    base = np.where(start_index > 0, running[rows, before], 0.0)
-    base_sq = np.where(start_index > 0, running_sq[rows, before], 0.0)
-    del running, running_sq
-    n = ends[None, :] - start_index[:, None]
-    valid = n >= min_n
-    n_safe = np.maximum(n, 2)
-    total = sums - base[:, None]
-    total_sq = squares - base_sq[:, None]
-    mean = total / n_safe
-    deviations = np.maximum(total_sq - n_safe * mean**2, 0.0)
-    variance = deviations / (n_safe - 1)
+    values."""
+    rho = optimal_rho(TARGET_TIME, alpha)
+    log_term = 2 * math.log(1 / alpha)
+    ends = batch_ends(x.shape[1])
+    sums = np.cumsum(x, axis=1)[:, ends - 1]
+    squares = np.cumsum(x * x, axis=1)[:, ends - 1]
+    n = np.broadcast_to(np.maximum(ends, 2), sums.shape)
+    mean = sums / n
+    deviations = np.maximum(squares - n * mean**2, 0.0)
+    variance = deviations / (n - 1)
     if prior is not None:  # the larger of the sample variance and the pooled one
-        pooled = (deviations + PRIOR_WEIGHT * prior[:, None]) / (n_safe - 1 + PRIOR_WEIGHT)
+        pooled = (deviations + PRIOR_WEIGHT * prior[:, None]) / (n - 1 + PRIOR_WEIGHT)
         variance = np.maximum(variance, pooled)
-    half = (
-        np.sqrt(variance) * np.sqrt((n_safe + rho) * (np.log1p(n_safe / rho) + log_term)) / n_safe
-    )
-    alarm = valid & (np.abs(mean) > half)
-    first = np.where(alarm.any(axis=1), ends[np.argmax(alarm, axis=1)], -1)
-    return first
+    half = np.sqrt(variance) * np.sqrt((n + rho) * (np.log1p(n / rho) + log_term)) / n
+    return (ends >= MIN_N)[None, :] & (np.abs(mean) > half)
+
+
+def cs_first_alarm(
+    x: np.ndarray, prior: np.ndarray | None, alpha: float = PREVIOUS_ALPHA
+) -> np.ndarray:
+    """Per path, the first batch end at which the normal-mixture interval alone (the
+    previous gate's, at ``alpha``) excludes 0, or -1."""
+    return first_true(normal_mixture_excludes(x, prior, alpha), batch_ends(x.shape[1]))
+
+
+def first_outside(x: np.ndarray) -> np.ndarray:
+    """Per path, the index of the first value outside the residual bounds (the path's
+    length if none): from the batch holding it on, the interval is the normal mixture."""
+    outside = (x < BOUNDS[0]) | (x > BOUNDS[1])
+    return np.where(outside.any(axis=1), np.argmax(outside, axis=1), x.shape[1])
+
+
+def bernstein_bounds(x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per path and batch end, the ends (low, high) of ``EmpiricalBernsteinSequence``
+    (``BOUNDS``, ``TARGET_TIME``, its default ``max_bet``) over the path's values so far.
+
+    The class's bets are predictable value by value (each uses the mean and variance of
+    the values before it), whatever the batches, so one pass of cumulative sums along
+    the path gives its sums, hence its interval, at every batch end. The formulas are the
+    class's, in its order."""
+    low, high = BOUNDS
+    scale = high - low
+    z = (x - low) / scale
+    t = np.arange(1, x.shape[1] + 1, dtype=np.float64)
+    mu = (0.5 + np.cumsum(z, axis=1)) / (t + 1)
+    mu_before = np.concatenate([np.full((x.shape[0], 1), 0.5), mu[:, :-1]], axis=1)
+    s2 = (0.25 + np.cumsum((z - mu) ** 2, axis=1)) / (t + 1)
+    del mu
+    s2_before = np.concatenate([np.full((x.shape[0], 1), 0.25), s2[:, :-1]], axis=1)
+    del s2
+    log_term = math.log(2.0 / alpha)
+    horizon = np.maximum(t, TARGET_TIME)
+    bets = np.minimum(np.sqrt(2.0 * log_term / (s2_before * horizon)), MAX_BET)
+    del s2_before
+    penalty = 4.0 * (z - mu_before) ** 2 * ((-np.log1p(-bets) - bets) / 4.0)
+    ends = batch_ends(x.shape[1]) - 1
+    sum_penalty = np.cumsum(penalty, axis=1)[:, ends]
+    sum_lambda_x = np.cumsum(bets * z, axis=1)[:, ends]
+    sum_lambda = np.cumsum(bets, axis=1)[:, ends]
+    center = sum_lambda_x / sum_lambda
+    half = (log_term + sum_penalty) / sum_lambda
+    lower = low + scale * np.maximum(center - half, 0.0)
+    upper = low + scale * np.minimum(center + half, 1.0)
+    return lower, upper
+
+
+def gate_cs_first_alarm(x: np.ndarray, prior: np.ndarray, alpha: float = GATE_ALPHA) -> np.ndarray:
+    """Per path, the first batch end at which the gate's all-time interval excludes 0:
+    ``NormalMixtureSequence`` with ``bounds``, the empirical-Bernstein interval while
+    every value so far lies within ``BOUNDS``, the normal mixture (with the prior) from
+    the end of the batch holding the first value outside them on. ``x`` and ``prior``
+    in label units."""
+    ends = batch_ends(x.shape[1])
+    excludes = normal_mixture_excludes(x, prior, alpha)
+    outside = first_outside(x)
+    bounded = ends[None, :] <= outside[:, None]  # every value up to the batch end within
+    rows = np.flatnonzero(outside >= MIN_N)  # the only paths the bounded interval judges
+    for part in np.array_split(rows, max(1, rows.size // 25)):  # ~25 paths at a time
+        if part.size == 0:
+            continue
+        upto = int(np.searchsorted(ends, outside[part].max(), side="right"))
+        if upto == 0:
+            continue
+        lower, upper = bernstein_bounds(x[part, : ends[upto - 1]], alpha)
+        inside = bounded[part, :upto]
+        excludes[part, :upto] = np.where(
+            inside, (ends[:upto] >= MIN_N) & ((lower > 0) | (upper < 0)), excludes[part, :upto]
+        )
+    return first_true(excludes, ends)
 
 
 def batch_scales(x: np.ndarray) -> np.ndarray:
@@ -205,7 +309,13 @@ def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np
     z = x / batch_scales(x)
     block = max(BATCH, (2000 // BATCH) * BATCH)
     for start in range(0, horizon, block):
-        w = recursion(log_w, log_e_values(signed, z[:, start : start + block]))
+        # A value whose log e-value is below -700 sets the statistic to 0 in floating point,
+        # in the class as here; clipped there, because in a block of many batches an
+        # e-value of exp(-1e14) (a scale of 1e-9, the rounding residue of the variance of
+        # five equal Bernoulli residuals in label units) would be subtracted from its
+        # neighbours' cumulative sums and leave noise where the class has 0.
+        log_e = np.maximum(log_e_values(signed, z[:, start : start + block]), -700.0)
+        w = recursion(log_w, log_e)
         # The mixture is at most its largest term: look closely only where that is high
         # (as MeanShiftDetector.update does).
         near = (w.max(axis=1) >= log_threshold) & (alarm < 0)[:, None]
@@ -219,36 +329,92 @@ def detector_alarms(x: np.ndarray, detector: MeanShiftDetector = DETECTOR) -> np
     return alarm
 
 
-def driftgate_gate(x: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The gate's first alarm (the all-time interval or the detector, at a batch end),
-    and the detector's own alarm value by value."""
+def driftgate_gate(x: np.ndarray, prior: np.ndarray) -> dict[str, np.ndarray]:
+    """Per path, the first alarm (at a batch end) of the gate as it is and as it was, of
+    their all-time intervals alone, and the detector's own alarm value by value. ``x``
+    and ``prior`` in label units, as the worker sees them.
+
+    The gate alarms when its all-time interval excludes 0 or the change detector alarms,
+    whichever comes first (the interval restarted after the alarm can only exclude 0
+    later, so it does not move the first alarm)."""
     change = detector_alarms(x)
-    return first_of(cs_first_alarm(x, prior), seen_at_batch_end(change)), change
+    seen = seen_at_batch_end(change)
+    cs = gate_cs_first_alarm(x, prior)
+    previous_cs = cs_first_alarm(x, prior)
+    return {
+        "gate": first_of(cs, seen),
+        "cs": cs,
+        "previous gate": first_of(previous_cs, seen),
+        "previous cs": previous_cs,
+        "change": change,
+    }
 
 
 def verify_against_classes(rng: np.random.Generator) -> None:
-    """The vectorized code above must agree with the product's classes."""
-    x = sample("gaussian", rng, 4, 20_000, 0.0, 0)
-    x[2:, 12_000:] += 0.3
+    """The vectorized code above must agree with the product's classes, built as the
+    worker builds them (``LabelModel.new_residuals``): the first alarm of the gate's
+    interval (empirical Bernstein, then the normal mixture on a path that leaves the
+    bounds), the bounded interval's ends at every batch end, the previous gate's
+    interval and the detector's alarm."""
+    x = LABEL_SD["gaussian"] * sample("gaussian", rng, 4, 20_000, 0.0, 0)
+    x[2:, 12_000:] += 0.06
+    x[1, 7_654] = 1.5  # leaves the bounds: the normal mixture from its batch on
     alarms = detector_alarms(x)
-    prior = np.array([0.8, 1.0, 1.2, 1.0])
-    cs = cs_first_alarm(x, prior)
+    prior = LABEL_SD["gaussian"] ** 2 * np.array([0.8, 1.0, 1.2, 1.0])
+    cs = gate_cs_first_alarm(x, prior)
+    previous = cs_first_alarm(x, prior)
+    lower, upper = bernstein_bounds(x, GATE_ALPHA)
+    ends = batch_ends(x.shape[1])
     for path in range(4):
-        detector = RestartingMeanSequence().detector
-        sequence = NormalMixtureSequence(ALPHA, 1000, 30, float(prior[path]))
-        first_cs = -1
-        for start in range(0, x.shape[1], BATCH):
-            detector.update(x[path, start : start + BATCH])
-            sequence.update(x[path, start : start + BATCH])
-            if first_cs < 0 and not sequence.interval.contains(0.0):
-                first_cs = start + BATCH
-        assert (detector.alarm_time or -1) == alarms[path], (
+        residuals = RestartingMeanSequence(
+            GATE_ALPHA,
+            TARGET_TIME,
+            MIN_N,
+            POLICY.change_alpha,
+            POLICY.change_horizon,
+            prior_variance=float(prior[path]),
+            bounds=BOUNDS,
+        )
+        old = NormalMixtureSequence(PREVIOUS_ALPHA, TARGET_TIME, MIN_N, float(prior[path]))
+        first_cs = first_old = -1
+        for column, end in enumerate(ends):
+            values = x[path, end - BATCH : end]
+            residuals.update(values)
+            old.update(values)
+            interval = residuals.all_time.interval
+            if first_cs < 0 and not interval.contains(0.0):
+                first_cs = int(end)
+            if first_old < 0 and not old.interval.contains(0.0):
+                first_old = int(end)
+            if residuals.all_time.method == "empirical_bernstein_cs" and end >= MIN_N:
+                expected = (lower[path, column], upper[path, column])
+                assert np.allclose((interval.low, interval.high), expected, rtol=0, atol=1e-9), (
+                    path,
+                    end,
+                    interval,
+                    expected,
+                )
+        assert (residuals.detector.alarm_time or -1) == alarms[path], (
             path,
-            detector.alarm_time,
+            residuals.detector.alarm_time,
             alarms[path],
         )
         assert first_cs == cs[path], (path, first_cs, cs[path])
+        assert first_old == previous[path], (path, first_old, previous[path])
+    assert residuals.all_time.method == "empirical_bernstein_cs"
     assert (alarms[2:] > 12_000).all(), alarms
+    # Bernoulli residuals in label units, their first labels all 0: the variance of five
+    # to seven equal values of -0.2 rounds to 1e-18, not 0, and the scale to 1e-9.
+    # Their own generator: the run's paths stay those of the runs before this check.
+    y = LABEL_SD["bernoulli"] * sample("bernoulli", np.random.default_rng(5), 3, 5_000, 0.0, 0)
+    y[:, :7] = -0.2
+    y[2, 2_500:] += 0.2
+    detected = detector_alarms(y)
+    for path in range(3):
+        detector = RestartingMeanSequence().detector
+        for end in batch_ends(y.shape[1]):
+            detector.update(y[path, end - BATCH : end])
+        assert (detector.alarm_time or -1) == detected[path], (path, detector.alarm_time, detected)
 
 
 # --- the alternatives ----------------------------------------------------------------
@@ -389,28 +555,36 @@ def main() -> None:
     delays: list[list[object]] = []
     by_value: list[list[object]] = []
     settings: dict[str, dict[str, float]] = {}
+    wilson: dict[str, dict[str, tuple[float, float]]] = {}
     for distribution in DISTRIBUTIONS:
         fa = false_alarms[distribution] = {}
         null_alarm: dict[str, list[np.ndarray]] = {
             "driftgate gate": [],
             "driftgate CS only": [],
-            "driftgate CS only, without the prior variance": [],
             "driftgate detector alone": [],
+            "previous gate": [],
+            "previous CS only": [],
+            "previous CS only, without the prior variance": [],
             "fixed-n z, every batch": [],
         }
+        left_bounds: list[np.ndarray] = []
+        sd = LABEL_SD[distribution]
         z_maxima: list[np.ndarray] = []
         oracle_maxima: dict[float, list[np.ndarray]] = {shift: [] for shift in SHIFTS}
         for first in range(0, args.null_paths, chunk):
             paths = min(chunk, args.null_paths - first)
             x = sample(distribution, rng, paths, args.horizon, 0, 0)
             prior = calibration_variance(distribution, rng, paths)
-            gate, change = driftgate_gate(x, prior)
-            null_alarm["driftgate gate"].append(gate > 0)
-            null_alarm["driftgate CS only"].append(cs_first_alarm(x, prior) > 0)
-            null_alarm["driftgate CS only, without the prior variance"].append(
+            gates = driftgate_gate(sd * x, sd * sd * prior)
+            null_alarm["driftgate gate"].append(gates["gate"] > 0)
+            null_alarm["driftgate CS only"].append(gates["cs"] > 0)
+            null_alarm["driftgate detector alone"].append(gates["change"] > 0)
+            null_alarm["previous gate"].append(gates["previous gate"] > 0)
+            null_alarm["previous CS only"].append(gates["previous cs"] > 0)
+            null_alarm["previous CS only, without the prior variance"].append(
                 cs_first_alarm(x, None) > 0
             )
-            null_alarm["driftgate detector alone"].append(change > 0)
+            left_bounds.append(first_outside(sd * x) < args.horizon)
             z = fixed_n_z(x)
             null_alarm["fixed-n z, every batch"].append(np.asarray((z > 1.959964).any(axis=1)))
             z_maxima.append(z.max(axis=1))
@@ -430,14 +604,21 @@ def main() -> None:
         # "At the same false-alarm rate": the oracle held to the gate's measured rate too,
         # so that a gate above 5% is not compared with a stricter oracle, nor one below
         # 5% with a looser one.
-        gate_rate = fa["driftgate gate"]
-        same_rate = {
-            shift: float(np.quantile(np.concatenate(m), 1 - gate_rate))
-            for shift, m in oracle_maxima.items()
-        }
-        fa[SAME_RATE] = float(
-            np.mean([(np.concatenate(oracle_maxima[s]) >= t).mean() for s, t in same_rate.items()])
-        )
+        at_rate = {}
+        for gate_name, oracle_name in ORACLE_AT_RATE.items():
+            at_rate[oracle_name] = {
+                shift: float(np.quantile(np.concatenate(m), 1 - fa[gate_name]))
+                for shift, m in oracle_maxima.items()
+            }
+            fa[oracle_name] = float(
+                np.mean(
+                    [
+                        (np.concatenate(oracle_maxima[s]) >= t).mean()
+                        for s, t in at_rate[oracle_name].items()
+                    ]
+                )
+            )
+        same_rate = at_rate[SAME_RATE]
         river_null = sample(distribution, rng, args.river_null_paths, args.horizon, 0.0, 0)
         river = river_methods(river_null)
         for name, make in river.items():
@@ -446,6 +627,15 @@ def main() -> None:
             "fixed_n_critical": critical,
             **{f"oracle_threshold_{shift}": t for shift, t in thresholds.items()},
             **{f"oracle_threshold_at_gate_rate_{shift}": t for shift, t in same_rate.items()},
+            **{
+                f"oracle_threshold_at_previous_gate_rate_{shift}": t
+                for shift, t in at_rate[SAME_RATE_PREVIOUS].items()
+            },
+            "label_sd": sd,
+            "null_paths_leaving_bounds": float(np.concatenate(left_bounds).mean()),
+        }
+        wilson[distribution] = {
+            name: wilson_interval(fa[name], args.null_paths) for name in null_alarm
         }
         print(f"{distribution} false alarms: {fa}", flush=True)
 
@@ -459,25 +649,33 @@ def main() -> None:
                 )
                 x = sample(distribution, rng, paths, args.horizon, shift, start)
                 prior = calibration_variance(distribution, rng, paths)
-                gate, change = driftgate_gate(x, prior)
+                gates = driftgate_gate(sd * x, sd * sd * prior)
+                gate, change = gates["gate"], gates["change"]
                 oracle_raw = oracle_crossing(x, shift, thresholds[shift])
-                oracle_same = seen_at_batch_end(oracle_crossing(x, shift, same_rate[shift]))
                 row = {
                     "driftgate gate": delay_summary(gate, start),
-                    "driftgate CS only": delay_summary(cs_first_alarm(x, prior), start),
+                    "driftgate CS only": delay_summary(gates["cs"], start),
+                    "previous gate": delay_summary(gates["previous gate"], start),
+                    "previous CS only": delay_summary(gates["previous cs"], start),
                     "fixed-n z, every batch": delay_summary(fixed_n_first_alarm(x), start),
                     "fixed-n z, tuned": delay_summary(fixed_n_first_alarm(x, critical), start),
                     "oracle CUSUM (tuned)": delay_summary(seen_at_batch_end(oracle_raw), start),
-                    SAME_RATE: delay_summary(oracle_same, start),
                 }
+                for oracle_name, rate_thresholds in at_rate.items():
+                    crossing = oracle_crossing(x, shift, rate_thresholds[shift])
+                    row[oracle_name] = delay_summary(seen_at_batch_end(crossing), start)
+                left = float(np.mean(first_outside(sd * x) < args.horizon))
                 river_start = start if isinstance(start, int) else start[: args.river_shift_paths]
                 for name, make in river.items():
                     row[f"River {name}"] = delay_summary(
                         river_first_alarm(x[: args.river_shift_paths], make), river_start
                     )
                 oracle = row["oracle CUSUM (tuned)"][0]
-                oracle_at_rate = row[SAME_RATE][0]
                 for name, (median, missed) in row.items():
+                    # The previous gate is held to the oracle at its own rate.
+                    oracle_at_rate = row[
+                        SAME_RATE_PREVIOUS if name.startswith("previous") else SAME_RATE
+                    ][0]
                     delays.append(
                         [
                             distribution,
@@ -502,6 +700,7 @@ def main() -> None:
                         detector_raw / oracle_value if oracle_value else math.inf,
                         caught_at_first_batch_end(gate, start),
                         caught_at_first_batch_end(oracle_raw, start),
+                        left,
                     ]
                 )
                 print(
@@ -509,8 +708,19 @@ def main() -> None:
                     flush=True,
                 )
 
-    fa_rows = [[d, name, rate] for d, rates in false_alarms.items() for name, rate in rates.items()]
-    fa_table = markdown_table(["residuals", "method", "false-alarm rate over the horizon"], fa_rows)
+    def interval_text(distribution: str, name: str) -> str:
+        bounds = wilson[distribution].get(name)
+        return "" if bounds is None else f"{bounds[0]:.4f} - {bounds[1]:.4f}"
+
+    fa_rows = [
+        [d, name, rate, interval_text(d, name)]
+        for d, rates in false_alarms.items()
+        for name, rate in rates.items()
+    ]
+    fa_table = markdown_table(
+        ["residuals", "method", "false-alarm rate over the horizon", "95% Wilson interval"],
+        fa_rows,
+    )
     delay_table = markdown_table(
         [
             "residuals",
@@ -520,7 +730,7 @@ def main() -> None:
             "median delay (values)",
             "missed",
             "delay / oracle",
-            "delay / oracle at the gate's rate",
+            "delay / oracle at the gate's rate (previous: at its own)",
         ],
         delays,
     )
@@ -534,6 +744,7 @@ def main() -> None:
             "ratio",
             "gate: share caught in the first batch",
             "oracle: share caught in the first batch",
+            "paths leaving [-1, 1]",
         ],
         by_value,
     )
@@ -551,9 +762,16 @@ def main() -> None:
         f"from-the-start one ({args.river_shift_paths} for River). "
         f"Detector: {detector.statistic_kind} mixture over shifts {list(detector.shifts)} sd "
         f"(both signs), alpha {detector.alpha} within {detector.horizon:g} values; "
-        f"all-time interval alpha {ALPHA}, its variance the larger of the sample one and "
-        f"the one pooled with the mean squared residual of {CALIBRATION_PAIRS} calibration "
-        f"pairs counted as {PRIOR_WEIGHT:g} labels. Took {time.time() - began:.0f} s."
+        f"the gate's all-time interval alpha {GATE_ALPHA:g} (alpha {POLICY.alpha:g} "
+        f"less change_alpha): the empirical-Bernstein sequence (target time "
+        f"{TARGET_TIME:g}, bets at most {MAX_BET:g}) while every residual lies in "
+        f"{list(BOUNDS)}, the normal mixture from the batch of the first one outside on; the "
+        f"previous gate's, the normal mixture at alpha {PREVIOUS_ALPHA:g}; each normal "
+        f"mixture's variance the larger of the sample one and the one pooled with the mean "
+        f"squared residual of {CALIBRATION_PAIRS} calibration pairs counted as "
+        f"{PRIOR_WEIGHT:g} labels. Residuals in label units: sd "
+        + ", ".join(f"{d} {sd:g}" for d, sd in LABEL_SD.items())
+        + f" (shifts in sd). Took {time.time() - began:.0f} s."
     )
     value_note = (
         "Value by value (no batch rounding): the detector's own alarm and the oracle's "
@@ -573,6 +791,7 @@ def main() -> None:
                 "delays": delays,
                 "by_value": by_value,
                 "settings": settings,
+                "wilson": wilson,
             },
             indent=1,
             default=str,
@@ -584,7 +803,8 @@ def main() -> None:
 def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -> None:
     """Delay / oracle per shift: a row per start (from the start, halfway), a column per
     residual distribution; the methods held to 5% false alarms, the detector's own
-    ratio value by value (no batch rounding), and the 1.5 target."""
+    ratio value by value (no batch rounding), the previous gate (its interval the normal
+    mixture at alpha 0.05), and the 1.5 target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -593,7 +813,7 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
     top = 25.0  # ratios beyond are drawn on the top edge
 
     def family(name: str) -> str | None:
-        if name in ("driftgate gate", "driftgate CS only", "fixed-n z, tuned"):
+        if name in ("driftgate gate", "driftgate CS only", "previous gate", "fixed-n z, tuned"):
             return name
         return "River ADWIN tuned" if name.startswith("River ADWIN tuned") else None
 
@@ -602,6 +822,7 @@ def plot(delays: list[list[object]], by_value: list[list[object]], path: Path) -
         "driftgate gate, oracle at its rate": ("C4", "v", "-"),
         "driftgate detector, value by value": ("C0", "x", ":"),
         "driftgate CS only": ("C1", "s", "--"),
+        "previous gate": ("C7", "P", ":"),
         "fixed-n z, tuned": ("C2", "^", "-."),
         "River ADWIN tuned": ("C3", "D", "-"),
     }
