@@ -131,9 +131,14 @@ def _redis_named(settings: Settings) -> ServiceChoice:
             "DRIFTGATE_REDIS_URL)"
         )
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    # A Redis up cannot start (on another host, with TLS, for an ACL user) is refused
+    # here, before anything else waits on it, naming the URL (without its password).
+    if not _is_loopback(host) and not port_open(host, port):
+        raise ServiceUnavailable(
+            f"Redis unreachable at {redact(settings.redis_url)}, and driftgate up starts "
+            "one on loopback only"
+        )
     choice = _named_service("Redis", "redis_url", host, port)
-    # A Redis up cannot start (TLS, an ACL user) is refused here, before anything else
-    # waits on it, naming the URL (without its password).
     if choice.start and parts.scheme == "rediss":
         cannot = "does not start one with TLS: start it yourself, or use redis://"
     elif choice.start and parts.username not in (None, "", "default"):
