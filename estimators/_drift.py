@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,10 +136,18 @@ def sketch_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: floa
     >>> severity_band(shifted.low)
     'severe'
     """
+    return bounds_with_margin(live, baseline, lambda n, m: ks_critical_distance(n, m, alpha))
+
+
+def bounds_with_margin(
+    live: QuantileSketch, baseline: QuantileSketch, margin: Callable[[int, int], float]
+) -> KSBounds:
+    """The sketches' KS distance, less and plus ``margin(live.n, baseline.n)`` (the two
+    samples' noise) and the sketches' own error: the one place the bounds are built."""
     if live.n == 0 or baseline.n == 0:
         raise ValueError("both sketches need at least one value")
     distance, sketch_error = live.ks_distance(baseline)
-    noise = ks_critical_distance(live.n, baseline.n, alpha)
+    noise = margin(live.n, baseline.n)
     return KSBounds(
         distance=distance,
         low=max(0.0, distance - noise - sketch_error),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._drift import KSBounds
+from ._drift import KSBounds, bounds_with_margin
 from ._sketch import QuantileSketch
 
 __all__ = [
@@ -131,14 +131,4 @@ def sequential_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: 
     Howard, S. R. and Ramdas, A. (2022). Sequential estimation of quantiles with
     applications to A/B-testing and best-arm identification. Bernoulli 28(3).
     """
-    if live.n == 0 or baseline.n == 0:
-        raise ValueError("both sketches need at least one value")
-    distance, sketch_error = live.ks_distance(baseline)
-    noise = float(sequential_ks_margin(live.n, baseline.n, alpha))
-    return KSBounds(
-        distance=distance,
-        low=max(0.0, distance - noise - sketch_error),
-        high=min(1.0, distance + noise + sketch_error),
-        noise=noise,
-        sketch_error=sketch_error,
-    )
+    return bounds_with_margin(live, baseline, lambda n, m: float(sequential_ks_margin(n, m, alpha)))

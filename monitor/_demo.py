@@ -38,6 +38,20 @@ def reset_demo(client: SyncClient, layout: KeyLayout) -> None:
     forget_subject(client, layout, "experiment", DEMO_AGENT)
 
 
+def deploy_event(run: str, ts: float) -> dict[str, Any]:
+    """The canary event that deploys the demo's new bundle (``run`` names it)."""
+    return {
+        "event_id": f"demo-{run}-deploy",
+        "ts": ts,
+        "agent": DEMO_AGENT,
+        "bundle_id": f"{DEMO_AGENT}-{run}",
+        "action": "deploy",
+        "canary_percent": CANARY_PERCENT,
+        "actor": "driftgate up",
+        "rationale": "the demo's new bundle",
+    }
+
+
 async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int = 0) -> None:
     """The demo's traffic: a judge stream that drifts, and a canary that turns toxic.
 
@@ -56,18 +70,7 @@ async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int =
     try:
         await producer.send_and_wait(
             settings.topic("canary"),
-            orjson.dumps(
-                {
-                    "event_id": f"demo-{run}-deploy",
-                    "ts": time.time(),
-                    "agent": DEMO_AGENT,
-                    "bundle_id": f"{DEMO_AGENT}-{run}",
-                    "action": "deploy",
-                    "canary_percent": CANARY_PERCENT,
-                    "actor": "driftgate up",
-                    "rationale": "the demo's new bundle",
-                }
-            ),
+            orjson.dumps(deploy_event(run, time.time())),
             key=DEMO_AGENT.encode(),
         )
         while not stop.is_set():
@@ -146,18 +149,7 @@ def demo_history(
     replay demo file (``docs/examples/``) is made of it, at a slower pace."""
     rng = np.random.default_rng(seed)
     run = f"history{seed}"
-    messages: list[Any] = [
-        {
-            "event_id": f"demo-{run}-deploy",
-            "ts": start,
-            "agent": DEMO_AGENT,
-            "bundle_id": f"{DEMO_AGENT}-{run}",
-            "action": "deploy",
-            "canary_percent": CANARY_PERCENT,
-            "actor": "driftgate up",
-            "rationale": "the demo's new bundle",
-        }
-    ]
+    messages: list[Any] = [deploy_event(run, start)]
     for tick in range(int(seconds / step)):
         elapsed = tick * step
         now = start + elapsed + step
