@@ -26,7 +26,7 @@ from .conftest import Deployment, RedisServer, encode, label
 def judge(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
     """A judge whose scale is not the label's: the identity is biased, a fit is not."""
     s = rng.uniform(0, 1, count)
-    return s, s**2 + rng.normal(0, 0.05, count)
+    return s, np.clip(s**2 + rng.normal(0, 0.05, count), 0.0, 1.0)  # labels in [0, 1]
 
 
 def envelope(first: int, s: np.ndarray, y: np.ndarray) -> bytes:
@@ -69,12 +69,16 @@ def test_recalibration_during_traffic_is_announced_once_and_never_flaps(
         )
     )
 
-    # Labels keep arriving, 50 every 50 ms, before, during and after the recalibration.
-    batches, size = 80, 50
+    # Labels keep arriving, 50 every 50 ms, before, during and after the recalibration:
+    # until the calibration is active and 20 batches more (an event, not a duration, so a
+    # slow machine cannot let the traffic end before the new version sees any).
+    batches, size, after_it = 400, 50, 20
     traffic_s, traffic_y = judge(rng, batches * size)
-    produced = threading.Event()
+    calibrated, produced = threading.Event(), threading.Event()
+    sent = [0]
 
     def traffic() -> None:
+        left = after_it
         for b in range(batches):
             first = b * size
             deployment.produce(
@@ -87,17 +91,23 @@ def test_recalibration_during_traffic_is_announced_once_and_never_flaps(
                     )
                 ],
             )
-            time.sleep(0.05)
+            sent[0] += size
+            if calibrated.is_set():
+                left -= 1
+                if left == 0:
+                    break
+            time.sleep(0.05)  # a pace for the traffic, not a wait for anything
         produced.set()
 
     thread = threading.Thread(target=traffic)
     thread.start()
     deployment.wait_for_count("labels", "ok", 1500)  # traffic is flowing
     result = deployment.cli("calibrate", str(pairs), "--stream", "judge")
+    calibrated.set()
     assert result.returncode == 0, result.stderr
-    thread.join(timeout=60)
-    assert produced.is_set()
-    total = 1000 + batches * size
+    thread.join(timeout=120)
+    assert produced.is_set() and sent[0] < batches * size  # it ended after the activation
+    total = 1000 + sent[0]
     deployment.wait_for_count("labels", "ok", total)
 
     # Every residual_drift decision of the stream, in the order of the topic.
