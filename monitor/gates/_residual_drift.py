@@ -53,6 +53,7 @@ def residual_drift_gate(
     residuals: RestartingMeanSequence,
     policy: ResidualDriftPolicy,
     calibrator_version: int,
+    restarted: bool = False,
 ) -> Verdict:
     """PASS when the confidence sequence holds 0; WARN / FAIL on |mean| vs the threshold.
 
@@ -67,9 +68,15 @@ def residual_drift_gate(
     The alarm stands until a new calibrator version starts a new interval, so a small
     change never flips back to PASS while the restarted interval fills. The evidence
     says which interval the verdict used (``method``), and for WARN and FAIL the
-    calibration playbook's next step in words (``next_step``).
+    calibration playbook's next step in words (``next_step``). ``restarted``: the
+    interval was started afresh (a stored state from before exact intervals), which an
+    undecided verdict names (reason ``interval_restarted``).
     """
     verdict = _judge(subject, residuals, policy, calibrator_version)
+    if restarted and verdict.verdict == "INCONCLUSIVE":
+        verdict = Verdict(
+            GATE, subject, "INCONCLUSIVE", "none", "interval_restarted", verdict.evidence
+        )
     step = _next_step(shlex.quote(subject), verdict.verdict, verdict.reason)
     if step is not None:
         verdict.evidence["next_step"] = step

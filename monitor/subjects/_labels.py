@@ -114,6 +114,9 @@ class LabelState:
     label_rate: EventRate = field(default_factory=EventRate)
     score_baseline: QuantileSketch | None = None
     previous_scores: QuantileSketch | None = None
+    restarted: bool = False
+    """The residual interval was started afresh on load (a state written before exact
+    intervals): its first verdict says so. Not stored: one evaluation sees it."""
 
     @property
     def baseline(self) -> QuantileSketch | None:
@@ -211,13 +214,18 @@ class LabelModel:
                 residuals_by_bin=bins,
             )
         document = orjson.loads(raw)
+        residuals = RestartingMeanSequence.from_state(document["residuals"])
+        # A state written before exact intervals has no bounds: its interval cannot be
+        # rebuilt from moments, so it starts afresh, and its next verdict says so.
+        restarted = residuals.bounds is None
         state = LabelState(
             calibrator,
-            RestartingMeanSequence.from_state(document["residuals"]),
+            self.new_residuals(calibrator) if restarted else residuals,
             QuantileSketch.from_state(document["score_sketch"]),
             Moments.from_state(document["scores"]),
             int(document["n"]),
             residuals_by_bin=bins,
+            restarted=restarted,
         )
         # A state written before these statistics existed starts them from here on.
         if "predictions" in document:
@@ -235,7 +243,9 @@ class LabelModel:
     def evaluate(self, subject: str, state: LabelState, now: float) -> list[Verdict]:
         version = state.calibrator.version
         verdicts = [
-            residual_drift_gate(subject, state.residuals, self.policy.residual_drift, version)
+            residual_drift_gate(
+                subject, state.residuals, self.policy.residual_drift, version, state.restarted
+            )
         ]
         baseline = state.baseline
         if baseline is not None:

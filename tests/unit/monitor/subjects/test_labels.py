@@ -314,3 +314,26 @@ def test_the_view_shows_the_score_drift_with_a_baseline() -> None:
     assert view["score_verdict"] == verdicts[1].verdict == "FAIL"
     assert view["score_ks"] == verdicts[1].evidence["estimate"] == pytest.approx(0.5, abs=0.06)
     assert view["calibrator"] == {"kind": "isotonic", "version": 2}
+
+
+def test_a_state_from_before_exact_intervals_restarts_its_interval_and_says_so(
+    late_shift: tuple[LabelHandler, LabelState],
+) -> None:
+    """A stored residual state without bounds (written before the empirical-Bernstein
+    interval) cannot be rebuilt from its moments: it starts afresh, and the first verdict
+    says why it is undecided; the state stored after it has bounds, and says nothing."""
+    handler, state = late_shift
+    model = handler.model
+    document = orjson.loads(model.dump(state)[fields.STATE])
+    for name in ("all_time", "since_change"):
+        if document["residuals"][name] is not None:
+            document["residuals"][name].pop("bounded")
+    old = model.load("p", {**EMPTY, fields.STATE: orjson.dumps(document)})
+    assert old.restarted and old.residuals.n == 0 and old.n == state.n  # scores are kept
+    assert old.residuals.all_time.method == "empirical_bernstein_cs"
+    [residual] = [v for v in model.evaluate("p", old, NOW) if v.gate == "residual_drift"]
+    assert (residual.verdict, residual.reason) == ("INCONCLUSIVE", "interval_restarted")
+    again = model.load("p", {**EMPTY, fields.STATE: model.dump(old)[fields.STATE]})
+    assert not again.restarted
+    [residual] = [v for v in model.evaluate("p", again, NOW) if v.gate == "residual_drift"]
+    assert residual.reason == "insufficient_data"
