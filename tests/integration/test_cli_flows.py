@@ -98,20 +98,7 @@ def start_up(state_dir: Path, *flags: str) -> tuple[subprocess.Popen[str], list[
         DRIFTGATE_REDIS_URL=f"redis://127.0.0.1:{ports[1]}/0",
         DRIFTGATE_METRICS_PORT=str(ports[2]),
     )
-    command = [sys.executable, "-m", "monitor", "up", "--no-demo", *flags]
-    up = subprocess.Popen(
-        [*command, "--state-dir", str(state_dir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    banner = []
-    for line in up.stdout:  # type: ignore[union-attr]
-        banner.append(line)
-        if line.startswith("Ctrl-C stops everything"):
-            break
-    text = "".join(banner)
+    up, text = launch_up(state_dir, env, "--no-demo", *flags)
     assert "  worker   " in text, text + up.stderr.read()  # type: ignore[union-attr]
     if "--no-worker" not in flags:
         deadline = time.monotonic() + 60

@@ -11,24 +11,15 @@ import numpy as np
 
 from estimators import Moments, NormalMixtureSequence, PairedDifferenceSequence
 from monitor._config import CanaryPolicy, Policy
-from monitor.gates._canary import CanaryFacts, canary_gate, compare
+from monitor.gates._canary import canary_gate, compare
 from monitor.gates._residual_drift import residual_drift_gate
 from monitor.subjects._experiments import VariantStats
 from monitor.subjects._labels import ActiveCalibrator, LabelModel
 
+from .test_canary import FACTS  # a canary monitoring at 10%
+
 PATHS = 300
 ALPHA = 0.05
-
-FACTS = CanaryFacts(
-    bundle_id="v2",
-    phase="monitoring",
-    canary_percent=10.0,
-    hours_running=1.0,
-    seconds_without_data=0.0,
-    rollback_reason=None,
-    rollback_published=False,
-    next_percent=50.0,
-)
 
 
 def wilson_low(k: int, n: int, z: float = 1.959964) -> float:
