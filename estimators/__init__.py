@@ -31,21 +31,7 @@ from ._drift import (
 )
 from ._empirical_bernstein import EmpiricalBernsteinSequence
 from ._event_rate import EventRate
-from ._experiment import (
-    Comparison,
-    CupedResult,
-    SrmResult,
-    benjamini_hochberg,
-    cuped,
-    difference_in_means,
-    difference_in_proportions,
-    hedges_g,
-    non_inferiority,
-    sample_ratio_mismatch,
-    two_proportion_power,
-    two_proportion_sample_size,
-)
-from ._importance_weights import ImportanceWeights, importance_weights
+from ._false_discovery import benjamini_hochberg
 from ._isotonic import IdentityCalibrator, IsotonicCalibrator, calibrator_from_state
 from ._ks_sequence import (
     BASELINE_ALPHA_SHARE,
@@ -71,7 +57,6 @@ from ._online_value import (
 )
 from ._paired_difference import PairedDifferenceSequence
 from ._restarting import RestartingMeanSequence
-from ._sequential_design import lan_demets_boundaries, obrien_fleming_boundaries, spent_alpha
 from ._sketch import QuantileSketch
 from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
 from ._srm import SampleRatioSequence, SplitCounts
@@ -88,8 +73,6 @@ __all__ = [
     "CalibrationDecile",
     "CalibrationQuality",
     "CoMoments",
-    "Comparison",
-    "CupedResult",
     "DecileResidual",
     "DifferenceInterval",
     "DisparityInterval",
@@ -97,7 +80,6 @@ __all__ = [
     "EmpiricalBernsteinSequence",
     "EventRate",
     "IdentityCalibrator",
-    "ImportanceWeights",
     "Interval",
     "IsotonicCalibrator",
     "KSBounds",
@@ -110,7 +92,6 @@ __all__ = [
     "RestartingMeanSequence",
     "SampleRatioSequence",
     "SplitCounts",
-    "SrmResult",
     "ValueEstimate",
     "VarianceModel",
     "augmented_estimate",
@@ -118,24 +99,16 @@ __all__ = [
     "calibration_quality",
     "calibrator_from_state",
     "cross_fit_predictions",
-    "cuped",
-    "difference_in_means",
-    "difference_in_proportions",
     "disparity_ratio_sequence",
     "dkw_radius",
     "equivalence_labels_needed",
     "exceedance_sequence",
-    "hedges_g",
-    "importance_weights",
     "ks_critical_distance",
     "ks_drift",
     "labels_to_exclude_zero",
-    "lan_demets_boundaries",
     "mean_difference_sequence",
-    "non_inferiority",
     "normal_mixture_boundary",
     "normal_mixture_half_width",
-    "obrien_fleming_boundaries",
     "online_label_plan",
     "online_value_estimate",
     "optimal_rho",
@@ -145,14 +118,10 @@ __all__ = [
     "quantile_interval",
     "quantile_rank_bounds",
     "residuals_by_decile",
-    "sample_ratio_mismatch",
     "sequential_ks_bounds",
     "sequential_ks_margin",
     "severity_band",
     "sketch_ks_bounds",
-    "spent_alpha",
     "time_uniform_dkw_radius",
     "transport_audit",
-    "two_proportion_power",
-    "two_proportion_sample_size",
 ]
