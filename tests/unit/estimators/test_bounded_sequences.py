@@ -43,7 +43,6 @@ def test_empirical_bernstein_batching_does_not_change_the_sequence() -> None:
         pieces.update(chunk)
     assert pieces.interval.low == pytest.approx(whole.interval.low, rel=1e-12)
     assert pieces.interval.high == pytest.approx(whole.interval.high, rel=1e-12)
-    assert EmpiricalBernsteinSequence.from_state(pieces.to_state()) == pieces
 
 
 def test_empirical_bernstein_merge_adds_the_capital_and_shrinks() -> None:
@@ -90,11 +89,7 @@ def test_bernoulli_interval_is_where_the_mixture_stays_below_the_level() -> None
     assert ci.low < 7 / 200 < ci.high
 
 
-def test_bernoulli_merge_is_exact_and_round_trips() -> None:
-    a = BernoulliSequence().update(np.array([True, False, False]))
-    b = BernoulliSequence().update([1, 1, 0, 0, 0])
-    assert (a + b) == BernoulliSequence().update([1, 0, 0, 1, 1, 0, 0, 0])
-    assert BernoulliSequence.from_state((a + b).to_state()) == a + b
+def test_bernoulli_takes_only_0_and_1_and_its_interval_stays_in_the_unit_range() -> None:
     with pytest.raises(ValueError, match="0/1"):
         BernoulliSequence().update([2])
     assert BernoulliSequence().update([0] * 50).interval.low == 0.0

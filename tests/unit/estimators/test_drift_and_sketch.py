@@ -9,17 +9,6 @@ from scipy import stats
 from estimators import QuantileSketch, ks_critical_distance, ks_drift, population_stability_index
 
 
-@given(
-    st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=80),
-    st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=1, max_size=80),
-)
-@settings(max_examples=60)
-def test_sketch_merge_equals_sketch_of_the_union(xs: list[float], ys: list[float]) -> None:
-    merged = QuantileSketch(0.02).update(xs) + QuantileSketch(0.02).update(ys)
-    assert merged == QuantileSketch(0.02).update(xs + ys)
-    assert QuantileSketch.from_state(merged.to_state()) == merged
-
-
 @pytest.mark.parametrize("accuracy", [0.01, 0.05])
 def test_every_quantile_is_within_the_relative_error(accuracy: float) -> None:
     rng = np.random.default_rng(61)

@@ -235,7 +235,6 @@ def test_binned_residuals_match_the_offline_deciles_on_the_baseline() -> None:
     for row, decile in zip(binned.rows(), offline, strict=True):
         assert abs(row["n"] - decile.n) <= 15  # the sketch's deciles are 0.1% accurate
         assert row["mean_residual"] == pytest.approx(decile.mean_residual, abs=0.01)
-    assert BinnedResiduals.from_state(binned.to_state()) == binned
     with pytest.raises(ValueError, match="edges"):
         binned += BinnedResiduals.deciles_of(None)
 
@@ -250,7 +249,7 @@ def test_binned_residuals_without_a_baseline_use_tenths_of_the_unit_interval() -
 # --- the recent label rate ----------------------------------------------------------------
 
 
-def test_event_rate_follows_a_change_of_rate_and_round_trips() -> None:
+def test_event_rate_follows_a_change_of_rate() -> None:
     rate = EventRate(half_life=300)
     for start in range(0, 3600, 60):  # one a second for an hour, in minute batches
         rate.update(np.arange(start, start + 60, 1.0))
@@ -258,6 +257,5 @@ def test_event_rate_follows_a_change_of_rate_and_round_trips() -> None:
     for start in range(3600, 7200, 60):  # then one every 10 s
         rate.update(np.arange(start, start + 60, 10.0))
     assert rate.per_second == pytest.approx(0.1, rel=0.05)
-    assert EventRate.from_state(rate.to_state()) == rate
     with pytest.raises(ValueError, match="half_life"):
         EventRate(0)
