@@ -93,7 +93,7 @@ PATHS = (
     ("monitor/pipeline/_dedupe.py", DEDUPE),
     ("/estimators/", ESTIMATORS),
     ("monitor/gates/", GATES),
-    ("monitor/pipeline/_write.py", REDIS),
+    ("monitor/store/_write.py", REDIS),
     ("/redis/", REDIS),
     ("/hiredis/", REDIS),
     ("monitor/pipeline/_outbox.py", AGENT),

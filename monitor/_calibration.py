@@ -29,7 +29,7 @@ from estimators import (
 from ._config import Policy, Settings
 from .gates import Verdict, decision_record
 from .gates._residual_drift import RECALIBRATION_LABELS
-from .pipeline._write import AUDIT_MAXLEN
+from .store._write import AUDIT_MAXLEN
 from .store import KeyLayout, SyncClient
 from .store._calibrators import (
     MAX_STORED_PAIRS,

@@ -21,7 +21,7 @@ from ._types import (
     SubjectModel,
     lag_after,
 )
-from ._write import WriteScript
+from ..store._write import WriteScript
 
 if TYPE_CHECKING:
     from ._runner import BatchRunner, TopicNames

@@ -45,7 +45,7 @@ from ._errors import PermanentError, TransientError
 from ._judge import gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
-from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
+from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
 __all__ = ["BatchRunner", "TopicNames"]
 

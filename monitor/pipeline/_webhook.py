@@ -14,7 +14,7 @@ import orjson
 from ..gates import rfc3339
 from ..store import AsyncClient
 from ..store._keys import OutboxEntry, SubjectKeys, encode_audit_entry
-from ._write import AUDIT_MAXLEN
+from ..store._write import AUDIT_MAXLEN
 
 __all__ = ["Webhook"]
 

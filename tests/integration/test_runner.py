@@ -15,7 +15,7 @@ from estimators import IsotonicCalibrator, QuantileSketch
 from monitor import Policy
 from monitor._calibration import activate_calibrator
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
-from monitor.pipeline._write import SubjectWrite
+from monitor.store._write import SubjectWrite
 from monitor.store import KeyLayout, ReadModel, SyncClient, connect_async
 from monitor.store._keys import Fence
 from monitor.subjects import CanaryHandler, LabelHandler, TelemetryHandler

@@ -13,7 +13,7 @@ import pytest
 
 from monitor import Policy
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
-from monitor.pipeline._write import Outcome, SubjectWrite
+from monitor.store._write import Outcome, SubjectWrite
 from monitor.store import connect_async
 from monitor.subjects import LabelHandler
 

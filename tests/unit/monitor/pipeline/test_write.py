@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.pipeline._write import AUDIT_MAXLEN, SubjectWrite
+from monitor.store._write import AUDIT_MAXLEN, SubjectWrite
 from monitor.store._keys import (
     OUTBOX_GROUP,
     REV,

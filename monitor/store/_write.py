@@ -10,12 +10,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 
-from ..store import AsyncClient
-from ..store._client import connect_node_async
-from ..store._keys import OUTBOX_GROUP, REV, SubjectKeys
-from ._errors import TransientError
+from ._client import AsyncClient, connect_node_async
+from ._keys import OUTBOX_GROUP, REV, SubjectKeys
 
 __all__ = ["Applied", "Conflict", "Refused", "SubjectWrite", "WriteScript"]
 
@@ -111,7 +115,7 @@ class WriteScript:
     def __init__(self, client: AsyncClient, url: str | None = None) -> None:
         self.client = client
         self.url = url
-        self.source = resources.files("monitor.pipeline").joinpath("subject_write.lua").read_text()
+        self.source = resources.files("monitor.store").joinpath("subject_write.lua").read_text()
         self.sha: str | None = None
         self._nodes: dict[str, aioredis.Redis] = {}
 
@@ -165,7 +169,8 @@ class WriteScript:
         for index in todo:
             node = self.client.get_node_from_key(writes[index].keys.state)
             if node is None:  # the client's slot table has a hole: a failover under way
-                raise TransientError(f"no Redis Cluster node serves {writes[index].keys.state}")
+                # Transient, as pipeline._errors.is_transient classifies it: retried.
+                raise SlotNotCoveredError(f"no Redis Cluster node serves {writes[index].keys.state}")
             by_node.setdefault(node.name, []).append(index)
         groups = list(by_node.items())
         answers = await asyncio.gather(
