@@ -29,7 +29,6 @@ from estimators import (
 from ._config import Policy, Settings
 from .gates import Verdict, decision_record
 from .gates._residual_drift import RECALIBRATION_LABELS
-from .store._write import AUDIT_MAXLEN
 from .store import KeyLayout, SyncClient
 from .store._calibrators import (
     MAX_STORED_PAIRS,
@@ -45,6 +44,7 @@ from .store._calibrators import (
 from .store._calibrators import activate_calibrator as store_calibrator
 from .store._calibrators import decode_pairs as decode_stored_pairs
 from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
+from .store._write import AUDIT_MAXLEN
 from .subjects._decode import Finite
 from .subjects._labels import ActiveCalibrator, LabelModel
 

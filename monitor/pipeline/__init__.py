@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..store._write import WriteScript
 from ._errors import (
     PermanentError,
     TransientError,
@@ -21,7 +22,6 @@ from ._types import (
     SubjectModel,
     lag_after,
 )
-from ..store._write import WriteScript
 
 if TYPE_CHECKING:
     from ._runner import BatchRunner, TopicNames

@@ -36,16 +36,16 @@ from ..store._keys import (
     KeyLayout,
     OutboxEntry,
     SubjectKeys,
-    decode_seen_buckets,
     encode_audit_entry,
     encode_seen_buckets,
 )
+from ..store._runner_reads import RunnerReads, StoredLedger
+from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
 from ._judge import gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
-from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
 __all__ = ["BatchRunner", "TopicNames"]
 
@@ -62,12 +62,6 @@ CACHE_SIZE = 10_000
 LETTERS_PER_MESSAGE = 1_000
 LETTERS_PER_WRITE = 5_000
 LETTER_BYTES_PER_WRITE = 8 * 1024 * 1024
-
-_BUMP_EPOCH = """
-local stored = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
-if stored == ARGV[2] then return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end
-return tonumber(stored)
-"""
 
 
 @dataclass(frozen=True)
@@ -87,14 +81,6 @@ class _Subject(Generic[StateT]):
     fences: dict[int, Fence | None]
     window: DuplicateWindow
     published: dict[str, dict[str, Any]]
-
-
-@dataclass
-class _Ledger:
-    """A partition's dead-letter subject: only a revision and a fence."""
-
-    rev: int | None
-    fence: Fence | None
 
 
 class _StaleEpochs(Exception):
@@ -159,6 +145,7 @@ class BatchRunner(Generic[StateT]):
     ) -> None:
         self.client = client
         self.layout = layout
+        self.reads = RunnerReads(client, layout)
         self.handler = handler
         self.model = handler.model
         self.script = script
@@ -167,7 +154,7 @@ class BatchRunner(Generic[StateT]):
         self.clock = clock
         self.max_message_bytes = max_message_bytes
         self._subjects: OrderedDict[str, _Subject[StateT]] = OrderedDict()
-        self._ledgers: dict[tuple[str, int], _Ledger] = {}
+        self._ledgers: dict[tuple[str, int], StoredLedger] = {}
         self._epochs: dict[tuple[str, int], int] | None = None
         # A batch and a clock tick take subjects out of ``_subjects`` while they wait on
         # Redis: one at a time.
@@ -367,30 +354,16 @@ class BatchRunner(Generic[StateT]):
 
     async def _ticking(self) -> list[str]:
         """The subjects whose stored view says that time can change their verdicts."""
-        kind = self.model.kind
-        members: Any = await self.client.smembers(self.layout.registry(kind))
-        names = sorted(member.decode() for member in members)
-        if not names:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.layout.subject(kind, name).view, fields.VIEW)
-        views = await pipe.execute()
         return [
             name
-            for name, view in zip(names, views, strict=True)
-            if view is not None and self.model.needs_tick(orjson.loads(view))
+            for name, view in await self.reads.views(self.model.kind)
+            if view is not None and self.model.needs_tick(view)
         ]
 
     # --- reading what the worker does not hold ----------------------------------------------
 
     async def _read_epochs(self) -> None:
-        raw: dict[bytes, bytes] = await self.client.hgetall(self.layout.log_epochs)  # type: ignore[assignment]
-        epochs = {}
-        for name, value in raw.items():
-            topic, _, partition = name.decode().rpartition(":")
-            epochs[(topic, int(partition))] = int(value)
-        self._epochs = epochs
+        self._epochs = await self.reads.epochs()
 
     async def _new_epoch(self, topic: str, partition: int, epoch: int) -> None:
         log.warning(
@@ -399,66 +372,21 @@ class BatchRunner(Generic[StateT]):
             topic,
             partition,
         )
-        await self.client.eval(
-            _BUMP_EPOCH,
-            1,
-            self.layout.log_epochs,
-            KeyLayout.log_epoch_field(topic, partition),
-            str(epoch),
-        )
+        await self.reads.bump_epoch(topic, partition, epoch)
         await self._read_epochs()
 
     async def _load(self, names: list[str], topic: str, needed: dict[str, set[int]]) -> None:
         model = self.model
-        wanted = [
-            fields.REV,
-            *model.stored_fields,
-            *(fields.published(gate) for gate in model.gates),
-            fields.seen(topic),
-        ]
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            keys = self.layout.subject(model.kind, name)
-            partitions = sorted(needed[name])
-            pipe.hmget(keys.state, [*wanted, *(fields.fence(topic, p) for p in partitions)])
-            pipe.sadd(self.layout.registry(model.kind), name)
-        pipe.sadd(self.layout.kinds, model.kind)  # last: the replies above keep their places
-        replies = await pipe.execute()
-        rows = {name: replies[2 * i] for i, name in enumerate(names)}
-        windows = {name: decode_seen_buckets(rows[name][len(wanted) - 1]) for name in names}
-
-        pipe = self.client.pipeline(transaction=False)
-        blobs_wanted = []
-        for name in names:
-            keys = self.layout.subject(model.kind, name)
-            for bucket in windows[name][1]:
-                pipe.get(keys.seen_bucket(topic, bucket))
-                blobs_wanted.append((name, bucket))
-        blobs = await pipe.execute() if blobs_wanted else []
-        by_subject: dict[str, dict[int, bytes | None]] = {name: {} for name in names}
-        for (name, bucket), blob in zip(blobs_wanted, blobs, strict=True):
-            by_subject[name][bucket] = blob
-
-        for name in names:
-            row = rows[name]
-            values = dict(zip(wanted, row[: len(wanted)], strict=True))
-            partitions = sorted(needed[name])
-            rev = values[fields.REV]
-            published = {
-                gate: orjson.loads(raw)
-                for gate in model.gates
-                if (raw := values[fields.published(gate)]) is not None
-            }
-            watermark, _ = windows[name]
+        stored = await self.reads.subjects(
+            model.kind, names, topic, model.stored_fields, model.gates, needed
+        )
+        for name, subject in stored.items():
             self._subjects[name] = _Subject(
-                rev=None if rev is None else int(rev),
-                state=model.load(name, {f: values[f] for f in model.stored_fields}),
-                fences={
-                    p: Fence.decode(raw)
-                    for p, raw in zip(partitions, row[len(wanted) :], strict=True)
-                },
-                window=DuplicateWindow.restore(self.dedupe_window, watermark, by_subject[name]),
-                published=published,
+                rev=subject.rev,
+                state=model.load(name, subject.values),
+                fences=subject.fences,
+                window=DuplicateWindow.restore(self.dedupe_window, subject.watermark, subject.seen),
+                published=subject.published,
             )
 
     # --- one subject's share --------------------------------------------------------------
@@ -615,7 +543,7 @@ class BatchRunner(Generic[StateT]):
                     result.outboxes.add(("partition", write.keys.name))
                 ledger = self._ledgers[(topic, partition)]
                 fence = next(iter(write.fences.values()), None)
-                self._ledgers[(topic, partition)] = _Ledger(
+                self._ledgers[(topic, partition)] = StoredLedger(
                     write.new_rev, Fence.decode(fence) if fence else ledger.fence
                 )
                 if rest := by_partition[partition][taken:]:
@@ -628,25 +556,13 @@ class BatchRunner(Generic[StateT]):
                 )
 
     async def _load_ledgers(self, topic: str, partitions: list[int]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for partition in partitions:
-            keys = self._ledger_keys(topic, partition)
-            pipe.hmget(keys.state, [fields.REV, fields.fence(topic, partition)])
-            pipe.sadd(self.layout.registry("partition"), keys.name)
-        replies = await pipe.execute()
-        for i, partition in enumerate(partitions):
-            rev, fence = replies[2 * i]
-            self._ledgers[(topic, partition)] = _Ledger(
-                None if rev is None else int(rev), Fence.decode(fence)
-            )
-
-    def _ledger_keys(self, topic: str, partition: int) -> SubjectKeys:
-        return self.layout.subject("partition", KeyLayout.partition_subject(topic, partition))
+        for partition, ledger in (await self.reads.ledgers(topic, partitions)).items():
+            self._ledgers[(topic, partition)] = ledger
 
     def _ledger_write(
         self,
         topic: str,
-        ledger: _Ledger,
+        ledger: StoredLedger,
         letters: list[DeadLetter],
         highwaters: Mapping[int, int | None],
     ) -> SubjectWrite:
@@ -658,7 +574,7 @@ class BatchRunner(Generic[StateT]):
             topic,
             highwaters,
         )
-        write = SubjectWrite(self._ledger_keys(topic, partition), ledger.rev)
+        write = SubjectWrite(self.reads.ledger_keys(topic, partition), ledger.rev)
         for moved, fence in fences.items():
             write.fences[fields.fence(topic, moved)] = fence.encode()
         fresh = [letter for letter in letters if letter.offset >= starts[partition]]

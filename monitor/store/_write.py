@@ -170,7 +170,9 @@ class WriteScript:
             node = self.client.get_node_from_key(writes[index].keys.state)
             if node is None:  # the client's slot table has a hole: a failover under way
                 # Transient, as pipeline._errors.is_transient classifies it: retried.
-                raise SlotNotCoveredError(f"no Redis Cluster node serves {writes[index].keys.state}")
+                raise SlotNotCoveredError(
+                    f"no Redis Cluster node serves {writes[index].keys.state}"
+                )
             by_node.setdefault(node.name, []).append(index)
         groups = list(by_node.items())
         answers = await asyncio.gather(

@@ -13,8 +13,8 @@ import pytest
 
 from monitor import Policy
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
-from monitor.store._write import Outcome, SubjectWrite
 from monitor.store import connect_async
+from monitor.store._write import Outcome, SubjectWrite
 from monitor.subjects import LabelHandler
 
 from ..integration.conftest import BOTH_REDIS, RedisServer, encode, label

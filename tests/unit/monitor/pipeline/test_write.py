@@ -6,7 +6,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitor.store._write import AUDIT_MAXLEN, SubjectWrite
 from monitor.store._keys import (
     OUTBOX_GROUP,
     REV,
@@ -17,6 +16,7 @@ from monitor.store._keys import (
     fence,
     last_ts,
 )
+from monitor.store._write import AUDIT_MAXLEN, SubjectWrite
 
 KEYS = KeyLayout().subject("stream", "model-a")
 
