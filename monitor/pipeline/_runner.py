@@ -20,10 +20,9 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import numpy as np
 import orjson
@@ -44,69 +43,27 @@ from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
 from ._judge import gate_records, judge_subject
-from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
+from ._letters import MAX_MESSAGE_BYTES
+from ._runner_letters import _at_most_per_message, _DeadLetters, _refused_letters
+from ._runner_types import (
+    MAX_ROUNDS,
+    StateT,
+    TopicNames,
+    _LogRecreated,
+    _Plan,
+    _StaleEpochs,
+    _Subject,
+)
 from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
 
 __all__ = ["BatchRunner", "TopicNames"]
 
 log = logging.getLogger(__name__)
 
-StateT = TypeVar("StateT")
-
-MAX_ROUNDS = 25
 CACHE_SIZE = 10_000
-# Dead letters are written a partition's chunk of whole messages at a time (a script that
-# runs for seconds makes Redis answer BUSY to every other client meanwhile); a message with
-# more bad elements than LETTERS_PER_MESSAGE (a megabyte of them is half a million) goes
-# to the dead-letter topic whole, once.
-LETTERS_PER_MESSAGE = 1_000
-LETTERS_PER_WRITE = 5_000
-LETTER_BYTES_PER_WRITE = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class TopicNames:
-    """Where outbox entries go."""
-
-    decisions: str
-    dlq: str
-
-
-@dataclass
-class _Subject(Generic[StateT]):
-    """What the worker knows of a subject: as of revision ``rev`` in Redis."""
-
-    rev: int | None
-    state: StateT
-    fences: dict[int, Fence | None]
-    window: DuplicateWindow
-    published: dict[str, dict[str, Any]]
-
-
-class _StaleEpochs(Exception):
-    """A fence from a newer log epoch than this worker knows: read the epochs again."""
-
-
-class _LogRecreated(Exception):
-    """A fence lies beyond the end of its log: the log was created anew."""
-
-    def __init__(self, partition: int, epoch: int) -> None:
-        super().__init__(partition, epoch)
-        self.partition, self.epoch = partition, epoch
-
-
-@dataclass
-class _Plan(Generic[StateT]):
-    name: str
-    write: SubjectWrite | None
-    after: _Subject[StateT]
-    ok: int
-    duplicate: int
-    skipped: int
-    decisions: list[dict[str, Any]]
-
-
-class BatchRunner(Generic[StateT]):
+class BatchRunner(_DeadLetters, Generic[StateT]):
     """Applies batches of one topic's messages to Redis, exactly once per subject.
 
     Parameters
@@ -495,158 +452,3 @@ class BatchRunner(Generic[StateT]):
             gate = decision["gate"]
             write.state[fields.published(gate)] = orjson.dumps(judged.published[gate])
         return judged.verdicts, judged.published, judged.decisions, judged.settled
-
-    # --- dead letters ---------------------------------------------------------------------
-
-    async def _dead_letter(
-        self,
-        topic: str,
-        letters: list[DeadLetter],
-        highwaters: Mapping[int, int | None],
-        result: BatchResult,
-    ) -> None:
-        """Put dead letters into their partition's outbox, once: a fence per partition,
-        moved by each chunk of whole messages."""
-        by_partition: dict[int, list[DeadLetter]] = {}
-        for letter in sorted(letters, key=lambda letter: letter.offset):
-            by_partition.setdefault(letter.partition, []).append(letter)
-        retries = 0
-        while by_partition:
-            missing = [p for p in by_partition if (topic, p) not in self._ledgers]
-            if missing:
-                await self._load_ledgers(topic, missing)
-            plans = []
-            for partition, waiting in list(by_partition.items()):
-                ledger = self._ledgers[(topic, partition)]
-                chunk = _whole_messages(waiting)
-                try:
-                    write = self._ledger_write(topic, ledger, chunk, highwaters)
-                except _StaleEpochs:
-                    retries += 1
-                    await self._read_epochs()
-                except _LogRecreated as recreated:
-                    retries += 1
-                    await self._new_epoch(topic, recreated.partition, recreated.epoch)
-                else:
-                    plans.append((partition, len(chunk), write))
-            outcomes = await self.script.run([write for _, _, write in plans])
-            for (partition, taken, write), outcome in zip(plans, outcomes, strict=True):
-                if isinstance(outcome, Refused):
-                    raise PermanentError(f"dead letters of {topic}[{partition}]: {outcome.reason}")
-                if isinstance(outcome, Conflict):
-                    retries += 1
-                    del self._ledgers[(topic, partition)]
-                    continue
-                sent = write.counters.get(fields.count(topic, "dlq"), 0)
-                result.dlq += sent
-                if sent:
-                    result.outboxes.add(("partition", write.keys.name))
-                ledger = self._ledgers[(topic, partition)]
-                fence = next(iter(write.fences.values()), None)
-                self._ledgers[(topic, partition)] = StoredLedger(
-                    write.new_rev, Fence.decode(fence) if fence else ledger.fence
-                )
-                if rest := by_partition[partition][taken:]:
-                    by_partition[partition] = rest
-                else:
-                    del by_partition[partition]
-            if retries > MAX_ROUNDS:
-                raise TransientError(
-                    f"dead-letter ledgers of {topic} kept changing under this worker"
-                )
-
-    async def _load_ledgers(self, topic: str, partitions: list[int]) -> None:
-        for partition, ledger in (await self.reads.ledgers(topic, partitions)).items():
-            self._ledgers[(topic, partition)] = ledger
-
-    def _ledger_write(
-        self,
-        topic: str,
-        ledger: StoredLedger,
-        letters: list[DeadLetter],
-        highwaters: Mapping[int, int | None],
-    ) -> SubjectWrite:
-        partition = letters[0].partition
-        starts, fences = self._fences(
-            {partition: ledger.fence},
-            np.full(len(letters), partition),
-            np.array([letter.offset for letter in letters]),
-            topic,
-            highwaters,
-        )
-        write = SubjectWrite(self.reads.ledger_keys(topic, partition), ledger.rev)
-        for moved, fence in fences.items():
-            write.fences[fields.fence(topic, moved)] = fence.encode()
-        fresh = [letter for letter in letters if letter.offset >= starts[partition]]
-        for letter in fresh:
-            payload, headers = fit_dead_letter(
-                letter.payload,
-                dead_letter_headers(letter.error, topic, letter.partition, letter.offset),
-                self.max_message_bytes,
-            )
-            if len(payload) < len(letter.payload):
-                log.warning(
-                    "dead letter of %s[%d]@%d: %d bytes with its headers is over the "
-                    "%d-byte message limit; sent truncated to %d bytes",
-                    topic,
-                    letter.partition,
-                    letter.offset,
-                    len(letter.payload),
-                    self.max_message_bytes,
-                    len(payload),
-                )
-            write.outbox.append(
-                OutboxEntry("dead_letter", self.topics.dlq, b"", payload, headers).encode()
-            )
-        write.count(fields.count(topic, "dlq"), len(fresh))
-        return write
-
-
-def _at_most_per_message(
-    messages: Sequence[RawMessage], letters: Sequence[DeadLetter]
-) -> list[DeadLetter]:
-    """The dead letters, with each message of more than LETTERS_PER_MESSAGE of them
-    replaced by the whole message, once (its good elements were still applied)."""
-    per_message = Counter((letter.partition, letter.offset) for letter in letters)
-    crowded = {where for where, n in per_message.items() if n > LETTERS_PER_MESSAGE}
-    if not crowded:
-        return list(letters)
-    kept = [letter for letter in letters if (letter.partition, letter.offset) not in crowded]
-    first: dict[tuple[int, int], DeadLetter] = {}
-    for letter in letters:
-        first.setdefault((letter.partition, letter.offset), letter)
-    for message in messages:
-        where = (message.partition, message.offset)
-        if where in crowded:
-            reason = f"{first[where].error} (the first of {per_message[where]} bad elements)"
-            kept.append(DeadLetter(message.value or b"", reason, *where))
-    return kept
-
-
-def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
-    """The first of a partition's dead letters (in offset order) that one write takes:
-    whole messages, up to LETTERS_PER_WRITE letters and LETTER_BYTES_PER_WRITE bytes (at
-    least one message)."""
-    size = 0
-    for i, letter in enumerate(letters):
-        if (
-            i
-            and letter.offset != letters[i - 1].offset
-            and (i >= LETTERS_PER_WRITE or size >= LETTER_BYTES_PER_WRITE)
-        ):
-            return letters[:i]
-        size += len(letter.payload)
-    return letters
-
-
-def _refused_letters(
-    messages: Sequence[RawMessage], events: SubjectEvents, name: str, reason: str
-) -> list[DeadLetter]:
-    """The messages that held a refused subject's events, whole (they may hold others' too,
-    which were applied: the error names the subject that was not)."""
-    where = set(zip(events.partitions.tolist(), events.offsets.tolist(), strict=True))
-    return [
-        DeadLetter(m.value or b"", f"StateError: subject {name!r}: {reason}", m.partition, m.offset)
-        for m in messages
-        if (m.partition, m.offset) in where
-    ]
