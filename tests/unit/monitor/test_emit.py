@@ -15,15 +15,15 @@ import orjson
 import pytest
 
 from monitor._config import Policy
-from monitor.emit import (
-    EventValidationError,
-    _Batches,
+from monitor._emit_events import (
     canary_event,
     envelope,
     envelopes,
     label_event,
     telemetry_event,
 )
+from monitor._emit_sender import _Batches
+from monitor.emit import EventValidationError
 from monitor.pipeline import RawMessage
 from monitor.subjects import HANDLERS
 
