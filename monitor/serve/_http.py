@@ -17,19 +17,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
-import redis
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from redis.exceptions import RedisClusterException
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
 from .._config import Policy
-from ..store import ReadModel
+from ..store import STORE_ERRORS, ReadModel
 
 __all__ = ["GateAPI", "HTTPServer", "serve"]
 
 # Reading the state can fail as a Redis error or, on a cluster, as a cluster error.
-STATE_ERRORS = (redis.RedisError, RedisClusterException)
+STATE_ERRORS = STORE_ERRORS
 # The request target as sent (waitress's name for it), query and all.
 RAW_PATH = "REQUEST_URI"
 GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")

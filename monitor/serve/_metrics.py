@@ -7,14 +7,12 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisClusterException
 
 from .._config import ACTIONS
 from ..gates import GATE_STATUS_CODES
-from ..store import ReadModel, Snapshot
+from ..store import STORE_ERRORS, ReadModel, Snapshot
 
 __all__ = ["StateCollector"]
 
@@ -44,7 +42,7 @@ class StateCollector(Collector):
         up = GaugeMetricFamily("driftgate_redis_up", "1 if the state in Redis was readable.")
         try:
             snapshot = self.read_model.snapshot()
-        except (redis.RedisError, RedisClusterException) as exc:
+        except STORE_ERRORS as exc:
             log.warning("metrics scrape could not read Redis: %s", exc)
             up.add_metric([], 0.0)
             yield up

@@ -9,8 +9,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 __all__ = [
+    "STORE_ERRORS",
     "AsyncClient",
     "SyncClient",
     "connect",
@@ -23,6 +25,10 @@ __all__ = [
 
 SyncClient = redis.Redis | RedisCluster
 AsyncClient = aioredis.Redis | AsyncRedisCluster
+
+# What a read of the store raises when Redis fails (standalone or cluster): callers outside
+# store/ catch these without importing redis.
+STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 
 # Bounded waits: an unreachable or stalled Redis is an error to retry, never a hang.
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 15.0}
