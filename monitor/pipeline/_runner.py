@@ -44,7 +44,15 @@ from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
 from ._judge import gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
-from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
+from ._types import (
+    BatchResult,
+    DeadLetter,
+    DecodedBatch,
+    Handler,
+    KeepsPending,
+    RawMessage,
+    SubjectEvents,
+)
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
 __all__ = ["BatchRunner", "TopicNames"]
@@ -161,6 +169,10 @@ class BatchRunner(Generic[StateT]):
         self.layout = layout
         self.handler = handler
         self.model = handler.model
+        # A model with records beside its state (the late-label join's halves).
+        self.pending: KeepsPending[StateT] | None = (
+            self.model if isinstance(self.model, KeepsPending) else None
+        )
         self.script = script
         self.topics = topics
         self.dedupe_window = dedupe_window
@@ -426,22 +438,36 @@ class BatchRunner(Generic[StateT]):
         replies = await pipe.execute()
         rows = {name: replies[2 * i] for i, name in enumerate(names)}
         windows = {name: decode_seen_buckets(rows[name][len(wanted) - 1]) for name in names}
+        values_of = {
+            name: dict(zip(wanted, rows[name][: len(wanted)], strict=True)) for name in names
+        }
+        states = {
+            name: model.load(name, {f: values_of[name][f] for f in model.stored_fields})
+            for name in names
+        }
 
         pipe = self.client.pipeline(transaction=False)
-        blobs_wanted = []
+        blobs_wanted: list[tuple[str, int, bool]] = []  # (subject, bucket, a pending bucket)
         for name in names:
             keys = self.layout.subject(model.kind, name)
             for bucket in windows[name][1]:
                 pipe.get(keys.seen_bucket(topic, bucket))
-                blobs_wanted.append((name, bucket))
+                blobs_wanted.append((name, bucket, False))
+            for bucket in self.pending.pending_buckets(states[name]) if self.pending else ():
+                pipe.get(keys.pending_bucket(bucket))
+                blobs_wanted.append((name, bucket, True))
         blobs = await pipe.execute() if blobs_wanted else []
         by_subject: dict[str, dict[int, bytes | None]] = {name: {} for name in names}
-        for (name, bucket), blob in zip(blobs_wanted, blobs, strict=True):
-            by_subject[name][bucket] = blob
+        pending_of: dict[str, dict[int, bytes | None]] = {name: {} for name in names}
+        for (name, bucket, is_pending), blob in zip(blobs_wanted, blobs, strict=True):
+            (pending_of if is_pending else by_subject)[name][bucket] = blob
+        if self.pending is not None:
+            for name in names:
+                self.pending.restore_pending(states[name], pending_of[name])
 
         for name in names:
             row = rows[name]
-            values = dict(zip(wanted, row[: len(wanted)], strict=True))
+            values = values_of[name]
             partitions = sorted(needed[name])
             rev = values[fields.REV]
             published = {
@@ -452,7 +478,7 @@ class BatchRunner(Generic[StateT]):
             watermark, _ = windows[name]
             self._subjects[name] = _Subject(
                 rev=None if rev is None else int(rev),
-                state=model.load(name, {f: values[f] for f in model.stored_fields}),
+                state=states[name],
                 fences={
                     p: Fence.decode(raw)
                     for p, raw in zip(partitions, row[len(wanted) :], strict=True)
@@ -508,6 +534,8 @@ class BatchRunner(Generic[StateT]):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
         if len(fresh) or settled:
             write.state.update(self.model.dump(entry.state))
+        if len(fresh) and self.pending is not None:
+            self._pending_writes(write, keys, entry.state)
         write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
         write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
         # Only kept if the write lands; otherwise the subject is read again.
@@ -516,6 +544,15 @@ class BatchRunner(Generic[StateT]):
             write.new_rev, entry.state, {**entry.fences, **fences}, entry.window, published
         )
         return _Plan(name, write, after, len(fresh), duplicate, skipped, decisions)
+
+    def _pending_writes(self, write: SubjectWrite, keys: SubjectKeys, state: StateT) -> None:
+        """The model's records beside its state (``KeepsPending``), in the same write."""
+        assert self.pending is not None
+        changes = self.pending.drain_pending(state)
+        write.appends += [(keys.pending_bucket(b), blob) for b, blob in changes.appends.items()]
+        write.deletions += [keys.pending_bucket(bucket) for bucket in changes.deleted]
+        for counter, amount in changes.counts.items():
+            write.count(counter, amount)
 
     def _fences(
         self,
