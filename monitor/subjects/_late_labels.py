@@ -162,6 +162,9 @@ class LateLabelJoin:
         counted expired at once, as is one whose own time is that implausible (its window
         would never pass).
         """
+        if not responses.any():  # the usual batch: no halves, the watermark moves
+            self._advance(ts, now)
+            return _NO_PAIRS
         plausible = ts <= now + MAX_CLOCK_SKEW_SECONDS
         halves = np.flatnonzero((responses != 0) & (np.isnan(s) != np.isnan(y)))
         rows: list[int] = []
@@ -211,6 +214,18 @@ class LateLabelJoin:
             np.array(pair_y, np.float64),
             np.array(pair_ts, np.float64),
         )
+
+    def _advance(self, ts: np.ndarray, now: float) -> None:
+        """Move the watermark to the newest plausible time of ``ts``; expire what waited."""
+        if not ts.size:
+            return
+        newest = float(ts.max())
+        if newest > now + MAX_CLOCK_SKEW_SECONDS:
+            plausible = ts[ts <= now + MAX_CLOCK_SKEW_SECONDS]
+            newest = float(plausible.max()) if plausible.size else -math.inf
+        if newest > self.watermark:
+            self.watermark = newest
+            self._expire(newest - self.window)
 
     def _append(self, ts: float, record: tuple[int, float, float, int]) -> None:
         bucket = self._bucket(ts)
@@ -304,6 +319,11 @@ class LateLabelJoin:
             if t >= self.cutoff
         }
         self._heap = sorted((half.ts, response) for response, half in self.pending.items())
+
+
+_NO_PAIRS = JoinedPairs(
+    np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0)
+)
 
 
 def _finite(number: float) -> float | None:
