@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "ExperimentPolicy",
     "GuardrailPolicy",
+    "LabelsPolicy",
     "Policy",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
@@ -72,6 +73,14 @@ class ScoreDriftPolicy:
     relative_accuracy: float = 0.01
     warn_action: str = "alert"
     fail_action: str = "alert"
+
+
+@dataclass(frozen=True)
+class LabelsPolicy:
+    """Label events: how long a half of a late-labeled pair (a score waiting for its
+    oracle label, or a label for its score) waits, in seconds of event time."""
+
+    join_window_seconds: float = 7 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,7 @@ class ExperimentPolicy:
 class Policy:
     residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
     score_drift: ScoreDriftPolicy = field(default_factory=ScoreDriftPolicy)
+    labels: LabelsPolicy = field(default_factory=LabelsPolicy)
     guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     # Overrides by agent and by experiment, merged onto the defaults above.
@@ -262,6 +272,7 @@ def _check(policy: Policy) -> None:
     probability(policy.score_drift.alpha, "score_drift.alpha")
     probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
     require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
+    require(policy.labels.join_window_seconds > 0, "labels.join_window_seconds", "must be positive")
     agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
     for name, agent in agents.items():
         at = f"agents.{name}." if name else ""

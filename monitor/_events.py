@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "JSON_SCHEMA_RULES",
     "MAX_MAGNITUDE",
     "CanaryEvent",
     "Finite",
@@ -38,14 +39,43 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)] | Finite
 
 
 class LabelEvent(msgspec.Struct, frozen=True, gc=False):
-    """One ``(S, Y)`` observation of ``driftgate.labels`` (``y`` null: score only)."""
+    """One ``(S, Y)`` observation of ``driftgate.labels`` (``y`` null: score only).
+
+    With ``response_id``, the halves of a pair may come apart: a score with ``y`` null
+    waits for its oracle label, an event with ``y`` and no ``s`` (the label) completes
+    it (docs/events.md, "Late oracle labels"). Only such a label may leave out ``s``.
+    """
 
     event_id: NonEmpty
     ts: Timestamp
     stream: NonEmpty
-    s: Finite
+    s: Finite | None = None
     y: Finite | None = None
     covariates: dict[str, Any] | None = None
+    response_id: NonEmpty | None = None
+
+    def __post_init__(self) -> None:
+        if self.s is None and (self.y is None or self.response_id is None):
+            # Worded as msgspec words a missing field, placed as it places one.
+            raise ValueError(
+                "Object missing required field `s` (only an oracle label, with `y` and "
+                "`response_id`, goes without) - at `$.s`"
+            )
+
+
+JSON_SCHEMA_RULES: dict[str, dict[str, Any]] = {
+    # LabelEvent.__post_init__, as JSON Schema (msgspec cannot generate it from a check).
+    "LabelEvent": {
+        "anyOf": [
+            {"required": ["s"], "properties": {"s": {"type": "number"}}},
+            {
+                "required": ["y", "response_id"],
+                "properties": {"y": {"type": "number"}, "response_id": {"type": "string"}},
+            },
+        ]
+    }
+}
+"""Rules of an event that its Struct's fields do not state, added to its JSON Schema."""
 
 
 class Guardrails(msgspec.Struct, frozen=True, gc=False):

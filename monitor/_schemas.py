@@ -14,6 +14,7 @@ import msgspec
 import orjson
 
 from ._config import Policy
+from ._events import JSON_SCHEMA_RULES
 from .subjects import HANDLERS
 from .subjects._decode import MessageDecoder
 
@@ -45,6 +46,9 @@ def message_schema(kind: str) -> dict[str, Any]:
     envelope), as :class:`~monitor.subjects.MessageDecoder` reads it."""
     event = event_type(kind)
     generated = msgspec.json.schema(event | list[event])  # type: ignore[valid-type]
+    for name, rules in JSON_SCHEMA_RULES.items():
+        if name in generated.get("$defs", {}):
+            generated["$defs"][name].update(rules)
     return {
         "$schema": DIALECT,
         "title": f"driftgate {kind} message",

@@ -66,6 +66,12 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     if "label_plan" in row:
         paired = (row.get("value") or {}).get("n_labeled", 0)  # the plan's own labels
         lines.append(f"  label plan:   {_plan(row['label_plan'], paired)}")
+    join = row.get("late_labels")
+    if join is not None:
+        lines.append(
+            f"  late labels:  {_count(join['waiting'])} waiting, {_count(join['joined'])} "
+            f"joined, {_count(join['expired'])} expired"
+        )
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):
         means = " ".join(_signed(d["mean_residual"], 2) if d["n"] else "." for d in deciles)

@@ -54,7 +54,15 @@ from ._runner_types import (
     _StaleEpochs,
     _Subject,
 )
-from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
+from ._types import (
+    BatchResult,
+    DeadLetter,
+    DecodedBatch,
+    Handler,
+    KeepsPending,
+    RawMessage,
+    SubjectEvents,
+)
 
 __all__ = ["BatchRunner", "TopicNames"]
 
@@ -105,6 +113,10 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         self.reads = RunnerReads(client, layout)
         self.handler = handler
         self.model = handler.model
+        # A model with records beside its state (the late-label join's halves).
+        self.pending: KeepsPending[StateT] | None = (
+            self.model if isinstance(self.model, KeepsPending) else None
+        )
         self.script = script
         self.topics = topics
         self.dedupe_window = dedupe_window
@@ -337,10 +349,16 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         stored = await self.reads.subjects(
             model.kind, names, topic, model.stored_fields, model.gates, needed
         )
+        states = {name: model.load(name, subject.values) for name, subject in stored.items()}
+        if self.pending is not None:
+            buckets = {name: self.pending.pending_buckets(state) for name, state in states.items()}
+            blobs = await self.reads.pending(model.kind, buckets)
+            for name, state in states.items():
+                self.pending.restore_pending(state, blobs[name])
         for name, subject in stored.items():
             self._subjects[name] = _Subject(
                 rev=subject.rev,
-                state=model.load(name, subject.values),
+                state=states[name],
                 fences=subject.fences,
                 window=DuplicateWindow.restore(self.dedupe_window, subject.watermark, subject.seen),
                 published=subject.published,
@@ -393,6 +411,8 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
         if len(fresh) or settled:
             write.state.update(self.model.dump(entry.state))
+        if len(fresh) and self.pending is not None:
+            self._pending_writes(write, keys, entry.state)
         write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
         write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
         # Only kept if the write lands; otherwise the subject is read again.
@@ -401,6 +421,15 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
             write.new_rev, entry.state, {**entry.fences, **fences}, entry.window, published
         )
         return _Plan(name, write, after, len(fresh), duplicate, skipped, decisions)
+
+    def _pending_writes(self, write: SubjectWrite, keys: SubjectKeys, state: StateT) -> None:
+        """The model's records beside its state (``KeepsPending``), in the same write."""
+        assert self.pending is not None
+        changes = self.pending.drain_pending(state)
+        write.appends += [(keys.pending_bucket(b), blob) for b, blob in changes.appends.items()]
+        write.deletions += [keys.pending_bucket(bucket) for bucket in changes.deleted]
+        for counter, amount in changes.counts.items():
+            write.count(counter, amount)
 
     def _fences(
         self,

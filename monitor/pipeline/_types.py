@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -17,6 +17,8 @@ __all__ = [
     "DeadLetter",
     "DecodedBatch",
     "Handler",
+    "KeepsPending",
+    "PendingWrites",
     "RawMessage",
     "SubjectEvents",
     "SubjectModel",
@@ -24,6 +26,7 @@ __all__ = [
 ]
 
 StateT = TypeVar("StateT")
+StateIn = TypeVar("StateIn", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,36 @@ class SubjectModel(Protocol[StateT]):
 
     def needs_tick(self, view: Mapping[str, Any]) -> bool:
         """Whether time alone can change this subject's verdicts (from its stored view)."""
+        ...
+
+
+@dataclass
+class PendingWrites:
+    """What a batch did to a subject's pending records (the late-label join's halves),
+    for the same write as its state: bytes to append per time bucket, buckets to delete,
+    and the deltas of the view's join counters."""
+
+    appends: dict[int, bytes] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class KeepsPending(Protocol[StateIn]):
+    """A model whose state keeps records beside its hash, in time buckets of their own
+    (``SubjectKeys.pending_bucket``): the runner reads them with the state and writes
+    what changed in the subject's atomic write."""
+
+    def pending_buckets(self, state: StateIn) -> list[int]:
+        """The buckets to read when the state is loaded."""
+        ...
+
+    def restore_pending(self, state: StateIn, blobs: Mapping[int, bytes | None]) -> None:
+        """Rebuild the records from the buckets' contents."""
+        ...
+
+    def drain_pending(self, state: StateIn) -> PendingWrites:
+        """What changed since the last drain (called once per write)."""
         ...
 
 

@@ -26,13 +26,14 @@ import numpy as np
 
 from .._config import Policy
 from ..gates import Verdict, rfc3339
-from ..pipeline import Handler, SubjectModel
+from ..pipeline import Handler, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
 from ..subjects import HANDLERS
+from ..subjects._late_labels import MemoryBuckets
 from ._calibrators import StoredCalibrator
 from ._input import EventLog
 
@@ -94,6 +95,10 @@ class _Subject:
     needs_tick: bool | None = None
     """From the view, computed when a tick asks (None: not known since the last change)."""
     timelines: dict[str, _Timeline] = field(default_factory=dict)
+    pending: MemoryBuckets = field(default_factory=MemoryBuckets)
+    """What the worker's write would keep beside the state (``KeepsPending``)."""
+    counters: dict[str, int] = field(default_factory=dict)
+    """The view counters those writes would move."""
 
 
 @dataclass
@@ -267,6 +272,11 @@ class Replay:
             events = events.take(rows)
         if len(events):
             handler.update(name, subject.state, events, now)
+            if isinstance(handler.model, KeepsPending):
+                changes = handler.model.drain_pending(subject.state)
+                subject.pending.apply(changes)
+                for counter, amount in changes.counts.items():
+                    subject.counters[counter] = subject.counters.get(counter, 0) + amount
             subject.events += len(events)
             subject.needs_tick = None
         self._judge(subject, handler.model, now)
@@ -317,6 +327,10 @@ class Replay:
         for subject in self._subjects.values():
             view = subject.model.view(subject.name, subject.state, subject.verdicts)
             snapshot.views.setdefault(subject.kind, {})[subject.name] = view
+            for counter, value in subject.counters.items():
+                parts = fields.parse_view_field(counter)
+                if parts[0] == "join":  # as the read model reads the view's counters
+                    snapshot.add_join_counter(subject.name, parts[1], value)
             records = gate_records(subject.verdicts, subject.published, subject.judged_at)
             snapshot.gates += [
                 _gate_document(gate, subject.name, subject.kind, record)

@@ -51,6 +51,7 @@ class StateCollector(Collector):
         yield up
         yield from _counters(snapshot)
         yield from _streams(snapshot.section("stream"))
+        yield from _joins(snapshot)
         yield from _experiments(snapshot)
         yield from _gates(snapshot)
 
@@ -153,6 +154,32 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     yield from all_time.values()
     yield score_ks
     yield from value.values()
+
+
+def _joins(snapshot: Snapshot) -> Iterator[Metric]:
+    """The late-label join of every stream (zeros for one that never had a half: a
+    counter's first value is invisible to ``increase()``)."""
+    waiting = GaugeMetricFamily(
+        "driftgate_join_waiting",
+        "Halves of late-labeled pairs (a score or its oracle label) waiting for the other.",
+        labels=["stream"],
+    )
+    joined = CounterMetricFamily(
+        "driftgate_join_joined",
+        "Late-labeled pairs joined: a score and its oracle label, sent apart.",
+        labels=["stream"],
+    )
+    expired = CounterMetricFamily(
+        "driftgate_join_expired",
+        "Halves of late-labeled pairs that waited labels.join_window_seconds in vain.",
+        labels=["stream"],
+    )
+    for name in sorted(snapshot.section("stream")):
+        counts = snapshot.joins.get(name, {})
+        waiting.add_metric([name], float(counts.get("waiting", 0)))
+        joined.add_metric([name], float(counts.get("joined", 0)))
+        expired.add_metric([name], float(counts.get("expired", 0)))
+    yield from (waiting, joined, expired)
 
 
 def _experiments(snapshot: Snapshot) -> Iterator[Metric]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import cast
 
+import orjson
+
 from . import _keys as fields
 from ._client import SyncClient
 from ._keys import KeyLayout, decode_seen_buckets
@@ -55,6 +57,9 @@ def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) 
     for raw_field, raw in zip(seen, values, strict=True):
         topic = raw_field[len(prefix) :].decode()
         buckets += [keys.seen_bucket(topic, b) for b in decode_seen_buckets(raw)[1]]
+    join = cast(bytes | None, client.hget(keys.state, fields.JOIN))
+    if join:  # a stream's late-label join: its buckets of waiting halves
+        buckets += [keys.pending_bucket(b) for b in orjson.loads(join)["buckets"]]
     client.delete(
         keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, keys.pool, *buckets
     )

@@ -6,10 +6,12 @@ they all live in one slot and one script can update them atomically::
 
     {prefix}{kind:name}                 hash    rev, state, published:{gate},
                                                 fence:{topic}:{partition}, seen:{topic},
-                                                calibrator, calibrator_version (streams)
+                                                calibrator, calibrator_version, join
+                                                (streams)
     {prefix}{kind:name}:view            hash    view, gates (the latest evaluation),
                                                 count:{topic}:{outcome},
                                                 decisions:{gate}:{action}, last_ts:{topic},
+                                                join:{waiting|joined|expired} (streams),
                                                 history:{version} (retired calibrators)
     {prefix}{kind:name}:outbox          stream  decisions / dead letters not yet on Kafka
     {prefix}{kind:name}:audit           stream  decisions and canary actions (driftgate log)
@@ -20,6 +22,9 @@ they all live in one slot and one script can update them atomically::
     {prefix}{kind:name}:seen:{topic}:{bucket}
                                         string  8-byte digests of the event ids seen with
                                                 event times in that bucket
+    {prefix}{kind:name}:pending:{bucket} string  32-byte records of the halves of late-labeled
+                                                pairs (streams) with event times in that
+                                                bucket, and of their joins
 
 and a few global keys, read without atomicity needs::
 
@@ -62,6 +67,8 @@ REV: Final = "rev"
 STATE: Final = "state"
 CALIBRATOR: Final = "calibrator"
 CALIBRATOR_VERSION: Final = "calibrator_version"
+# A stream's late-label join (its own field: a new calibrator version keeps what waits).
+JOIN: Final = "join"
 # Calibrator versions hash: the field prefix of a version's calibration pairs.
 CALIBRATION_PAIRS_PREFIX: Final = "pairs:v"
 # View hash fields.
@@ -111,6 +118,15 @@ def decisions(gate: str, action: str) -> str:
 
 def last_ts(topic: str) -> str:
     return f"last_ts:{topic}"
+
+
+JOIN_COUNTS: Final = ("waiting", "joined", "expired")
+"""The late-label join's view counters: halves waiting now, pairs joined, halves expired."""
+
+
+def join_count(what: str) -> str:
+    """A view hash counter of the late-label join (one of :data:`JOIN_COUNTS`)."""
+    return f"join:{what}"
 
 
 def history(version: int | str) -> str:
@@ -245,6 +261,10 @@ class SubjectKeys:
 
     def seen_bucket(self, topic: str, bucket: int) -> str:
         return f"{self.state}:seen:{topic}:{bucket}"
+
+    def pending_bucket(self, bucket: int) -> str:
+        """Halves of late-labeled pairs with event times in ``bucket`` (a stream's)."""
+        return f"{self.state}:pending:{bucket}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,13 @@ class Snapshot:
     last_event_ts: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stream -> retired calibrator version -> its view (with ``with_history``)."""
+    joins: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Stream -> its late-label join's counts (``waiting``, ``joined``, ``expired``), for
+    the streams that had a half of a late-labeled pair."""
+
+    def add_join_counter(self, stream: str, what: str, value: int) -> None:
+        counts = self.joins.setdefault(stream, dict.fromkeys(fields.JOIN_COUNTS, 0))
+        counts[what] = value
 
     def section(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.views.get(kind, {})
@@ -47,7 +54,8 @@ class Snapshot:
         streams = {}
         for name, view in self.section("stream").items():
             history = {"history": self.history[name]} if name in self.history else {}
-            streams[name] = {**view, **history}
+            joins = {"late_labels": self.joins[name]} if name in self.joins else {}
+            streams[name] = {**view, **joins, **history}
         experiments: dict[str, Any] = {}
         agents: dict[str, Any] = {}
         for name, view in self.section("experiment").items():
@@ -125,6 +133,8 @@ class ReadModel:
                 snapshot.last_event_ts[parts[1]] = max(
                     float(raw), snapshot.last_event_ts.get(parts[1], float("-inf"))
                 )
+            elif parts[0] == "join" and len(parts) == 2 and kind == "stream":
+                snapshot.add_join_counter(name, parts[1], int(raw))
             elif parts[0] == "history" and with_history:
                 snapshot.history.setdefault(name, {})[parts[1]] = orjson.loads(raw)
         view = row.get(fields.VIEW.encode())

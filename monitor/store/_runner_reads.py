@@ -144,6 +144,22 @@ class RunnerReads:
             )
         return stored
 
+    async def pending(
+        self, kind: str, buckets: Mapping[str, Sequence[int]]
+    ) -> dict[str, dict[int, bytes | None]]:
+        """The contents of each subject's pending buckets (the late-label join's halves),
+        one pipeline; no round trip when no subject has any."""
+        wanted = [(name, bucket) for name, numbers in buckets.items() for bucket in numbers]
+        found: dict[str, dict[int, bytes | None]] = {name: {} for name in buckets}
+        if not wanted:
+            return found
+        pipe = self.client.pipeline(transaction=False)
+        for name, bucket in wanted:
+            pipe.get(self.layout.subject(kind, name).pending_bucket(bucket))
+        for (name, bucket), blob in zip(wanted, await pipe.execute(), strict=True):
+            found[name][bucket] = blob
+        return found
+
     async def views(self, kind: str) -> list[tuple[str, dict[str, Any] | None]]:
         """Every registered subject of ``kind`` with its stored view, by name."""
         members: Any = await self.client.smembers(self.layout.registry(kind))

@@ -1,9 +1,10 @@
 #!lua
 -- One subject's share of a batch, applied atomically (built by monitor/pipeline/_write.py).
 --
--- KEYS: 1 state hash, 2 view hash, 3 outbox stream, 4 audit stream, then the
---       duplicate-window buckets to append to, then the buckets to delete. All of them
---       carry the subject's hash tag: one slot, so this works on Redis Cluster.
+-- KEYS: 1 state hash, 2 view hash, 3 outbox stream, 4 audit stream, then the buckets
+--       to append to (duplicate windows, pending halves), then the buckets to delete.
+--       All of them carry the subject's hash tag: one slot, so this works on Redis
+--       Cluster.
 -- ARGV: 1 the plan's shape, 2 its values back to back (two arguments, whatever the
 --       plan's size: redis-py would encode dozens of small arguments in Python; Redis
 --       slices them here in C, byte-exact). The shape is comma-separated integers: the
@@ -13,8 +14,9 @@
 --       every value. The values, in order: revision field, expected revision ('' for a
 --       new subject), new revision, outbox consumer group, audit max length; the fence
 --       (field, 'epoch:offset'), state, view, counter (field, integer) and maximum
---       (field, number) pairs; the digest blobs (8-byte digests, one per bucket to
---       append to); the outbox entries' and the audit entries' field-value pairs.
+--       (field, number) pairs; the blobs to append, one per key to append to (whole
+--       8-byte words: digests of event ids, records of a stream's pending halves); the
+--       outbox entries' and the audit entries' field-value pairs.
 --
 -- Nothing is written unless every input and every key's type checks out, so a batch is
 -- all or nothing; the fences and the revision are written last, and a fence never

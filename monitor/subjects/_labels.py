@@ -31,10 +31,11 @@ from .._config import Policy
 from .._events import LabelEvent
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
-from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
+from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents
 from ..store import _keys as fields
-from ._columnar import Table
+from ._columnar import ColumnarError, Table
 from ._decode import MessageDecoder
+from ._late_labels import LateLabelJoin, response_digests
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -114,6 +115,9 @@ class LabelState:
     label_rate: EventRate = field(default_factory=EventRate)
     score_baseline: QuantileSketch | None = None
     previous_scores: QuantileSketch | None = None
+    join: LateLabelJoin | None = None
+    """Halves of late-labeled pairs waiting (kept apart from the statistics: a new
+    calibrator version starts those afresh, not what waits)."""
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -164,15 +168,22 @@ def _sketch_or_none(state: dict[str, Any] | None) -> QuantileSketch | None:
 @dataclass(frozen=True, slots=True)
 class LabelColumns:
     s: np.ndarray
+    """NaN where the event carries no score (the label half of a late-labeled pair)."""
     y: np.ndarray
     """NaN where the event carries no label."""
+    responses: np.ndarray
+    """Digests of the response ids (``_late_labels.response_digests``), 0 for none."""
 
     def take(self, rows: np.ndarray | slice) -> LabelColumns:
-        return LabelColumns(self.s[rows], self.y[rows])
+        return LabelColumns(self.s[rows], self.y[rows], self.responses[rows])
 
     @classmethod
     def concat(cls, parts: Sequence[LabelColumns]) -> LabelColumns:
-        return cls(np.concatenate([p.s for p in parts]), np.concatenate([p.y for p in parts]))
+        return cls(
+            np.concatenate([p.s for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.responses for p in parts]),
+        )
 
 
 class LabelModel:
@@ -180,7 +191,12 @@ class LabelModel:
 
     kind: str = "stream"
     gates: tuple[str, ...] = ("residual_drift", "score_drift")
-    stored_fields: tuple[str, ...] = (fields.STATE, fields.CALIBRATOR, fields.CALIBRATOR_VERSION)
+    stored_fields: tuple[str, ...] = (
+        fields.STATE,
+        fields.CALIBRATOR,
+        fields.CALIBRATOR_VERSION,
+        fields.JOIN,
+    )
     tick_seconds: float | None = None
 
     def __init__(self, policy: Policy) -> None:
@@ -206,12 +222,17 @@ class LabelModel:
         )
         raw = stored[fields.STATE]
         bins = BinnedResiduals.deciles_of(calibrator.baseline_scores)
+        joined = stored.get(fields.JOIN)
+        join = LateLabelJoin.from_state(
+            self.policy.labels.join_window_seconds, orjson.loads(joined) if joined else None
+        )
         if not raw:
             return LabelState(
                 calibrator,
                 self.new_residuals(calibrator),
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
                 residuals_by_bin=bins,
+                join=join,
             )
         document = orjson.loads(raw)
         residuals = RestartingMeanSequence.from_state(document["residuals"])
@@ -225,6 +246,7 @@ class LabelModel:
             Moments.from_state(document["scores"]),
             int(document["n"]),
             residuals_by_bin=bins,
+            join=join,
             restarted=restarted,
         )
         # A state written before these statistics existed starts them from here on.
@@ -238,7 +260,22 @@ class LabelModel:
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
-        return {fields.STATE: orjson.dumps(state.to_state())}
+        dumped: dict[str, bytes | str] = {fields.STATE: orjson.dumps(state.to_state())}
+        if state.join is not None:
+            dumped[fields.JOIN] = orjson.dumps(state.join.to_state())
+        return dumped
+
+    # The late-label join's halves, in buckets beside the state (pipeline.KeepsPending).
+
+    def pending_buckets(self, state: LabelState) -> list[int]:
+        return [] if state.join is None else sorted(state.join.buckets)
+
+    def restore_pending(self, state: LabelState, blobs: Mapping[int, bytes | None]) -> None:
+        if state.join is not None:
+            state.join.restore(blobs)
+
+    def drain_pending(self, state: LabelState) -> PendingWrites:
+        return PendingWrites() if state.join is None else state.join.drain()
 
     def evaluate(self, subject: str, state: LabelState, now: float) -> list[Verdict]:
         version = state.calibrator.version
@@ -411,19 +448,38 @@ def _interval_view(sequence: Any) -> dict[str, Any]:
 
 _get_s = attrgetter("s")
 _get_y = attrgetter("y")
+_get_response = attrgetter("response_id")
 
 
 def _label_columns(events: list[LabelEvent]) -> LabelColumns:
     n = len(events)
+    responses = list(map(_get_response, events))
     return LabelColumns(
-        np.fromiter(map(_get_s, events), np.float64, n),
-        np.fromiter(map(_get_y, events), np.float64, n),  # None -> NaN
+        np.fromiter(map(_get_s, events), np.float64, n),  # None -> NaN
+        np.fromiter(map(_get_y, events), np.float64, n),
+        response_digests(responses) if any(responses) else np.zeros(n, np.uint64),
     )
 
 
 def _table_label_columns(table: Table) -> LabelColumns:
-    """A columnar envelope's scores and labels, straight from its decoded arrays."""
-    return LabelColumns(table.floats("s"), table.floats("y"))
+    """A columnar envelope's scores and labels, straight from its decoded arrays; a row
+    without a score must be an oracle label (``y`` and ``response_id``), as
+    :class:`LabelEvent` checks of a row event."""
+    s, y = table.floats("s"), table.floats("y")
+    responses = (
+        response_digests(table.values("response_id"))
+        if table.has("response_id")
+        else np.zeros(table.n, np.uint64)
+    )
+    unscored = np.isnan(s)
+    if unscored.any():
+        bad = np.flatnonzero(unscored & (np.isnan(y) | (responses == 0)))
+        if bad.size:
+            raise ColumnarError(
+                "EventValidationError: Object missing required field `s` (only an oracle "
+                f"label, with `y` and `response_id`, goes without) - at `$.columns.s[{bad[0]}]`"
+            )
+    return LabelColumns(s, y, responses)
 
 
 class LabelHandler:
@@ -475,19 +531,51 @@ class LabelHandler:
     def update(
         self, subject: str, state: LabelState, events: SubjectEvents, now: float
     ) -> list[dict[str, Any]]:
-        """Fold in one batch: every score, and the residuals of the labeled events."""
+        """Fold in one batch: every score, and the residuals of the labeled events and of
+        the pairs the late-label join completed (at the place of the half that completed
+        each, with the score's event time)."""
         columns: LabelColumns = events.columns
-        labeled = ~np.isnan(columns.y)
+        scored = ~np.isnan(columns.s)
+        s = columns.s if scored.all() else columns.s[scored]
+        labeled = scored & ~np.isnan(columns.y)
         model = state.calibrator.model
-        predictions = model.predict(columns.s)
-        state.n += columns.s.size
-        state.scores.update(columns.s)
-        self._fold_scores(state, columns.s)
+        predictions = model.predict(s)
+        state.n += s.size
+        state.scores.update(s)
+        self._fold_scores(state, s)
         state.predictions.update(predictions)
-        if labeled.any():
-            residuals = model.residuals(columns.s[labeled], columns.y[labeled])
-            state.residuals.update(residuals)
-            state.labeled_pairs.update(predictions[labeled], residuals)
-            state.residuals_by_bin.update(columns.s[labeled], residuals)
-            state.label_rate.update(events.ts[labeled])
+        if state.join is None:
+            state.join = LateLabelJoin(self.model.policy.labels.join_window_seconds)
+        joined = state.join.offer(columns.responses, events.ts, columns.s, columns.y, now)
+        if len(joined):
+            rows = np.concatenate([np.flatnonzero(labeled), joined.rows])
+            order = np.argsort(rows, kind="stable")
+            self._fold_labels(
+                state,
+                np.concatenate([columns.s[labeled], joined.s])[order],
+                np.concatenate([columns.y[labeled], joined.y])[order],
+                np.concatenate([events.ts[labeled], joined.ts])[order],
+            )
+        elif labeled.all():
+            self._fold_labels(state, columns.s, columns.y, events.ts, predictions)
+        elif labeled.any():
+            self._fold_labels(state, columns.s[labeled], columns.y[labeled], events.ts[labeled])
         return []
+
+    @staticmethod
+    def _fold_labels(
+        state: LabelState,
+        s: np.ndarray,
+        y: np.ndarray,
+        ts: np.ndarray,
+        predictions: np.ndarray | None = None,
+    ) -> None:
+        """Residuals of labeled pairs into the residual statistics."""
+        model = state.calibrator.model
+        residuals = model.residuals(s, y)
+        state.residuals.update(residuals)
+        state.labeled_pairs.update(
+            model.predict(s) if predictions is None else predictions, residuals
+        )
+        state.residuals_by_bin.update(s, residuals)
+        state.label_rate.update(ts)

@@ -106,6 +106,10 @@ def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deploymen
         metrics[("driftgate_gate_status", (("gate", "residual_drift"), ("subject", "steady")))] == 0
     )
     assert ("driftgate_batch_duration_seconds_count", (("topic", labels_topic),)) in metrics
+    # No late labels on this stream: its join series are there, at 0 (alert rules see them).
+    assert metrics[("driftgate_join_waiting", stream_label)] == 0
+    assert metrics[("driftgate_join_joined_total", stream_label)] == 0
+    assert "late_labels" not in drift
     # Everything is applied: no partition that had a batch has messages left to process.
     lag = {
         labels: value
@@ -145,7 +149,7 @@ def test_drift_fails_steady_passes_bad_input_dead_lettered(deployment: Deploymen
         assert ": " in headers["driftgate-error"]
     errors = sorted(dict(r.headers)["driftgate-error"].decode() for r in dead)
     assert any("Object missing required field `s`" in e for e in errors)
-    assert any("Expected `float`, got `str` - at `$.s`" in e for e in errors)
+    assert any("Expected `float | null`, got `str` - at `$.s`" in e for e in errors)
     assert any("at `$[1].s`" in e for e in errors)  # the bad element of the envelope
 
     log = orjson.loads(deployment.cli("log", "--json").stdout)

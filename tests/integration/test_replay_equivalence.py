@@ -7,6 +7,10 @@ events, each phase one message per topic (a message is never split across batche
 produced only once the worker has applied the one before; with ``--batch PHASE`` the
 replay's batches are the same phases, so both judge the same states.
 
+Late oracle labels: a hundred scores of the drift's first phase come without their
+labels (``response_id``, ``y`` null); eighty of the labels come alone in the next phase
+(``response_id``, no ``s``), twenty never: the join's pairs and counts must agree too.
+
 The clock: canary gates read the time (stale data after 15 minutes without canary data,
 a stall after 72 hours of monitoring); the worker reads the wall clock, the replay the
 event time. The events carry the wall time of the test's start plus a second per phase,
@@ -53,6 +57,31 @@ def _labels(rng: np.random.Generator, phase: int, shift: float) -> list[dict[str
     ]
 
 
+LATE = 100
+LABELED_LATE = 80
+
+
+def _late_halves(
+    scored: list[dict[str, Any]], labeled: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The first LATE events of ``scored`` as scores waiting for their labels, and
+    ``labeled`` with its first LABELED_LATE events replaced by those labels, alone."""
+    scores = [
+        {**event, "y": None, "response_id": f"resp-{i}"} for i, event in enumerate(scored[:LATE])
+    ]
+    labels = [
+        {
+            "event_id": f"late-{i}",
+            "ts": labeled[i]["ts"],
+            "stream": STREAM,
+            "y": scored[i]["y"],
+            "response_id": f"resp-{i}",
+        }
+        for i in range(LABELED_LATE)
+    ]
+    return scores + scored[LATE:], labels + labeled[LABELED_LATE:]
+
+
 def _telemetry(
     rng: np.random.Generator, phase: int, count: int, toxicity: float
 ) -> list[dict[str, Any]]:
@@ -92,10 +121,11 @@ def _phases() -> list[tuple[str, Any]]:
         "canary_percent": 50,
         "actor": "ci",
     }
+    drift, more = _late_halves(_labels(rng, 1, 0.3), _labels(rng, 2, 0.3))
     return [
         ("labels", _labels(rng, 0, 0.0)),  # calibrated
-        ("labels", _labels(rng, 1, 0.3)),  # the drift
-        ("labels", _labels(rng, 2, 0.3)),
+        ("labels", drift),  # the drift, with scores waiting for their labels
+        ("labels", more),  # with most of those labels
         ("canary", deploy),  # with the next message: one phase
         ("telemetry", _telemetry(rng, 3, PHASE - 1, 0.001)),
         ("telemetry", _telemetry(rng, 4, PHASE, 0.3)),  # the breach: a rollback
@@ -163,6 +193,11 @@ def test_replay_decides_as_the_worker_did(deployment: Deployment, tmp_path: Path
     for decision in run["decisions"]:
         assert decision["event_ts"] == decision["ts"]  # the replay's clock is event time
 
+    late = {"waiting": LATE - LABELED_LATE, "joined": LABELED_LATE, "expired": 0}
+    assert status["streams"][STREAM]["late_labels"] == late
+    row = status["streams"][STREAM]
+    # Phase 1 lost LATE labels to the join, phase 2 gave LABELED_LATE labels without scores.
+    assert (row["n"], row["labeled_n"]) == (3 * PHASE - LABELED_LATE, 3 * PHASE - LATE)
     compared = _assert_close(status["streams"], run["status"]["streams"], "streams")
     compared += _assert_close(status["experiments"], run["status"]["experiments"], "experiments")
     assert compared > 50

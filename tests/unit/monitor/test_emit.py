@@ -56,7 +56,7 @@ def test_the_emitter_imports_no_worker_code() -> None:
         ),
         (lambda: label_event("p", 0.5, y=1e300), "- at `$.y`"),
         (lambda: label_event("", 0.5), "Expected `str` of length >= 1 - at `$.stream`"),
-        (lambda: label_event("p", "0.5"), "Expected `float`, got `str` - at `$.s`"),  # type: ignore[arg-type]
+        (lambda: label_event("p", "0.5"), "Expected `float | null`, got `str` - at `$.s`"),  # type: ignore[arg-type]
         (
             lambda: telemetry_event("e", "u", "canary", guardrails={"latency_ms": -3}),
             "Expected `float` >= 0.0 - at `$.guardrails.latency_ms`",

@@ -102,7 +102,7 @@ def test_rows_and_columnar_messages_keep_offset_order() -> None:
         ),
         (
             labels_columnar(columns={"event_id": ["a"], "ts": [1], "s": ["high"]}),
-            "Expected `float`, got `str` - at `$.columns.s[0]`",
+            "Expected `float | null`, got `str` - at `$.columns.s[0]`",
         ),
         (
             b'{"stream": "p", "columns": {"event_id": ["a", "b"], "ts": [1, 2], "s": [0, 1e400]}}',
@@ -120,7 +120,8 @@ def test_rows_and_columnar_messages_keep_offset_order() -> None:
         (labels_columnar(stream=""), "Expected `str` of length >= 1 - at `$.stream`"),
         (
             labels_columnar(columns={"event_id": ["a"], "ts": [1]}),
-            "Object missing required field `s` - at `$.columns`",
+            "Object missing required field `s` (only an oracle label, with `y` and "
+            "`response_id`, goes without) - at `$.columns.s[0]`",
         ),
         (labels_columnar(columns=[1]), "Expected `object`, got `array` - at `$.columns`"),
         (labels_columnar(columns={"other": [1]}), "holds no column of the event"),

@@ -61,7 +61,7 @@ def test_optional_fields_and_integers() -> None:
         (
             orjson.dumps(event(s="abc")),
             "EventValidationError",
-            "Expected `float`, got `str` - at `$.s`",
+            "Expected `float | null`, got `str` - at `$.s`",
         ),
         (orjson.dumps(missing("s")), "EventValidationError", "missing required field `s`"),
         (orjson.dumps(event(s=True)), "EventValidationError", "got `bool` - at `$.s`"),
@@ -109,8 +109,11 @@ def test_an_envelope_keeps_its_good_elements_and_dead_letters_the_bad_ones() -> 
         orjson.dumps(bad_one),
         orjson.dumps(event(event_id="c", s="x")),
     ]
-    assert bad[0][1] == "EventValidationError: Expected `float`, got `null` - at `$[1].s`"
-    assert bad[1][1] == "EventValidationError: Expected `float`, got `str` - at `$[2].s`"
+    assert bad[0][1] == (
+        "EventValidationError: Object missing required field `s` (only an oracle label, "
+        "with `y` and `response_id`, goes without) - at `$[1].s`"
+    )
+    assert bad[1][1] == "EventValidationError: Expected `float | null`, got `str` - at `$[2].s`"
 
 
 def test_a_bad_element_keeps_its_own_bytes() -> None:
@@ -126,7 +129,8 @@ def test_every_bad_element_of_an_envelope_is_named_by_its_index() -> None:
     assert bad == [
         (
             orjson.dumps(missing("s")),
-            "EventValidationError: Object missing required field `s` - at `$[1]`",
+            "EventValidationError: Object missing required field `s` (only an oracle label, "
+            "with `y` and `response_id`, goes without) - at `$[1].s`",
         ),
         (b"7", "EventValidationError: Expected `object`, got `int` - at `$[2]`"),
         (b"null", "EventValidationError: Expected `object`, got `null` - at `$[3]`"),
@@ -181,7 +185,7 @@ def test_decode_batch_keeps_offset_order_and_where_each_event_came_from() -> Non
     assert dead[0].payload == b"{oops" and dead[0].error.startswith("JSONDecodeError")
     assert dead[1] == DeadLetter(
         orjson.dumps(event(s="x")),
-        "EventValidationError: Expected `float`, got `str` - at `$[1].s`",
+        "EventValidationError: Expected `float | null`, got `str` - at `$[1].s`",
         1,
         7,
     )

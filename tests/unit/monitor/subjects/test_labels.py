@@ -184,8 +184,8 @@ def test_load_and_dump_round_trip_exactly(late_shift: tuple[LabelHandler, LabelS
     handler, state = late_shift
     model = handler.model
     dumped = model.dump(state)
-    assert list(dumped) == [fields.STATE]
-    stored = {**EMPTY, fields.STATE: dumped[fields.STATE]}
+    assert list(dumped) == [fields.STATE, fields.JOIN]
+    stored = {**EMPTY, **dumped}
     restored = model.load("p", stored)
     assert model.dump(restored) == dumped
     assert restored.to_state() == state.to_state()
