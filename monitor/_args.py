@@ -311,10 +311,19 @@ def one_line(value: str) -> str:
     return value
 
 
+def _exists(path: Path) -> bool:
+    """``Path.exists`` that answers no, rather than raising, for a name the file system
+    cannot hold (too long, an invalid byte)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def readable_file(text: str) -> str:
     """A path to a regular file this process can read."""
     path = Path(text)
-    if not path.exists():
+    if not _exists(path):
         raise ArgumentTypeError(f"must name an existing file, got {text!r}")
     if not path.is_file():
         raise ArgumentTypeError(f"must name a regular file, got {text!r}")
@@ -328,6 +337,8 @@ def writable_file(text: str) -> str:
     that a fit or a replay is not lost to a typo in the path)."""
     path = Path(text)
     folder = path.parent if str(path.parent) else Path(".")
+    if len(path.name.encode(errors="surrogateescape")) > 255:
+        raise ArgumentTypeError(f"its file name is too long, got {text!r}")
     if path.is_dir():
         raise ArgumentTypeError(f"must name a file, not a folder, got {text!r}")
     if not folder.is_dir():

@@ -242,7 +242,7 @@ def test_produce_checks_every_line_before_it_connects(
         "wrong topic's event": (telemetry, ":2: EventValidationError"),
         "a bad envelope element": (f'[{good}, {{"event_id": "e2"}}]', "at `$[1]`"),
         "an empty envelope": ("[]", ":2: no events (an empty array)"),
-        "a string for s": (good.replace("0.5", '"0.5"'), "Expected `float`, got `str`"),
+        "a string for s": (good.replace("0.5", '"0.5"'), "Expected `float | null`, got `str`"),
         "over a megabyte": (good.replace('"judge"', '"' + "j" * 1_100_000 + '"'), "bytes, over"),
     }
     for name, (line, message) in cases.items():
