@@ -44,7 +44,15 @@ from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
 from ._judge import gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter
-from ._types import BatchResult, DeadLetter, DecodedBatch, Handler, RawMessage, SubjectEvents
+from ._types import (
+    BatchResult,
+    DeadLetter,
+    DecodedBatch,
+    Handler,
+    Ignored,
+    RawMessage,
+    SubjectEvents,
+)
 from ._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 
 __all__ = ["BatchRunner", "TopicNames"]
@@ -219,8 +227,10 @@ class BatchRunner(Generic[StateT]):
                 raise TransientError(
                     f"subjects {sorted(pending)[:5]} kept changing under this worker"
                 )
-            if dead_letters:
-                await self._dead_letter(topic, dead_letters, highwaters, result)
+            if dead_letters or decoded.ignored:
+                await self._dead_letter(
+                    topic, [*dead_letters, *decoded.ignored], highwaters, result
+                )
         except BaseException:
             # What the worker holds of these subjects may be ahead of Redis now.
             for name in decoded.subjects:
@@ -573,13 +583,13 @@ class BatchRunner(Generic[StateT]):
     async def _dead_letter(
         self,
         topic: str,
-        letters: list[DeadLetter],
+        letters: list[DeadLetter | Ignored],
         highwaters: Mapping[int, int | None],
         result: BatchResult,
     ) -> None:
-        """Put dead letters into their partition's outbox, once: a fence per partition,
-        moved by each chunk of whole messages."""
-        by_partition: dict[int, list[DeadLetter]] = {}
+        """Put dead letters into their partition's outbox, and count ignored records, once:
+        a fence per partition, moved by each chunk of whole messages."""
+        by_partition: dict[int, list[DeadLetter | Ignored]] = {}
         for letter in sorted(letters, key=lambda letter: letter.offset):
             by_partition.setdefault(letter.partition, []).append(letter)
         retries = 0
@@ -611,6 +621,7 @@ class BatchRunner(Generic[StateT]):
                     continue
                 sent = write.counters.get(fields.count(topic, "dlq"), 0)
                 result.dlq += sent
+                result.ignored += write.counters.get(fields.count(topic, "ignored"), 0)
                 if sent:
                     result.outboxes.add(("partition", write.keys.name))
                 ledger = self._ledgers[(topic, partition)]
@@ -647,7 +658,7 @@ class BatchRunner(Generic[StateT]):
         self,
         topic: str,
         ledger: _Ledger,
-        letters: list[DeadLetter],
+        letters: list[DeadLetter | Ignored],
         highwaters: Mapping[int, int | None],
     ) -> SubjectWrite:
         partition = letters[0].partition
@@ -663,6 +674,10 @@ class BatchRunner(Generic[StateT]):
             write.fences[fields.fence(topic, moved)] = fence.encode()
         fresh = [letter for letter in letters if letter.offset >= starts[partition]]
         for letter in fresh:
+            if isinstance(letter, Ignored):
+                write.count(fields.count(topic, "ignored"), letter.count)
+                write.count(fields.ignored(topic, letter.reason), letter.count)
+                continue
             payload, headers = fit_dead_letter(
                 letter.payload,
                 dead_letter_headers(letter.error, topic, letter.partition, letter.offset),
@@ -682,7 +697,7 @@ class BatchRunner(Generic[StateT]):
             write.outbox.append(
                 OutboxEntry("dead_letter", self.topics.dlq, b"", payload, headers).encode()
             )
-        write.count(fields.count(topic, "dlq"), len(fresh))
+        write.count(fields.count(topic, "dlq"), sum(isinstance(x, DeadLetter) for x in fresh))
         return write
 
 
@@ -707,7 +722,7 @@ def _at_most_per_message(
     return kept
 
 
-def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
+def _whole_messages(letters: list[DeadLetter | Ignored]) -> list[DeadLetter | Ignored]:
     """The first of a partition's dead letters (in offset order) that one write takes:
     whole messages, up to LETTERS_PER_WRITE letters and LETTER_BYTES_PER_WRITE bytes (at
     least one message)."""
@@ -719,7 +734,7 @@ def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
             and (i >= LETTERS_PER_WRITE or size >= LETTER_BYTES_PER_WRITE)
         ):
             return letters[:i]
-        size += len(letter.payload)
+        size += len(letter.payload) if isinstance(letter, DeadLetter) else 0
     return letters
 
 

@@ -9,6 +9,7 @@ they all live in one slot and one script can update them atomically::
                                                 calibrator, calibrator_version (streams)
     {prefix}{kind:name}:view            hash    view, gates (the latest evaluation),
                                                 count:{topic}:{outcome},
+                                                ignored:{topic}:{reason} (partitions),
                                                 decisions:{gate}:{action}, last_ts:{topic},
                                                 history:{version} (retired calibrators)
     {prefix}{kind:name}:outbox          stream  decisions / dead letters not yet on Kafka
@@ -103,6 +104,11 @@ def seen(topic: str) -> str:
 
 def count(topic: str, outcome: str) -> str:
     return f"count:{topic}:{outcome}"
+
+
+def ignored(topic: str, reason: str) -> str:
+    """Records of ``topic`` counted and skipped for ``reason`` (a partition's view)."""
+    return f"ignored:{topic}:{reason}"
 
 
 def decisions(gate: str, action: str) -> str:
