@@ -124,13 +124,13 @@ def telemetry_events(
         events.append(
             TelemetryEvent(
                 event_id=f"{span.trace_id}{span.span_id}",
-                ts=span.end_ns / 1e9,
+                ts=span.end_ns / 1_000_000_000,  # int / int: correctly rounded
                 experiment_id=str(experiment),
                 unit_id=str(unit or span.span_id),
                 variant=str(variant),
                 primary_outcome=0.0 if span.error else 1.0,
                 guardrails=Guardrails(
-                    latency_ms=(span.end_ns - span.start_ns) / 1e6,
+                    latency_ms=(span.end_ns - span.start_ns) / 1_000_000,
                     unit_cost=cost if cost is None or cost <= MAX_MAGNITUDE else None,
                 ),
                 environment="prod" if environment in PRODUCTION else "staging",
@@ -305,7 +305,7 @@ def evaluation_events(
             Evaluation(
                 LabelEvent(
                     event_id=f"{evaluation}:{response}",
-                    ts=record.time_ns / 1e9,
+                    ts=record.time_ns / 1_000_000_000,
                     stream=str(stream),
                     s=s,
                     y=y,
