@@ -66,6 +66,33 @@ def _first(names: tuple[str, ...], attributes: Any, resource: Any, value_of: Val
     return None
 
 
+class _Lookup:
+    """:func:`_first` with each resource's answers kept: the spans of one resource (a
+    message holds one or a few) look their resource up once, not once per span."""
+
+    def __init__(self, value_of: ValueOf) -> None:
+        self.value_of = value_of
+        self._resources: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._held: list[Any] = []  # the resources whose ids key the answers, kept alive
+
+    def __call__(self, names: tuple[str, ...], attributes: Any, resource: Any) -> Any:
+        value_of = self.value_of
+        for name in names:
+            raw = attributes.get(name)
+            if raw is not None:
+                value = value_of(raw)
+                if value is not None and value != "":
+                    return value
+        key = (id(resource), names)
+        if key not in self._resources:
+            self._held.append(resource)
+            self._resources[key] = _first(names, _NOTHING, resource, value_of)
+        return self._resources[key]
+
+
+_NOTHING: dict[str, Any] = {}
+
+
 def _tokens(names: tuple[str, ...], attributes: Any, value_of: ValueOf) -> int | None:
     for name in names:
         raw = attributes.get(name)
@@ -88,16 +115,18 @@ def telemetry_events(
     ``bad_time``)."""
     events: list[TelemetryEvent] = []
     prices = policy.prices
+    first = _Lookup(value_of)
+    operation, provider, system = GENAI_MARKERS
     for span in wire:
         attributes, resource = span.attributes, span.resource
-        if not any(marker in attributes for marker in GENAI_MARKERS):
+        if not (operation in attributes or provider in attributes or system in attributes):
             ignored["not_genai"] += 1
             continue
-        experiment = _first(policy.experiment_attributes, attributes, resource, value_of)
+        experiment = first(policy.experiment_attributes, attributes, resource)
         if experiment is None:
             ignored["no_experiment"] += 1
             continue
-        variant = _first(policy.variant_attributes, attributes, resource, value_of)
+        variant = first(policy.variant_attributes, attributes, resource)
         if variant is None:
             ignored["no_variant"] += 1
             continue
@@ -107,11 +136,11 @@ def telemetry_events(
         if span.end_ns <= 0 or span.end_ns < span.start_ns:
             ignored["bad_time"] += 1
             continue
-        unit = _first(policy.unit_attributes, attributes, resource, value_of) or span.trace_id
-        environment = _first(policy.environment_attributes, attributes, resource, value_of)
+        unit = first(policy.unit_attributes, attributes, resource) or span.trace_id
+        environment = first(policy.environment_attributes, attributes, resource)
         cost = None
         if prices:
-            model = _first(MODEL_ATTRIBUTES, attributes, resource, value_of)
+            model = first(MODEL_ATTRIBUTES, attributes, resource)
             price = prices.get(model) if isinstance(model, str) else None
             if price is not None:
                 spent_in = _tokens(INPUT_TOKENS, attributes, value_of)
