@@ -32,7 +32,7 @@ from .pipeline import (
 from .pipeline._outbox import OutboxDrainer
 from .pipeline._webhook import Webhook
 from .store import KeyLayout, connect_async, redact
-from .subjects import HANDLERS
+from .subjects import HANDLERS, OTLP_HANDLERS
 
 __all__ = ["FAUST_SETTINGS", "MonitorApp"]
 
@@ -110,7 +110,7 @@ class MonitorApp:
         script = self.script = WriteScript(self.redis, settings.redis_url)
         topics = TopicNames(settings.topic("decisions"), settings.topic("dlq"))
         self.runners: dict[str, BatchRunner[Any]] = {}
-        for name, make_handler in HANDLERS.items():
+        for name, make_handler in {**HANDLERS, **OTLP_HANDLERS}.items():
             runner = BatchRunner(
                 self.redis,
                 self.layout,

@@ -49,7 +49,7 @@ __all__ = [
 # Kafka's own limit on a topic name (249: the longest that leaves room for its files).
 KAFKA_TOPIC_MAX_LENGTH = 249
 # The longest name driftgate appends to the prefix (``telemetry``).
-_LONGEST_TOPIC_NAME = len("telemetry")
+_LONGEST_TOPIC_NAME = len("otlp.spans")
 # A century: older than any audit log; keeps "now - hours" a representable time.
 MAX_HOURS = 24 * 365 * 100
 # Free text (a reason, an actor) goes into an event and the audit log: a line, not a file.

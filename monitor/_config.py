@@ -22,9 +22,12 @@ __all__ = [
     "AgentPolicy",
     "CanaryPolicy",
     "ConfigError",
+    "EvaluationMapping",
     "ExperimentPolicy",
     "GuardrailPolicy",
     "LabelsPolicy",
+    "ModelPrice",
+    "OtlpPolicy",
     "Policy",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
@@ -158,6 +161,56 @@ class ExperimentPolicy:
 
 
 @dataclass(frozen=True)
+class ModelPrice:
+    """What a model's tokens cost, per million, in the unit of ``guardrails.unit_cost``."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+
+EVALUATION_ROLES = ("score", "label", "pair")
+
+
+@dataclass(frozen=True)
+class EvaluationMapping:
+    """What a ``gen_ai.evaluation.result`` of one evaluation name becomes.
+
+    ``role``: ``score`` (a judge score ``s`` from ``gen_ai.evaluation.score.value``, no
+    label), ``label`` (an oracle label ``y``: from the value, else the label through
+    ``label_values``), or ``pair`` (``s`` from the value and ``y`` from the label in one
+    record). ``stream``: the label stream it feeds when the record names none (see
+    :attr:`OtlpPolicy.stream_attributes`).
+    """
+
+    role: str = "score"
+    stream: str = ""
+    label_values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OtlpPolicy:
+    """How OpenTelemetry GenAI spans and evaluation results become driftgate's events.
+
+    Each ``*_attributes`` list is looked up in order, in the span's (or log record's)
+    attributes first, then in its resource's; the first present wins.
+    """
+
+    experiment_attributes: tuple[str, ...] = ("driftgate.experiment_id",)
+    variant_attributes: tuple[str, ...] = ("driftgate.variant",)
+    # The unit of the split test; a span without one is its own unit (its trace id).
+    unit_attributes: tuple[str, ...] = ("user.id", "session.id", "gen_ai.conversation.id")
+    environment_attributes: tuple[str, ...] = (
+        "deployment.environment.name",
+        "deployment.environment",
+    )
+    stream_attributes: tuple[str, ...] = ("driftgate.stream",)
+    # By model (gen_ai.request.model, else gen_ai.response.model): the unit cost.
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
+    # By gen_ai.evaluation.name; an evaluation not named here is counted and skipped.
+    evaluations: dict[str, EvaluationMapping] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Policy:
     residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
     score_drift: ScoreDriftPolicy = field(default_factory=ScoreDriftPolicy)
@@ -167,6 +220,7 @@ class Policy:
     # Overrides by agent and by experiment, merged onto the defaults above.
     agents: dict[str, AgentPolicy] = field(default_factory=dict)
     experiments: dict[str, ExperimentPolicy] = field(default_factory=dict)
+    otlp: OtlpPolicy = field(default_factory=OtlpPolicy)
     # How long event ids are remembered for duplicate detection (see README).
     dedupe_window_seconds: float = 6 * 3600.0
 
@@ -327,6 +381,15 @@ def _check(policy: Policy) -> None:
             f"shares must be positive and add up to 1, got {shares}",
         )
         probability(experiment.secondary_q, f"experiments.{name}.secondary_q")
+    for name, price in policy.otlp.prices.items():
+        for key in ("input_per_million", "output_per_million"):
+            require(getattr(price, key) >= 0, f"otlp.prices.{name}.{key}", "must be 0 or more")
+    for name, mapping in policy.otlp.evaluations.items():
+        require(
+            mapping.role in EVALUATION_ROLES,
+            f"otlp.evaluations.{name}.role",
+            f"must be one of {', '.join(EVALUATION_ROLES)}, got {mapping.role!r}",
+        )
 
 
 def load_policy(path: str | None) -> Policy:
@@ -388,6 +451,9 @@ class Settings:
     webhook_url: str | None = field(default=None, repr=False)
     # What every /v1/... request of the HTTP API must carry; required beyond loopback.
     api_token: str | None = field(default=None, repr=False)
+    # Full names of the OpenTelemetry topics (default: the prefix + otlp.spans / otlp.logs).
+    otlp_spans_topic: str | None = None
+    otlp_logs_topic: str | None = None
     # The attributes given by a variable or a flag: `driftgate up` uses a running service
     # only when it was named, and otherwise starts its own.
     named: frozenset[str] = field(default=frozenset(), compare=False)
@@ -425,7 +491,8 @@ class Settings:
         return self.topic_prefix.rstrip(".") or "driftgate"
 
     def topic(self, name: str) -> str:
-        return f"{self.topic_prefix}{name}"
+        named = _NAMED_TOPICS.get(name)
+        return (named and getattr(self, named)) or f"{self.topic_prefix}{name}"
 
     @cached_property
     def policy(self) -> Policy:
@@ -452,6 +519,10 @@ class Settings:
             f"(DRIFTGATE_METRICS_HOST={self.metrics_host}): set it to a secret of at "
             "least 16 characters and give it to the controllers (docs/canary.md)"
         )
+
+
+# Topics whose full name a setting may give instead of the prefix.
+_NAMED_TOPICS = {"otlp.spans": "otlp_spans_topic", "otlp.logs": "otlp_logs_topic"}
 
 
 def _is_loopback(host: str) -> bool:
@@ -550,6 +621,8 @@ ENVIRONMENT = {
     "kafka_ssl_cafile": "DRIFTGATE_KAFKA_SSL_CAFILE",
     "webhook_url": "DRIFTGATE_WEBHOOK_URL",
     "api_token": "DRIFTGATE_API_TOKEN",
+    "otlp_spans_topic": "DRIFTGATE_OTLP_SPANS_TOPIC",
+    "otlp_logs_topic": "DRIFTGATE_OTLP_LOGS_TOPIC",
 }
 
 _CHECKS: dict[str, Callable[[str], Any]] = {
@@ -562,5 +635,7 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     "kafka_ssl_cafile": arguments.readable_file,
     "webhook_url": arguments.http_url,
     "api_token": arguments.bearer_token,
+    "otlp_spans_topic": arguments.topic_name,
+    "otlp_logs_topic": arguments.topic_name,
 }
 """The argument type that checks each setting (the same as its flag's)."""

@@ -14,7 +14,7 @@ from .store import redact
 
 __all__ = ["TOPIC_NAMES", "ServiceUnavailable", "check_redis", "ensure_topics"]
 
-TOPIC_NAMES = ("labels", "telemetry", "canary", "decisions", "dlq")
+TOPIC_NAMES = ("labels", "telemetry", "canary", "otlp.spans", "otlp.logs", "decisions", "dlq")
 
 
 class ServiceUnavailable(RuntimeError):

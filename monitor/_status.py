@@ -8,12 +8,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["plural", "print_streams", "stream_lines"]
+__all__ = ["ignored_lines", "plural", "print_ignored", "print_streams", "stream_lines"]
 
 
 def print_streams(streams: Mapping[str, Mapping[str, Any]]) -> None:
     for name, row in streams.items():
         print("\n".join(stream_lines(name, row)))
+
+
+def print_ignored(ignored: Mapping[str, Mapping[str, int]]) -> None:
+    for line in ignored_lines(ignored):
+        print(line)
+
+
+def ignored_lines(ignored: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """A line per topic of the records counted and skipped, by reason."""
+    return [
+        f"{topic}: {plural(sum(reasons.values()), 'record')} skipped ("
+        + ", ".join(f"{reason} {_count(n)}" for reason, n in reasons.items())
+        + ")"
+        for topic, reasons in ignored.items()
+    ]
 
 
 def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:

@@ -503,7 +503,7 @@ def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._status import print_streams
+    from ._status import print_ignored, print_streams
 
     settings = _settings(args)
     document = _read_model(settings).snapshot(with_history=True).status_document()
@@ -514,6 +514,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("nothing monitored yet")
     print_streams(document["streams"])
     _print_experiments(document["experiments"], document["agents"])
+    print_ignored(document.get("ignored", {}))
     return 0
 
 

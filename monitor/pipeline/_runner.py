@@ -175,8 +175,10 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
                 raise TransientError(
                     f"subjects {sorted(pending)[:5]} kept changing under this worker"
                 )
-            if dead_letters:
-                await self._dead_letter(topic, dead_letters, highwaters, result)
+            if dead_letters or decoded.ignored:
+                await self._dead_letter(
+                    topic, [*dead_letters, *decoded.ignored], highwaters, result
+                )
         except BaseException:
             # What the worker holds of these subjects may be ahead of Redis now.
             for name in decoded.subjects:

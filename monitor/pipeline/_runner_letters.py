@@ -17,7 +17,7 @@ from ..store._write import Conflict, Refused, SubjectWrite, WriteScript
 from ._errors import PermanentError, TransientError
 from ._letters import dead_letter_headers, fit_dead_letter
 from ._runner_types import MAX_ROUNDS, TopicNames, _LogRecreated, _StaleEpochs
-from ._types import BatchResult, DeadLetter, RawMessage, SubjectEvents
+from ._types import BatchResult, DeadLetter, Ignored, RawMessage, SubjectEvents
 
 __all__ = ["LETTERS_PER_MESSAGE", "LETTERS_PER_WRITE", "LETTER_BYTES_PER_WRITE"]
 
@@ -60,13 +60,13 @@ class _DeadLetters:
     async def _dead_letter(
         self,
         topic: str,
-        letters: list[DeadLetter],
+        letters: list[DeadLetter | Ignored],
         highwaters: Mapping[int, int | None],
         result: BatchResult,
     ) -> None:
-        """Put dead letters into their partition's outbox, once: a fence per partition,
-        moved by each chunk of whole messages."""
-        by_partition: dict[int, list[DeadLetter]] = {}
+        """Put dead letters into their partition's outbox, and count ignored records, once:
+        a fence per partition, moved by each chunk of whole messages."""
+        by_partition: dict[int, list[DeadLetter | Ignored]] = {}
         for letter in sorted(letters, key=lambda letter: letter.offset):
             by_partition.setdefault(letter.partition, []).append(letter)
         retries = 0
@@ -98,6 +98,7 @@ class _DeadLetters:
                     continue
                 sent = write.counters.get(fields.count(topic, "dlq"), 0)
                 result.dlq += sent
+                result.ignored += write.counters.get(fields.count(topic, "ignored"), 0)
                 if sent:
                     result.outboxes.add(("partition", write.keys.name))
                 ledger = self._ledgers[(topic, partition)]
@@ -122,7 +123,7 @@ class _DeadLetters:
         self,
         topic: str,
         ledger: StoredLedger,
-        letters: list[DeadLetter],
+        letters: list[DeadLetter | Ignored],
         highwaters: Mapping[int, int | None],
     ) -> SubjectWrite:
         partition = letters[0].partition
@@ -138,6 +139,10 @@ class _DeadLetters:
             write.fences[fields.fence(topic, moved)] = fence.encode()
         fresh = [letter for letter in letters if letter.offset >= starts[partition]]
         for letter in fresh:
+            if isinstance(letter, Ignored):
+                write.count(fields.count(topic, "ignored"), letter.count)
+                write.count(fields.ignored(topic, letter.reason), letter.count)
+                continue
             payload, headers = fit_dead_letter(
                 letter.payload,
                 dead_letter_headers(letter.error, topic, letter.partition, letter.offset),
@@ -157,7 +162,7 @@ class _DeadLetters:
             write.outbox.append(
                 OutboxEntry("dead_letter", self.topics.dlq, b"", payload, headers).encode()
             )
-        write.count(fields.count(topic, "dlq"), len(fresh))
+        write.count(fields.count(topic, "dlq"), sum(isinstance(x, DeadLetter) for x in fresh))
         return write
 
 
@@ -182,7 +187,7 @@ def _at_most_per_message(
     return kept
 
 
-def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
+def _whole_messages(letters: list[DeadLetter | Ignored]) -> list[DeadLetter | Ignored]:
     """The first of a partition's dead letters (in offset order) that one write takes:
     whole messages, up to LETTERS_PER_WRITE letters and LETTER_BYTES_PER_WRITE bytes (at
     least one message)."""
@@ -194,7 +199,7 @@ def _whole_messages(letters: list[DeadLetter]) -> list[DeadLetter]:
             and (i >= LETTERS_PER_WRITE or size >= LETTER_BYTES_PER_WRITE)
         ):
             return letters[:i]
-        size += len(letter.payload)
+        size += len(letter.payload) if isinstance(letter, DeadLetter) else 0
     return letters
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "DeadLetter",
     "DecodedBatch",
     "Handler",
+    "Ignored",
     "KeepsPending",
     "PendingWrites",
     "RawMessage",
@@ -45,6 +46,17 @@ class DeadLetter:
 
     payload: bytes
     error: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Records of one message that carry nothing driftgate reads (an OpenTelemetry span
+    that is no GenAI call, say): counted by reason, exactly once, never dead-lettered."""
+
+    reason: str
+    count: int
     partition: int
     offset: int
 
@@ -87,6 +99,7 @@ class SubjectEvents:
 class DecodedBatch:
     subjects: dict[str, SubjectEvents] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
 
 
 class SubjectModel(Protocol[StateT]):
@@ -177,6 +190,8 @@ class BatchResult:
     dlq: int = 0
     skipped: int = 0
     """Events below a fence: already applied by an earlier delivery."""
+    ignored: int = 0
+    """Records counted and skipped (see :class:`Ignored`)."""
     conflicts: int = 0
     decisions: list[dict[str, Any]] = field(default_factory=list)
     outboxes: set[tuple[str, str]] = field(default_factory=set)

@@ -18,8 +18,8 @@ __all__ = ["StateCollector"]
 
 log = logging.getLogger(__name__)
 
-# The contract's outcomes of an input event.
-OUTCOMES = ("ok", "dlq", "duplicate")
+# The contract's outcomes of an input event, and records counted and skipped.
+OUTCOMES = ("ok", "dlq", "duplicate", "ignored")
 
 
 def _value(number: float | None, missing: float) -> float:
@@ -75,6 +75,15 @@ def _counters(snapshot: Snapshot) -> Iterator[Metric]:
     for (topic, outcome), count in sorted(_with_zeros(snapshot.events, topics, OUTCOMES).items()):
         events.add_metric([topic, outcome], float(count))
     yield events
+    ignored = CounterMetricFamily(
+        "driftgate_ignored_records",
+        "Input records counted and skipped, by topic and reason (OpenTelemetry spans and "
+        "log records without the attributes driftgate reads).",
+        labels=["topic", "reason"],
+    )
+    for (topic, reason), count in sorted(snapshot.ignored.items()):
+        ignored.add_metric([topic, reason], float(count))
+    yield ignored
     decisions = CounterMetricFamily(
         "driftgate_decisions", "Decisions published by gate and action.", labels=["gate", "action"]
     )

@@ -28,7 +28,7 @@ def start_new_log_epochs(
 
 def _counter_field(raw_field: bytes) -> bool:
     parts = fields.parse_view_field(raw_field.decode())
-    return parts[0] in ("count", "decisions") and len(parts) == 3
+    return parts[0] in ("count", "ignored", "decisions") and len(parts) == 3
 
 
 def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) -> None:

@@ -10,6 +10,7 @@ they all live in one slot and one script can update them atomically::
                                                 (streams)
     {prefix}{kind:name}:view            hash    view, gates (the latest evaluation),
                                                 count:{topic}:{outcome},
+                                                ignored:{topic}:{reason} (partitions),
                                                 decisions:{gate}:{action}, last_ts:{topic},
                                                 join:{waiting|joined|expired} (streams),
                                                 history:{version} (retired calibrators)
@@ -110,6 +111,11 @@ def seen(topic: str) -> str:
 
 def count(topic: str, outcome: str) -> str:
     return f"count:{topic}:{outcome}"
+
+
+def ignored(topic: str, reason: str) -> str:
+    """Records of ``topic`` counted and skipped for ``reason`` (a partition's view)."""
+    return f"ignored:{topic}:{reason}"
 
 
 def decisions(gate: str, action: str) -> str:

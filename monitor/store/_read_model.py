@@ -32,6 +32,9 @@ class Snapshot:
     """``(topic, outcome)`` -> events, summed over subjects (and forgotten ones)."""
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     """``(gate, action)`` -> decisions published."""
+    ignored: dict[tuple[str, str], int] = field(default_factory=dict)
+    """``(topic, reason)`` -> records counted and skipped (OpenTelemetry input that
+    carries nothing driftgate reads)."""
     last_event_ts: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stream -> retired calibrator version -> its view (with ``with_history``)."""
@@ -64,7 +67,17 @@ class Snapshot:
             agent = self.agent(name, now)
             if agent is not None:
                 agents[name] = agent
-        return {"streams": streams, "experiments": experiments, "agents": agents}
+        ignored: dict[str, dict[str, int]] = {}
+        for (topic, reason), count in sorted(self.ignored.items()):
+            ignored.setdefault(topic, {})[reason] = count
+        document: dict[str, Any] = {
+            "streams": streams,
+            "experiments": experiments,
+            "agents": agents,
+        }
+        if ignored:  # only once something was skipped: the contract's three keys otherwise
+            document["ignored"] = ignored
+        return document
 
     def agent(self, name: str, now: float | None = None) -> dict[str, Any] | None:
         """An agent as the HTTP API and ``status`` show it: its lifecycle, the hours its
@@ -155,6 +168,9 @@ class ReadModel:
             elif parts[0] == "decisions" and len(parts) == 3:
                 key = (parts[1], parts[2])
                 snapshot.decisions[key] = snapshot.decisions.get(key, 0) + int(raw)
+            elif parts[0] == "ignored" and len(parts) == 3:
+                key = (parts[1], parts[2])
+                snapshot.ignored[key] = snapshot.ignored.get(key, 0) + int(raw)
 
     def audit(self, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
         """The audit log of every subject, oldest first (by each entry's ``ts``)."""
