@@ -56,6 +56,13 @@ def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) 
         topic = raw_field[len(prefix) :].decode()
         buckets += [keys.seen_bucket(topic, b) for b in decode_seen_buckets(raw)[1]]
     client.delete(
-        keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, keys.pool, *buckets
+        keys.state,
+        keys.view,
+        keys.outbox,
+        keys.audit,
+        keys.calibrators,
+        keys.pool,
+        keys.residual_history,
+        *buckets,
     )
     client.srem(layout.registry(kind), name)

@@ -33,8 +33,10 @@ from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_ga
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
+from ..store._keys import SubjectKeys
 from ._columnar import Table
 from ._decode import MessageDecoder
+from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -114,6 +116,7 @@ class LabelState:
     label_rate: EventRate = field(default_factory=EventRate)
     score_baseline: QuantileSketch | None = None
     previous_scores: QuantileSketch | None = None
+    history: ResidualHistory = field(default_factory=ResidualHistory)
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -180,7 +183,12 @@ class LabelModel:
 
     kind: str = "stream"
     gates: tuple[str, ...] = ("residual_drift", "score_drift")
-    stored_fields: tuple[str, ...] = (fields.STATE, fields.CALIBRATOR, fields.CALIBRATOR_VERSION)
+    stored_fields: tuple[str, ...] = (
+        fields.STATE,
+        fields.CALIBRATOR,
+        fields.CALIBRATOR_VERSION,
+        fields.RESIDUAL_HISTORY,
+    )
     tick_seconds: float | None = None
 
     def __init__(self, policy: Policy) -> None:
@@ -206,12 +214,14 @@ class LabelModel:
         )
         raw = stored[fields.STATE]
         bins = BinnedResiduals.deciles_of(calibrator.baseline_scores)
+        history = ResidualHistory.from_field(stored.get(fields.RESIDUAL_HISTORY))
         if not raw:
             return LabelState(
                 calibrator,
                 self.new_residuals(calibrator),
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
                 residuals_by_bin=bins,
+                history=history,
             )
         document = orjson.loads(raw)
         residuals = RestartingMeanSequence.from_state(document["residuals"])
@@ -225,6 +235,7 @@ class LabelModel:
             Moments.from_state(document["scores"]),
             int(document["n"]),
             residuals_by_bin=bins,
+            history=history,
             restarted=restarted,
         )
         # A state written before these statistics existed starts them from here on.
@@ -238,7 +249,13 @@ class LabelModel:
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
-        return {fields.STATE: orjson.dumps(state.to_state())}
+        span = state.history.span_field()
+        history = {} if span is None else {fields.RESIDUAL_HISTORY: span}
+        return {fields.STATE: orjson.dumps(state.to_state()), **history}
+
+    def ring_records(self, keys: SubjectKeys, state: LabelState) -> list[tuple[str, int, bytes]]:
+        """The residual history's new points, for the ring (written with :meth:`dump`)."""
+        return [(keys.residual_history, at, record) for at, record in state.history.take_records()]
 
     def evaluate(self, subject: str, state: LabelState, now: float) -> list[Verdict]:
         version = state.calibrator.version
@@ -486,7 +503,19 @@ class LabelHandler:
         state.predictions.update(predictions)
         if labeled.any():
             residuals = model.residuals(columns.s[labeled], columns.y[labeled])
-            state.residuals.update(residuals)
+            fold_by_minute(
+                state.residuals,
+                residuals,
+                events.ts[labeled],
+                state.history,
+                lambda minute: verdict_point(
+                    subject,
+                    state.residuals,
+                    self.model.policy.residual_drift,
+                    state.calibrator.version,
+                    minute,
+                ),
+            )
             state.labeled_pairs.update(predictions[labeled], residuals)
             state.residuals_by_bin.update(columns.s[labeled], residuals)
             state.label_rate.update(events.ts[labeled])
