@@ -15,11 +15,11 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .store._read_model import ts_seconds
+from ._residual_series import ResidualSeries, residual_figure, residual_series
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,17 +28,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ReportError", "UnknownSubjectError", "default_folder", "write_report"]
 
-# The residual drift gate's default bias threshold, drawn when no evidence names one.
-DEFAULT_THRESHOLD = 0.05
 # Files in the report folder.
 MARKDOWN = "report.md"
 HTML = "report.html"
 RESIDUAL_PLOT = "residual_interval.png"
 GUARDRAIL_PLOT = "guardrails.png"
 DECILE_PLOT = "residuals_by_decile.png"
-
-# The shortest time axis of the residual plot.
-_MIN_SPAN = timedelta(minutes=10)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -93,6 +88,8 @@ class Memo:
     title: str
     blocks: list[_Block] = field(default_factory=list)
     plots: dict[str, Figure] = field(default_factory=dict)
+    series: dict[str, ResidualSeries] = field(default_factory=dict)
+    """The data of the plots that show a series over time (file name -> data)."""
 
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
@@ -319,22 +316,18 @@ def _stream_section(
             f"{_num(view.get('score_mean'), '.4f')}."
         )
     )
-    residual = snapshot.gate("residual_drift", name)
-    points = _residual_points(entries, residual)
-    threshold = next(
-        (p["threshold"] for p in reversed(points) if p.get("threshold") is not None),
-        DEFAULT_THRESHOLD,
+    series = residual_series(
+        snapshot.residual_history.get(name, []),
+        entries,
+        snapshot.gate("residual_drift", name),
     )
     memo.blocks.append(_Heading("Residual interval over time", 3))
-    if points:
-        memo.plots[RESIDUAL_PLOT] = _residual_figure(name, points, threshold)
+    if series is not None:
+        memo.series[RESIDUAL_PLOT] = series
+        memo.plots[RESIDUAL_PLOT] = residual_figure(name, series, _figure)
         memo.blocks += [
             _Image(RESIDUAL_PLOT, f"mean residual interval of {name} over time"),
-            _Paragraph(
-                f"Each point is a residual drift decision from the audit log (the last: the "
-                f"current state); the bars are its interval, the dashed lines the WARN/FAIL "
-                f"threshold +-{threshold:g}."
-            ),
+            _Paragraph(series.caption()),
         ]
     else:
         memo.blocks.append(_Paragraph("No residual drift evaluation yet: nothing to plot."))
@@ -408,69 +401,6 @@ def _decile_figure(name: str, rows: list[dict[str, Any]]) -> Figure:
     ax.set_title(f"{name}: mean residual y - f(s) by score decile")
     ax.set_xlabel("score decile")
     ax.set_ylabel("mean residual")
-    return figure
-
-
-def _residual_points(
-    entries: list[dict[str, Any]], current: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    """The residual drift gate's decisions, then its current evaluation: time, verdict and
-    the evidence's interval."""
-    points = [
-        {"ts": ts_seconds(e.get("ts")), "verdict": e["verdict"], **e.get("evidence", {})}
-        for e in entries
-        if e.get("gate") == "residual_drift"
-    ]
-    if current is not None:
-        ts = current.get("evaluated_at")
-        points.append(
-            {
-                "ts": float(ts) if ts is not None else ts_seconds(current.get("ts")),
-                "verdict": current["verdict"],
-                **current["evidence"],
-            }
-        )
-    return [p for p in points if p["ts"] is not None and p.get("estimate") is not None]
-
-
-def _residual_figure(name: str, points: list[dict[str, Any]], threshold: float) -> Figure:
-    figure, axes = _figure(1, (8, 4))
-    ax = axes[0]
-    times = [datetime.fromtimestamp(p["ts"], tz=UTC) for p in points]
-    for after_change, marker, label in ((False, "o", "all-time"), (True, "s", "since change")):
-        chosen = [
-            i
-            for i, p in enumerate(points)
-            if ("after_change" in str(p.get("method"))) == after_change
-        ]
-        if not chosen:
-            continue
-        estimates = [points[i]["estimate"] for i in chosen]
-        low = [_finite_or(points[i].get("ci_low"), points[i]["estimate"]) for i in chosen]
-        high = [_finite_or(points[i].get("ci_high"), points[i]["estimate"]) for i in chosen]
-        ax.errorbar(
-            [times[i] for i in chosen],
-            estimates,
-            yerr=[
-                [e - lo for e, lo in zip(estimates, low, strict=True)],
-                [hi - e for e, hi in zip(estimates, high, strict=True)],
-            ],
-            fmt=marker,
-            capsize=4,
-            label=f"{label} interval",
-        )
-    first, last = min(times), max(times)
-    if last - first < _MIN_SPAN:  # one moment: matplotlib's own axis would span years
-        middle = first + (last - first) / 2
-        ax.set_xlim(middle - _MIN_SPAN / 2, middle + _MIN_SPAN / 2)
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    for level in (threshold, -threshold):
-        ax.axhline(level, color="tab:red", linestyle="--", linewidth=0.8)
-    ax.set_title(f"{name}: mean residual y - f(s) and its interval")
-    ax.set_ylabel("mean residual")
-    ax.set_xlabel("time (UTC)")
-    ax.legend(loc="best", fontsize="small")
-    figure.autofmt_xdate()
     return figure
 
 

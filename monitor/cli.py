@@ -608,7 +608,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     read_model = _read_model(settings)
-    snapshot = read_model.snapshot(with_history=True)
+    snapshot = read_model.snapshot(with_history=True, residual_history_of=args.subject)
     folder = Path(args.out) if args.out is not None else default_folder(args.subject)
     try:
         written = write_report(snapshot, read_model.audit(), args.subject, folder)

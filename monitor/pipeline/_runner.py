@@ -240,6 +240,14 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
                 log.debug("subject %r moved to revision %s; re-reading", plan.name, outcome)
         return refused
 
+    def _dump(self, keys: SubjectKeys, state: StateT, write: SubjectWrite) -> None:
+        """The state's fields into the write, and the records of its rings (a model that
+        keeps one, such as a stream's residual history, has ``ring_records``)."""
+        write.state.update(self.model.dump(state))
+        ring_records = getattr(self.model, "ring_records", None)
+        if ring_records is not None:
+            write.overwrites += ring_records(keys, state)
+
     def _remember(self, name: str, entry: _Subject[StateT]) -> None:
         self._subjects[name] = entry
         self._subjects.move_to_end(name)
@@ -302,7 +310,7 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
                     self._subjects[name] = entry
                     continue
                 if settled:
-                    write.state.update(self.model.dump(entry.state))
+                    self._dump(keys, entry.state, write)
                 write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
                 write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
                 after = _Subject(write.new_rev, entry.state, entry.fences, entry.window, published)
@@ -412,7 +420,7 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         if not (len(fresh) or duplicate or decisions or fences or update.expired):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
         if len(fresh) or settled:
-            write.state.update(self.model.dump(entry.state))
+            self._dump(keys, entry.state, write)
         if len(fresh) and self.pending is not None:
             self._pending_writes(write, keys, entry.state)
         write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))

@@ -91,10 +91,17 @@ class GateAPI:
         raw = (environ.get(RAW_PATH) or environ.get("PATH_INFO", "/")).split("?", 1)[0]
         method = environ.get("REQUEST_METHOD", "GET")
         parts = [unquote(part) for part in raw.strip("/").split("/")]
-        if parts == ["metrics"] and method == "GET":
+        # HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers,
+        # Content-Length included, wherever GET is answered.
+        head = method == "HEAD" and "GET" in (_methods(parts) or ())
+        if parts == ["metrics"] and method in ("GET", "HEAD"):
+            if head:
+                return _without_body(
+                    self.metrics, {**environ, "REQUEST_METHOD": "GET"}, start_response
+                )
             return self.metrics(environ, start_response)  # type: ignore[no-any-return]
         try:
-            status, document = self._route(method, parts, environ)
+            status, document = self._route("GET" if head else method, parts, environ)
         except STATE_ERRORS as exc:
             status, document = 503, {"error": f"the state in Redis cannot be read: {exc}"}
         body = json.dumps(document, default=str).encode()
@@ -104,7 +111,7 @@ class GateAPI:
         if status == 405:
             headers.append(("Allow", ", ".join(_methods(parts) or ())))
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
-        return [body]
+        return [] if head else [body]
 
     def _route(self, method: str, parts: list[str], environ: dict[str, Any]) -> Answer:
         """Who may ask (the token, before anything about the path is told), whether the
@@ -232,12 +239,25 @@ def _methods(parts: list[str]) -> tuple[str, ...] | None:
     """The methods a path of the API takes; None for a path that is not one."""
     match parts:
         case ["healthz"] | ["metrics"] | ["v1", "gates"] | ["v1", "gates", _, _]:
-            return ("GET",)
+            return ("GET", "HEAD")
         case ["v1", "agents", _]:
-            return ("GET",)
+            return ("GET", "HEAD")
         case ["v1", "flagger", hook] if hook in FLAGGER_HOOKS:
             return ("POST",)
     return None
+
+
+def _without_body(
+    app: Callable[..., Iterable[bytes]], environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    """``app``'s answer to GET, as the answer to HEAD: its status and headers, with the
+    length of the body it would have sent, and no body."""
+    seen: list[Any] = []
+    body = b"".join(app(environ, lambda status, headers, *_: seen.extend((status, headers))))
+    status, headers = seen
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    start_response(status, [*headers, ("Content-Length", str(len(body)))])
+    return []
 
 
 def _unknown(parts: list[str]) -> str:

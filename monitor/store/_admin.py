@@ -61,6 +61,13 @@ def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) 
     if join:  # a stream's late-label join: its buckets of waiting halves
         buckets += [keys.pending_bucket(b) for b in orjson.loads(join)["buckets"]]
     client.delete(
-        keys.state, keys.view, keys.outbox, keys.audit, keys.calibrators, keys.pool, *buckets
+        keys.state,
+        keys.view,
+        keys.outbox,
+        keys.audit,
+        keys.calibrators,
+        keys.pool,
+        keys.residual_history,
+        *buckets,
     )
     client.srem(layout.registry(kind), name)

@@ -6,8 +6,9 @@ they all live in one slot and one script can update them atomically::
 
     {prefix}{kind:name}                 hash    rev, state, published:{gate},
                                                 fence:{topic}:{partition}, seen:{topic},
-                                                calibrator, calibrator_version, join
-                                                (streams)
+                                                calibrator, calibrator_version, join,
+                                                residual_history (the ring's first and
+                                                newest minute) (streams)
     {prefix}{kind:name}:view            hash    view, gates (the latest evaluation),
                                                 count:{topic}:{outcome},
                                                 ignored:{topic}:{reason} (partitions),
@@ -20,6 +21,10 @@ they all live in one slot and one script can update them atomically::
                                                 pairs:v{version} (its calibration pairs)
     {prefix}{kind:name}:pool            list    labeled pairs of probes that passed their
                                                 audit, waiting for a pooled refit (streams)
+    {prefix}{kind:name}:residual_history
+                                        string  a ring of fixed-size records, one per
+                                                minute of event time (streams): the
+                                                residual interval over time
     {prefix}{kind:name}:seen:{topic}:{bucket}
                                         string  8-byte digests of the event ids seen with
                                                 event times in that bucket
@@ -39,7 +44,9 @@ and a few global keys, read without atomicity needs::
 from __future__ import annotations
 
 import json
+import math
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -47,12 +54,15 @@ from typing import Final
 __all__ = [
     "KINDS",
     "Fence",
+    "HistoryPoint",
     "KeyLayout",
     "OutboxEntry",
     "SubjectKeys",
     "decode_audit_entry",
+    "decode_history_ring",
     "decode_seen_buckets",
     "encode_audit_entry",
+    "encode_history_point",
     "encode_seen_buckets",
     "known_kinds",
 ]
@@ -72,6 +82,9 @@ CALIBRATOR_VERSION: Final = "calibrator_version"
 JOIN: Final = "join"
 # Calibrator versions hash: the field prefix of a version's calibration pairs.
 CALIBRATION_PAIRS_PREFIX: Final = "pairs:v"
+# State hash field of a stream's residual history ring: its first and newest minute. Not
+# the statistics' field: a new calibrator version deletes those, the history goes on.
+RESIDUAL_HISTORY: Final = "residual_history"
 # View hash fields.
 VIEW: Final = "view"
 GATES: Final = "gates"
@@ -236,6 +249,86 @@ def decode_seen_buckets(raw: bytes | str | None) -> tuple[float, list[int]]:
     return float(watermark), [int(b) for b in buckets.split(",") if b]
 
 
+# The residual history ring: a record per minute of event time, for seven days. A record
+# is (minute since the epoch, labels, mean, low, high): 32 bytes, 322 KB per stream when
+# full; the ring grows from its first minute, so a young stream's is small.
+HISTORY_MINUTES: Final = 7 * 24 * 60
+_HISTORY_RECORD = struct.Struct("<iIddd")
+HISTORY_RECORD_SIZE: Final = _HISTORY_RECORD.size
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """The residual interval the verdict used when a minute's last label was folded in."""
+
+    minute: int
+    """Minutes since the epoch (event time)."""
+    n: int
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+    @property
+    def ts(self) -> float:
+        """The minute's start, in seconds since the epoch."""
+        return 60.0 * self.minute
+
+
+def _stored(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _shown(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def encode_history_point(point: HistoryPoint) -> bytes:
+    return _HISTORY_RECORD.pack(
+        point.minute,
+        point.n,
+        _stored(point.estimate),
+        _stored(point.ci_low),
+        _stored(point.ci_high),
+    )
+
+
+def history_slot(origin: int, minute: int) -> int:
+    """The byte offset of a minute's record in a ring that started at ``origin``."""
+    return ((minute - origin) % HISTORY_MINUTES) * HISTORY_RECORD_SIZE
+
+
+def decode_history_ring(raw: bytes | None) -> list[HistoryPoint]:
+    """The points of a ring, oldest first: the seven days before its newest minute
+    (slots never written are zero, and slots of an earlier lap are older than that)."""
+    if not raw:
+        return []
+    usable = len(raw) - len(raw) % HISTORY_RECORD_SIZE
+    points = [
+        HistoryPoint(minute, n, _shown(mean), _shown(low), _shown(high))
+        for minute, n, mean, low, high in _HISTORY_RECORD.iter_unpack(raw[:usable])
+        if minute > 0
+    ]
+    if not points:
+        return []
+    newest = max(point.minute for point in points)
+    return sorted(
+        (p for p in points if p.minute > newest - HISTORY_MINUTES), key=lambda p: p.minute
+    )
+
+
+def encode_history_span(origin: int, newest: int) -> str:
+    """The ``residual_history`` state field: the ring's first and newest minute."""
+    return f"{origin}:{newest}"
+
+
+def decode_history_span(raw: bytes | str | None) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    origin, _, newest = text.partition(":")
+    return int(origin), int(newest)
+
+
 @dataclass(frozen=True, slots=True)
 class SubjectKeys:
     """The keys of one subject; they share a hash slot."""
@@ -264,6 +357,11 @@ class SubjectKeys:
     def pool(self) -> str:
         """Pooled probe pairs of a stream (a list of encoded pair sets)."""
         return f"{self.state}:pool"
+
+    @property
+    def residual_history(self) -> str:
+        """A stream's residual interval by minute: a ring of fixed-size records."""
+        return f"{self.state}:residual_history"
 
     def seen_bucket(self, topic: str, bucket: int) -> str:
         return f"{self.state}:seen:{topic}:{bucket}"

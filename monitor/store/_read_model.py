@@ -17,7 +17,13 @@ import orjson
 
 from . import _keys as fields
 from ._client import SyncClient
-from ._keys import KeyLayout, decode_audit_entry, known_kinds
+from ._keys import (
+    HistoryPoint,
+    KeyLayout,
+    decode_audit_entry,
+    decode_history_ring,
+    known_kinds,
+)
 
 __all__ = ["ReadModel", "Snapshot", "ts_seconds"]
 
@@ -38,6 +44,8 @@ class Snapshot:
     last_event_ts: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stream -> retired calibrator version -> its view (with ``with_history``)."""
+    residual_history: dict[str, list[HistoryPoint]] = field(default_factory=dict)
+    """Stream -> its residual interval by minute, oldest first (the streams asked for)."""
     joins: dict[str, dict[str, int]] = field(default_factory=dict)
     """Stream -> its late-label join's counts (``waiting``, ``joined``, ``expired``), for
     the streams that had a half of a late-labeled pair."""
@@ -108,19 +116,30 @@ class ReadModel:
         members = self.client.smembers(self.layout.registry(kind))
         return sorted(member.decode() for member in members)  # type: ignore[union-attr]
 
-    def snapshot(self, with_history: bool = False) -> Snapshot:
+    def snapshot(
+        self, with_history: bool = False, residual_history_of: str | None = None
+    ) -> Snapshot:
+        """Every subject's view; with ``with_history``, the streams' retired calibrator
+        versions; with ``residual_history_of``, that stream's residual history (a ring of
+        up to 322 KB: a report's, not every reader's)."""
         names = {kind: self.subjects(kind) for kind in self.kinds()}
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.layout.retired_counts)
         for kind, kind_names in names.items():
             for name in kind_names:
                 pipe.hgetall(self.layout.subject(kind, name).view)
+        if residual_history_of is not None:
+            pipe.get(self.layout.subject("stream", residual_history_of).residual_history)
         rows = iter(pipe.execute())
         snapshot = Snapshot()
         self._add_counts(snapshot, next(rows))
         for kind, kind_names in names.items():
             for name in kind_names:
                 self._add(snapshot, kind, name, next(rows), with_history)
+        if residual_history_of is not None:
+            points = decode_history_ring(next(rows))
+            if points:
+                snapshot.residual_history[residual_history_of] = points
         return snapshot
 
     def subject(self, kind: str, name: str) -> Snapshot:

@@ -39,6 +39,9 @@ class SubjectWrite:
     maxima: dict[str, float] = field(default_factory=dict)
     appends: list[tuple[str, bytes]] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
+    overwrites: list[tuple[str, int, bytes]] = field(default_factory=list)
+    """``(key, offset, bytes)``: bytes written at an offset of a string (``SETRANGE``): the
+    records of a ring, such as a stream's residual history."""
     outbox: list[list[bytes | str]] = field(default_factory=list)
     audit: list[list[bytes | str]] = field(default_factory=list)
 
@@ -56,11 +59,13 @@ class SubjectWrite:
         keys = [self.keys.state, self.keys.view, self.keys.outbox, self.keys.audit]
         keys += [key for key, _ in self.appends]
         keys += self.deletions
+        keys += [key for key, _, _ in self.overwrites]
         counters = {name: str(amount) for name, amount in self.counters.items()}
         maxima = {name: repr(float(number)) for name, number in self.maxima.items()}
         pair_lists = (self.fences, self.state, self.view, counters, maxima)
         shape = [len(pairs) for pairs in pair_lists]
-        shape += [len(self.appends), len(self.deletions), len(self.outbox)]
+        shape += [len(self.appends), len(self.deletions), len(self.overwrites)]
+        shape += [len(self.outbox)]
         shape += [len(entry) // 2 for entry in self.outbox]
         shape += [len(self.audit)] + [len(entry) // 2 for entry in self.audit]
         values: list[bytes | str] = [
@@ -74,6 +79,8 @@ class SubjectWrite:
             for pair in pairs.items():
                 values += pair
         values += [blob for _, blob in self.appends]
+        for _, offset, data in self.overwrites:
+            values += [str(offset), data]
         for entry in (*self.outbox, *self.audit):
             values += entry
         encoded = [v if isinstance(v, bytes) else v.encode() for v in values]

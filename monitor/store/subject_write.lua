@@ -2,21 +2,23 @@
 -- One subject's share of a batch, applied atomically (built by monitor/pipeline/_write.py).
 --
 -- KEYS: 1 state hash, 2 view hash, 3 outbox stream, 4 audit stream, then the buckets
---       to append to (duplicate windows, pending halves), then the buckets to delete.
+--       to append to (duplicate windows, pending halves), then the buckets to delete,
+--       then the strings to overwrite a range of (rings, such as the residual history).
 --       All of them carry the subject's hash tag: one slot, so this works on Redis
 --       Cluster.
 -- ARGV: 1 the plan's shape, 2 its values back to back (two arguments, whatever the
 --       plan's size: redis-py would encode dozens of small arguments in Python; Redis
 --       slices them here in C, byte-exact). The shape is comma-separated integers: the
 --       numbers of fences, state fields, view fields, counters, maxima (pairs each),
---       digest blobs and deletions, the number of outbox entries then the pairs of each,
+--       digest blobs, deletions and overwrites, the number of outbox entries then the pairs of each,
 --       the number of audit entries then the pairs of each, and then the length of
 --       every value. The values, in order: revision field, expected revision ('' for a
 --       new subject), new revision, outbox consumer group, audit max length; the fence
 --       (field, 'epoch:offset'), state, view, counter (field, integer) and maximum
 --       (field, number) pairs; the blobs to append, one per key to append to (whole
 --       8-byte words: digests of event ids, records of a stream's pending halves); the
---       outbox entries' and the audit entries' field-value pairs.
+--       overwrites' (offset, bytes) pairs; the outbox entries' and the audit entries'
+--       field-value pairs.
 --
 -- Nothing is written unless every input and every key's type checks out, so a batch is
 -- all or nothing; the fences and the revision are written last, and a fence never
@@ -49,7 +51,7 @@ local function count()
   return shape[at]
 end
 local counts = {}
-for i = 1, 7 do counts[i] = count() end
+for i = 1, 8 do counts[i] = count() end
 local outbox_sizes, audit_sizes = {}, {}
 local entries = count()
 if entries == nil then return bad('shape') end
@@ -57,7 +59,7 @@ for i = 1, entries do outbox_sizes[i] = count() end
 entries = count()
 if entries == nil then return bad('shape') end
 for i = 1, entries do audit_sizes[i] = count() end
-for i = 1, 7 do if counts[i] == nil then return bad('shape') end end
+for i = 1, 8 do if counts[i] == nil then return bad('shape') end end
 for _, size in ipairs(outbox_sizes) do if size == nil or size == 0 then return bad('outbox: empty entry') end end
 for _, size in ipairs(audit_sizes) do if size == nil or size == 0 then return bad('audit: empty entry') end end
 
@@ -116,7 +118,16 @@ if digests == nil then return bad('digests: values missing') end
 for _, digest_blob in ipairs(digests) do
   if #digest_blob == 0 or #digest_blob % 8 ~= 0 then return bad('digests: bad blob') end
 end
-local appends, deletions = counts[6], counts[7]
+local appends, deletions, overwrites = counts[6], counts[7], counts[8]
+-- A ring's records: written in place, at most 64 MB into the string.
+local ranges = values(2 * overwrites)
+if ranges == nil then return bad('overwrites: values missing') end
+for i = 1, #ranges, 2 do
+  local at_byte = tonumber(ranges[i])
+  if string.match(ranges[i], '^%d+$') == nil or at_byte > 67108864 or #ranges[i + 1] == 0 then
+    return bad('overwrites: bad range')
+  end
+end
 local outbox, audit = {}, {}
 for i, size in ipairs(outbox_sizes) do
   outbox[i], why = take_pairs(size, 'outbox')
@@ -127,7 +138,7 @@ for i, size in ipairs(audit_sizes) do
   if audit[i] == nil then return bad(why) end
 end
 if at ~= #shape or offset ~= #blob + 1 then return bad('trailing values') end
-if #KEYS ~= 4 + appends + deletions then return bad('key count') end
+if #KEYS ~= 4 + appends + deletions + overwrites then return bad('key count') end
 
 -- 2. Check every key's type.
 local wanted = {'hash', 'hash', 'stream', 'stream'}
@@ -153,7 +164,7 @@ for i = 1, #fences, 2 do
   end
 end
 
--- 4. Write: statistics, view, duplicates, outbox, audit; fences and revision last.
+-- 4. Write: statistics, view, duplicates, rings, outbox, audit; fences and revision last.
 if #state_fields > 0 then redis.call('HSET', KEYS[1], unpack(state_fields)) end
 if #view_fields > 0 then redis.call('HSET', KEYS[2], unpack(view_fields)) end
 for i = 1, #counters, 2 do redis.call('HINCRBY', KEYS[2], counters[i], counters[i + 1]) end
@@ -165,6 +176,9 @@ for i = 1, #maxima, 2 do
 end
 for i = 1, appends do redis.call('APPEND', KEYS[4 + i], digests[i]) end
 for i = 1, deletions do redis.call('DEL', KEYS[4 + appends + i]) end
+for i = 1, overwrites do
+  redis.call('SETRANGE', KEYS[4 + appends + deletions + i], ranges[2 * i - 1], ranges[2 * i])
+end
 if #outbox > 0 then
   -- The drainers' group exists from the first entry on ('0': it sees every entry).
   redis.pcall('XGROUP', 'CREATE', KEYS[3], group, '0', 'MKSTREAM')

@@ -33,9 +33,11 @@ from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_ga
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents
 from ..store import _keys as fields
+from ..store._keys import SubjectKeys
 from ._columnar import ColumnarError, Table
 from ._decode import MessageDecoder
 from ._late_labels import LateLabelJoin, response_digests
+from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -118,6 +120,7 @@ class LabelState:
     join: LateLabelJoin | None = None
     """Halves of late-labeled pairs waiting (kept apart from the statistics: a new
     calibrator version starts those afresh, not what waits)."""
+    history: ResidualHistory = field(default_factory=ResidualHistory)
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -196,6 +199,7 @@ class LabelModel:
         fields.CALIBRATOR,
         fields.CALIBRATOR_VERSION,
         fields.JOIN,
+        fields.RESIDUAL_HISTORY,
     )
     tick_seconds: float | None = None
 
@@ -226,6 +230,7 @@ class LabelModel:
         join = LateLabelJoin.from_state(
             self.policy.labels.join_window_seconds, orjson.loads(joined) if joined else None
         )
+        history = ResidualHistory.from_field(stored.get(fields.RESIDUAL_HISTORY))
         if not raw:
             return LabelState(
                 calibrator,
@@ -233,6 +238,7 @@ class LabelModel:
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
                 residuals_by_bin=bins,
                 join=join,
+                history=history,
             )
         document = orjson.loads(raw)
         residuals = RestartingMeanSequence.from_state(document["residuals"])
@@ -247,6 +253,7 @@ class LabelModel:
             int(document["n"]),
             residuals_by_bin=bins,
             join=join,
+            history=history,
             restarted=restarted,
         )
         # A state written before these statistics existed starts them from here on.
@@ -263,7 +270,14 @@ class LabelModel:
         dumped: dict[str, bytes | str] = {fields.STATE: orjson.dumps(state.to_state())}
         if state.join is not None:
             dumped[fields.JOIN] = orjson.dumps(state.join.to_state())
+        span = state.history.span_field()
+        if span is not None:
+            dumped[fields.RESIDUAL_HISTORY] = span
         return dumped
+
+    def ring_records(self, keys: SubjectKeys, state: LabelState) -> list[tuple[str, int, bytes]]:
+        """The residual history's new points, for the ring (written with :meth:`dump`)."""
+        return [(keys.residual_history, at, record) for at, record in state.history.take_records()]
 
     # The late-label join's halves, in buckets beside the state (pipeline.KeepsPending).
 
@@ -551,29 +565,46 @@ class LabelHandler:
             rows = np.concatenate([np.flatnonzero(labeled), joined.rows])
             order = np.argsort(rows, kind="stable")
             self._fold_labels(
+                subject,
                 state,
                 np.concatenate([columns.s[labeled], joined.s])[order],
                 np.concatenate([columns.y[labeled], joined.y])[order],
                 np.concatenate([events.ts[labeled], joined.ts])[order],
             )
         elif labeled.all():
-            self._fold_labels(state, columns.s, columns.y, events.ts, predictions)
+            self._fold_labels(subject, state, columns.s, columns.y, events.ts, predictions)
         elif labeled.any():
-            self._fold_labels(state, columns.s[labeled], columns.y[labeled], events.ts[labeled])
+            self._fold_labels(
+                subject, state, columns.s[labeled], columns.y[labeled], events.ts[labeled]
+            )
         return []
 
-    @staticmethod
     def _fold_labels(
+        self,
+        subject: str,
         state: LabelState,
         s: np.ndarray,
         y: np.ndarray,
         ts: np.ndarray,
         predictions: np.ndarray | None = None,
     ) -> None:
-        """Residuals of labeled pairs into the residual statistics."""
+        """Residuals of labeled pairs into the residual statistics, a minute of event time
+        at a time (the residual history's points)."""
         model = state.calibrator.model
         residuals = model.residuals(s, y)
-        state.residuals.update(residuals)
+        fold_by_minute(
+            state.residuals,
+            residuals,
+            ts,
+            state.history,
+            lambda minute: verdict_point(
+                subject,
+                state.residuals,
+                self.model.policy.residual_drift,
+                state.calibrator.version,
+                minute,
+            ),
+        )
         state.labeled_pairs.update(
             model.predict(s) if predictions is None else predictions, residuals
         )

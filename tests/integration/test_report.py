@@ -103,3 +103,66 @@ def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> 
     assert unknown.returncode == 2
     assert "'nope'" in unknown.stderr and "unknown subject" in unknown.stderr
     assert not (tmp_path / "nope").exists()
+
+
+def test_the_residual_plot_has_a_point_per_minute_of_event_time(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Labels over six minutes of event time, in order (one partition): the report plots
+    the stream's history, one point per minute, each the verdict's interval then."""
+    from monitor._report import RESIDUAL_PLOT, build_memo
+    from monitor.store import KeyLayout, ReadModel
+
+    rng = np.random.default_rng(20261208)
+    deployment.start_worker()
+    start = 60.0 * (1_795_341_600 // 60)
+    per_minute, minutes = 150, 6
+    ts = start + np.concatenate(
+        [m * 60 + np.sort(rng.uniform(0, 59, per_minute)) for m in range(minutes)]
+    )
+    s = rng.uniform(0, 1, ts.size)
+    y = s + rng.normal(0, 0.1, ts.size)
+    messages = [
+        encode(
+            [
+                label(f"h-{i}", "hist", float(s[i]), float(y[i]), float(ts[i]))
+                for i in range(m * per_minute, (m + 1) * per_minute)
+            ]
+        )
+        for m in range(minutes)
+    ]
+    deployment.produce("labels", messages, [b"hist"] * minutes)
+    deployment.wait_for_count("labels", "ok", ts.size)
+
+    client = deployment.redis_server.client()
+    try:
+        read_model = ReadModel(client, KeyLayout())
+        snapshot = read_model.snapshot(with_history=True, residual_history_of="hist")
+        memo = build_memo(snapshot, list(read_model.audit()), "hist")
+    finally:
+        client.close()
+    series = memo.series[RESIDUAL_PLOT]
+    assert series.source == "history"
+    expected_minutes = sorted({int(t // 60) for t in ts})
+    assert [p["ts"] for p in series.points] == [60.0 * m for m in expected_minutes]
+    # Each minute's point is the interval once its labels were in: n grows by a minute's
+    # labels (no change detected on unbiased labels: the all-time interval), and the
+    # last is the interval the current verdict shows.
+    assert [p["n"] for p in series.points] == [
+        sum(1 for t in ts if t // 60 <= m) for m in expected_minutes
+    ]
+    view = deployment.status()["streams"]["hist"]
+    last = series.points[-1]
+    assert (last["n"], last["estimate"], last["ci_low"], last["ci_high"]) == (
+        view["residual_n"],
+        view["residual_mean"],
+        view["ci_low"],
+        view["ci_high"],
+    )
+    assert all(p["ci_low"] <= p["estimate"] <= p["ci_high"] for p in series.points[1:])
+
+    out = tmp_path / "memo"
+    result = deployment.cli("report", "hist", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Each point is a minute of event time" in (out / "report.md").read_text()
+    assert (out / RESIDUAL_PLOT).read_bytes().startswith(b"\x89PNG")

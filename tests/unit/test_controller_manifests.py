@@ -610,3 +610,26 @@ def test_docs_link_the_manifests_that_exist() -> None:
     assert "../deploy/flagger/canary.yaml" in links
     for link in links:
         assert (DOCS.parent / link).resolve().is_file(), link
+
+
+def test_flagger_token_is_read_from_a_secret_the_docs_create() -> None:
+    """The command that fills in ``metadata.token`` reads a Secret that docs/canary.md's
+    ``kubectl create secret`` lines make, in the Canary's namespace, by its key."""
+    text = docs()
+    created = {
+        (namespace, name, key)
+        for namespace, name, literals in re.findall(
+            r"kubectl -n (\S+) create secret generic (\S+)((?: \\?\s*--from-literal=[\w-]+=\S+)+)",
+            text,
+        )
+        for key in re.findall(r"--from-literal=([\w-]+)=", literals)
+    }
+    read = re.search(
+        r"DRIFTGATE_API_TOKEN=\$\(kubectl -n (\S+) get secret (\S+) -o "
+        r"jsonpath='\{\.data\.([\w-]+)\}' \| base64 -d\)",
+        text,
+    )
+    assert read, "docs/canary.md shows how Flagger's token is filled in"
+    assert (read[1], read[2], read[3]) in created, created
+    assert read[1] == canary()["metadata"]["namespace"]
+    assert read.group(0).split("=", 1)[1] in FLAGGER.read_text().replace("\\\n#     ", "")

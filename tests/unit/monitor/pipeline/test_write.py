@@ -26,7 +26,7 @@ def parse_argv(keys: list[str], argv: list[Any]) -> dict[str, Any]:
     its checks, and say what it found."""
     assert len(argv) == 2
     shape = iter(int(number) for number in argv[0].split(","))
-    counts = [next(shape) for _ in range(7)]
+    counts = [next(shape) for _ in range(8)]
     outbox_sizes = [next(shape) for _ in range(next(shape))]
     audit_sizes = [next(shape) for _ in range(next(shape))]
     blob, offset = argv[1], 0
@@ -59,11 +59,13 @@ def parse_argv(keys: list[str], argv: list[Any]) -> dict[str, Any]:
     parsed["digests"] = [value() for _ in range(counts[5])]
     assert all(digest and len(digest) % 8 == 0 for digest in parsed["digests"])
     parsed["deletions"] = counts[6]
+    parsed["overwrites"] = [(int(value().decode()), value()) for _ in range(counts[7])]
+    assert all(data for _, data in parsed["overwrites"])
     for what, sizes in (("outbox", outbox_sizes), ("audit", audit_sizes)):
         parsed[what] = [[x for pair in pairs(size).items() for x in pair] for size in sizes if size]
         assert all(sizes)
     assert next(shape, None) is None and offset == len(blob), "trailing values"
-    assert len(keys) == 4 + len(parsed["digests"]) + parsed["deletions"]
+    assert len(keys) == 4 + len(parsed["digests"]) + parsed["deletions"] + counts[7]
     return parsed
 
 
@@ -88,6 +90,7 @@ def full_write() -> SubjectWrite:
         (KEYS.seen_bucket("labels", 11), np.array([3], np.uint64).tobytes()),
     ]
     write.deletions = [KEYS.seen_bucket("labels", 8)]
+    write.overwrites = [(KEYS.residual_history, 64, b"\x00record\xff")]
     decision = OutboxEntry("decision", "driftgate.decisions", b"model-a", b"{}", {"a": "b"})
     write.outbox = [decision.encode()]
     write.audit = [encode_audit_entry(b'{"d": 1}'), encode_audit_entry(b'{"d": 2}')]
@@ -98,8 +101,8 @@ def test_a_bare_write_has_the_documented_layout() -> None:
     keys, argv = SubjectWrite(KEYS, expected_rev=None).script_call()
     assert keys == [KEYS.state, KEYS.view, KEYS.outbox, KEYS.audit]
     head = [REV, "", "1", OUTBOX_GROUP, str(AUDIT_MAXLEN)]
-    # seven counts, no outbox and no audit entries, then each value's length
-    assert argv[0] == ",".join(["0"] * 9 + [str(len(v)) for v in head])
+    # eight counts, no outbox and no audit entries, then each value's length
+    assert argv[0] == ",".join(["0"] * 10 + [str(len(v)) for v in head])
     assert argv[1] == "".join(head).encode()
 
 
@@ -114,6 +117,7 @@ def test_a_full_write_lays_out_keys_and_argv_as_the_script_reads_them() -> None:
         KEYS.seen_bucket("labels", 10),
         KEYS.seen_bucket("labels", 11),
         KEYS.seen_bucket("labels", 8),
+        KEYS.residual_history,
     ]
     parsed = parse_argv(keys, argv)
     assert parsed["header"] == [REV, "7", "8", OUTBOX_GROUP, str(AUDIT_MAXLEN)]
@@ -126,6 +130,7 @@ def test_a_full_write_lays_out_keys_and_argv_as_the_script_reads_them() -> None:
     assert parsed["maxima"] == as_bytes({last_ts("labels"): "1234.5"})
     assert parsed["digests"] == [blob for _, blob in write.appends]
     assert parsed["deletions"] == 1
+    assert parsed["overwrites"] == [(64, b"\x00record\xff")]
     assert parsed["outbox"] == [[encoded(x) for x in entry] for entry in write.outbox]
     assert parsed["audit"] == [[encoded(x) for x in entry] for entry in write.audit]
 
@@ -137,7 +142,7 @@ def test_entries_are_sent_as_a_count_of_pairs_then_the_pairs() -> None:
     write.audit = [encode_audit_entry(b"{}")]
     keys, argv = write.script_call()
     shape = argv[0].split(",")
-    assert shape[7:11] == ["1", "5", "1", "1"]  # 1 entry of 5 pairs, 1 entry of 1 pair
+    assert shape[8:12] == ["1", "5", "1", "1"]  # 1 entry of 5 pairs, 1 entry of 1 pair
     parsed = parse_argv(keys, argv)
     assert parsed["outbox"] == [[encoded(x) for x in dead_letter]]  # bytes kept exact
     assert parsed["audit"] == [[b"json", b"{}"]]

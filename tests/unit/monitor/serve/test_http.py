@@ -315,13 +315,14 @@ def test_unknown_paths_and_gates_are_404(app: GateAPI, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("POST", "/healthz", "GET"),
-        ("POST", "/v1/gates", "GET"),
-        ("DELETE", "/v1/gates/canary/ready", "GET"),
-        ("PUT", "/v1/agents/ready", "GET"),
-        ("POST", "/metrics", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("POST", "/v1/gates", "GET, HEAD"),
+        ("DELETE", "/v1/gates/canary/ready", "GET, HEAD"),
+        ("PUT", "/v1/agents/ready", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
         ("GET", "/v1/flagger/rollout", "POST"),
         ("PUT", "/v1/flagger/rollback", "POST"),
+        ("HEAD", "/v1/flagger/confirm-promotion", "POST"),
     ],
 )
 def test_an_unsupported_method_on_a_known_path_is_405_with_allow(
@@ -329,8 +330,40 @@ def test_an_unsupported_method_on_a_known_path_is_405_with_allow(
 ) -> None:
     status, headers, payload = request(app, path, method, body={})
     assert (status, headers["Allow"]) == (405, allowed)
-    assert json.loads(payload) == {"error": f"{path} takes {allowed}"}
-    assert request(app, path, allowed, body=flagger("ready", "ready"))[0] in (200, 409)
+    if method != "HEAD":
+        assert json.loads(payload) == {"error": f"{path} takes {allowed.replace(', ', ' or ')}"}
+    for method_allowed in allowed.split(", "):
+        status = request(app, path, method_allowed, body=flagger("ready", "ready"))[0]
+        assert status in (200, 409)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/healthz",
+        "/metrics",
+        "/v1/gates",
+        "/v1/gates/residual_drift/policy%2Fgpt",
+        "/v1/agents/ready",
+        "/v1/agents/nobody",
+        "/v1/gates/nothing/nobody",
+    ],
+)
+def test_head_is_get_without_the_body(
+    app: GateAPI, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: NOW)  # an agent's hours running, alike in both
+    got = request(app, path, raw_path=path)
+    head = request(app, path, "HEAD", raw_path=path)
+    assert head[2] == b""
+    assert head[:2] == (got[0], {**got[1], "Content-Length": str(len(got[2]))})
+
+
+def test_head_needs_the_token_as_get_does(read_model: ReadModel) -> None:
+    app = GateAPI(read_model, CollectorRegistry(), lambda: None, Policy(), token="t" * 32)  # type: ignore[arg-type]
+    status, headers, payload = request(app, "/v1/agents/ready", "HEAD")
+    assert (status, payload) == (401, b"") and "WWW-Authenticate" in headers
+    assert request(app, "/healthz", "HEAD")[:1] == (200,)
 
 
 def test_an_unknown_path_is_404_whatever_the_method(app: GateAPI) -> None:

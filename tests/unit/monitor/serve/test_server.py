@@ -194,11 +194,11 @@ def test_without_a_token_the_api_is_open() -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("POST", "/v1/gates", "GET"),
-        ("PUT", "/v1/agents/ready", "GET"),
+        ("POST", "/v1/gates", "GET, HEAD"),
+        ("PUT", "/v1/agents/ready", "GET, HEAD"),
         ("GET", "/v1/flagger/rollout", "POST"),
-        ("DELETE", "/healthz", "GET"),
-        ("POST", "/metrics", "GET"),
+        ("DELETE", "/healthz", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
     ],
 )
 def test_an_unsupported_method_is_405_over_the_wire(
@@ -206,7 +206,28 @@ def test_an_unsupported_method_is_405_over_the_wire(
 ) -> None:
     status, headers, document = ask(server, method, path, body={}, headers=bearer())
     assert (status, headers["Allow"]) == (405, allowed)
-    assert document == {"error": f"{path} takes {allowed}"}
+    assert document == {"error": f"{path} takes {allowed.replace(', ', ' or ')}"}
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/v1/gates", "/v1/gates/canary/ready"])
+def test_head_over_the_wire_is_get_without_the_body(server: HTTPServer, path: str) -> None:
+    status, headers, body = ask(server, "GET", path, headers=bearer())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        token = f"Authorization: Bearer {TOKEN}\r\n"
+        connection.sendall(
+            f"HEAD {path} HTTP/1.1\r\nHost: x\r\n{token}Connection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert rest == b""  # the head only, though Content-Length counts the body
+    lines = head.decode().split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert int(lines[0].split()[1]) == status == 200
+    length = len(json.dumps(body).encode()) if isinstance(body, dict) else len(body)
+    assert int(fields["Content-Length"]) == int(headers["Content-Length"]) == length
+    assert fields["Content-Type"] == headers["Content-Type"]
 
 
 # --- addresses ------------------------------------------------------------------------------

@@ -180,12 +180,16 @@ def test_a_new_stream_starts_empty_under_the_identity_with_the_policy() -> None:
     assert state.residuals.all_time.method == "empirical_bernstein_cs"
 
 
+def encoded(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def test_load_and_dump_round_trip_exactly(late_shift: tuple[LabelHandler, LabelState]) -> None:
     handler, state = late_shift
     model = handler.model
     dumped = model.dump(state)
-    assert list(dumped) == [fields.STATE, fields.JOIN]
-    stored = {**EMPTY, **dumped}
+    assert list(dumped) == [fields.STATE, fields.JOIN, fields.RESIDUAL_HISTORY]
+    stored = {**EMPTY, **{name: encoded(value) for name, value in dumped.items()}}
     restored = model.load("p", stored)
     assert model.dump(restored) == dumped
     assert restored.to_state() == state.to_state()
