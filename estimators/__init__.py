@@ -16,6 +16,13 @@ from ._calibration_quality import (
     calibration_quality,
     equivalence_labels_needed,
 )
+from ._categories import (
+    OTHER_CATEGORY,
+    CategoryCounts,
+    sequential_tv_bounds,
+    tv_bounds,
+    tv_event_count,
+)
 from ._change_detector import MeanShiftDetector
 from ._co_moments import CoMoments
 from ._disparity import DisparityInterval, disparity_ratio_sequence
@@ -79,6 +86,7 @@ from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
     "BASELINE_ALPHA_SHARE",
+    "OTHER_CATEGORY",
     "SEVERITY_THRESHOLDS",
     "AuditResult",
     "AugmentedEstimate",
@@ -87,6 +95,7 @@ __all__ = [
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
+    "CategoryCounts",
     "CoMoments",
     "Comparison",
     "CupedResult",
@@ -148,11 +157,14 @@ __all__ = [
     "sample_ratio_mismatch",
     "sequential_ks_bounds",
     "sequential_ks_margin",
+    "sequential_tv_bounds",
     "severity_band",
     "sketch_ks_bounds",
     "spent_alpha",
     "time_uniform_dkw_radius",
     "transport_audit",
+    "tv_bounds",
+    "tv_event_count",
     "two_proportion_power",
     "two_proportion_sample_size",
 ]

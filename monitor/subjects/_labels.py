@@ -34,6 +34,13 @@ from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ._columnar import Table
+from ._covariates import (
+    CovariateDrift,
+    covariate_gate_keys,
+    covariate_names,
+    covariates_of_events,
+    covariates_of_table,
+)
 from ._decode import MessageDecoder
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
@@ -114,6 +121,7 @@ class LabelState:
     label_rate: EventRate = field(default_factory=EventRate)
     score_baseline: QuantileSketch | None = None
     previous_scores: QuantileSketch | None = None
+    covariates: CovariateDrift = field(default_factory=CovariateDrift)
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -150,6 +158,7 @@ class LabelState:
             "label_rate": self.label_rate.to_state(),
             "score_baseline": _sketch_state(self.score_baseline),
             "previous_scores": _sketch_state(self.previous_scores),
+            "covariates": self.covariates.to_state(),
         }
 
 
@@ -166,13 +175,21 @@ class LabelColumns:
     s: np.ndarray
     y: np.ndarray
     """NaN where the event carries no label."""
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)
+    """The policy's covariates (``monitor.subjects._covariates``)."""
 
     def take(self, rows: np.ndarray | slice) -> LabelColumns:
-        return LabelColumns(self.s[rows], self.y[rows])
+        return LabelColumns(
+            self.s[rows], self.y[rows], {k: v[rows] for k, v in self.covariates.items()}
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[LabelColumns]) -> LabelColumns:
-        return cls(np.concatenate([p.s for p in parts]), np.concatenate([p.y for p in parts]))
+        return cls(
+            np.concatenate([p.s for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            {k: np.concatenate([p.covariates[k] for p in parts]) for k in parts[0].covariates},
+        )
 
 
 class LabelModel:
@@ -185,6 +202,7 @@ class LabelModel:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.gates = (*LabelModel.gates, *covariate_gate_keys(policy))
 
     def new_residuals(self, calibrator: ActiveCalibrator) -> RestartingMeanSequence:
         residual = self.policy.residual_drift
@@ -235,6 +253,7 @@ class LabelModel:
             state.label_rate = EventRate.from_state(document["label_rate"])
         state.score_baseline = _sketch_or_none(document.get("score_baseline"))
         state.previous_scores = _sketch_or_none(document.get("previous_scores"))
+        state.covariates = CovariateDrift.from_state(document.get("covariates"))
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
@@ -258,6 +277,7 @@ class LabelModel:
                     version,
                 )
             )
+        verdicts += state.covariates.evaluate(subject, self.policy.covariate_drift, version)
         return verdicts
 
     def settle(
@@ -306,6 +326,7 @@ class LabelModel:
             "residuals_by_decile": state.residuals_by_bin.rows(),
             "until_decided": self._until_decided(state, residual),
             "label_plan": self._plan_view(state),
+            "covariates": state.covariates.view(verdicts),
         }
 
     def _value_view(self, state: LabelState) -> dict[str, Any]:
@@ -413,17 +434,20 @@ _get_s = attrgetter("s")
 _get_y = attrgetter("y")
 
 
-def _label_columns(events: list[LabelEvent]) -> LabelColumns:
+def _label_columns(events: list[LabelEvent], covariates: Sequence[str] = ()) -> LabelColumns:
     n = len(events)
     return LabelColumns(
         np.fromiter(map(_get_s, events), np.float64, n),
         np.fromiter(map(_get_y, events), np.float64, n),  # None -> NaN
+        covariates_of_events(events, covariates),
     )
 
 
-def _table_label_columns(table: Table) -> LabelColumns:
+def _table_label_columns(table: Table, covariates: Sequence[str] = ()) -> LabelColumns:
     """A columnar envelope's scores and labels, straight from its decoded arrays."""
-    return LabelColumns(table.floats("s"), table.floats("y"))
+    return LabelColumns(
+        table.floats("s"), table.floats("y"), covariates_of_table(table, covariates)
+    )
 
 
 class LabelHandler:
@@ -434,10 +458,15 @@ class LabelHandler:
     def __init__(self, policy: Policy) -> None:
         self.model = LabelModel(policy)
         self.decoder = MessageDecoder(LabelEvent)
+        self.covariates = covariate_names(policy)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        names = self.covariates
         return self.decoder.decode_subjects(
-            messages, "stream", _label_columns, _table_label_columns
+            messages,
+            "stream",
+            lambda events: _label_columns(events, names),
+            lambda table: _table_label_columns(table, names),
         )
 
     def _fold_scores(self, state: LabelState, scores: np.ndarray) -> None:
@@ -490,4 +519,5 @@ class LabelHandler:
             state.labeled_pairs.update(predictions[labeled], residuals)
             state.residuals_by_bin.update(columns.s[labeled], residuals)
             state.label_rate.update(events.ts[labeled])
+        state.covariates.update(columns.covariates, self.model.policy.covariate_drift)
         return []
