@@ -66,7 +66,9 @@ def covariate_drift_gate(
         return verdict("INCONCLUSIVE", "none", "insufficient_data")
     if isinstance(live, QuantileSketch):
         assert isinstance(baseline, QuantileSketch)
-        bounds = sequential_ks_bounds(live, baseline, policy.alpha)
+        # The edges' distance is at most the samples': the lower bound needs no sketch
+        # error, which an integer-valued covariate (a few levels) would make large.
+        bounds = sequential_ks_bounds(live, baseline, policy.alpha, low_from_edges=True)
     else:
         assert isinstance(baseline, CategoryCounts)
         bounds = sequential_tv_bounds(live, baseline, policy.alpha)
