@@ -16,6 +16,13 @@ from ._calibration_quality import (
     calibration_quality,
     equivalence_labels_needed,
 )
+from ._categories import (
+    OTHER_CATEGORY,
+    CategoryCounts,
+    sequential_tv_bounds,
+    tv_bounds,
+    tv_event_count,
+)
 from ._change_detector import MeanShiftDetector
 from ._co_moments import CoMoments
 from ._disparity import DisparityInterval, disparity_ratio_sequence
@@ -64,6 +71,7 @@ from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
     "BASELINE_ALPHA_SHARE",
+    "OTHER_CATEGORY",
     "SEVERITY_THRESHOLDS",
     "AuditResult",
     "AugmentedEstimate",
@@ -72,6 +80,7 @@ __all__ = [
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
+    "CategoryCounts",
     "CoMoments",
     "DecileResidual",
     "DifferenceInterval",
@@ -120,8 +129,11 @@ __all__ = [
     "residuals_by_decile",
     "sequential_ks_bounds",
     "sequential_ks_margin",
+    "sequential_tv_bounds",
     "severity_band",
     "sketch_ks_bounds",
     "time_uniform_dkw_radius",
     "transport_audit",
+    "tv_bounds",
+    "tv_event_count",
 ]

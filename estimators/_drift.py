@@ -140,17 +140,26 @@ def sketch_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: floa
 
 
 def bounds_with_margin(
-    live: QuantileSketch, baseline: QuantileSketch, margin: Callable[[int, int], float]
+    live: QuantileSketch,
+    baseline: QuantileSketch,
+    margin: Callable[[int, int], float],
+    low_from_edges: bool = False,
 ) -> KSBounds:
     """The sketches' KS distance, less and plus ``margin(live.n, baseline.n)`` (the two
-    samples' noise) and the sketches' own error: the one place the bounds are built."""
+    samples' noise) and the sketches' own error: the one place the bounds are built.
+
+    With ``low_from_edges`` the lower bound is ``distance - noise``: the distance at the
+    bucket edges never exceeds the samples' own (both CDFs are exact there), so only the
+    upper bound needs the sketch's error. That matters where a bucket holds much of the
+    mass (a covariate of a few integer levels: its sketch error is the largest level's
+    share)."""
     if live.n == 0 or baseline.n == 0:
         raise ValueError("both sketches need at least one value")
     distance, sketch_error = live.ks_distance(baseline)
     noise = margin(live.n, baseline.n)
     return KSBounds(
         distance=distance,
-        low=max(0.0, distance - noise - sketch_error),
+        low=max(0.0, distance - noise - (0.0 if low_from_edges else sketch_error)),
         high=min(1.0, distance + noise + sketch_error),
         noise=noise,
         sketch_error=sketch_error,

@@ -104,7 +104,9 @@ def sequential_ks_margin(n: ArrayLike, m: ArrayLike, alpha: float) -> np.ndarray
     return live + dkw_radius(m, BASELINE_ALPHA_SHARE * alpha)
 
 
-def sequential_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: float) -> KSBounds:
+def sequential_ks_bounds(
+    live: QuantileSketch, baseline: QuantileSketch, alpha: float, low_from_edges: bool = False
+) -> KSBounds:
     """KS distance of ``live`` from ``baseline``, with bounds valid however often it is read.
 
     The score drift gate's statistic: the sketches' distance
@@ -114,6 +116,7 @@ def sequential_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: 
     sample of ``baseline.n``. With probability at least ``1 - alpha``, ``low`` never
     exceeds the true distance of the two distributions, at any of the looks, as long as
     the baseline stays the same (a new baseline starts a new sequence).
+    ``low_from_edges``: see :func:`estimators._drift.bounds_with_margin`.
 
     Examples
     --------
@@ -131,4 +134,9 @@ def sequential_ks_bounds(live: QuantileSketch, baseline: QuantileSketch, alpha: 
     Howard, S. R. and Ramdas, A. (2022). Sequential estimation of quantiles with
     applications to A/B-testing and best-arm identification. Bernoulli 28(3).
     """
-    return bounds_with_margin(live, baseline, lambda n, m: float(sequential_ks_margin(n, m, alpha)))
+    return bounds_with_margin(
+        live,
+        baseline,
+        lambda n, m: float(sequential_ks_margin(n, m, alpha)),
+        low_from_edges,
+    )

@@ -270,7 +270,12 @@ def activate_calibrator(
         }
         gates = {}
         for v in verdicts:
-            gates[v.gate] = {**v.to_record(), "reason": RECALIBRATED, "evaluated_at": now}
+            gates[v.key] = {
+                "gate": v.gate,
+                **v.to_record(),
+                "reason": RECALIBRATED,
+                "evaluated_at": now,
+            }
         gates[ANNOUNCING_GATE].update(
             {
                 "decision_id": published["decision_id"],

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from argparse import ArgumentTypeError
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -22,6 +23,7 @@ __all__ = [
     "AgentPolicy",
     "CanaryPolicy",
     "ConfigError",
+    "CovariateDriftPolicy",
     "EvaluationMapping",
     "ExperimentPolicy",
     "GuardrailPolicy",
@@ -84,6 +86,28 @@ class LabelsPolicy:
     oracle label, or a label for its score) waits, in seconds of event time."""
 
     join_window_seconds: float = 7 * 86_400.0
+
+
+@dataclass(frozen=True)
+class CovariateDriftPolicy:
+    """The covariate drift gate: each declared covariate of the label events against its
+    baseline, KS for numbers and total variation for categories, in the drift bands."""
+
+    # Names under a label event's `covariates`; a number is judged by KS, anything else
+    # (a string, a boolean) as a category.
+    covariates: tuple[str, ...] = ()
+    alpha: float = 0.05
+    # The baseline: a covariate's first baseline_n values under the calibrator version;
+    # the gate judges every value after them once min_n have come.
+    baseline_n: int = 5000
+    min_n: int = 100
+    # Categories counted by name; the rest are pooled as `other`.
+    max_categories: int = 10
+    # Finer than the score sketch's: a covariate such as a response length lies far from
+    # 0, where a bucket of 1% holds several percent of the values (the KS bound's error).
+    relative_accuracy: float = 0.002
+    warn_action: str = "alert"
+    fail_action: str = "alert"
 
 
 @dataclass(frozen=True)
@@ -215,6 +239,7 @@ class Policy:
     residual_drift: ResidualDriftPolicy = field(default_factory=ResidualDriftPolicy)
     score_drift: ScoreDriftPolicy = field(default_factory=ScoreDriftPolicy)
     labels: LabelsPolicy = field(default_factory=LabelsPolicy)
+    covariate_drift: CovariateDriftPolicy = field(default_factory=CovariateDriftPolicy)
     guardrails: GuardrailPolicy = field(default_factory=GuardrailPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     # Overrides by agent and by experiment, merged onto the defaults above.
@@ -325,6 +350,7 @@ def _check(policy: Policy) -> None:
     require(bias >= 0, "residual_drift.bias_threshold", f"must be 0 or more, got {bias}")
     probability(policy.score_drift.alpha, "score_drift.alpha")
     probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
+    _check_covariate_drift(policy.covariate_drift, require, probability)
     require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
     require(policy.labels.join_window_seconds > 0, "labels.join_window_seconds", "must be positive")
     agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
@@ -390,6 +416,40 @@ def _check(policy: Policy) -> None:
             f"otlp.evaluations.{name}.role",
             f"must be one of {', '.join(EVALUATION_ROLES)}, got {mapping.role!r}",
         )
+
+
+# A covariate's name becomes part of a gate's record key and a metric label value.
+_COVARIATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def _check_covariate_drift(
+    policy: CovariateDriftPolicy,
+    require: Callable[[bool, str, str], None],
+    probability: Callable[[float, str], None],
+) -> None:
+    probability(policy.alpha, "covariate_drift.alpha")
+    probability(policy.relative_accuracy, "covariate_drift.relative_accuracy")
+    for key in ("baseline_n", "min_n", "max_categories"):
+        value = getattr(policy, key)
+        require(value >= 1, f"covariate_drift.{key}", f"must be at least 1, got {value}")
+    # The union bound of the distance spends alpha over 2^max_categories - 1 events.
+    require(
+        policy.max_categories <= 30,
+        "covariate_drift.max_categories",
+        f"must be at most 30, got {policy.max_categories}",
+    )
+    names = policy.covariates
+    for name in names:
+        require(
+            bool(_COVARIATE_NAME.fullmatch(name)),
+            "covariate_drift.covariates",
+            f"names letters, digits, _, . and -, got {name!r}",
+        )
+    require(
+        len(set(names)) == len(names),
+        "covariate_drift.covariates",
+        f"names a covariate twice: {list(names)}",
+    )
 
 
 def load_policy(path: str | None) -> Policy:

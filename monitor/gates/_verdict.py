@@ -16,6 +16,7 @@ __all__ = [
     "decision_id",
     "decision_record",
     "finite_or_none",
+    "record_key",
     "rfc3339",
     "should_publish",
 ]
@@ -29,7 +30,10 @@ SEVERITY = {"FAIL": 4, "HOLD": 3, "INCONCLUSIVE": 2, "WARN": 1, "PASS": 0}
 @dataclass(frozen=True)
 class Verdict:
     """One gate's judgement of one subject; ``evidence`` carries at least ``n``,
-    ``estimate``, ``ci_low``, ``ci_high``, ``threshold`` and ``method``."""
+    ``estimate``, ``ci_low``, ``ci_high``, ``threshold`` and ``method``.
+
+    ``part`` tells apart the verdicts one gate gives one subject several of (a covariate's
+    drift, a subgroup's residuals): empty for a gate's only verdict."""
 
     gate: str
     subject: str
@@ -37,6 +41,12 @@ class Verdict:
     action: str
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    part: str = ""
+
+    @property
+    def key(self) -> str:
+        """What its published record is kept under: the gate, and its part if any."""
+        return record_key(self.gate, self.part)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -45,6 +55,15 @@ class Verdict:
             "reason": self.reason,
             "evidence": self.evidence,
         }
+
+
+def record_key(gate: str, part: str = "") -> str:
+    """``gate`` or ``gate/part``: the name of a verdict's published record.
+
+    >>> record_key("score_drift"), record_key("covariate_drift", "domain")
+    ('score_drift', 'covariate_drift/domain')
+    """
+    return f"{gate}/{part}" if part else gate
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -95,7 +114,7 @@ def decision_id(verdict: Verdict) -> str:
     key = "|".join(
         str(part)
         for part in (
-            verdict.gate,
+            verdict.key,
             verdict.subject,
             verdict.verdict,
             verdict.action,

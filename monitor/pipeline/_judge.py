@@ -36,7 +36,7 @@ def publish_changes(
     after = dict(published)
     decisions = []
     for verdict in verdicts:
-        last = after.get(verdict.gate)
+        last = after.get(verdict.key)
         if not should_publish(
             last["verdict"] if last else None,
             verdict.verdict,
@@ -45,7 +45,7 @@ def publish_changes(
         ):
             continue
         decision = decision_record(verdict, now)
-        after[verdict.gate] = {
+        after[verdict.key] = {
             "verdict": verdict.verdict,
             "action": verdict.action,
             "reason": verdict.reason,
@@ -85,8 +85,9 @@ def gate_records(
     """The view of each gate: the latest verdict and the last decision published."""
     records = {}
     for verdict in verdicts:
-        last = published.get(verdict.gate) or {}
-        records[verdict.gate] = {
+        last = published.get(verdict.key) or {}
+        records[verdict.key] = {
+            "gate": verdict.gate,
             **verdict.to_record(),
             "evaluated_at": now,
             "decision_id": last.get("decision_id"),

@@ -488,6 +488,9 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
             )
             write.audit.append(encode_audit_entry(encoded))
             write.count(fields.decisions(decision["gate"], decision["action"]), 1)
-            gate = decision["gate"]
-            write.state[fields.published(gate)] = orjson.dumps(judged.published[gate])
+        # The records the decisions moved: by the verdict's key, the gate and its part
+        # (a gate judging each covariate keeps one record per covariate).
+        for key, record in judged.published.items():
+            if record is not entry.published.get(key):
+                write.state[fields.published(key)] = orjson.dumps(record)
         return judged.verdicts, judged.published, judged.decisions, judged.settled

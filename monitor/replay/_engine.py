@@ -292,7 +292,7 @@ class Replay:
         if self.keep_timelines:
             for verdict in judged.verdicts:
                 evidence = verdict.evidence
-                subject.timelines.setdefault(verdict.gate, _Timeline()).add(
+                subject.timelines.setdefault(verdict.key, _Timeline()).add(
                     TimelinePoint(
                         now,
                         verdict.verdict,

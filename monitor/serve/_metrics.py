@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from .._config import ACTIONS
 from ..gates import GATE_STATUS_CODES
@@ -143,7 +144,9 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         suffix: GaugeMetricFamily(f"driftgate_value_{suffix}", text, labels=["stream"])
         for suffix, text in _VALUE
     }
+    covariates = _CovariateFamilies()
     for name, view in sorted(streams.items()):
+        covariates.add(name, view.get("covariates") or {})  # absent from older views
         for family, source, n in (
             (verdict_interval, view, view["residual_n"]),
             (all_time, view["all_time"], view["all_time"]["n"]),
@@ -163,6 +166,37 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
     yield from all_time.values()
     yield score_ks
     yield from value.values()
+    yield from covariates.families()
+
+
+class _CovariateFamilies:
+    """``driftgate_covariate_distance`` (the contract's) and the lower bound its band is
+    read off, by stream and declared covariate: the policy bounds the label values."""
+
+    def __init__(self) -> None:
+        labels = ["stream", "covariate"]
+        self.distance = GaugeMetricFamily(
+            "driftgate_covariate_distance",
+            "Distance of a covariate's values since its baseline from the baseline's: KS for "
+            "a number, total variation for a category.",
+            labels=labels,
+        )
+        self.lower = GaugeMetricFamily(
+            "driftgate_covariate_distance_lower",
+            "Time-uniform lower bound of that distance: what the drift band is read off.",
+            labels=labels,
+        )
+
+    def add(self, stream: str, rows: dict[str, dict[str, Any]]) -> None:
+        for covariate, row in sorted(rows.items()):
+            if row["distance"] is None:  # the baseline is still filling
+                continue
+            self.distance.add_metric([stream, covariate], row["distance"])
+            self.lower.add_metric([stream, covariate], _value(row["ci_low"], 0.0))
+
+    def families(self) -> Iterator[Metric]:
+        yield self.distance
+        yield self.lower
 
 
 def _joins(snapshot: Snapshot) -> Iterator[Metric]:
@@ -238,14 +272,26 @@ def _experiments(snapshot: Snapshot) -> Iterator[Metric]:
     yield from (percent, hours, info)
 
 
+# The label that tells apart the several verdicts one gate gives one subject, and the
+# evidence field it is read from.
+_PART_LABELS = {"covariate_drift": "covariate"}
+
+
 def _gates(snapshot: Snapshot) -> Iterator[Metric]:
+    """``driftgate_gate_status`` by ``gate`` and ``subject``; a gate that judges a subject
+    in parts (one verdict per covariate) adds the part's label (``covariate``), so each
+    part is a series of its own."""
     status = GaugeMetricFamily(
         "driftgate_gate_status",
         "Current verdict: 0 PASS, 1 WARN, 2 FAIL, 3 INCONCLUSIVE or HOLD.",
         labels=["gate", "subject"],
     )
     for gate in sorted(snapshot.gates, key=lambda g: (g["gate"], g["subject"])):
-        status.add_metric(
-            [gate["gate"], gate["subject"]], float(GATE_STATUS_CODES[gate["verdict"]])
+        labels = {"gate": gate["gate"], "subject": gate["subject"]}
+        part = _PART_LABELS.get(gate["gate"])
+        if part is not None:
+            labels[part] = str(gate["evidence"].get(part, ""))
+        status.samples.append(
+            Sample(status.name, labels, float(GATE_STATUS_CODES[gate["verdict"]]))
         )
     yield status

@@ -237,14 +237,15 @@ def _rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _gate_document(gate: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """``GATE`` of the contract: the current verdict, as the decision that announced it
     (its action and reason: a canary rolled back shows ``rollback`` for as long as the
     verdict stands), with the current evidence; a verdict never announced (a quiet start)
-    shows the current evaluation."""
+    shows the current evaluation. ``key`` is the record's name: the gate, or ``gate/part``
+    for one of several verdicts of a gate (the record names its gate)."""
     announced = record.get("published_verdict") == record["verdict"]
     return {
-        "gate": gate,
+        "gate": record.get("gate", key),
         "subject": subject,
         "verdict": record["verdict"],
         "action": record.get("published_action") if announced else record["action"],

@@ -35,6 +35,13 @@ from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ..store._keys import SubjectKeys
 from ._columnar import ColumnarError, Table
+from ._covariates import (
+    CovariateDrift,
+    covariate_gate_keys,
+    covariate_names,
+    covariates_of_events,
+    covariates_of_table,
+)
 from ._decode import MessageDecoder
 from ._late_labels import LateLabelJoin, response_digests
 from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
@@ -121,6 +128,7 @@ class LabelState:
     """Halves of late-labeled pairs waiting (kept apart from the statistics: a new
     calibrator version starts those afresh, not what waits)."""
     history: ResidualHistory = field(default_factory=ResidualHistory)
+    covariates: CovariateDrift = field(default_factory=CovariateDrift)
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -157,6 +165,7 @@ class LabelState:
             "label_rate": self.label_rate.to_state(),
             "score_baseline": _sketch_state(self.score_baseline),
             "previous_scores": _sketch_state(self.previous_scores),
+            "covariates": self.covariates.to_state(),
         }
 
 
@@ -176,9 +185,16 @@ class LabelColumns:
     """NaN where the event carries no label."""
     responses: np.ndarray
     """Digests of the response ids (``_late_labels.response_digests``), 0 for none."""
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)
+    """The policy's covariates (``monitor.subjects._covariates``)."""
 
     def take(self, rows: np.ndarray | slice) -> LabelColumns:
-        return LabelColumns(self.s[rows], self.y[rows], self.responses[rows])
+        return LabelColumns(
+            self.s[rows],
+            self.y[rows],
+            self.responses[rows],
+            {k: v[rows] for k, v in self.covariates.items()},
+        )
 
     @classmethod
     def concat(cls, parts: Sequence[LabelColumns]) -> LabelColumns:
@@ -186,6 +202,7 @@ class LabelColumns:
             np.concatenate([p.s for p in parts]),
             np.concatenate([p.y for p in parts]),
             np.concatenate([p.responses for p in parts]),
+            {k: np.concatenate([p.covariates[k] for p in parts]) for k in parts[0].covariates},
         )
 
 
@@ -205,6 +222,7 @@ class LabelModel:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.gates = (*LabelModel.gates, *covariate_gate_keys(policy))
 
     def new_residuals(self, calibrator: ActiveCalibrator) -> RestartingMeanSequence:
         residual = self.policy.residual_drift
@@ -264,6 +282,7 @@ class LabelModel:
             state.label_rate = EventRate.from_state(document["label_rate"])
         state.score_baseline = _sketch_or_none(document.get("score_baseline"))
         state.previous_scores = _sketch_or_none(document.get("previous_scores"))
+        state.covariates = CovariateDrift.from_state(document.get("covariates"))
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
@@ -309,6 +328,7 @@ class LabelModel:
                     version,
                 )
             )
+        verdicts += state.covariates.evaluate(subject, self.policy.covariate_drift, version)
         return verdicts
 
     def settle(
@@ -357,6 +377,7 @@ class LabelModel:
             "residuals_by_decile": state.residuals_by_bin.rows(),
             "until_decided": self._until_decided(state, residual),
             "label_plan": self._plan_view(state),
+            "covariates": state.covariates.view(verdicts),
         }
 
     def _value_view(self, state: LabelState) -> dict[str, Any]:
@@ -465,17 +486,18 @@ _get_y = attrgetter("y")
 _get_response = attrgetter("response_id")
 
 
-def _label_columns(events: list[LabelEvent]) -> LabelColumns:
+def _label_columns(events: list[LabelEvent], covariates: Sequence[str] = ()) -> LabelColumns:
     n = len(events)
     responses = list(map(_get_response, events))
     return LabelColumns(
         np.fromiter(map(_get_s, events), np.float64, n),  # None -> NaN
         np.fromiter(map(_get_y, events), np.float64, n),
         response_digests(responses) if any(responses) else np.zeros(n, np.uint64),
+        covariates_of_events(events, covariates),
     )
 
 
-def _table_label_columns(table: Table) -> LabelColumns:
+def _table_label_columns(table: Table, covariates: Sequence[str] = ()) -> LabelColumns:
     """A columnar envelope's scores and labels, straight from its decoded arrays; a row
     without a score must be an oracle label (``y`` and ``response_id``), as
     :class:`LabelEvent` checks of a row event."""
@@ -493,7 +515,7 @@ def _table_label_columns(table: Table) -> LabelColumns:
                 "EventValidationError: Object missing required field `s` (only an oracle "
                 f"label, with `y` and `response_id`, goes without) - at `$.columns.s[{bad[0]}]`"
             )
-    return LabelColumns(s, y, responses)
+    return LabelColumns(s, y, responses, covariates_of_table(table, covariates))
 
 
 class LabelHandler:
@@ -504,10 +526,15 @@ class LabelHandler:
     def __init__(self, policy: Policy) -> None:
         self.model = LabelModel(policy)
         self.decoder = MessageDecoder(LabelEvent)
+        self.covariates = covariate_names(policy)
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
+        names = self.covariates
         return self.decoder.decode_subjects(
-            messages, "stream", _label_columns, _table_label_columns
+            messages,
+            "stream",
+            lambda events: _label_columns(events, names),
+            lambda table: _table_label_columns(table, names),
         )
 
     def _fold_scores(self, state: LabelState, scores: np.ndarray) -> None:
@@ -577,6 +604,11 @@ class LabelHandler:
             self._fold_labels(
                 subject, state, columns.s[labeled], columns.y[labeled], events.ts[labeled]
             )
+        # A response's covariates count once, with its score (a label alone is its late half).
+        covariates = columns.covariates
+        if not scored.all():
+            covariates = {name: values[scored] for name, values in covariates.items()}
+        state.covariates.update(covariates, self.model.policy.covariate_drift)
         return []
 
     def _fold_labels(

@@ -1,8 +1,9 @@
 """A real Prometheus scrapes a running worker with the shipped rules and dashboards.
 
 One scenario feeds every test of the module: two judge streams and three canaries, all
-healthy at first; then one stream drifts (residual +0.2, scores shifted), one canary's
-quality drops, another leaks PII, and malformed input is dead-lettered. Prometheus
+healthy at first; then one stream drifts (residual +0.2, scores shifted, its `domain`
+covariate's mix moved by a total variation of 0.5), one canary's quality drops, another
+leaks PII, and malformed input is dead-lettered. Prometheus
 scrapes and evaluates every second with the rules exactly as shipped: their ``for:``
 durations are not rewritten, since the critical rules fire at once (``for: 0s``).
 """
@@ -91,9 +92,31 @@ def telemetry(
     return [encode(events[i : i + 100]) for i in range(0, units, 100)]
 
 
-def labels(stream: str, s: np.ndarray, y: np.ndarray, first: int) -> list[bytes]:
+DOMAINS = ("legal", "code", "math", "chat")
+# The policy of the scenario's worker: two covariates watched, a baseline small enough
+# for its traffic (the first 500 labels of each stream).
+POLICY = """
+covariate_drift:
+  covariates: [domain, response_length]
+  baseline_n: 500
+"""
+
+
+def labels(
+    stream: str,
+    s: np.ndarray,
+    y: np.ndarray,
+    first: int,
+    rng: np.random.Generator,
+    domain_shares: tuple[float, ...] = (0.1, 0.4, 0.3, 0.2),
+) -> list[bytes]:
+    domains = rng.choice(DOMAINS, s.size, p=domain_shares)
+    lengths = rng.integers(50, 2000, s.size)
     events = [
-        label(f"{stream}-{first + i}", stream, float(a), float(b), ts=time.time())
+        {
+            **label(f"{stream}-{first + i}", stream, float(a), float(b), ts=time.time()),
+            "covariates": {"domain": str(domains[i]), "response_length": int(lengths[i])},
+        }
         for i, (a, b) in enumerate(zip(s, y, strict=True))
     ]
     return [encode(events[i : i + 100]) for i in range(0, len(events), 100)]
@@ -149,7 +172,11 @@ def observed(
         )
         result = deployment.cli("calibrate", str(calibration), "--stream", DRIFTING)
         assert result.returncode == 0, result.stderr
-        deployment.start_worker(DRIFTGATE_METRICS_PORT=str(worker_port))
+        policy = workdir / "policy.yml"
+        policy.write_text(POLICY)
+        deployment.start_worker(
+            DRIFTGATE_METRICS_PORT=str(worker_port), DRIFTGATE_CONFIG=str(policy)
+        )
 
         # Healthy: both streams calibrated, three canaries at 10% like their control.
         deploys = [
@@ -169,7 +196,8 @@ def observed(
         healthy: list[tuple[str, list[bytes], str]] = []
         for stream in (DRIFTING, STEADY):
             s = rng.uniform(0, 1, 1000)
-            healthy.append(("labels", labels(stream, s, s + rng.normal(0, 0.1, 1000), 0), stream))
+            y = s + rng.normal(0, 0.1, 1000)
+            healthy.append(("labels", labels(stream, s, y, 0, rng), stream))
         healthy += [("telemetry", telemetry(agent, 3000, rng, 0), agent) for agent in AGENTS]
         send(deployment, healthy)
         deployment.wait_for_count("labels", "ok", 2000)
@@ -188,8 +216,23 @@ def observed(
         s = rng.beta(5, 2, 1000)
         steady_s = rng.uniform(0, 1, 1000)
         trouble = [
-            ("labels", labels(DRIFTING, s, s + 0.2 + rng.normal(0, 0.1, 1000), 1000), DRIFTING),
-            ("labels", labels(STEADY, steady_s, steady_s + rng.normal(0, 0.1, 1000), 1000), STEADY),
+            (
+                "labels",
+                labels(
+                    DRIFTING,
+                    s,
+                    s + 0.2 + rng.normal(0, 0.1, 1000),
+                    1000,
+                    rng,
+                    domain_shares=(0.6, 0.1, 0.2, 0.1),
+                ),
+                DRIFTING,
+            ),
+            (
+                "labels",
+                labels(STEADY, steady_s, steady_s + rng.normal(0, 0.1, 1000), 1000, rng),
+                STEADY,
+            ),
             ("telemetry", telemetry(REGRESSING, 6000, rng, 3000, canary_quality=0.6), REGRESSING),
             ("telemetry", telemetry(HEALTHY, 3000, rng, 3000), HEALTHY),
         ]
