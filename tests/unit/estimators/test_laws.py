@@ -30,6 +30,7 @@ import estimators
 from estimators import (
     BernoulliSequence,
     BinnedResiduals,
+    CategoryCounts,
     CoMoments,
     EmpiricalBernsteinSequence,
     EventRate,
@@ -90,7 +91,13 @@ def _split_digests(rng: np.random.Generator, size: int) -> Batch:
     return categories, rng.integers(1, 2**63, size, dtype=np.uint64)
 
 
+def _categories(rng: np.random.Generator, size: int) -> Batch:
+    """More categories than are named: the pooled ``other`` is exercised too."""
+    return ([f"c{k}" for k in rng.zipf(1.5, size) % 12],)
+
+
 LAWS: dict[str, Law] = {
+    "CategoryCounts": Law(lambda: CategoryCounts(5), _categories, merges=True),
     "Moments": Law(Moments, _normal, merges=True),
     "CoMoments": Law(
         CoMoments, lambda rng, n: (rng.normal(size=n), rng.exponential(size=n)), merges=True
