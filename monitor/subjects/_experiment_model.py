@@ -194,7 +194,7 @@ class ExperimentModel:
         key = (stats.n, policy, alpha)
         if stats.memo is None or stats.memo[0] != key:
             stats.memo = (key, read_guardrails(stats, policy, alpha))
-        return stats.memo[1]  # type: ignore[no-any-return]
+        return stats.memo[1]
 
     def all_readings(
         self, subject: str, state: ExperimentState

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from estimators import Moments, PairedDifferenceSequence, SampleRatioSequence, SplitCounts
 
 from .._config import Policy
-from .._events import TelemetryEvent
+from .._events import Guardrails, TelemetryCovariates, TelemetryEvent
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
 from ._columnar import Table
@@ -48,9 +49,18 @@ class Codes:
 
     @classmethod
     def of(cls, values: Iterable[str | None]) -> Codes:
-        index: dict[str | None, int] = {None: -1}
-        codes = np.fromiter((index.setdefault(v, len(index) - 1) for v in values), np.int64)
-        return cls(codes, tuple(name for name in index if name is not None))
+        """Each value's code, in C-level passes: the row where each value first appears
+        (as ``split_by_subject`` factorizes subjects), then its rank among those rows."""
+        rows = list(values)
+        first: dict[str | None, int] = {}
+        at = np.fromiter(map(first.setdefault, rows, range(len(rows))), np.int64, len(rows))
+        codes = np.searchsorted(np.fromiter(first.values(), np.int64, len(first)), at)
+        names = list(first)
+        if None in first:
+            none = names.index(None)
+            codes = np.where(codes == none, -1, codes - (codes > none))
+            del names[none]
+        return cls(codes, tuple(names))  # type: ignore[arg-type]
 
     def values(self) -> list[str | None]:
         """The string of each row (None where none)."""
@@ -105,32 +115,29 @@ class TelemetryColumns:
 
     @classmethod
     def from_events(cls, events: Sequence[TelemetryEvent]) -> TelemetryColumns:
-        """The columns of row events (one walk over them)."""
+        """The columns of row events: each field read off every event by C-level maps
+        (``np.array`` of floats turns None into NaN, booleans into 1.0 and 0.0)."""
         n = len(events)
-        guard = [e.guardrails for e in events]
-        cov = [e.covariates for e in events]
+        guard = _whole(list(map(_get_guardrails, events)), _NO_GUARDRAILS)
+        cov = _whole(list(map(_get_covariates, events)), _NO_COVARIATES)
         secondary: dict[str, np.ndarray] = {}
-        for row, event in enumerate(events):
-            for name, value in (event.sec_outcomes or {}).items():
+        for row, outcomes in enumerate(map(_get_secondary, events)):
+            for name, value in (outcomes or {}).items():
                 column = secondary.get(name)
                 if column is None:
                     column = secondary[name] = np.full(n, _NAN)
                 column[row] = value
-
-        def floats(values: Iterable[float | bool | None]) -> np.ndarray:
-            return np.fromiter((_NAN if v is None else v for v in values), np.float64, n)
-
         return cls(
-            variant=Codes.of([e.variant for e in events]),
-            unit_id=np.array([e.unit_id for e in events], dtype=object),
-            staging=np.fromiter((e.environment == "staging" for e in events), bool, n),
-            outcome=floats(e.primary_outcome for e in events),
-            toxicity=floats(None if g is None else g.toxicity for g in guard),
-            pii=floats(None if g is None else g.pii for g in guard),
-            latency_ms=floats(None if g is None else g.latency_ms for g in guard),
-            unit_cost=floats(None if g is None else g.unit_cost for g in guard),
-            pre_period=floats(None if c is None else c.pre_period for c in cov),
-            segment=Codes.of(None if c is None else c.segment for c in cov),
+            variant=Codes.of(map(_get_variant, events)),
+            unit_id=np.array(list(map(_get_unit, events)), dtype=object),
+            staging=np.array(list(map(_get_environment, events)), dtype=object) == "staging",
+            outcome=_floats(map(_get_outcome, events), n),
+            toxicity=_floats(map(_get_toxicity, guard), n),
+            pii=_floats(map(_get_pii, guard), n),
+            latency_ms=_floats(map(_get_latency, guard), n),
+            unit_cost=_floats(map(_get_cost, guard), n),
+            pre_period=_floats(map(_get_pre, cov), n),
+            segment=Codes.of(map(_get_segment, cov)),
             secondary=secondary,
         )
 
@@ -211,6 +218,27 @@ class TelemetryColumns:
                 for name in names
             },
         )
+
+
+_NO_GUARDRAILS = Guardrails()
+_NO_COVARIATES = TelemetryCovariates()
+_get_guardrails, _get_covariates = attrgetter("guardrails"), attrgetter("covariates")
+_get_secondary, _get_variant = attrgetter("sec_outcomes"), attrgetter("variant")
+_get_unit, _get_environment = attrgetter("unit_id"), attrgetter("environment")
+_get_outcome, _get_toxicity = attrgetter("primary_outcome"), attrgetter("toxicity")
+_get_pii, _get_latency = attrgetter("pii"), attrgetter("latency_ms")
+_get_cost, _get_pre = attrgetter("unit_cost"), attrgetter("pre_period")
+_get_segment = attrgetter("segment")
+
+
+def _whole(values: list[Any], empty: Any) -> list[Any]:
+    """``values`` with ``empty`` (every field None) where a nested value is absent."""
+    return [empty if v is None else v for v in values] if None in values else values
+
+
+def _floats(values: Iterable[float | bool | None], n: int) -> np.ndarray:
+    column = np.array(list(values), dtype=np.float64)
+    return column if column.shape == (n,) else np.full(n, _NAN)  # n == 0
 
 
 def _present(values: np.ndarray) -> np.ndarray:
