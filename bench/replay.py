@@ -21,6 +21,7 @@ import cProfile
 import io
 import os
 import pstats
+import re
 import sys
 import tempfile
 import time
@@ -62,7 +63,9 @@ def timed(label: str, work, profile: bool):  # type: ignore[no-untyped-def]
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
         print(f"--- profile: {label}\n{out.getvalue()}")
-        PROFILED[label] = out.getvalue()
+        # Paths relative to the repository and to site-packages, as in the other tables.
+        text = out.getvalue().replace(f"{ROOT}/", "")
+        PROFILED[label] = re.sub(r"/\S*/site-packages/", "", text)
     return result, seconds
 
 
