@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import brentq
-from scipy.special import betaln, xlog1py, xlogy
+from scipy.special import betaln, xlog1py
 
 from ._base import StatefulEstimator
 from ._interval import Interval
@@ -94,13 +94,17 @@ class BernoulliSequence(StatefulEstimator):
         self.successes += other.successes
         return self
 
+    def _log_mixture(self) -> float:
+        """``log B(a + S_t, b + t - S_t) - log B(a, b)``: the part of ``log M_t(p)`` that
+        does not depend on ``p`` (computed once per interval, not per root-finding step)."""
+        s, f = self.successes, self.n - self.successes
+        return float(
+            betaln(self.prior_a + s, self.prior_b + f) - betaln(self.prior_a, self.prior_b)
+        )
+
     def log_mixture_ratio(self, p: float) -> float:
         """``log M_t(p)``; the sequence is where this stays below ``log(1/alpha)``."""
-        s, f = self.successes, self.n - self.successes
-        log_mixture = betaln(self.prior_a + s, self.prior_b + f) - betaln(
-            self.prior_a, self.prior_b
-        )
-        return float(log_mixture - xlogy(s, p) - xlog1py(f, -p))
+        return _log_ratio(self._log_mixture(), self.successes, self.n - self.successes, p)
 
     @property
     def interval(self) -> Interval:
@@ -108,9 +112,10 @@ class BernoulliSequence(StatefulEstimator):
             return Interval(math.nan, 0.0, 1.0)
         estimate = self.successes / self.n
         level = math.log(1.0 / self.alpha)
+        log_mixture, s, f = self._log_mixture(), self.successes, self.n - self.successes
 
         def excess(p: float) -> float:
-            return self.log_mixture_ratio(p) - level
+            return _log_ratio(log_mixture, s, f, p) - level
 
         # log M is convex in p with its minimum (< 0) at the MLE; one root on each side.
         tiny = 1e-15
@@ -132,3 +137,11 @@ class BernoulliSequence(StatefulEstimator):
         sequence = cls(state["alpha"], state["prior_a"], state["prior_b"])
         sequence.n, sequence.successes = int(state["n"]), int(state["successes"])
         return sequence
+
+
+def _log_ratio(log_mixture: float, s: int, f: int, p: float) -> float:
+    """``log M_t(p)`` from its ``p``-free part. ``s log p`` is ``xlogy(s, p)`` to the bit
+    (both are the C library's ``log``), without a scalar ufunc call; ``xlog1py`` stays,
+    as its ``log1p`` (cephes) can differ from the C library's in the last bit."""
+    successes = s * math.log(p) if s else 0.0
+    return float(log_mixture - successes - xlog1py(f, -p))

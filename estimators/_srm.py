@@ -239,7 +239,7 @@ class SplitCounts(StatefulEstimator):
         if fresh.size >= room:
             fresh, self.full = fresh[:room], True
         self._seen = (
-            np.zeros(0, dtype=np.uint64) if self.full else np.union1d(self._seen, digests[fresh])
+            np.zeros(0, dtype=np.uint64) if self.full else _merged(self._seen, digests[fresh])
         )
         return fresh
 
@@ -267,6 +267,14 @@ class SplitCounts(StatefulEstimator):
             f"SplitCounts(counted={self.counted!r}, counts={self.counts}, "
             f"remembered={self.remembered}, full={self.full})"
         )
+
+
+def _merged(seen: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The sorted ``seen`` with the distinct ``new`` digests (none of them in it) inserted
+    in place: ``union1d`` without hashing the whole array again (a look after every event
+    adds one digest to up to ``cap``)."""
+    new = np.sort(new)
+    return np.insert(seen, np.searchsorted(seen, new), new)
 
 
 def _sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,15 +129,8 @@ def read_events(
         decoded = HANDLERS[kind](policy).decode(messages)
         for dead in decoded.dead_letters:
             problems.setdefault((dead.partition, dead.offset), dead.error)
-        applied = {
-            (int(p), int(o))
-            for events in decoded.subjects.values()
-            for p, o in zip(events.partitions.tolist(), events.offsets.tolist(), strict=True)
-        }
-        for message in messages:
-            where = (message.partition, message.offset)
-            if where not in applied and where not in problems:
-                problems[where] = "no events (an empty array)"
+        for where in _without_events(messages, decoded.subjects.values()):
+            problems.setdefault(where, "no events (an empty array)")
         groups += [EventGroup(kind, name, events) for name, events in decoded.subjects.items()]
     if progress is not None:
         progress.close()
@@ -155,6 +148,23 @@ def read_events(
         if sort and behind:
             group.events = group.events.take(_event_time_order(group.events))
     return EventLog(list(paths), groups, unsorted, sort)
+
+
+def _without_events(
+    messages: Sequence[RawMessage], decoded: Iterable[SubjectEvents]
+) -> list[tuple[int, int]]:
+    """``(file, line)`` of the messages none of whose events were decoded (one numpy
+    membership test, not a set of a million pairs)."""
+    parts = list(decoded)
+    lines = np.fromiter((m.offset for m in messages), np.int64, len(messages))
+    files = np.fromiter((m.partition for m in messages), np.int64, len(messages))
+    stride = int(lines.max(initial=0)) + 1
+    if parts:
+        seen = np.concatenate([e.partitions * stride + e.offsets for e in parts])
+        empty = ~np.isin(files * stride + lines, seen)
+    else:
+        empty = np.ones(len(messages), dtype=bool)
+    return list(zip(files[empty].tolist(), lines[empty].tolist(), strict=True))
 
 
 def _event_time_order(events: SubjectEvents) -> np.ndarray:

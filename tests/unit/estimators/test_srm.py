@@ -206,3 +206,21 @@ def test_split_counts_bad_arguments() -> None:
         SplitCounts().update(["a", "b"], np.array([1], dtype=np.uint64))
     with pytest.raises(TypeError):
         SplitCounts() + SplitCounts()  # type: ignore[operator]
+
+
+def test_split_counts_remember_the_same_units_however_the_batches_fall() -> None:
+    """Batch by batch (a look after every event included), the counts and the digests
+    remembered are those of one batch of everything: each new digest is inserted in
+    order, none twice."""
+    rng = np.random.default_rng(7)
+    units = rng.integers(1, 400, 3_000).astype(np.uint64)  # many repeats
+    variants = np.where(units % 10 == 0, "canary", "control").tolist()
+    whole = SplitCounts(cap=10_000)
+    whole.update(variants, units)
+    for size in (1, 7, 500):
+        split = SplitCounts(cap=10_000)
+        for start in range(0, units.size, size):
+            split.update(variants[start : start + size], units[start : start + size])
+        assert split.counts == whole.counts
+        assert split.to_state()["seen"] == whole.to_state()["seen"]
+        assert split.remembered == np.unique(units).size

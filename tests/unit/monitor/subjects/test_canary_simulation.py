@@ -32,6 +32,7 @@ from monitor.subjects._experiments import (
     CanaryEvent,
     ExperimentState,
     Guardrails,
+    TelemetryColumns,
     TelemetryEvent,
 )
 
@@ -100,7 +101,11 @@ def batch(rng: np.random.Generator, canary: Canary) -> SubjectEvents:
         )
     ]
     return SubjectEvents(
-        NO_ROWS.astype(np.uint64), np.full(BATCH, NOW), NO_ROWS, NO_ROWS, EventRows(rows)
+        NO_ROWS.astype(np.uint64),
+        np.full(BATCH, NOW),
+        NO_ROWS,
+        NO_ROWS,
+        TelemetryColumns.from_events(rows),
     )
 
 

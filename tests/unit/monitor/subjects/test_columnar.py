@@ -12,6 +12,7 @@ from monitor._config import Policy
 from monitor.pipeline import DecodedBatch, RawMessage
 from monitor.subjects import CanaryHandler, LabelHandler, TelemetryHandler
 from monitor.subjects._columnar import is_columnar
+from monitor.subjects._telemetry import TelemetryColumns
 
 LABELS = LabelHandler(Policy())
 TELEMETRY = TelemetryHandler(Policy())
@@ -49,6 +50,8 @@ def same(a: DecodedBatch, b: DecodedBatch) -> None:
         if hasattr(left.columns, "s"):
             np.testing.assert_array_equal(left.columns.s, right.columns.s)
             np.testing.assert_array_equal(left.columns.y, right.columns.y)
+        elif isinstance(left.columns, TelemetryColumns):
+            assert left.columns.same_rows(right.columns)
         else:
             assert left.columns.events == right.columns.events
 

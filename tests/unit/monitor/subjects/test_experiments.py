@@ -17,18 +17,18 @@ from monitor import Policy
 from monitor._config import AgentPolicy, CanaryPolicy, ExperimentPolicy
 from monitor.gates import Verdict, decision_record, should_publish
 from monitor.pipeline import RawMessage
+from monitor.pipeline._dedupe import event_digests
 from monitor.store import _keys as fields
 from monitor.subjects import CanaryHandler, TelemetryHandler
-from monitor.subjects import _experiments as experiments
+from monitor.subjects import _telemetry as telemetry_module
+from monitor.subjects._experiment_model import _one_rollback
 from monitor.subjects._experiments import (
     HISTORY,
     CanaryEvent,
     ExperimentModel,
     ExperimentState,
     Lifecycle,
-    TelemetryEvent,
     VariantStats,
-    _one_rollback,
     recommendation,
 )
 
@@ -211,22 +211,19 @@ def test_telemetry_decodes_with_its_defaults_grouped_by_experiment() -> None:
     )
     assert batch.dead_letters == []
     assert list(batch.subjects) == ["exp", "agent"]
-    first, staged = batch.subjects["exp"].columns.events
-    assert first == TelemetryEvent(
-        event_id="e1",
-        ts=first.ts,
-        experiment_id="exp",
-        unit_id="u1",
-        variant="b",
-    )
-    assert (first.primary_outcome, first.guardrails, first.covariates) == (None, None, None)
-    assert (first.sec_outcomes, first.environment) == (None, "prod")
-    assert staged.environment == "staging"
+    exp = batch.subjects["exp"].columns
+    assert [exp.variant.names[c] for c in exp.variant.codes.tolist()] == ["b", "control"]
+    assert exp.unit_id.tolist() == ["u1", "u-e3"]
+    assert exp.staging.tolist() == [False, True]  # the default environment is prod
+    # Not given: NaN (the minimal event has no outcome, guardrails or covariates).
+    assert np.isnan(exp.outcome[0]) and np.isnan(exp.latency_ms[0])
+    assert np.isnan(exp.toxicity[0]) and np.isnan(exp.pre_period[0])
+    assert exp.segment.codes.tolist() == [-1, -1] and exp.secondary == {}
     assert batch.subjects["exp"].ts.tolist() == [1_795_341_600.0, NOW]
     assert batch.subjects["exp"].offsets.tolist() == [4, 5]
-    [canary] = batch.subjects["agent"].columns.events
-    assert canary.primary_outcome is True
-    assert canary.guardrails is not None and canary.guardrails.latency_ms == 400.0
+    agent = batch.subjects["agent"].columns
+    assert agent.outcome.tolist() == [1.0]  # true
+    assert agent.latency_ms.tolist() == [400.0] and agent.toxicity.tolist() == [0.0]
 
 
 @pytest.mark.parametrize(
@@ -257,8 +254,8 @@ def test_bad_telemetry_is_dead_lettered_with_where_it_went_wrong(
     assert letter.error.endswith(f" - at `$[1]{where}`")
     assert orjson.loads(letter.payload) == bad
     assert (letter.partition, letter.offset) == (2, 9)
-    [kept] = batch.subjects["agent"].columns.events
-    assert kept.event_id == "ok"
+    kept = batch.subjects["agent"]
+    assert len(kept) == 1 and kept.digests.tolist() == event_digests(["ok"]).tolist()
     # Alone in its message, the event is named from the top.
     alone = TelemetryHandler(POLICY).decode([message("telemetry", 10, bad)])
     [letter] = alone.dead_letters
@@ -572,7 +569,7 @@ def test_the_split_counts_distinct_units_not_events() -> None:
 
 
 def test_the_split_test_freezes_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(experiments, "SRM_MAX_UNITS", 100)
+    monkeypatch.setattr(telemetry_module, "SRM_MAX_UNITS", 100)
     handler, state = TelemetryHandler(POLICY), deployed(percent=10)
     fold(handler, state, split_batch("a", 15, 135))
     assert state.split is not None and state.split.full and state.srm is not None

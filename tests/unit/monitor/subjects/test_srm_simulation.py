@@ -18,6 +18,7 @@ Counted from the deploy, as before, the control-only events hold most runs. Meas
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,13 @@ from monitor.gates._srm import srm_gate
 from monitor.pipeline import SubjectEvents
 from monitor.subjects import CanaryHandler, TelemetryHandler
 from monitor.subjects._decode import EventRows
-from monitor.subjects._experiments import SRM_MIN_N, CanaryEvent, ExperimentState, TelemetryEvent
+from monitor.subjects._experiment_model import SRM_MIN_N
+from monitor.subjects._experiments import (
+    CanaryEvent,
+    ExperimentState,
+    TelemetryColumns,
+    TelemetryEvent,
+)
 
 AGENT = "agent"
 NOW = 1_795_341_600.0
@@ -42,11 +49,12 @@ SHARE = 0.10
 Z = 1.96  # the Wilson interval's 95%
 
 
-def events(rows: list[object], ts: float) -> SubjectEvents:
+def events(rows: list[Any], ts: float) -> SubjectEvents:
+    """Canary events whole, telemetry as the handler's columns."""
     none = np.zeros(len(rows), dtype=np.int64)
-    return SubjectEvents(
-        none.astype(np.uint64), np.full(len(rows), ts), none, none, EventRows(rows)
-    )
+    telemetry = all(isinstance(row, TelemetryEvent) for row in rows)
+    columns = TelemetryColumns.from_events(rows) if telemetry else EventRows(rows)
+    return SubjectEvents(none.astype(np.uint64), np.full(len(rows), ts), none, none, columns)
 
 
 def deploy(state: ExperimentState) -> None:
