@@ -30,11 +30,12 @@ import numpy as np
 from .._config import EvaluationMapping, OtlpPolicy, Policy
 from .._events import MAX_MAGNITUDE, Guardrails, LabelEvent, TelemetryEvent
 from ..pipeline import DeadLetter, DecodedBatch, Ignored, RawMessage, SubjectEvents
-from ._decode import EventRows, split_by_subject
+from ._decode import split_by_subject
 from ._experiments import ExperimentModel, ExperimentState, TelemetryHandler
 from ._labels import LabelColumns, LabelHandler, LabelModel, LabelState
 from ._late_labels import response_digests
 from ._otlp_wire import OtlpDecodeError, ValueOf, WireRecord, WireSpan, finite, log_records, spans
+from ._telemetry import TelemetryColumns
 
 __all__ = [
     "EVALUATION_EVENT",
@@ -215,7 +216,7 @@ class OtlpSpanHandler:
                 [event.event_id for event in events],
                 np.fromiter((event.ts for event in events), np.float64, len(events)),
                 *_positions(messages, counts),
-                EventRows(events),
+                TelemetryColumns.from_events(events),
             )
         return batch
 

@@ -5,6 +5,7 @@ what carries nothing driftgate reads is counted by reason."""
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from monitor._config import EvaluationMapping, ModelPrice, OtlpPolicy, Policy
 from monitor.pipeline import RawMessage
 from monitor.subjects import OtlpLogHandler, OtlpSpanHandler
 from monitor.subjects._late_labels import response_digests
+from monitor.subjects._otlp import telemetry_events
+from monitor.subjects._otlp_wire import spans
 
 from .test_labels import EMPTY, NOW
 
@@ -103,7 +106,13 @@ def test_genai_spans_become_telemetry_and_the_rest_is_counted(encoding: str) -> 
         ("no_variant", 1, 2, 9),
     }
     [events] = batch.subjects.values()
-    first, second = events.columns.events
+    columns = events.columns
+    assert columns.variant.values() == ["a", "b"]
+    assert columns.staging.tolist() == [False, True]
+    assert columns.latency_ms[0] == 250.0 and columns.outcome.tolist() == [1.0, 0.0]
+    # The events behind the columns: what each span becomes.
+    wire, value_of = spans(value)
+    first, second = telemetry_events(wire, value_of, POLICY.otlp, Counter())
     assert first.event_id == "01" * 16 + "01" * 8
     assert (first.variant, first.unit_id, first.environment) == ("a", "u1", "prod")
     assert first.guardrails.latency_ms == 250.0
