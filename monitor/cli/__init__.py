@@ -27,14 +27,14 @@ import orjson
 import redis
 from redis.exceptions import RedisClusterException
 
-from . import _args as types
-from ._config import ConfigError, Settings, scrub, secrets_of
-from ._demo import reset_demo
-from ._kafka import MAX_MESSAGE_BYTES, client_options
-from ._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
-from ._replay_command import EXAMPLES as REPLAY_EXAMPLES
-from ._replay_command import add_replay
-from ._services import (
+from ..config import ConfigError, Settings, scrub, secrets_of
+from ..config import _args as types
+from ..pipeline import PermanentError
+from ..presentation._status import plural
+from ..runtime._demo import reset_demo
+from ..runtime._kafka import MAX_MESSAGE_BYTES, client_options
+from ..runtime._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
+from ..runtime._services import (
     ServiceError,
     ServiceProcess,
     die_with_parent,
@@ -42,12 +42,12 @@ from ._services import (
     start_broker,
     start_redis,
 )
-from ._status import plural
-from ._up_services import ServiceChoice, UpServices, choose_services, lock_state_directory
-from .pipeline import PermanentError
-from .store import KeyLayout, ReadModel, SyncClient, connect, redact
-from .store._admin import start_new_log_epochs
-from .store._calibrators import StateConflictError, read_calibrator
+from ..runtime._up_services import ServiceChoice, UpServices, choose_services, lock_state_directory
+from ..store import KeyLayout, ReadModel, SyncClient, connect, redact
+from ..store._admin import start_new_log_epochs
+from ..store._calibrators import StateConflictError, read_calibrator
+from ._replay import EXAMPLES as REPLAY_EXAMPLES
+from ._replay import add_replay
 
 if TYPE_CHECKING:
     from estimators import BudgetPlan, VarianceModel
@@ -159,8 +159,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
     from prometheus_client import CollectorRegistry
 
-    from ._app import MonitorApp
-    from .serve import GateAPI, StateCollector, serve
+    from ..runtime._app import MonitorApp
+    from ..serve import GateAPI, StateCollector, serve
 
     settings = _settings(args)
     settings.check_api_token()
@@ -454,7 +454,7 @@ async def _supervise(
     exits (:class:`ChildExited`)."""
     from aiokafka.errors import KafkaError
 
-    from ._demo import run_demo_producer
+    from ..runtime._demo import run_demo_producer
 
     stop = asyncio.Event()
     producer = asyncio.create_task(run_demo_producer(settings, stop)) if demo else None
@@ -503,7 +503,7 @@ def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._status import print_streams
+    from ..presentation._status import print_streams
 
     settings = _settings(args)
     document = _read_model(settings).snapshot(with_history=True).status_document()
@@ -603,7 +603,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ._report import ReportError, default_folder, write_report
+    from ..presentation._report import ReportError, default_folder, write_report
 
     settings = _settings(args)
     read_model = _read_model(settings)
@@ -626,8 +626,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ._baseline import read_scores, set_score_baseline
-    from ._calibration import InputError
+    from ..workflows._baseline import read_scores, set_score_baseline
+    from ..workflows._calibration import InputError
 
     settings = _settings(args)
     scores = None if args.from_file is None else read_scores(args.from_file)
@@ -682,7 +682,7 @@ def _canary_action(
     import getpass
     import uuid
 
-    from ._kafka import send_events
+    from ..runtime._kafka import send_events
 
     settings = _settings(args)
     agent = agent or _current_agent(settings, args.agent)
@@ -736,7 +736,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ._calibration import Progress, RefitRefused, calibrate, read_fit_file
+    from ..workflows._calibration import Progress, RefitRefused, calibrate, read_fit_file
 
     if args.file is None and not args.pool:
         raise UsageError(
@@ -763,7 +763,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except StateConflictError as exc:
         raise ServiceUnavailable(str(exc)) from exc
     if args.save:
-        from .replay import save_calibrator
+        from ..replay import save_calibrator
 
         # What the stream's state now holds: the very calibrator the worker uses.
         record, version = read_calibrator(client, KeyLayout(settings.redis_prefix), args.stream)
@@ -780,8 +780,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from estimators import residuals_by_decile, transport_audit
 
-    from ._calibration import InputError, Progress, next_step, pool_probe, read_pairs
-    from .subjects._labels import ActiveCalibrator
+    from ..subjects._labels import ActiveCalibrator
+    from ..workflows._calibration import InputError, Progress, next_step, pool_probe, read_pairs
 
     settings = _settings(args)
     pairs = read_pairs(args.file, Progress(sys.stderr))
@@ -844,7 +844,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from estimators import VarianceModel, plan_for_budget, plan_for_mde
 
-    from ._calibration import MIN_CALIBRATION_PAIRS
+    from ..workflows._calibration import MIN_CALIBRATION_PAIRS
 
     if (args.pilot is None) == (args.r2 is None):
         raise UsageError("give exactly one of --pilot FILE or --r2 R")
@@ -855,7 +855,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"(--surrogate-cost + --oracle-cost = {smallest:g})"
         )
     if args.pilot is not None:
-        from ._calibration import Progress, check_pilot, read_pairs
+        from ..workflows._calibration import Progress, check_pilot, read_pairs
 
         pairs = read_pairs(args.pilot, Progress(sys.stderr))
         check_pilot(args.pilot, pairs)
@@ -934,8 +934,8 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
     """The input topic that ``--topic`` names, and its kind (whose events it holds): a
     short name (``labels``), a full one (``driftgate.labels``), or another deployment's
     (``staging.labels``)."""
-    from ._schemas import topic_kind
-    from .subjects import HANDLERS
+    from ..events._schemas import topic_kind
+    from ..subjects import HANDLERS
 
     kind = topic_kind(name, settings.topic_prefix)
     if kind is None:
@@ -954,10 +954,10 @@ def _checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | No
     are). The key is the line's subject, so that one subject stays on one partition."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-    from ._calibration import InputError
-    from ._config import Policy
-    from .pipeline import RawMessage
-    from .subjects import HANDLERS
+    from ..config import Policy
+    from ..pipeline import RawMessage
+    from ..subjects import HANDLERS
+    from ..workflows._calibration import InputError
 
     try:
         size = Path(path).stat().st_size
@@ -1044,8 +1044,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of an input topic's messages: no service, no settings needed."""
-    from ._schemas import schema_text, topic_kind
-    from .subjects import HANDLERS
+    from ..events._schemas import schema_text, topic_kind
+    from ..subjects import HANDLERS
 
     kind = topic_kind(args.topic)
     if kind is None:
@@ -1409,7 +1409,7 @@ def _main(argv: Sequence[str] | None, kafka_error: type[Exception]) -> int:
     args = build_parser().parse_args(argv)
     # Only now: it imports scipy (over a second), which --version and a usage error
     # (answered by the parser) do without.
-    from ._calibration import InputError
+    from ..workflows._calibration import InputError
 
     if args.command != "worker":
         # The Kafka client's own log lines would come before the one-line message.

@@ -386,7 +386,7 @@ class Settings:
         """The environment's settings, overridden by ``overrides`` (the CLI's flags).
 
         Every value is checked by the command line's argument types
-        (:mod:`monitor._args`); a bad one raises :class:`ConfigError` naming the variable.
+        (:mod:`monitor.config._args`); a bad one raises :class:`ConfigError` naming the variable.
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import orjson
 
-from ._config import Policy
-from .subjects import HANDLERS
-from .subjects._decode import MessageDecoder
+from ..config import Policy
+from ..subjects import HANDLERS
+from ..subjects._decode import MessageDecoder
 
 __all__ = ["DIALECT", "event_type", "message_schema", "schema_text", "topic_kind"]
 

@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .store._read_model import ts_seconds
+from ..store._read_model import ts_seconds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .store import Snapshot
+    from ..store import Snapshot
 
 __all__ = ["ReportError", "UnknownSubjectError", "default_folder", "write_report"]
 

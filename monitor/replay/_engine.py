@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._config import Policy
+from ..config import Policy
 from ..gates import Verdict, rfc3339
 from ..pipeline import Handler, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
@@ -182,8 +182,8 @@ class Replay:
 
     def _announce(self, subject: _Subject, calibrator: StoredCalibrator, now: float) -> None:
         """The residual gate's published verdict as ``calibrate`` leaves it."""
-        from .._calibration import ANNOUNCING_GATE, announce
         from ..pipeline._judge import publish_changes
+        from ..workflows._calibration import ANNOUNCING_GATE, announce
 
         fresh = next(
             v

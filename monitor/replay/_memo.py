@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._calibration import InputError
-from .._report import _figure
+from ..presentation._report import _figure
+from ..workflows._calibration import InputError
 from ._engine import RunResult, TimelinePoint
 from ._input import EventLog
 from ._summary import KnownGood, summary_lines

@@ -23,7 +23,7 @@ from redis.exceptions import RedisClusterException
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
-from .._config import Policy
+from ..config import Policy
 from ..store import ReadModel
 
 __all__ = ["GateAPI", "HTTPServer", "serve"]

@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisClusterException
 
-from .._config import ACTIONS
+from ..config import ACTIONS
 from ..gates import GATE_STATUS_CODES
 from ..store import ReadModel, Snapshot
 

@@ -5,7 +5,7 @@ Adding a subject is a handler file and a line in :data:`HANDLERS`.
 
 from collections.abc import Callable
 
-from .._config import Policy
+from ..config import Policy
 from ..pipeline import Handler
 from ._experiments import CanaryHandler, TelemetryHandler
 from ._labels import LabelHandler

@@ -33,8 +33,8 @@ from estimators import (
     mean_difference_sequence,
 )
 
-from .._config import AgentPolicy, Policy
-from .._events import CanaryEvent, Guardrails, TelemetryEvent
+from ..config import AgentPolicy, Policy
+from ..events._structs import CanaryEvent, Guardrails, TelemetryEvent
 from ..gates import SEVERITY, Verdict, finite_or_none, rfc3339
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import (

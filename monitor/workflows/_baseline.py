@@ -11,13 +11,13 @@ import numpy as np
 
 from estimators import QuantileSketch
 
+from ..config import Policy
+from ..store import KeyLayout, SyncClient
+from ..store import _keys as fields
+from ..store._score_baseline import StateMissingError, replace_state
+from ..subjects._decode import Finite
+from ..subjects._labels import LabelModel
 from ._calibration import InputError, read_jsonl
-from ._config import Policy
-from .store import KeyLayout, SyncClient
-from .store import _keys as fields
-from .store._score_baseline import StateMissingError, replace_state
-from .subjects._decode import Finite
-from .subjects._labels import LabelModel
 
 __all__ = ["BaselineSet", "read_scores", "set_score_baseline"]
 

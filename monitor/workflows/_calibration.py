@@ -26,12 +26,12 @@ from estimators import (
     equivalence_labels_needed,
 )
 
-from ._config import Policy, Settings
-from .gates import Verdict, decision_record
-from .gates._residual_drift import RECALIBRATION_LABELS
-from .pipeline._write import AUDIT_MAXLEN
-from .store import KeyLayout, SyncClient
-from .store._calibrators import (
+from ..config import Policy, Settings
+from ..gates import Verdict, decision_record
+from ..gates._residual_drift import RECALIBRATION_LABELS
+from ..pipeline._write import AUDIT_MAXLEN
+from ..store import KeyLayout, SyncClient
+from ..store._calibrators import (
     MAX_STORED_PAIRS,
     Announcement,
     Fresh,
@@ -42,11 +42,11 @@ from .store._calibrators import (
     read_calibrator,
     read_pool,
 )
-from .store._calibrators import activate_calibrator as store_calibrator
-from .store._calibrators import decode_pairs as decode_stored_pairs
-from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
-from .subjects._decode import Finite
-from .subjects._labels import ActiveCalibrator, LabelModel
+from ..store._calibrators import activate_calibrator as store_calibrator
+from ..store._calibrators import decode_pairs as decode_stored_pairs
+from ..store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
+from ..subjects._decode import Finite
+from ..subjects._labels import ActiveCalibrator, LabelModel
 
 __all__ = [
     "MIN_CALIBRATION_PAIRS",

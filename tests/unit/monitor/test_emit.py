@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor._config import Policy
+from monitor.config import Policy
 from monitor.emit import (
     EventValidationError,
     _Batches,
