@@ -3,7 +3,6 @@ the argument types both are checked with."""
 
 from ._policy import (
     ACTIONS,
-    ENVIRONMENT,
     AgentPolicy,
     CanaryPolicy,
     ConfigError,
@@ -12,11 +11,9 @@ from ._policy import (
     Policy,
     ResidualDriftPolicy,
     ScoreDriftPolicy,
-    Settings,
     load_policy,
-    scrub,
-    secrets_of,
 )
+from ._settings import ENVIRONMENT, Settings, scrub, secrets_of
 
 __all__ = [
     "ACTIONS",
