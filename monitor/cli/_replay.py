@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from ..config import _args as types
+from ._common import print_json
 
 __all__ = ["EXAMPLES", "add_replay"]
 
@@ -106,7 +105,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..events._schemas import topic_kind
     from ..replay import Replay, read_calibrator_file, read_events
     from ..replay._summary import parse_known_good, summary_lines
-    from ..workflows._calibration import InputError, Progress
+    from ..workflows._pairs import InputError, Progress
 
     started = time.perf_counter()
     known_good = [parse_known_good(text) for text in args.known_good]
@@ -194,10 +193,7 @@ def _print_json(
             for name, result in zip(names, results, strict=True)
         ],
     }
-    sys.stdout.write(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-        + "\n"
-    )
+    print_json(document)
 
 
 def _print_text(

@@ -22,13 +22,9 @@ from estimators import (
 )
 from monitor.cli import main
 from monitor.store._calibrators import StateConflictError, decode_pairs, encode_pairs
-from monitor.workflows._calibration import (
-    InputError,
-    Progress,
-    next_step,
-    quality_lines,
-    read_pairs,
-)
+from monitor.workflows._audit import next_step
+from monitor.workflows._calibration import quality_lines
+from monitor.workflows._pairs import InputError, Progress, read_pairs
 
 
 class Terminal(io.StringIO):
