@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from ..presentation._format import finite_or as finite_or_none
+from ..presentation._format import rfc3339
 
 __all__ = [
     "ACTION_RANK",
@@ -45,14 +46,6 @@ class Verdict:
             "reason": self.reason,
             "evidence": self.evidence,
         }
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # How far an action reaches: a decision goes out again when the same verdict asks for more.

@@ -29,6 +29,7 @@ from ..gates import Verdict, rfc3339
 from ..pipeline import Handler, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject
+from ..presentation._format import finite_or
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
@@ -111,7 +112,7 @@ class RunResult:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    return finite_or(float(value)) if isinstance(value, int | float) else None
 
 
 class Replay:

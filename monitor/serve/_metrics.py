@@ -14,6 +14,7 @@ from redis.exceptions import RedisClusterException
 
 from ..config import ACTIONS
 from ..gates import GATE_STATUS_CODES
+from ..presentation._format import finite_or
 from ..store import ReadModel, Snapshot
 
 __all__ = ["StateCollector"]
@@ -25,7 +26,7 @@ OUTCOMES = ("ok", "dlq", "duplicate")
 
 
 def _value(number: float | None, missing: float) -> float:
-    return missing if number is None or not math.isfinite(number) else float(number)
+    return float(finite_or(number, missing))
 
 
 class StateCollector(Collector):
