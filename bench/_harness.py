@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor._services import free_port, start_broker, start_redis  # noqa: E402
+from monitor.runtime._services import free_port, start_broker, start_redis  # noqa: E402
 
 __all__ = [
     "ROOT",

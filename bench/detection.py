@@ -74,7 +74,7 @@ from estimators._change_detector import (  # noqa: E402
     signed_shifts,
 )
 from estimators._normal_mixture import PRIOR_WEIGHT  # noqa: E402
-from monitor._config import ResidualDriftPolicy  # noqa: E402
+from monitor.config import ResidualDriftPolicy  # noqa: E402
 
 BATCH = 100
 ALPHA = 0.05  # the false-alarm rate the tuned alternatives are held to

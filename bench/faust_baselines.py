@@ -2,7 +2,7 @@
 
     python bench/faust_baselines.py bare|peer
 
-Both run with the driftgate worker's own Faust settings (``monitor._app.FAUST_SETTINGS``:
+Both run with the driftgate worker's own Faust settings (``monitor.runtime._app.FAUST_SETTINGS``:
 fetch sizes, stream buffer, rebalance timeouts), so that all three read Kafka alike.
 
 * ``bare``: Faust's own ceiling: decode every message and count the events, nothing else
@@ -28,7 +28,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor._app import FAUST_SETTINGS
+from monitor.runtime._app import FAUST_SETTINGS
 
 MODE = sys.argv.pop(1)
 EXPECTED = int(os.environ["BENCH_EXPECTED"])

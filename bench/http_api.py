@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.exposition import ThreadingWSGIServer  # noqa: E402
 
 from monitor import Policy  # noqa: E402
-from monitor._services import free_port, start_redis  # noqa: E402
+from monitor.runtime._services import free_port, start_redis  # noqa: E402
 from monitor.serve import GateAPI, serve  # noqa: E402
 from monitor.serve._http import BACKLOG, RAW_PATH, THREADS  # noqa: E402
 from monitor.store import KeyLayout, ReadModel, connect  # noqa: E402

@@ -97,7 +97,7 @@ PATHS = (
     ("/redis/", REDIS),
     ("/hiredis/", REDIS),
     ("monitor/pipeline/_outbox.py", AGENT),
-    ("monitor/_app.py", AGENT),
+    ("monitor/runtime/_app.py", AGENT),
     ("monitor/pipeline/", RUNNER),
     ("monitor/store/", RUNNER),
     ("/faust/", FAUST),

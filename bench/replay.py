@@ -1,7 +1,7 @@
 """``driftgate replay``'s speed: events per second in batches of 10,000 and with a look
 after every event, and where the time goes (cProfile of each).
 
-The input is the demo's traffic (``monitor._demo.demo_history``: one judge stream with
+The input is the demo's traffic (``monitor.runtime._demo.demo_history``: one judge stream with
 labels and one canary agent with telemetry, 2 of 7 events labels, 5 of 7 telemetry) as a
 JSONL file of envelopes, as a user would replay it. Reading (decoding and checking every
 line, grouping, sorting) is timed apart from the replay itself (handlers, duplicates,
@@ -32,9 +32,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitor._config import Policy  # noqa: E402
-from monitor._demo import demo_history  # noqa: E402
+from monitor.config import Policy  # noqa: E402
 from monitor.replay import Replay, read_events  # noqa: E402
+from monitor.runtime._demo import demo_history  # noqa: E402
 
 START = 1767225600.0
 

@@ -10,7 +10,7 @@ and Redis (started here on free loopback ports):
 
 * limit: a raw aiokafka ``getmany`` drain (no decoding);
 * Faust's ceiling: a bare Faust agent that decodes and counts, with the worker's own Faust
-  settings (``monitor._app.FAUST_SETTINGS``);
+  settings (``monitor.runtime._app.FAUST_SETTINGS``);
 * driftgate: the real worker (``python -m monitor worker``), Kafka -> decode -> statistics
   -> Redis -> gates -> metrics;
 * peer: a Faust agent doing per event what a hand-written monitor does (River ``Var`` and

@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
+    from .config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
     from .gates import Verdict, residual_drift_gate, score_drift_gate
     from .pipeline import BatchResult, BatchRunner, Handler, RawMessage, SubjectModel
     from .subjects import HANDLERS, LabelHandler
@@ -31,10 +31,10 @@ __all__ = [
 # Imported on first use (PEP 562): the gates and subjects import scipy, about a second and
 # a half that every command line message (`--version`, a usage error) would wait for.
 _WHERE = {
-    "Policy": "._config",
-    "ResidualDriftPolicy": "._config",
-    "ScoreDriftPolicy": "._config",
-    "Settings": "._config",
+    "Policy": ".config",
+    "ResidualDriftPolicy": ".config",
+    "ScoreDriftPolicy": ".config",
+    "Settings": ".config",
     "Verdict": ".gates",
     "residual_drift_gate": ".gates",
     "score_drift_gate": ".gates",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from monitor._demo import demo_history
+from monitor.runtime._demo import demo_history
 
 START = 1767225600.0  # 2026-01-01T00:00:00Z
 OUT = Path(__file__).resolve().parent.parent / "docs" / "examples" / "replay-demo.jsonl.gz"

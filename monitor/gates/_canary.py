@@ -14,7 +14,7 @@ from estimators import (
     mean_difference_sequence,
 )
 
-from .._config import CanaryPolicy
+from ..config import CanaryPolicy
 from ._verdict import Verdict, finite_or_none
 
 __all__ = ["ArmStatistics", "CanaryFacts", "Comparison", "canary_gate", "compare"]

@@ -17,7 +17,7 @@ from estimators import (
     quantile_interval,
 )
 
-from .._config import GuardrailPolicy
+from ..config import GuardrailPolicy
 from ._verdict import Verdict, finite_or_none
 
 __all__ = [

@@ -7,7 +7,7 @@ import shlex
 
 from estimators import NormalMixtureSequence, RestartingMeanSequence
 
-from .._config import ResidualDriftPolicy
+from ..config import ResidualDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
 __all__ = ["CHANGE_METHOD", "RECALIBRATION_LABELS", "residual_drift_gate"]

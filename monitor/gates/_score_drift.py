@@ -12,7 +12,7 @@ from estimators import (
     sketch_ks_bounds,
 )
 
-from .._config import ScoreDriftPolicy
+from ..config import ScoreDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
 __all__ = ["BASELINE_WINDOW_PER_MIN_N", "baseline_may_advance", "score_drift_gate"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from ..presentation._format import finite_or as finite_or_none
+from ..presentation._format import rfc3339
 
 __all__ = [
     "ACTION_RANK",
@@ -25,6 +26,15 @@ GATE_STATUS_CODES = {"PASS": 0, "WARN": 1, "FAIL": 2, "INCONCLUSIVE": 3, "HOLD":
 
 # Worst first, as the contract orders an agent's verdict: FAIL, HOLD, INCONCLUSIVE, WARN, PASS.
 SEVERITY = {"FAIL": 4, "HOLD": 3, "INCONCLUSIVE": 2, "WARN": 1, "PASS": 0}
+
+
+def record_key(gate: str, part: str = "") -> str:
+    """``gate`` or ``gate/part``: the name of a verdict's published record.
+
+    >>> record_key("score_drift"), record_key("covariate_drift", "domain")
+    ('score_drift', 'covariate_drift/domain')
+    """
+    return f"{gate}/{part}" if part else gate
 
 
 @dataclass(frozen=True)
@@ -55,23 +65,6 @@ class Verdict:
             "reason": self.reason,
             "evidence": self.evidence,
         }
-
-
-def record_key(gate: str, part: str = "") -> str:
-    """``gate`` or ``gate/part``: the name of a verdict's published record.
-
-    >>> record_key("score_drift"), record_key("covariate_drift", "domain")
-    ('score_drift', 'covariate_drift/domain')
-    """
-    return f"{gate}/{part}" if part else gate
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 # How far an action reaches: a decision goes out again when the same verdict asks for more.

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from .._calibration import InputError
 from ..store import KeyLayout, SyncClient
 from ..store._calibrators import read_calibrator
+from ..workflows._calibration import InputError
 
 __all__ = ["FORMAT", "StoredCalibrator", "from_redis", "read_calibrator_file", "save_calibrator"]
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .._config import Policy
+from ..config import Policy
 from ..gates import Verdict, rfc3339
 from ..pipeline import Handler, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject
+from ..presentation._format import finite_or
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
@@ -116,7 +117,7 @@ class RunResult:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    return finite_or(float(value)) if isinstance(value, int | float) else None
 
 
 class Replay:
@@ -187,8 +188,8 @@ class Replay:
 
     def _announce(self, subject: _Subject, calibrator: StoredCalibrator, now: float) -> None:
         """The residual gate's published verdict as ``calibrate`` leaves it."""
-        from .._calibration import ANNOUNCING_GATE, announce
         from ..pipeline._judge import publish_changes
+        from ..workflows._calibration import ANNOUNCING_GATE, announce
 
         fresh = next(
             v

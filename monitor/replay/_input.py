@@ -19,10 +19,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .._calibration import InputError, Progress
-from .._config import Policy
+from ..config import Policy
 from ..pipeline import RawMessage, SubjectEvents
 from ..subjects import HANDLERS
+from ..workflows._calibration import InputError, Progress
 
 __all__ = ["EventGroup", "EventLog", "infer_topic", "read_events"]
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._calibration import InputError
-from .._report import _figure
+from ..presentation._report_plots import agg_figure
+from ..workflows._calibration import InputError
 from ._engine import RunResult, TimelinePoint
 from ._input import EventLog
 from ._summary import KnownGood, summary_lines
@@ -38,7 +38,7 @@ def _plot(
     gates = sorted(
         g for g, points in timelines.items() if any(p.estimate is not None for p in points)
     )
-    figure, axes = _figure(max(1, len(gates)), (9, 2.6 * max(1, len(gates))))
+    figure, axes = agg_figure(max(1, len(gates)), (9, 2.6 * max(1, len(gates))))
     for axis, gate in zip(axes, gates, strict=False):
         points = [p for p in timelines[gate] if p.estimate is not None]
         times = [_when(p.ts) for p in points]

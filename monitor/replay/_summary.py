@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .._calibration import InputError
+from ..workflows._calibration import InputError
 from ._engine import DecisionMark, RunResult
 
 __all__ = ["GateSummary", "KnownGood", "gate_summaries", "parse_known_good", "summary_lines"]

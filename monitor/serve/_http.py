@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
-from .._config import Policy
+from ..config import Policy
 from ..store import STORE_ERRORS, ReadModel
 
 __all__ = ["GateAPI", "HTTPServer", "serve"]

@@ -11,8 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from .._config import ACTIONS
+from ..config import ACTIONS
 from ..gates import GATE_STATUS_CODES
+from ..presentation._format import finite_or
 from ..store import STORE_ERRORS, ReadModel, Snapshot
 
 __all__ = ["StateCollector"]
@@ -24,7 +25,7 @@ OUTCOMES = ("ok", "dlq", "duplicate", "ignored")
 
 
 def _value(number: float | None, missing: float) -> float:
-    return missing if number is None or not math.isfinite(number) else float(number)
+    return float(finite_or(number, missing))
 
 
 class StateCollector(Collector):

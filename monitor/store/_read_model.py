@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from ..presentation._format import rfc3339
 from . import _keys as fields
 from ._client import SyncClient
 from ._keys import (
@@ -231,10 +232,9 @@ def ts_seconds(ts: Any) -> float | None:
         return None
 
 
-def _rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+def _evaluated_at(record: dict[str, Any]) -> str | None:
+    evaluated = record.get("evaluated_at")
+    return None if evaluated is None else rfc3339(evaluated)
 
 
 def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) ->
         "action": record.get("published_action") if announced else record["action"],
         "reason": record.get("published_reason") if announced else record["reason"],
         "decision_id": record.get("decision_id") if announced else None,
-        "ts": record.get("published_at") if announced else _rfc3339(record.get("evaluated_at")),
+        "ts": record.get("published_at") if announced else _evaluated_at(record),
         "evidence": record["evidence"],
         "evaluated_at": record.get("evaluated_at"),
         "kind": kind,

@@ -7,7 +7,7 @@ own, and ``produce`` and ``replay`` take driftgate's events only).
 
 from collections.abc import Callable
 
-from .._config import Policy
+from ..config import Policy
 from ..pipeline import Handler
 from ._experiments import CanaryHandler, TelemetryHandler
 from ._labels import LabelHandler

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import numpy as np
 
-from .._events import Finite, NonEmpty, NonNegative, Timestamp
+from ..events._structs import Finite, NonEmpty, NonNegative, Timestamp
 from ..pipeline import DeadLetter, DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
 from ._columnar import ColumnarDecoder, ColumnarError, Table, is_columnar

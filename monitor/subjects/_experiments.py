@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._config import Policy
-from .._events import CanaryEvent, Guardrails, TelemetryEvent
+from ..config import Policy
+from ..events._structs import CanaryEvent, Guardrails, TelemetryEvent
 from ..gates import rfc3339
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ._decode import EventRows, MessageDecoder

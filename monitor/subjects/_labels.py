@@ -27,8 +27,8 @@ from estimators import (
     severity_band,
 )
 
-from .._config import Policy
-from .._events import LabelEvent
+from ..config import Policy
+from ..events._structs import LabelEvent
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents

@@ -21,7 +21,7 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from monitor._services import (
+from monitor.runtime._services import (
     ServiceProcess,
     create_cluster,
     free_cluster_port,

@@ -11,9 +11,9 @@ import asyncio
 import sys
 from typing import Any
 
-from monitor._config import Settings
-from monitor._kafka import start_producer
+from monitor.config import Settings
 from monitor.pipeline._outbox import OutboxDrainer
+from monitor.runtime._kafka import start_producer
 from monitor.store import KeyLayout, connect_async, is_cluster
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from estimators import IsotonicCalibrator, calibration_quality, cross_fit_predictions
 from monitor import Policy
-from monitor._calibration import activate_calibrator
 from monitor.store import KeyLayout
 from monitor.store._calibrators import (
     add_to_pool,
@@ -32,6 +31,7 @@ from monitor.store._keys import (
     calibration_pairs,
 )
 from monitor.subjects._labels import ActiveCalibrator
+from monitor.workflows._calibration import activate_calibrator
 
 from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, RedisServer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from monitor._services import free_port
+from monitor.runtime._services import free_port
 
 from .conftest import Deployment, consume, label
 

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor._services import free_port, port_open
+from monitor.runtime._services import free_port, port_open
 
 from .conftest import Deployment, encode, label
 
@@ -391,7 +391,7 @@ def test_a_second_up_leaves_the_first_one_alone(tmp_path: Path) -> None:
 def test_up_leaves_a_redis_on_its_default_port_untouched(tmp_path: Path) -> None:
     """A Redis on the port `up` would use by default (here one of the test's: never the
     machine's 6379) is left as it is: `up` starts its own elsewhere and says where."""
-    from monitor._services import start_redis
+    from monitor.runtime._services import start_redis
 
     theirs_port = free_port()
     theirs = start_redis(theirs_port, tmp_path / "theirs")
@@ -404,7 +404,7 @@ def test_up_leaves_a_redis_on_its_default_port_untouched(tmp_path: Path) -> None
         command = [
             sys.executable,
             "-c",
-            "import sys; from monitor import _up_services as s, cli; "
+            "import sys; from monitor import cli; from monitor.runtime import _up_services as s; "
             f"s.DEFAULT_PORTS.update({defaults!r}); sys.exit(cli.main(['up']+sys.argv[1:]))",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}

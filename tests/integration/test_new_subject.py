@@ -19,8 +19,7 @@ import pytest
 
 from estimators import Moments
 from monitor import Policy
-from monitor._config import Settings
-from monitor._kafka import start_producer
+from monitor.config import Settings
 from monitor.gates import Verdict
 from monitor.pipeline import (
     BatchRunner,
@@ -31,6 +30,7 @@ from monitor.pipeline import (
     WriteScript,
 )
 from monitor.pipeline._outbox import OutboxDrainer
+from monitor.runtime._kafka import start_producer
 from monitor.store import KeyLayout, ReadModel, connect_async
 from monitor.store import _keys as fields
 from monitor.subjects import HANDLERS

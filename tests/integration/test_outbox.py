@@ -17,11 +17,11 @@ import orjson
 import pytest
 
 from monitor import Policy
-from monitor._config import Settings
-from monitor._kafka import start_producer
-from monitor._services import ServiceProcess
+from monitor.config import Settings
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
 from monitor.pipeline._outbox import OutboxDrainer, Sent
+from monitor.runtime._kafka import start_producer
+from monitor.runtime._services import ServiceProcess
 from monitor.store import KeyLayout, connect_async
 from monitor.store._keys import OUTBOX_GROUP, OutboxEntry, SubjectKeys, known_kinds
 from monitor.subjects import LabelHandler

@@ -16,9 +16,9 @@ import pytest
 
 from estimators import IsotonicCalibrator
 from monitor import Policy
-from monitor._calibration import activate_calibrator
 from monitor.store import KeyLayout, ReadModel
 from monitor.store._calibrators import StateConflictError
+from monitor.workflows._calibration import activate_calibrator
 
 from .conftest import Deployment, RedisServer, encode, label
 

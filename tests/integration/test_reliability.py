@@ -14,11 +14,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from monitor import Policy
-from monitor._kafka import MAX_MESSAGE_BYTES
-from monitor._services import free_port
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
 from monitor.pipeline._letters import record_size
 from monitor.pipeline._outbox import OutboxDrainer
+from monitor.runtime._kafka import MAX_MESSAGE_BYTES
+from monitor.runtime._services import free_port
 from monitor.store import KeyLayout, connect_async
 from monitor.subjects import LabelHandler
 

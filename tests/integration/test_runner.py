@@ -13,12 +13,12 @@ import pytest
 
 from estimators import IsotonicCalibrator, QuantileSketch
 from monitor import Policy
-from monitor._calibration import activate_calibrator
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
 from monitor.store import KeyLayout, ReadModel, SyncClient, connect_async
 from monitor.store._keys import Fence
 from monitor.store._write import SubjectWrite
 from monitor.subjects import CanaryHandler, LabelHandler, TelemetryHandler
+from monitor.workflows._calibration import activate_calibrator
 
 from .conftest import BOTH_REDIS, RedisServer, encode, label
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from monitor._services import ServiceProcess, free_port, start_redis, wait_for_port
+from monitor.runtime._services import ServiceProcess, free_port, start_redis, wait_for_port
 from monitor.store import KeyLayout, ReadModel
 
 from .conftest import Deployment, RedisServer, encode, label
@@ -232,7 +232,7 @@ def test_kafka_sasl_settings_reach_the_broker_and_a_refusal_names_kafka(
 ) -> None:
     """The embedded broker with authentication on (and no user it would accept): the
     SASL settings are offered, refused, and the refusal names Kafka, not the password."""
-    from monitor._services import broker_binary
+    from monitor.runtime._services import broker_binary
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor._services import free_port
+from monitor.runtime._services import free_port
 from tests.integration.conftest import (  # noqa: F401 - fixtures, found by name
     Deployment,
     RedisServer,

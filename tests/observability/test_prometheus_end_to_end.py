@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor._services import free_port
+from monitor.runtime._services import free_port
 from tests.integration.conftest import Deployment, encode, label
 
 from . import _dashboards

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from monitor._services import ServiceProcess
+from monitor.runtime._services import ServiceProcess
 
 from ..integration.conftest import Deployment
 from ._oracle import LoadProducer, Workload, check_against_oracle, reconcile_outputs

@@ -24,10 +24,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from monitor import Settings
-from monitor._config import ENVIRONMENT, CanaryPolicy, GuardrailPolicy, Policy, load_policy
-from monitor._preflight import TOPIC_NAMES
 from monitor.cli import build_parser
+from monitor.config import ENVIRONMENT, CanaryPolicy, GuardrailPolicy, Policy, load_policy
 from monitor.gates import SEVERITY
+from monitor.runtime._preflight import TOPIC_NAMES
 from monitor.serve._http import FLAGGER_HOOKS, GateAPI
 from monitor.store._read_model import Snapshot
 from monitor.subjects._experiments import CanaryEvent

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from monitor import Settings
-from monitor._config import ENVIRONMENT
+from monitor.config import ENVIRONMENT
 from monitor.serve import StateCollector
 from monitor.store import Snapshot
 
@@ -247,9 +247,9 @@ def exported_metrics() -> set[str]:
     names = set()
     for family in StateCollector(EmptyState()).collect():  # type: ignore[arg-type]
         names.add(f"{family.name}_total" if family.type == "counter" else family.name)
-    # The one per-worker metric: a histogram of the worker's own (monitor/_app.py).
+    # The one per-worker metric: a histogram of the worker's own (monitor/runtime/_app.py).
     histogram = "driftgate_batch_duration_seconds"
-    assert f'"{histogram}"' in (ROOT / "monitor/_app.py").read_text()
+    assert f'"{histogram}"' in (ROOT / "monitor/runtime/_app.py").read_text()
     names |= {f"{histogram}_{suffix}" for suffix in ("bucket", "count", "sum")}
     return names
 

@@ -36,8 +36,8 @@ import pytest
 import yaml
 
 from monitor import Settings
-from monitor._config import ENVIRONMENT, Policy, load_policy
 from monitor.cli import build_parser
+from monitor.config import ENVIRONMENT, Policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy/kubernetes"
@@ -47,7 +47,7 @@ ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 # extra requires at least that release), and the oldest docs/deploy.md supports.
 VERSIONS = ("1.37", "1.25")
 # In the contract's HTTP API section: required once the API binds beyond loopback. Not in
-# monitor._config.ENVIRONMENT on every branch yet, so named here.
+# monitor.config.ENVIRONMENT on every branch yet, so named here.
 CONTRACT_VARIABLES = set(ENVIRONMENT.values()) | {"DRIFTGATE_API_TOKEN"}
 
 sys.path.insert(0, str(ROOT / "scripts"))

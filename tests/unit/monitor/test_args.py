@@ -1,4 +1,4 @@
-"""The command line's argument types (monitor/_args.py): what each accepts and refuses."""
+"""The command line's argument types (monitor/config/_args.py): what each accepts and refuses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor import _args as types
+from monitor.config import _args as types
 
 EVERY_TYPE: list[Callable[[str], Any]] = [
     types.finite_number,

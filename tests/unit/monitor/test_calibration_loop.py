@@ -20,15 +20,11 @@ from estimators import (
     residuals_by_decile,
     transport_audit,
 )
-from monitor._calibration import (
-    InputError,
-    Progress,
-    next_step,
-    quality_lines,
-    read_pairs,
-)
 from monitor.cli import main
 from monitor.store._calibrators import StateConflictError, decode_pairs, encode_pairs
+from monitor.workflows._audit import next_step
+from monitor.workflows._calibration import quality_lines
+from monitor.workflows._pairs import InputError, Progress, read_pairs
 
 
 class Terminal(io.StringIO):

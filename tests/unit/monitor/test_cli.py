@@ -16,7 +16,9 @@ import orjson
 import pytest
 
 from estimators import VarianceModel, plan_for_budget
-from monitor.cli import EXAMPLES, StopRequested, _Console, _StopSignals, build_parser, main
+from monitor.cli import build_parser, main
+from monitor.cli._parser import EXAMPLES
+from monitor.cli._up import StopRequested, _Console, _StopSignals
 
 
 @pytest.fixture(autouse=True)
@@ -280,13 +282,13 @@ def test_an_unreachable_service_exits_1_naming_it(
 def test_an_unexpected_error_is_one_line_with_secrets_scrubbed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import monitor.cli as cli
+    from monitor.cli import _observe
 
     def broken(args: object) -> int:
         raise RuntimeError("lost redis://:hunter2@r:6379/0 and s3cr3t")
 
     monkeypatch.setenv("DRIFTGATE_KAFKA_SASL_PASSWORD", "s3cr3t")
-    monkeypatch.setattr(cli, "cmd_status", broken)
+    monkeypatch.setattr(_observe, "cmd_status", broken)
     assert main(["status", "--redis-url", "redis://:hunter2@r:6379/0"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected RuntimeError" in err, err
@@ -301,12 +303,12 @@ def test_a_broken_pipe_that_is_not_stdout_is_a_failure(
 ) -> None:
     """A broken pipe to a service (redis-server's stdin in `up`) is exit 1, named; only a
     reader closing standard output ends the command quietly."""
-    import monitor.cli as cli
+    from monitor.cli import _observe
 
     def broken(args: object) -> int:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_status", broken)
+    monkeypatch.setattr(_observe, "cmd_status", broken)
     assert main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected BrokenPipeError" in err, err

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from monitor import Settings
-from monitor._config import ConfigError, load_policy, scrub, secrets_of
+from monitor.config import ConfigError, load_policy, scrub, secrets_of
 
 
 def test_environment_then_flags() -> None:
@@ -231,7 +231,7 @@ def test_kafka_security_settings_reach_the_clients() -> None:
     user, the password and the CA file's trust (the system's own bundle here)."""
     import ssl
 
-    from monitor._kafka import client_options, faust_credentials
+    from monitor.runtime._kafka import client_options, faust_credentials
 
     cafile = ssl.get_default_verify_paths().openssl_cafile
     if not Path(cafile).is_file():

@@ -14,16 +14,16 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor._config import Policy
-from monitor._emit_events import (
+from monitor.config import Policy
+from monitor.emit import EventValidationError
+from monitor.emit._events import (
     canary_event,
     envelope,
     envelopes,
     label_event,
     telemetry_event,
 )
-from monitor._emit_sender import _Batches
-from monitor.emit import EventValidationError
+from monitor.emit._sender import _Batches
 from monitor.pipeline import RawMessage
 from monitor.subjects import HANDLERS
 from monitor.subjects._telemetry import TelemetryColumns

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from monitor._report import (
+from monitor.presentation._report import (
     ReportError,
     UnknownSubjectError,
     build_memo,

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from monitor import Policy
-from monitor._schemas import DIALECT, message_schema, schema_text, topic_kind
 from monitor.cli import main
+from monitor.events._schemas import DIALECT, message_schema, schema_text, topic_kind
 from monitor.pipeline import RawMessage
 from monitor.subjects import HANDLERS
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from monitor import Policy, ResidualDriftPolicy
-from monitor._status import stream_lines
+from monitor.presentation._status import stream_lines
 from monitor.subjects._labels import LabelHandler
 
 from .subjects.test_label_value import NOW, events, fitted, fold, fresh_state, view

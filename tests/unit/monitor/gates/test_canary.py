@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from estimators import CoMoments, DifferenceInterval, Moments, mean_difference_sequence
-from monitor._config import CanaryPolicy
+from monitor.config import CanaryPolicy
 from monitor.gates._canary import CanaryFacts, Comparison, canary_gate, compare
 
 POLICY = CanaryPolicy()

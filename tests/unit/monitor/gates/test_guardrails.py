@@ -8,7 +8,7 @@ import pytest
 
 from estimators import Moments, QuantileSketch
 from monitor import Policy
-from monitor._config import ConfigError, GuardrailPolicy, load_policy
+from monitor.config import ConfigError, GuardrailPolicy, load_policy
 from monitor.gates import Verdict
 from monitor.gates._guardrails import (
     GUARDRAILS,

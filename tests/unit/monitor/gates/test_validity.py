@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from estimators import Moments, NormalMixtureSequence, PairedDifferenceSequence
-from monitor._config import CanaryPolicy, Policy
+from monitor.config import CanaryPolicy, Policy
 from monitor.gates._canary import canary_gate, compare
 from monitor.gates._residual_drift import residual_drift_gate
 from monitor.subjects._experiments import VariantStats

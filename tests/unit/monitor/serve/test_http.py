@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisClusterException
 
 from monitor import Policy
-from monitor._config import AgentPolicy, CanaryPolicy
+from monitor.config import AgentPolicy, CanaryPolicy
 from monitor.gates import Verdict
 from monitor.pipeline._judge import gate_records
 from monitor.serve import GateAPI

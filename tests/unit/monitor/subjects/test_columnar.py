@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor._config import Policy
+from monitor.config import Policy
 from monitor.pipeline import DecodedBatch, RawMessage
 from monitor.subjects import CanaryHandler, LabelHandler, TelemetryHandler
 from monitor.subjects._columnar import is_columnar

@@ -14,7 +14,7 @@ from estimators import (
     benjamini_hochberg,
 )
 from monitor import Policy
-from monitor._config import AgentPolicy, CanaryPolicy, ExperimentPolicy
+from monitor.config import AgentPolicy, CanaryPolicy, ExperimentPolicy
 from monitor.gates import Verdict, decision_record, should_publish
 from monitor.pipeline import RawMessage
 from monitor.pipeline._dedupe import event_digests

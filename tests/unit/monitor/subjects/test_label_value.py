@@ -187,7 +187,7 @@ def test_new_statistics_round_trip_and_an_older_state_still_loads() -> None:
 def test_extreme_scores_give_a_view_that_stores_and_prints() -> None:
     """Scores at the 1e100 bound of the decoders: every count stays storable (orjson
     refuses integers past 64 bits) and status still prints."""
-    from monitor._status import stream_lines
+    from monitor.presentation._status import stream_lines
 
     handler = LabelHandler(POLICY)
     state = fresh_state(handler)

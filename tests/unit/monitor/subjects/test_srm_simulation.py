@@ -24,7 +24,7 @@ import numpy as np
 
 from estimators import SampleRatioSequence
 from monitor import Policy
-from monitor._config import CanaryPolicy
+from monitor.config import CanaryPolicy
 from monitor.gates._srm import srm_gate
 from monitor.pipeline import SubjectEvents
 from monitor.subjects import CanaryHandler, TelemetryHandler

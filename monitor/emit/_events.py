@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from ._events import CanaryEvent, LabelEvent, TelemetryEvent
-from ._kafka import MAX_MESSAGE_BYTES
+from ..events._structs import CanaryEvent, LabelEvent, TelemetryEvent
+from ..runtime._kafka import MAX_MESSAGE_BYTES
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",

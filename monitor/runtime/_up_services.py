@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from ._config import ENVIRONMENT, ConfigError, Settings
+from ..config import ENVIRONMENT, ConfigError, Settings
+from ..store import redact
 from ._preflight import ServiceUnavailable
 from ._services import free_port, port_open
-from .store import redact
 
 __all__ = [
     "DEFAULT_PORTS",

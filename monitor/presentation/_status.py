@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ignored_lines", "plural", "print_ignored", "print_streams", "stream_lines"]
+from ._format import count, interval, number, plural
+
+__all__ = ["ignored_lines", "print_experiments", "print_ignored", "print_streams", "stream_lines"]
 
 
 def print_streams(streams: Mapping[str, Mapping[str, Any]]) -> None:
@@ -25,7 +27,7 @@ def ignored_lines(ignored: Mapping[str, Mapping[str, int]]) -> list[str]:
     """A line per topic of the records counted and skipped, by reason."""
     return [
         f"{topic}: {plural(sum(reasons.values()), 'record')} skipped ("
-        + ", ".join(f"{reason} {_count(n)}" for reason, n in reasons.items())
+        + ", ".join(f"{reason} {count(n)}" for reason, n in reasons.items())
         + ")"
         for topic, reasons in ignored.items()
     ]
@@ -39,8 +41,8 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     calibrator = row["calibrator"]
     note = " (identity: no calibrator fitted)" if calibrator["kind"] == "identity" else ""
     lines = [
-        f"{name}: {row['verdict']} ({row['reason']}); {_count(row['n'])} scored, "
-        f"{_count(row['labeled_n'])} labeled; calibrator {calibrator['kind']} "
+        f"{name}: {row['verdict']} ({row['reason']}); {count(row['n'])} scored, "
+        f"{count(row['labeled_n'])} labeled; calibrator {calibrator['kind']} "
         f"v{calibrator['version']}{note}"
     ]
     used = _interval(row["residual_mean"], row["ci_low"], row["ci_high"], row["residual_n"])
@@ -48,7 +50,7 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     if row.get("interval") == "since_change":
         since = row.get("since_change") or {}
         where = since.get("since_labeled_n")
-        start = f" (after label {_count(where)})" if where is not None else ""
+        start = f" (after label {count(where)})" if where is not None else ""
         lines.append(f"  verdict uses: the interval since the detected change{start}: {used}")
         if all_time is not None:
             lines.append(
@@ -65,11 +67,11 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     value = row.get("value")
     if value is not None:
         lines.append(
-            f"  value:        {_plain(value['estimate'])} "
-            f"[{_plain(value['ci_low'], '-inf')}, {_plain(value['ci_high'], '+inf')}] "
-            f"= mean f(S) {_plain(value['plug_in'])} over {_count(value['n_scored'])} scored "
-            f"+ mean residual {_signed(value['residual_correction'])} "
-            f"over {_count(value['n_labeled'])} labeled"
+            f"  value:        {number(value['estimate'], '.3g')} "
+            f"{interval(None, value['ci_low'], value['ci_high'], '.3g')} "
+            f"= mean f(S) {number(value['plug_in'], '.3g')} over {count(value['n_scored'])} scored "
+            f"+ mean residual {number(value['residual_correction'], '+.3g')} "
+            f"over {count(value['n_labeled'])} labeled"
         )
     if "score_band" in row:
         lines.append(f"  score drift:  {_score_drift(row)}")
@@ -84,21 +86,21 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     join = row.get("late_labels")
     if join is not None:
         lines.append(
-            f"  late labels:  {_count(join['waiting'])} waiting, {_count(join['joined'])} "
-            f"joined, {_count(join['expired'])} expired"
+            f"  late labels:  {count(join['waiting'])} waiting, {count(join['joined'])} "
+            f"joined, {count(join['expired'])} expired"
         )
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):
-        means = " ".join(_signed(d["mean_residual"], 2) if d["n"] else "." for d in deciles)
-        counts = " ".join(_count(d["n"]) for d in deciles)
+        means = " ".join(number(d["mean_residual"], "+.2g") if d["n"] else "." for d in deciles)
+        counts = " ".join(count(d["n"]) for d in deciles)
         lines.append(f"  by decile:    mean residual {means} (labels {counts})")
     return lines
 
 
 def _interval(mean: float | None, low: float | None, high: float | None, n: int) -> str:
     return (
-        f"mean residual {_signed(mean)} [{_signed(low, none='-inf')}, "
-        f"{_signed(high, none='+inf')}] over {plural(n, 'label')}"
+        f"mean residual {number(mean, '+.3g')} {interval(None, low, high, '+.3g')} "
+        f"over {plural(n, 'label')}"
     )
 
 
@@ -107,7 +109,7 @@ def _score_drift(row: Mapping[str, Any]) -> str:
     ks = row.get("score_ks")
     if verdict is None:
         return "no baseline (the identity has no calibration scores)"
-    distance = "" if ks is None else f", KS {_plain(ks)}"
+    distance = "" if ks is None else f", KS {number(ks, '.3g')}"
     if band is None:
         return f"too few scores to judge ({verdict}{distance})"
     return f"{band} ({verdict}{distance})"
@@ -123,12 +125,12 @@ def _until_decided(row: Mapping[str, Any], wait: Mapping[str, Any]) -> str:
     mean = row["residual_mean"]
     if labels is None:
         return (
-            f"{row['verdict']} so far; the mean residual ({_signed(mean)}) is too near 0 "
+            f"{row['verdict']} so far; the mean residual ({number(mean, '+.3g')}) is too near 0 "
             "for its interval to exclude 0 in any useful time"
         )
     return (
         f"{row['verdict']} so far; ~{plural(labels, 'more label')} would exclude 0 if the mean "
-        f"residual stays at {_signed(mean)}{when}"
+        f"residual stays at {number(mean, '+.3g')}{when}"
     )
 
 
@@ -141,24 +143,24 @@ def _plan(plan: Mapping[str, Any] | None, labeled: int) -> str:
     more = plan["more_labels"]
     if more is None:
         return (
-            f"value estimate's MDE now {_plain(plan['current_mde'])} with "
-            f"{plural(labeled, 'label')}; an MDE of {_plain(plan['target_mde'])} "
+            f"value estimate's MDE now {number(plan['current_mde'], '.3g')} with "
+            f"{plural(labeled, 'label')}; an MDE of {number(plan['target_mde'], '.3g')} "
             "(the bias threshold as target) is "
             "out of reach (over 10^12 labels)"
         )
     need = "enough labels" if more == 0 else f"{plural(more, 'more label')}"
     return (
-        f"value estimate's MDE now {_plain(plan['current_mde'])} with "
-        f"{plural(labeled, 'label')}; an MDE of {_plain(plan['target_mde'])} "
+        f"value estimate's MDE now {number(plan['current_mde'], '.3g')} with "
+        f"{plural(labeled, 'label')}; an MDE of {number(plan['target_mde'], '.3g')} "
         "(the bias threshold as target) needs "
-        f"{_count(plan['labels_needed'])}: {need}"
+        f"{count(plan['labels_needed'])}: {need}"
     )
 
 
 def _eta(seconds: float | None, rate: float | None) -> str:
     if seconds is None or rate is None:
         return ""
-    return f" (~{_duration(seconds)} at {_plain(rate)} labels/s)"
+    return f" (~{_duration(seconds)} at {number(rate, '.3g')} labels/s)"
 
 
 def _duration(seconds: float) -> str:
@@ -169,18 +171,40 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2g} s"
 
 
-def _count(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
-
-
-def plural(n: int | None, noun: str) -> str:
-    """``1 label``, ``2 labels``, ``- labels`` (unknown): a count and its noun."""
-    return f"{_count(n)} {noun}{'' if n == 1 else 's'}"
-
-
-def _signed(x: float | None, digits: int = 3, none: str = "-") -> str:
-    return none if x is None else f"{x:+.{digits}g}"
-
-
-def _plain(x: float | None, none: str = "-") -> str:
-    return none if x is None else f"{x:.3g}"
+def print_experiments(experiments: Mapping[str, Any], agents: Mapping[str, Any]) -> None:
+    """Each experiment's guardrails and split by variant, and each agent's canary."""
+    for name, row in experiments.items():
+        srm = row["srm_p_value"]
+        print(
+            f"experiment {name}: guardrails {row['verdict']}, split {row['srm_verdict']}"
+            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row['control']}"
+        )
+        for variant, stats in row["variants"].items():
+            guardrails = stats["guardrails"]
+            primary = guardrails.get("primary_outcome_mean", {})
+            shown = ", ".join(
+                f"{g} {number(r['value'], '.4g')} [{r['status']}]"
+                for g, r in guardrails.items()
+                if g != "primary_outcome_mean"
+            )
+            versus = stats.get("vs_control") or {}
+            ratio = versus.get("ratio", 1.0)
+            against = "control" if ratio == 1.0 else f"{ratio:g} x control"
+            difference = (
+                f"; vs {against} {number(versus['estimate'])} "
+                f"[{number(versus['ci_low'])}, {number(versus['ci_high'])}] ({versus['method']})"
+                if versus.get("method")
+                else ""
+            )
+            print(
+                f"  {variant:<12} n={stats['n']} staging={stats['staging_n']} primary "
+                f"{number(primary.get('value'), '.4f')} [{number(primary.get('ci_low'), '.4f')}, "
+                f"{number(primary.get('ci_high'), '.4f')}]{difference}"
+                + (f"; {shown}" if shown else "")
+            )
+    for name, agent in agents.items():
+        print(
+            f"agent {name}: bundle {agent['bundle_id']} {agent['phase']} at "
+            f"{agent['canary_percent']:g}% for {agent['hours_running']:.1f} h: {agent['verdict']} "
+            f"({agent['reason']}), recommendation {agent['recommendation']}"
+        )

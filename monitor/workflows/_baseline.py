@@ -11,13 +11,13 @@ import numpy as np
 
 from estimators import QuantileSketch
 
-from ._calibration import InputError, read_jsonl
-from ._config import Policy
-from .store import KeyLayout, SyncClient
-from .store import _keys as fields
-from .store._score_baseline import StateMissingError, replace_state
-from .subjects._decode import Finite
-from .subjects._labels import LabelModel
+from ..config import Policy
+from ..store import KeyLayout, SyncClient
+from ..store import _keys as fields
+from ..store._score_baseline import StateMissingError, replace_state
+from ..subjects._decode import Finite
+from ..subjects._labels import LabelModel
+from ._pairs import InputError, read_jsonl
 
 __all__ = ["BaselineSet", "read_scores", "set_score_baseline"]
 
@@ -32,7 +32,7 @@ _SCORE = msgspec.json.Decoder(_Score)
 
 
 def read_scores(path: str | Path) -> np.ndarray:
-    """The ``s`` of every line of a JSONL file (:func:`~._calibration.read_jsonl`: a bad
+    """The ``s`` of every line of a JSONL file (:func:`~._pairs.read_jsonl`: a bad
     line raises :class:`InputError` naming the file, the line and the problem)."""
     scores = [score.s for _, score in read_jsonl(path, _SCORE, "s")]
     return np.asarray(scores, dtype=np.float64)

@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
-from . import _args as types
+from ..config import _args as types
+from ._common import print_json
 
 __all__ = ["EXAMPLES", "add_replay"]
 
@@ -102,11 +101,11 @@ def add_replay(commands: Any, command: Callable[..., argparse.ArgumentParser]) -
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ._calibration import InputError, Progress
-    from ._config import Policy, load_policy
-    from ._schemas import topic_kind
-    from .replay import Replay, read_calibrator_file, read_events
-    from .replay._summary import parse_known_good, summary_lines
+    from ..config import Policy, load_policy
+    from ..events._schemas import topic_kind
+    from ..replay import Replay, read_calibrator_file, read_events
+    from ..replay._summary import parse_known_good, summary_lines
+    from ..workflows._pairs import InputError, Progress
 
     started = time.perf_counter()
     known_good = [parse_known_good(text) for text in args.known_good]
@@ -144,7 +143,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     names = [name for name, _ in policies]
     if args.out:
-        from .replay._memo import write_memo
+        from ..replay._memo import write_memo
 
         written = write_memo(args.out, names, results, known_good, log)
     if args.json:
@@ -161,10 +160,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _from_redis(url: str, log: Any, given: list[Any]) -> list[Any]:
     """The deployment's active calibrators of the replayed streams a file did not give."""
-    from ._config import Settings
-    from ._preflight import check_redis
-    from .replay._calibrators import from_redis
-    from .store import KeyLayout, connect
+    from ..config import Settings
+    from ..replay._calibrators import from_redis
+    from ..runtime._preflight import check_redis
+    from ..store import KeyLayout, connect
 
     settings = Settings.from_env(redis_url=url)
     client = connect(settings.redis_url, check_redis(settings.redis_url))
@@ -176,7 +175,7 @@ def _from_redis(url: str, log: Any, given: list[Any]) -> list[Any]:
 def _print_json(
     names: list[str], results: list[Any], known_good: list[Any], events: int, seconds: float
 ) -> None:
-    from .replay._summary import gate_summaries
+    from ..replay._summary import gate_summaries
 
     document = {
         "events": events,
@@ -194,10 +193,7 @@ def _print_json(
             for name, result in zip(names, results, strict=True)
         ],
     }
-    sys.stdout.write(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-        + "\n"
-    )
+    print_json(document)
 
 
 def _print_text(

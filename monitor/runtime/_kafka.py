@@ -10,7 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
-from ._config import Settings
+from ..config import Settings
 
 __all__ = ["client_options", "faust_credentials", "send_events", "start_producer"]
 

@@ -5,213 +5,56 @@ from __future__ import annotations
 
 import math
 import shlex
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 
 from estimators import (
-    AuditResult,
     CalibrationQuality,
-    DecileResidual,
     IsotonicCalibrator,
     QuantileSketch,
     calibration_quality,
-    equivalence_labels_needed,
 )
 
-from ._config import Policy, Settings
-from .gates import Verdict, decision_record
-from .gates._residual_drift import RECALIBRATION_LABELS
-from .store import KeyLayout, SyncClient
-from .store._calibrators import (
+from ..config import Policy, Settings
+from ..gates import Verdict, decision_record
+from ..store import KeyLayout, SyncClient
+from ..store._calibrators import (
     MAX_STORED_PAIRS,
     Announcement,
     Fresh,
-    PoolReceipt,
-    add_to_pool,
     encode_pairs,
     read_calibration_pairs,
     read_calibrator,
     read_pool,
 )
-from .store._calibrators import activate_calibrator as store_calibrator
-from .store._calibrators import decode_pairs as decode_stored_pairs
-from .store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
-from .store._write import AUDIT_MAXLEN
-from .subjects._decode import Finite
-from .subjects._labels import ActiveCalibrator, LabelModel
+from ..store._calibrators import activate_calibrator as store_calibrator
+from ..store._calibrators import decode_pairs as decode_stored_pairs
+from ..store._keys import CALIBRATOR, CALIBRATOR_VERSION, STATE
+from ..store._write import AUDIT_MAXLEN
+from ..subjects._labels import ActiveCalibrator, LabelModel
+from ._pairs import InputError, LabeledPairs, Progress, read_pairs
 
 __all__ = [
     "MIN_CALIBRATION_PAIRS",
     "CalibrationOutcome",
-    "InputError",
-    "LabeledPairs",
-    "NextStep",
-    "PoolOutcome",
-    "Progress",
     "RefitRefused",
     "activate_calibrator",
     "calibrate",
-    "check_pilot",
-    "next_step",
-    "pool_probe",
     "quality_lines",
     "read_fit_file",
-    "read_pairs",
 ]
+
 
 MIN_CALIBRATION_PAIRS = 20
 """The fewest labeled pairs a calibrator is fitted on."""
 
 
-class InputError(ValueError):
-    """Bad input file: exit status 2, with the file and line."""
-
-
 class RefitRefused(ValueError):
     """``calibrate`` has nothing to fit (no FILE, nothing pooled, no calibrator): exit 2."""
-
-
-class Progress:
-    """One line of progress on stderr, at most once every ``every`` seconds, and only
-    when that stream is a terminal: pipes, logs and captured output never see it.
-
-    The line is redrawn in place and erased by :meth:`close`, so that the command's own
-    output follows on a clean line.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        every: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        try:
-            self.enabled = bool(self._stream.isatty())
-        except (AttributeError, ValueError):  # a closed or odd stream: stay quiet
-            self.enabled = False
-        self._every = every
-        self._clock = clock
-        self._next = clock() + every  # a command done within a second shows nothing
-        self._shown = False
-
-    def show(self, text: str) -> None:
-        if not self.enabled:
-            return
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self._every
-        self._stream.write(f"\r\x1b[K{text}")
-        self._stream.flush()
-        self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
-
-
-@dataclass(frozen=True)
-class LabeledPairs:
-    s: np.ndarray
-    y: np.ndarray
-    clusters: np.ndarray | None
-    """The ``cluster`` field (e.g. a prompt id), when every line has one."""
-
-
-class _Pair(msgspec.Struct, frozen=True):
-    """One line of a calibration, audit or pilot file (other fields are ignored)."""
-
-    s: Finite
-    y: Finite
-    cluster: str | int | None = None
-
-
-_PAIR = msgspec.json.Decoder(_Pair)
-_UTF8_BOM = b"\xef\xbb\xbf"
-_COMPRESSED = {b"\x1f\x8b": "gzip", b"PK": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
-_PROGRESS_EVERY_LINES = 65_536  # look at the clock this often, not on every line
-T = TypeVar("T")
-
-
-def read_jsonl(
-    path: str | Path,
-    decoder: msgspec.json.Decoder[T],
-    fields_needed: str,
-    progress: Progress | None = None,
-) -> Iterator[tuple[int, T]]:
-    """Each non-blank line of a JSON Lines file, decoded, with its line number.
-
-    A bad line raises :class:`InputError` naming the file, the line and the problem
-    (``fields_needed`` says what a line must hold, e.g. ``"s and y"``); a UTF-8 byte order
-    mark (as some editors write) is skipped, and a compressed file is named as such rather
-    than as malformed JSON. ``progress`` shows the lines read, and is closed at the end.
-    """
-    try:
-        content = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for magic, kind in _COMPRESSED.items():
-        if content.startswith(magic):
-            raise InputError(
-                f"{path}:1: a {kind} file, not JSON Lines: decompress it first (one JSON "
-                f"object with {fields_needed} per line)"
-            )
-    lines = content.removeprefix(_UTF8_BOM).splitlines()
-    for number, line in enumerate(lines, start=1):
-        if progress is not None and number % _PROGRESS_EVERY_LINES == 0:
-            progress.show(f"reading {path}: {number:,} of {len(lines):,} lines")
-        if not line.strip():
-            continue
-        try:
-            yield number, decoder.decode(line)
-        except msgspec.ValidationError as exc:
-            raise InputError(f"{path}:{number}: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise InputError(
-                f"{path}:{number}: {exc} (each line must be one JSON object with {fields_needed})"
-            ) from exc
-    if progress is not None:
-        progress.close()
-
-
-def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPairs:
-    """``s`` and ``y`` arrays from JSONL (:func:`read_jsonl`); every line must have
-    finite ``s`` and ``y``, and a ``cluster`` on every line or on none."""
-    scores: list[float] = []
-    labels: list[float] = []
-    clusters: list[str] = []
-    # The first line with a cluster and the first without one: a file must be all one way.
-    first_with: int | None = None
-    first_without: int | None = None
-    for number, pair in read_jsonl(path, _PAIR, "s and y", progress):
-        scores.append(pair.s)
-        labels.append(pair.y)
-        if pair.cluster is not None:
-            clusters.append(str(pair.cluster))
-            first_with = first_with or number
-        else:
-            first_without = first_without or number
-    if len(scores) < 2:
-        raise InputError(f"{path}: need at least 2 lines with s and y, found {len(scores)}")
-    if first_with is not None and first_without is not None:
-        raise InputError(
-            f"{path}:{first_without}: no cluster, though line {first_with} has one ('cluster' "
-            f"is on {len(clusters)} of {len(scores)} lines: give it on every line or on none)"
-        )
-    return LabeledPairs(
-        np.asarray(scores), np.asarray(labels), np.asarray(clusters) if clusters else None
-    )
 
 
 def activate_calibrator(
@@ -339,23 +182,6 @@ def check_fit_sample(where: str, s: np.ndarray, y: np.ndarray) -> None:
         )
     if s.min() == s.max():
         raise InputError(f"{where}: every score is {s[0]:g}: a calibrator needs scores that differ")
-
-
-MIN_PILOT_PAIRS = 10
-
-
-def check_pilot(path: str, pairs: LabeledPairs) -> None:
-    """``plan --pilot``: enough pairs for cross-fitting, and labels that vary (their
-    variance sizes the plan; equal labels would plan for a variance of 0)."""
-    if pairs.s.size < MIN_PILOT_PAIRS:
-        raise InputError(
-            f"{path}: a pilot needs at least {MIN_PILOT_PAIRS} labeled pairs, found {pairs.s.size}"
-        )
-    if pairs.y.min() == pairs.y.max():
-        raise InputError(
-            f"{path}: every label is {pairs.y[0]:g}: a pilot needs labels that vary (their "
-            "variance sizes the plan)"
-        )
 
 
 @dataclass(frozen=True)
@@ -551,159 +377,3 @@ def calibrate(
         min(s.size, MAX_STORED_PAIRS),
         based_on,
     )
-
-
-# --- audit: pooling a probe that passed, and the next step ---------------------------------
-
-
-@dataclass(frozen=True)
-class PoolOutcome:
-    """What ``audit --pool`` did with the probe."""
-
-    pooled: bool
-    reason: str
-    """Why not (or what now), in words."""
-    pool_pairs: int | None = None
-    pool_probes: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def pool_probe(
-    client: SyncClient, layout: KeyLayout, stream: str, result: AuditResult, pairs: LabeledPairs
-) -> PoolOutcome:
-    """Add a probe's pairs to the stream's pool, only when its audit passed."""
-    refit = f"driftgate calibrate --stream {shlex.quote(stream)} --pool"
-    if result.status != "PASS":
-        return PoolOutcome(
-            False,
-            f"not pooled: the audit is {result.status}, and only a probe that passes joins "
-            "the calibration history",
-        )
-    receipt: PoolReceipt = add_to_pool(client, layout, stream, pairs.s, pairs.y)
-    if not receipt.added:
-        return PoolOutcome(
-            False,
-            f"not pooled: the pool holds {receipt.pairs:,} pairs and {pairs.s.size:,} more "
-            f"would pass its cap of {MAX_STORED_PAIRS:,}: refit on it first ({refit})",
-            receipt.pairs,
-            receipt.probes,
-        )
-    return PoolOutcome(
-        True,
-        f"pooled: {pairs.s.size:,} labeled pairs join the pool of {stream} ({receipt.pairs:,} "
-        f"pairs from {receipt.probes} probe{'s' if receipt.probes != 1 else ''}); "
-        f"refit on it with: {refit}",
-        receipt.pairs,
-        receipt.probes,
-    )
-
-
-@dataclass(frozen=True)
-class NextStep:
-    """What to do after an audit, in words, with the command to run when there is one."""
-
-    action: str
-    """``reuse``, ``enlarge_probe``, ``label_more`` or ``recalibrate``."""
-    text: str
-    command: str | None = None
-    worst_decile: DecileResidual | None = None
-    labels_needed: int | None = None
-    """Equivalence mode, INCONCLUSIVE: more probe labels until the interval may fit."""
-
-    def to_dict(self) -> dict[str, Any]:
-        document = asdict(self)
-        document["worst_decile"] = asdict(self.worst_decile) if self.worst_decile else None
-        return document
-
-
-def next_step(
-    result: AuditResult,
-    deciles: list[DecileResidual],
-    stream: str,
-    probe: str,
-    calibrator_version: int,
-    pooled: bool = False,
-) -> NextStep:
-    """The calibration playbook's decision after an audit, for this probe and stream.
-
-    PASS: reuse the calibrator, optionally pool the labels. WARN: enlarge the next probe
-    and look at the residuals by decile (the worst one named). FAIL: collect 100-200 more
-    target labels, stratified by score decile, and recalibrate. With a margin
-    (equivalence), INCONCLUSIVE asks for the labels that could settle it, or, when the
-    estimate itself is outside the margin, is treated as a FAIL.
-    """
-    name = shlex.quote(stream)
-    recalibrate = f"driftgate calibrate TARGET_LABELS.jsonl --stream {name}"
-    margin = result.margin
-    if result.status == "PASS":
-        inside = "no detectable bias" if margin is None else f"the bias is within +-{margin:g}"
-        if pooled:
-            pool = (
-                f"its labels are pooled: refit on the pool when you choose "
-                f"(driftgate calibrate --stream {name} --pool)"
-            )
-            command = f"driftgate calibrate --stream {name} --pool"
-        else:
-            command = f"driftgate audit {shlex.quote(probe)} --stream {name} --pool"
-            pool = f"optionally pool its {result.n} labels into the calibration history: {command}"
-        return NextStep(
-            "reuse",
-            f"reuse calibrator v{calibrator_version} ({inside} on this probe); {pool}",
-            command,
-        )
-    worst = max(deciles, key=lambda d: abs(d.mean_residual)) if deciles else None
-    where = (
-        f"decile {worst.decile} (s in [{worst.score_low:.3f}, {worst.score_high:.3f}], "
-        f"n={worst.n}, mean residual {worst.mean_residual:+.4f})"
-        if worst
-        else "none"
-    )
-    fail = NextStep(
-        "recalibrate",
-        f"do not rely on calibrator v{calibrator_version} (bias {result.delta:+.4f}): collect "
-        f"{RECALIBRATION_LABELS} more target labels stratified by score decile (10-20 in each "
-        "decile of the table below; the probe's labels may join them), then recalibrate: "
-        f"{recalibrate}",
-        recalibrate,
-        worst,
-    )
-    if result.status == "WARN":
-        bigger = max(2 * result.n, 100)
-        return NextStep(
-            "enlarge_probe",
-            f"a small but detectable bias ({result.delta:+.4f}): enlarge the next probe to at "
-            f"least {bigger} labels and look at the residuals by decile; the worst is {where}. "
-            "If WARN persists, recalibrate with the probe added to the calibration history: "
-            f"driftgate calibrate {shlex.quote(probe)} --stream {name} --pool",
-            None,
-            worst,
-        )
-    if result.status == "INCONCLUSIVE" and margin is not None:
-        half_width = (result.interval.high - result.interval.low) / 2
-        more = equivalence_labels_needed(result.n, result.delta, half_width, margin)
-        straddle = (
-            f"the interval [{result.interval.low:+.4f}, {result.interval.high:+.4f}] "
-            f"straddles the margin +-{margin:g}"
-        )
-        if more is None:
-            return NextStep(
-                "recalibrate",
-                f"{straddle} and the estimate {result.delta:+.4f} is already outside it: "
-                f"more labels are unlikely to show equivalence; treat it as a FAIL. "
-                + fail.text[0].upper()
-                + fail.text[1:],
-                recalibrate,
-                worst,
-            )
-        return NextStep(
-            "label_more",
-            f"{straddle}: this probe is too small to tell. Label about {more} more probe items "
-            f"of the same slice ({result.n + more} in all) and audit again; the worst decile "
-            f"so far is {where}",
-            None,
-            worst,
-            more,
-        )
-    return fail

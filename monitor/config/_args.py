@@ -18,7 +18,7 @@ from argparse import ArgumentTypeError
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .store import redact
+from ..store import redact
 
 __all__ = [
     "KAFKA_TOPIC_MAX_LENGTH",

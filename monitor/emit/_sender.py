@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from ._emit_events import MAX_ENVELOPE_BYTES, TOPICS, envelopes
-from ._kafka import MAX_MESSAGE_BYTES
+from ..runtime._kafka import MAX_MESSAGE_BYTES
+from ._events import MAX_ENVELOPE_BYTES, TOPICS, envelopes
 
 __all__ = ["DROP_WARNING_SECONDS"]
 

@@ -13,10 +13,10 @@ from typing import Any
 import msgspec
 import orjson
 
-from ._config import Policy
-from ._events import JSON_SCHEMA_RULES
-from .subjects import HANDLERS
-from .subjects._decode import MessageDecoder
+from ..config import Policy
+from ..subjects import HANDLERS
+from ..subjects._decode import MessageDecoder
+from ._structs import JSON_SCHEMA_RULES
 
 __all__ = ["DIALECT", "event_type", "message_schema", "schema_text", "topic_kind"]
 

@@ -12,10 +12,10 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from ._config import Settings
+from ..config import Settings
+from ..store import KeyLayout, SyncClient
+from ..store._admin import forget_subject
 from ._kafka import client_options
-from .store import KeyLayout, SyncClient
-from .store._admin import forget_subject
 
 __all__ = ["DEMO_AGENT", "DEMO_STREAM", "demo_history", "reset_demo", "run_demo_producer"]
 

@@ -8,9 +8,9 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ._config import ConfigError, Settings
+from ..config import ConfigError, Settings
+from ..store import redact
 from ._kafka import client_options
-from .store import redact
 
 __all__ = ["TOPIC_NAMES", "ServiceUnavailable", "check_redis", "ensure_topics"]
 

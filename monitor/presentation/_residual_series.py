@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .store._keys import HistoryPoint
-from .store._read_model import ts_seconds
+from ..store._keys import HistoryPoint
+from ..store._read_model import ts_seconds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

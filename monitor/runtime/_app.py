@@ -15,9 +15,8 @@ import faust
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from ._config import Settings
-from ._kafka import MAX_MESSAGE_BYTES, faust_credentials, start_producer
-from .pipeline import (
+from ..config import Settings
+from ..pipeline import (
     BatchResult,
     BatchRunner,
     PermanentError,
@@ -29,10 +28,11 @@ from .pipeline import (
     permanent_failure,
     retry_transient,
 )
-from .pipeline._outbox import OutboxDrainer
-from .pipeline._webhook import Webhook
-from .store import KeyLayout, connect_async, redact
-from .subjects import HANDLERS, OTLP_HANDLERS
+from ..pipeline._outbox import OutboxDrainer
+from ..pipeline._webhook import Webhook
+from ..store import KeyLayout, connect_async, redact
+from ..subjects import HANDLERS, OTLP_HANDLERS
+from ._kafka import MAX_MESSAGE_BYTES, faust_credentials, start_producer
 
 __all__ = ["FAUST_SETTINGS", "MonitorApp"]
 

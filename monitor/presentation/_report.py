@@ -9,22 +9,19 @@ with matplotlib's Agg canvas (the ``bench`` extra), imported only when a report 
 
 from __future__ import annotations
 
-import html
-import math
 import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._residual_series import ResidualSeries, residual_figure, residual_series
+from ._format import interval, number, rfc3339
+from ._memo import Heading, Image, Memo, Paragraph, Table
+from ._report_plots import agg_figure, decile_error_bar, decile_figure, guardrail_figure
+from ._residual_series import residual_figure, residual_series
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from .store import Snapshot
+    from ..store import Snapshot
 
 __all__ = ["ReportError", "UnknownSubjectError", "default_folder", "write_report"]
 
@@ -50,100 +47,6 @@ def default_folder(subject: str) -> Path:
     """``./driftgate-report-SUBJECT``, the name made safe for a file system (a subject
     may hold ``/``)."""
     return Path(f"driftgate-report-{_UNSAFE.sub('_', subject).strip('.') or 'subject'}")
-
-
-# --- blocks ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class _Paragraph:
-    text: str
-
-
-@dataclass
-class _Table:
-    headers: Sequence[str]
-    rows: Sequence[Sequence[str]]
-
-
-@dataclass
-class _Image:
-    file: str
-    alt: str
-
-
-_Block = _Heading | _Paragraph | _Table | _Image
-
-
-@dataclass
-class Memo:
-    """The memo as blocks, and the plots to write beside it (file name -> figure)."""
-
-    title: str
-    blocks: list[_Block] = field(default_factory=list)
-    plots: dict[str, Figure] = field(default_factory=dict)
-    series: dict[str, ResidualSeries] = field(default_factory=dict)
-    """The data of the plots that show a series over time (file name -> data)."""
-
-    def markdown(self) -> str:
-        lines = [f"# {self.title}", ""]
-        for block in self.blocks:
-            if isinstance(block, _Heading):
-                lines += [f"{'#' * block.level} {block.text}", ""]
-            elif isinstance(block, _Paragraph):
-                lines += [block.text, ""]
-            elif isinstance(block, _Table):
-                cell = _markdown_cell
-                lines.append("| " + " | ".join(cell(h) for h in block.headers) + " |")
-                lines.append("|" + "---|" * len(block.headers))
-                lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in block.rows]
-                lines.append("")
-            else:
-                lines += [f"![{block.alt}]({block.file})", ""]
-        return "\n".join(lines)
-
-    def html(self) -> str:
-        e = html.escape
-        body = [f"<h1>{e(self.title)}</h1>"]
-        for block in self.blocks:
-            if isinstance(block, _Heading):
-                body.append(f"<h{block.level}>{e(block.text)}</h{block.level}>")
-            elif isinstance(block, _Paragraph):
-                body.append(f"<p>{e(block.text)}</p>")
-            elif isinstance(block, _Table):
-                head = "".join(f"<th>{e(h)}</th>" for h in block.headers)
-                rows = "".join(
-                    "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
-                    for row in block.rows
-                )
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-            else:
-                body.append(f'<p><img src="{e(block.file)}" alt="{e(block.alt)}"></p>')
-        return (
-            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{e(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-            + "\n".join(body)
-            + "\n</body>\n</html>\n"
-        )
-
-
-# A few plain rules: readable printed or on screen, no framework.
-_STYLE = (
-    "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}"
-    "th{background:#eee}img{max-width:100%}"
-)
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 # --- writing --------------------------------------------------------------------------
@@ -213,7 +116,10 @@ def build_memo(
     entries = [e for e in audit if e.get("subject") == subject and e.get("kind") != "webhook"]
     memo = Memo(f"Decision memo: {subject}")
     memo.blocks.append(
-        _Paragraph(f"Made {_rfc3339(now)} by driftgate report from the monitor's current state.")
+        Paragraph(
+            f"Made {rfc3339(now, timespec='seconds')} by driftgate report from the monitor's "
+            "current state."
+        )
     )
     if stream is not None:
         _stream_section(memo, snapshot, subject, stream, entries)
@@ -221,9 +127,9 @@ def build_memo(
         _experiment_section(memo, snapshot, subject, experiment, now)
     _history_section(memo, entries)
     memo.blocks += [
-        _Heading("Sign-off"),
-        _Paragraph("Decision: ______________________________"),
-        _Paragraph("Name: ______________________  Signature: ______________  Date: __________"),
+        Heading("Sign-off"),
+        Paragraph("Decision: ______________________________"),
+        Paragraph("Name: ______________________  Signature: ______________  Date: __________"),
     ]
     return memo
 
@@ -242,23 +148,23 @@ def _stream_section(
     since = "since the detected change" if view["interval"] == "since_change" else "all-time"
     which = "the interval since the detected change" if since != "all-time" else "all-time"
     memo.blocks += [
-        _Heading(f"Stream {name}"),
-        _Paragraph(
+        Heading(f"Stream {name}"),
+        Paragraph(
             f"Verdict: {view['verdict']} ({view['reason']}). Mean residual y - f(s) "
-            f"{_interval(view['residual_mean'], view['ci_low'], view['ci_high'])} over "
+            f"{interval(view['residual_mean'], view['ci_low'], view['ci_high'])} over "
             f"{view['residual_n']} labels ({which}). Events: {view['n']}, "
             f"labeled: {view['labeled_n']}."
         ),
     ]
     step = (snapshot.gate("residual_drift", name) or {}).get("evidence", {}).get("next_step")
     if step:
-        memo.blocks.append(_Paragraph(f"Next step: {step}"))  # no full stop after a command
+        memo.blocks.append(Paragraph(f"Next step: {step}"))  # no full stop after a command
     rows = [
         [
             "the verdict's",
             since,
             str(view["residual_n"]),
-            _interval(view["residual_mean"], view["ci_low"], view["ci_high"]),
+            interval(view["residual_mean"], view["ci_low"], view["ci_high"]),
         ]
     ]
     all_time = view.get("all_time")
@@ -268,7 +174,7 @@ def _stream_section(
                 "all-time",
                 "every label of this calibrator version",
                 str(all_time["n"]),
-                _interval(all_time["residual_mean"], all_time["ci_low"], all_time["ci_high"]),
+                interval(all_time["residual_mean"], all_time["ci_low"], all_time["ci_high"]),
             ]
         )
     change = view.get("since_change")
@@ -276,14 +182,14 @@ def _stream_section(
         rows.append(
             [
                 "since the change",
-                f"from label {change['since_labeled_n']} (shift {_num(change['change_shift'])})",
+                f"from label {change['since_labeled_n']} (shift {number(change['change_shift'])})",
                 str(change["n"]),
-                _interval(change["residual_mean"], change["ci_low"], change["ci_high"]),
+                interval(change["residual_mean"], change["ci_low"], change["ci_high"]),
             ]
         )
     memo.blocks += [
-        _Table(["interval", "covers", "n", "mean residual [interval]"], rows),
-        _Paragraph(
+        Table(["interval", "covers", "n", "mean residual [interval]"], rows),
+        Paragraph(
             f"Calibrator: {calibrator['kind']} version {calibrator['version']}"
             + (" (identity: no calibrator fitted)." if calibrator["kind"] == "identity" else ".")
             + f" Changes detected: {view.get('changes_detected', 0)}."
@@ -292,13 +198,13 @@ def _stream_section(
     history = snapshot.history.get(name, {})
     if history:
         memo.blocks.append(
-            _Table(
+            Table(
                 ["retired version", "labels", "mean residual [interval]", "verdict"],
                 [
                     [
                         version,
                         str(old.get("residual_n", "-")),
-                        _interval(old.get("residual_mean"), old.get("ci_low"), old.get("ci_high")),
+                        interval(old.get("residual_mean"), old.get("ci_low"), old.get("ci_high")),
                         str(old.get("verdict", "-")),
                     ]
                     for version, old in sorted(history.items(), key=lambda kv: _version_key(kv[0]))
@@ -306,14 +212,14 @@ def _stream_section(
             )
         )
     else:
-        memo.blocks.append(_Paragraph("No earlier calibrator version of this stream."))
+        memo.blocks.append(Paragraph("No earlier calibrator version of this stream."))
     score = snapshot.gate("score_drift", name)
     band = (score or {}).get("reason") or "-"
     memo.blocks.append(
-        _Paragraph(
+        Paragraph(
             f"Score drift: {view.get('score_verdict') or 'not evaluated'} ({band}); KS distance "
-            f"from the calibration scores {_num(view.get('score_ks'), '.4f')}, mean score "
-            f"{_num(view.get('score_mean'), '.4f')}."
+            f"from the calibration scores {number(view.get('score_ks'), '.4f')}, mean score "
+            f"{number(view.get('score_mean'), '.4f')}."
         )
     )
     series = residual_series(
@@ -321,23 +227,23 @@ def _stream_section(
         entries,
         snapshot.gate("residual_drift", name),
     )
-    memo.blocks.append(_Heading("Residual interval over time", 3))
+    memo.blocks.append(Heading("Residual interval over time", 3))
     if series is not None:
         memo.series[RESIDUAL_PLOT] = series
-        memo.plots[RESIDUAL_PLOT] = residual_figure(name, series, _figure)
+        memo.plots[RESIDUAL_PLOT] = residual_figure(name, series, agg_figure)
         memo.blocks += [
-            _Image(RESIDUAL_PLOT, f"mean residual interval of {name} over time"),
-            _Paragraph(series.caption()),
+            Image(RESIDUAL_PLOT, f"mean residual interval of {name} over time"),
+            Paragraph(series.caption()),
         ]
     else:
-        memo.blocks.append(_Paragraph("No residual drift evaluation yet: nothing to plot."))
+        memo.blocks.append(Paragraph("No residual drift evaluation yet: nothing to plot."))
     value = view.get("value") or {}
     if value.get("estimate") is not None:
         memo.blocks.append(
-            _Paragraph(
+            Paragraph(
                 f"Value estimate (mean f(s) over all {value.get('n_scored')} scored events plus "
                 f"the mean labeled residual): "
-                f"{_interval(value['estimate'], value.get('ci_low'), value.get('ci_high'), '.4f')}."
+                f"{interval(value['estimate'], value.get('ci_low'), value.get('ci_high'), '.4f')}."
             )
         )
     _decile_section(memo, name, view.get("residuals_by_decile") or [])
@@ -345,63 +251,33 @@ def _stream_section(
 
 def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:
     """Where the residual lives: its mean by score decile, from the monitor's state."""
-    memo.blocks.append(_Heading("Residuals by score decile", 3))
+    memo.blocks.append(Heading("Residuals by score decile", 3))
     filled = [row for row in rows if row["n"]]
     if not filled:
-        memo.blocks.append(_Paragraph("No labeled residual yet under this calibrator version."))
+        memo.blocks.append(Paragraph("No labeled residual yet under this calibrator version."))
         return
     table = []
     for row in rows:
-        low, high = _decile_error_bar(row)
+        low, high = decile_error_bar(row)
         table.append(
             [
                 str(row["bin"]),
-                f"{_bound(row['score_low'], '-inf')} to {_bound(row['score_high'], '+inf')}",
+                f"{number(row['score_low'], '.3f', '-inf')} to "
+                f"{number(row['score_high'], '.3f', '+inf')}",
                 str(row["n"]),
-                _interval(row["mean_residual"], low, high) if row["n"] else "-",
+                interval(row["mean_residual"], low, high) if row["n"] else "-",
             ]
         )
-    memo.plots[DECILE_PLOT] = _decile_figure(name, rows)
+    memo.plots[DECILE_PLOT] = decile_figure(name, rows)
     memo.blocks += [
-        _Table(["decile", "scores", "labels", "mean residual [+-2 s.e.]"], table),
-        _Image(DECILE_PLOT, f"mean residual of {name} by score decile"),
-        _Paragraph(
+        Table(["decile", "scores", "labels", "mean residual [+-2 s.e.]"], table),
+        Image(DECILE_PLOT, f"mean residual of {name} by score decile"),
+        Paragraph(
             "Bins are cut at the deciles of the calibrator's fitting scores. The bars are "
             "+-2 standard errors of a fixed-n mean, a guide to where the bias sits, not a "
             "sequential test (the verdict's interval above is that)."
         ),
     ]
-
-
-def _bound(value: float | None, open_end: str) -> str:
-    return open_end if value is None else f"{value:.3f}"
-
-
-def _decile_error_bar(row: dict[str, Any]) -> tuple[float | None, float | None]:
-    mean, std, n = row["mean_residual"], row.get("std_residual"), row["n"]
-    if mean is None or std is None or n < 2:
-        return None, None
-    half = 2.0 * std / math.sqrt(n)
-    return mean - half, mean + half
-
-
-def _decile_figure(name: str, rows: list[dict[str, Any]]) -> Figure:
-    figure, axes = _figure(1, (8, 3.5))
-    ax = axes[0]
-    shown = [row for row in rows if row["n"]]
-    positions = [row["bin"] for row in shown]
-    means = [row["mean_residual"] for row in shown]
-    errors = []
-    for row in shown:
-        low, _ = _decile_error_bar(row)
-        errors.append(0.0 if low is None else row["mean_residual"] - low)
-    ax.bar(positions, means, yerr=errors, capsize=3, color="tab:blue", alpha=0.8)
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(1, len(rows) + 1))
-    ax.set_title(f"{name}: mean residual y - f(s) by score decile")
-    ax.set_xlabel("score decile")
-    ax.set_ylabel("mean residual")
-    return figure
 
 
 # --- an experiment or agent -----------------------------------------------------------
@@ -413,8 +289,8 @@ def _experiment_section(
     agent = snapshot.agent(name, now)
     if agent is not None:
         memo.blocks += [
-            _Heading(f"Agent {name}"),
-            _Paragraph(
+            Heading(f"Agent {name}"),
+            Paragraph(
                 f"Bundle {agent['bundle_id']}: {agent['phase']} at {agent['canary_percent']:g}% "
                 f"for {agent['hours_running']:.1f} h. Verdict: {agent['verdict']} "
                 f"({agent['reason']}). Recommendation: {agent['recommendation']}."
@@ -423,8 +299,8 @@ def _experiment_section(
     gates = [g for g in snapshot.gates if g["subject"] == name and g["kind"] == "experiment"]
     if gates:
         memo.blocks += [
-            _Heading("Gates", 3),
-            _Table(
+            Heading("Gates", 3),
+            Table(
                 ["gate", "verdict", "action", "reason", "n", "estimate [interval]"],
                 [
                     [
@@ -433,7 +309,7 @@ def _experiment_section(
                         str(g["action"]),
                         str(g["reason"]),
                         str(g["evidence"].get("n", "-")),
-                        _interval(
+                        interval(
                             g["evidence"].get("estimate"),
                             g["evidence"].get("ci_low"),
                             g["evidence"].get("ci_high"),
@@ -448,8 +324,8 @@ def _experiment_section(
         return
     srm = experiment.get("srm_p_value")
     memo.blocks += [
-        _Heading(f"Experiment {name}"),
-        _Paragraph(
+        Heading(f"Experiment {name}"),
+        Paragraph(
             f"Guardrails: {experiment.get('verdict') or 'not evaluated'}. Split: "
             f"{experiment.get('srm_verdict') or 'not evaluated'}"
             + ("" if srm is None else f" (SRM p = {srm:.3g})")
@@ -460,9 +336,9 @@ def _experiment_section(
         [
             variant,
             guardrail,
-            _num(reading["value"], ".4g"),
-            _interval(None, reading["ci_low"], reading["ci_high"], ".4g"),
-            _num(reading["threshold"], ".4g"),
+            number(reading["value"], ".4g"),
+            interval(None, reading["ci_low"], reading["ci_high"], ".4g"),
+            number(reading["threshold"], ".4g"),
             str(reading["n"]),
             reading["status"],
         ]
@@ -470,56 +346,24 @@ def _experiment_section(
         for guardrail, reading in stats["guardrails"].items()
     ]
     if not rows:
-        memo.blocks.append(_Paragraph("No guardrail reading yet."))
+        memo.blocks.append(Paragraph("No guardrail reading yet."))
         return
     memo.blocks.append(
-        _Table(["variant", "guardrail", "value", "interval", "threshold", "n", "status"], rows)
+        Table(["variant", "guardrail", "value", "interval", "threshold", "n", "status"], rows)
     )
-    memo.plots[GUARDRAIL_PLOT] = _guardrail_figure(name, experiment["variants"])
+    memo.plots[GUARDRAIL_PLOT] = guardrail_figure(name, experiment["variants"])
     memo.blocks.append(
-        _Image(GUARDRAIL_PLOT, f"guardrails of {name} by variant, against their thresholds")
+        Image(GUARDRAIL_PLOT, f"guardrails of {name} by variant, against their thresholds")
     )
-
-
-def _guardrail_figure(name: str, variants: dict[str, Any]) -> Figure:
-    guardrails = sorted({g for stats in variants.values() for g in stats["guardrails"]})
-    figure, axes = _figure(len(guardrails), (8, 1.2 + 1.0 * len(variants) * len(guardrails)))
-    names = list(variants)
-    colors = {"breach": "tab:red", "pass": "tab:green", "unknown": "tab:gray", "info": "tab:blue"}
-    for ax, guardrail in zip(axes, guardrails, strict=True):
-        for row, variant in enumerate(names):
-            reading = variants[variant]["guardrails"].get(guardrail)
-            if reading is None or reading["value"] is None:
-                continue
-            value = reading["value"]
-            low = _finite_or(reading["ci_low"], value)
-            high = _finite_or(reading["ci_high"], value)
-            ax.errorbar(
-                [value],
-                [row],
-                xerr=[[value - low], [high - value]],
-                fmt="o",
-                capsize=4,
-                color=colors.get(reading["status"], "black"),
-            )
-            if reading["threshold"] is not None:
-                ax.plot(
-                    [reading["threshold"]] * 2, [row - 0.35, row + 0.35], color="tab:red", ls="--"
-                )
-        ax.set_yticks(range(len(names)), names)
-        ax.set_ylim(-0.6, len(names) - 0.4)
-        ax.set_title(f"{guardrail} (dashed: threshold)", fontsize="small")
-    figure.suptitle(f"{name}: guardrails by variant")
-    return figure
 
 
 # --- the decision history -------------------------------------------------------------
 
 
 def _history_section(memo: Memo, entries: list[dict[str, Any]]) -> None:
-    memo.blocks.append(_Heading("Decision history"))
+    memo.blocks.append(Heading("Decision history"))
     if not entries:
-        memo.blocks.append(_Paragraph("No decision or canary action in the audit log."))
+        memo.blocks.append(Paragraph("No decision or canary action in the audit log."))
         return
     rows = []
     for entry in entries:
@@ -544,49 +388,14 @@ def _history_section(memo: Memo, entries: list[dict[str, Any]]) -> None:
                     str(entry.get("action")),
                     str(entry.get("verdict")),
                     str(entry.get("reason")),
-                    _interval(
+                    interval(
                         evidence.get("estimate"), evidence.get("ci_low"), evidence.get("ci_high")
                     )
                     + f" n={evidence.get('n', '-')}",
                 ]
             )
-    memo.blocks.append(_Table(["time", "gate", "action", "verdict", "reason", "evidence"], rows))
-
-
-# --- small helpers --------------------------------------------------------------------
-
-
-def _figure(panels: int, size: tuple[float, float]) -> tuple[Figure, list[Any]]:
-    """A figure on the Agg canvas (no display, no pyplot state): imported here, so the
-    command line starts without matplotlib."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(panels, 1, squeeze=False)[:, 0]
-    return figure, list(axes)
-
-
-def _num(value: float | None, form: str = "+.4f") -> str:
-    return "-" if value is None else format(value, form)
-
-
-def _interval(
-    estimate: float | None, low: float | None, high: float | None, form: str = "+.4f"
-) -> str:
-    bounds = f"[{'-inf' if low is None else format(low, form)}, "
-    bounds += f"{'+inf' if high is None else format(high, form)}]"
-    return bounds if estimate is None else f"{format(estimate, form)} {bounds}"
-
-
-def _finite_or(value: float | None, default: float) -> float:
-    return default if value is None or value != value or abs(value) == float("inf") else value
+    memo.blocks.append(Table(["time", "gate", "action", "verdict", "reason", "evidence"], rows))
 
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (0, version)
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

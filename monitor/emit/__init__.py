@@ -7,7 +7,7 @@
 ...     emit.telemetry("inbox_triage", unit_id="u-5f2c", variant="canary",
 ...                    primary_outcome=1, guardrails={"latency_ms": 412.5})
 
-Each helper builds the event with the worker's own ``msgspec`` Struct (``monitor._events``),
+Each helper builds the event with the worker's own ``msgspec`` Struct (``monitor.events._structs``),
 so a bad event raises :class:`EventValidationError` at the call, naming the field, instead
 of reaching the dead-letter topic later. Events wait per topic and subject until
 ``batch_size`` of them or ``linger`` seconds, then go as one columnar envelope keyed by the
@@ -39,13 +39,13 @@ from typing import Any
 
 import msgspec
 
-from ._emit_events import (
+from ._events import (
     EventValidationError,
     canary_event,
     label_event,
     telemetry_event,
 )
-from ._emit_sender import _Batches, _key, _Sender
+from ._sender import _Batches, _key, _Sender
 
 __all__ = ["AsyncEmitter", "Emitter", "EventValidationError"]
 
