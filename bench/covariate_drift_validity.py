@@ -34,7 +34,7 @@ from estimators import (
     sequential_tv_bounds,
     severity_band,
 )
-from monitor._config import CovariateDriftPolicy
+from monitor.config import CovariateDriftPolicy
 
 POLICY = CovariateDriftPolicy()
 CELLS = np.array([f"d{i}" for i in range(8)])

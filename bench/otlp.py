@@ -46,7 +46,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from monitor._config import ModelPrice, OtlpPolicy, Policy
+from monitor.config import ModelPrice, OtlpPolicy, Policy
 from monitor.pipeline import RawMessage
 from monitor.store import KeyLayout, ReadModel
 from monitor.subjects import OtlpSpanHandler, TelemetryHandler

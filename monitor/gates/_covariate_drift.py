@@ -13,7 +13,7 @@ from estimators import (
     severity_band,
 )
 
-from .._config import CovariateDriftPolicy
+from ..config import CovariateDriftPolicy
 from ._verdict import Verdict, finite_or_none
 
 __all__ = ["GATE", "covariate_drift_gate"]

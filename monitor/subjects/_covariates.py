@@ -13,7 +13,7 @@ import orjson
 
 from estimators import CategoryCounts, QuantileSketch
 
-from .._config import CovariateDriftPolicy, Policy
+from ..config import CovariateDriftPolicy, Policy
 from ..gates import Verdict, record_key
 from ..gates._covariate_drift import GATE, covariate_drift_gate
 from ._columnar import Table

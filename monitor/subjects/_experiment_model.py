@@ -19,7 +19,7 @@ import orjson
 
 from estimators import DifferenceInterval, benjamini_hochberg, mean_difference_sequence
 
-from .._config import AgentPolicy, GuardrailPolicy, Policy
+from ..config import AgentPolicy, GuardrailPolicy, Policy
 from ..gates import SEVERITY, Verdict, finite_or_none
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import (

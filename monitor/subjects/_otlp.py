@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .._config import EvaluationMapping, OtlpPolicy, Policy
-from .._events import MAX_MAGNITUDE, Guardrails, LabelEvent, TelemetryEvent
+from ..config import EvaluationMapping, OtlpPolicy, Policy
+from ..events._structs import MAX_MAGNITUDE, Guardrails, LabelEvent, TelemetryEvent
 from ..pipeline import DeadLetter, DecodedBatch, Ignored, RawMessage, SubjectEvents
 from ._decode import split_by_subject
 from ._experiments import ExperimentModel, ExperimentState, TelemetryHandler

@@ -18,7 +18,7 @@ import numpy as np
 
 from estimators import RestartingMeanSequence
 
-from .._config import ResidualDriftPolicy
+from ..config import ResidualDriftPolicy
 from ..gates import residual_drift_gate
 from ..store._keys import (
     HISTORY_MINUTES,

@@ -20,8 +20,8 @@ import numpy as np
 
 from estimators import Moments, PairedDifferenceSequence, SampleRatioSequence, SplitCounts
 
-from .._config import Policy
-from .._events import Guardrails, TelemetryCovariates, TelemetryEvent
+from ..config import Policy
+from ..events._structs import Guardrails, TelemetryCovariates, TelemetryEvent
 from ..pipeline import DecodedBatch, RawMessage, SubjectEvents
 from ..pipeline._dedupe import event_digests
 from ._columnar import Table

@@ -110,7 +110,7 @@ def test_the_residual_plot_has_a_point_per_minute_of_event_time(
 ) -> None:
     """Labels over six minutes of event time, in order (one partition): the report plots
     the stream's history, one point per minute, each the verdict's interval then."""
-    from monitor._report import RESIDUAL_PLOT, build_memo
+    from monitor.presentation._report import RESIDUAL_PLOT, build_memo
     from monitor.store import KeyLayout, ReadModel
 
     rng = np.random.default_rng(20261208)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from estimators import CategoryCounts, QuantileSketch
-from monitor._config import CovariateDriftPolicy
+from monitor.config import CovariateDriftPolicy
 from monitor.gates import covariate_drift_gate
 
 POLICY = CovariateDriftPolicy(covariates=("difficulty", "domain"), baseline_n=5000)

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from monitor._config import CovariateDriftPolicy, Policy
+from monitor.config import CovariateDriftPolicy, Policy
 from monitor.pipeline import RawMessage
 from monitor.pipeline._judge import judge_subject
 from monitor.store import _keys as fields

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from monitor import Policy
-from monitor._config import LabelsPolicy
+from monitor.config import LabelsPolicy
 from monitor.pipeline import RawMessage
 from monitor.store import _keys as fields
 from monitor.subjects._labels import LabelHandler

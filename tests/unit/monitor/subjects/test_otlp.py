@@ -12,12 +12,12 @@ import numpy as np
 import orjson
 import pytest
 from google.protobuf.json_format import MessageToDict
-from monitor._config import EvaluationMapping, ModelPrice, OtlpPolicy, Policy
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from monitor.config import EvaluationMapping, ModelPrice, OtlpPolicy, Policy
 from monitor.pipeline import RawMessage
 from monitor.subjects import OtlpLogHandler, OtlpSpanHandler
 from monitor.subjects._late_labels import response_digests
