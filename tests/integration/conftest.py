@@ -146,24 +146,38 @@ class Deployment:
         )
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        index = len(self.workers)
-        metrics_port = extra_env.pop("DRIFTGATE_METRICS_PORT", str(free_port()))
-        with open(self.workdir / f"worker{index}.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "worker", "--loglevel", "info"],
-                env=self.env(DRIFTGATE_METRICS_PORT=metrics_port, **extra_env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process.metrics_port = int(metrics_port)  # type: ignore[attr-defined]
-        self.workers.append(process)
-        self.wait_for(
-            lambda: b"[^Worker]: Ready" in self.worker_log(index) or process.poll() is not None,
-            timeout=60,
-            what="worker ready",
-        )
-        assert process.poll() is None, self.worker_log(index).decode()[-3000:]
+        (process,) = self.start_workers(1, **extra_env)
         return process
+
+    def start_workers(self, count: int, **extra_env: str) -> list[subprocess.Popen[bytes]]:
+        """``count`` workers started at once, returned once each is ready: they start up
+        side by side and join the group in one rebalance, where one after the other
+        each would wait out its own (the broker holds a join for the rebalance timeout)."""
+        first = len(self.workers)
+        for index in range(first, first + count):
+            env = dict(extra_env)
+            metrics_port = env.pop("DRIFTGATE_METRICS_PORT", str(free_port()))
+            with open(self.workdir / f"worker{index}.log", "ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "monitor", "worker", "--loglevel", "info"],
+                    env=self.env(DRIFTGATE_METRICS_PORT=metrics_port, **env),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            process.metrics_port = int(metrics_port)  # type: ignore[attr-defined]
+            self.workers.append(process)
+        for index in range(first, first + count):
+            process = self.workers[index]
+            self.wait_for(
+                lambda: (
+                    b"[^Worker]: Ready" in self.worker_log(index)  # noqa: B023 - used at once
+                    or process.poll() is not None  # noqa: B023
+                ),
+                timeout=60,
+                what="worker ready",
+            )
+            assert process.poll() is None, self.worker_log(index).decode()[-3000:]
+        return self.workers[first:]
 
     def worker_log(self, index: int = 0) -> bytes:
         return (self.workdir / f"worker{index}.log").read_bytes()
@@ -194,6 +208,23 @@ class Deployment:
         result = self.cli("status", "--json")
         assert result.returncode == 0, result.stderr
         return orjson.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def status_now(self) -> dict[str, Any]:
+        """The document ``status --json`` prints, read here: for waits, which poll, where a
+        ``driftgate`` process a poll pays its start-up (seconds on a loaded machine)."""
+        client = self.redis_server.client()
+        try:
+            return ReadModel(client, KeyLayout()).snapshot(with_history=True).status_document()
+        finally:
+            client.close()
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The entries ``log --json`` lists, read here (for waits, as :meth:`status_now`)."""
+        client = self.redis_server.client()
+        try:
+            return list(ReadModel(client, KeyLayout()).audit())
+        finally:
+            client.close()
 
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
