@@ -249,8 +249,17 @@ class Deployment:
     ) -> None:
         asyncio.run(produce(self.kafka, self.topic(topic), values, keys))
 
-    def consume_all(self, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
-        return asyncio.run(consume(self.kafka, self.topic(topic), expected, timeout))
+    def consume_all(
+        self,
+        topic: str,
+        expected: int,
+        timeout: float = 20.0,
+        until: Callable[[list[Any]], bool] | None = None,
+    ) -> list[Any]:
+        """The topic's records, once there are ``expected`` (or ``until`` holds of them),
+        and a second more, in which an unwanted extra would show too; what came within
+        ``timeout`` if never."""
+        return asyncio.run(consume(self.kafka, self.topic(topic), expected, timeout, until))
 
 
 async def produce(
@@ -271,15 +280,25 @@ async def produce(
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, expected: int, give_up_after: float) -> list[Any]:
+async def consume(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    give_up_after: float,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[Any] = []
     deadline = time.monotonic() + give_up_after
+
+    def done() -> bool:
+        return until(records) if until is not None else len(records) >= expected
+
     try:
-        while len(records) < expected and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
                 records.extend(messages)
