@@ -169,7 +169,24 @@ def test_canaries_are_judged_against_control_and_answered_over_http(
     deployment.produce("telemetry", [encode({**pii, "event_id": "pii-leak-2"})], [b"pii"])
     deployment.wait_for_count("telemetry", "ok", total + 2)
 
-    records = decisions(deployment, 6)
+    # Until the five below are there (a count of 6 waited out the 20 s give-up when only
+    # they came), then a second more, in which an extra (a second PII rollback) shows.
+    wanted = {
+        ("pii", "guardrail", "pii_leak"),
+        ("toxic", "guardrail", "toxicity_rate"),
+        ("slow", "canary", "latency_regression"),
+        ("worse", "canary", "quality_regression"),
+        ("skewed", "srm", "srm"),
+    }
+
+    def all_there(found: list[Any]) -> bool:
+        seen = [orjson.loads(r.value) for r in found]
+        return wanted <= {(d["subject"], d["gate"], d["reason"]) for d in seen}
+
+    records = [
+        orjson.loads(r.value)
+        for r in deployment.consume_all("decisions", len(wanted), until=all_there)
+    ]
     by_reason = {
         agent: [(d["gate"], d["reason"]) for d in rollbacks(records, agent)] for agent in agents
     }
