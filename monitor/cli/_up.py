@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TextIO
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
+from ..gates import should_publish
 from ..presentation._format import number
 from ..runtime._demo import reset_demo
 from ..runtime._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
@@ -274,15 +275,19 @@ async def _supervise(
     settings: Settings, children: list[ServiceProcess], console: _Console, demo: bool
 ) -> None:
     """Run the demo producer and print verdict changes, until a signal or until a child
-    exits (:class:`ChildExited`)."""
+    exits (:class:`ChildExited`). The demo stream drifts 10 s after the worker first judged
+    it: a worker slow to start (a loaded machine) would otherwise read the calibrated
+    phase together with the drift, and never show the calibrated verdict."""
     from aiokafka.errors import KafkaError
 
-    from ..runtime._demo import run_demo_producer
+    from ..runtime._demo import DEMO_STREAM, run_demo_producer
 
-    stop = asyncio.Event()
-    producer = asyncio.create_task(run_demo_producer(settings, stop)) if demo else None
+    stop, watched = asyncio.Event(), asyncio.Event()
+    producer = (
+        asyncio.create_task(run_demo_producer(settings, stop, watched=watched)) if demo else None
+    )
     read_model = ReadModel(redis_client(settings), KeyLayout(settings.redis_prefix))
-    shown: dict[str, str] = {}
+    shown: dict[str, tuple[str, str]] = {}
     try:
         while True:
             await asyncio.sleep(1.0)
@@ -292,9 +297,11 @@ async def _supervise(
             with contextlib.suppress(*STORE_ERRORS):
                 for record in read_model.snapshot().gates:
                     name = f"{record['gate']}|{record['subject']}"
-                    if shown.get(name) != record["verdict"]:
-                        shown[name] = record["verdict"]
+                    if _news(shown.get(name), record):
                         console.say(_verdict_line(console, name, record))
+                    shown[name] = (record["verdict"], record["action"])
+                    if record["subject"] == DEMO_STREAM:
+                        watched.set()  # the worker judges the demo stream
             if producer is not None and producer.done():
                 try:
                     producer.result()
@@ -308,6 +315,16 @@ async def _supervise(
             with contextlib.suppress(KafkaError):
                 await producer
         read_model.client.close()
+
+
+def _news(last: tuple[str, str] | None, record: dict[str, Any]) -> bool:
+    """Whether ``up`` prints a gate's record: its first, a new verdict, or the same verdict
+    asking for more (a decision's rule): a guardrail breach judged before the canary's
+    deploy was applied only alerts, and its rollback once the deploy is applied is news."""
+    if last is None:
+        return True
+    verdict, action = last
+    return should_publish(verdict, record["verdict"], last_action=action, action=record["action"])
 
 
 def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:

@@ -52,7 +52,12 @@ def deploy_event(run: str, ts: float) -> dict[str, Any]:
     }
 
 
-async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int = 0) -> None:
+async def run_demo_producer(
+    settings: Settings,
+    stop: asyncio.Event,
+    seed: int = 0,
+    watched: asyncio.Event | None = None,
+) -> None:
     """The demo's traffic: a judge stream that drifts, and a canary that turns toxic.
 
     :data:`DEMO_STREAM` is calibrated for 10 s, then biased by +0.15; the oracle label
@@ -60,12 +65,18 @@ async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int =
     then WARN and FAIL a few seconds after the shift. :data:`DEMO_AGENT` deploys a new
     bundle at 10%; its toxicity rises from 0.2% to 5% after 15 s, and the guardrail
     rolls it back as soon as the lower bound of its toxicity rate passes 0.5%.
+
+    The stream's 10 s count from when ``watched`` is set (the worker has judged the
+    demo stream; at once when None): until then its labels stay calibrated, so a worker
+    that joins late (a loaded machine) still judges the calibrated phase before the
+    drift, instead of reading both in one batch. The canary's 15 s count from the start.
     """
     rng = np.random.default_rng(seed)
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
     await producer.start()
     run = uuid.uuid4().hex[:8]
     started = time.monotonic()
+    judged_from: float | None = None
     sent = 0
     try:
         await producer.send_and_wait(
@@ -75,12 +86,13 @@ async def run_demo_producer(settings: Settings, stop: asyncio.Event, seed: int =
         )
         while not stop.is_set():
             elapsed = time.monotonic() - started
+            if judged_from is None and (watched is None or watched.is_set()):
+                judged_from = time.monotonic()
+            drifted = judged_from is not None and time.monotonic() - judged_from >= HEALTHY_SECONDS
             now = time.time()
             await producer.send_and_wait(
                 settings.topic("labels"),
-                orjson.dumps(
-                    _labels(rng, run, sent, now, DRIFT if elapsed >= HEALTHY_SECONDS else 0)
-                ),
+                orjson.dumps(_labels(rng, run, sent, now, DRIFT if drifted else 0)),
                 key=DEMO_STREAM.encode(),
             )
             toxic = elapsed >= CANARY_HEALTHY_SECONDS

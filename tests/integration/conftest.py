@@ -146,24 +146,38 @@ class Deployment:
         )
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        index = len(self.workers)
-        metrics_port = extra_env.pop("DRIFTGATE_METRICS_PORT", str(free_port()))
-        with open(self.workdir / f"worker{index}.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "worker", "--loglevel", "info"],
-                env=self.env(DRIFTGATE_METRICS_PORT=metrics_port, **extra_env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        process.metrics_port = int(metrics_port)  # type: ignore[attr-defined]
-        self.workers.append(process)
-        self.wait_for(
-            lambda: b"[^Worker]: Ready" in self.worker_log(index) or process.poll() is not None,
-            timeout=60,
-            what="worker ready",
-        )
-        assert process.poll() is None, self.worker_log(index).decode()[-3000:]
+        (process,) = self.start_workers(1, **extra_env)
         return process
+
+    def start_workers(self, count: int, **extra_env: str) -> list[subprocess.Popen[bytes]]:
+        """``count`` workers started at once, returned once each is ready: they start up
+        side by side and join the group in one rebalance, where one after the other
+        each would wait out its own (the broker holds a join for the rebalance timeout)."""
+        first = len(self.workers)
+        for index in range(first, first + count):
+            env = dict(extra_env)
+            metrics_port = env.pop("DRIFTGATE_METRICS_PORT", str(free_port()))
+            with open(self.workdir / f"worker{index}.log", "ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "monitor", "worker", "--loglevel", "info"],
+                    env=self.env(DRIFTGATE_METRICS_PORT=metrics_port, **env),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            process.metrics_port = int(metrics_port)  # type: ignore[attr-defined]
+            self.workers.append(process)
+        for index in range(first, first + count):
+            process = self.workers[index]
+            self.wait_for(
+                lambda: (
+                    b"[^Worker]: Ready" in self.worker_log(index)  # noqa: B023 - used at once
+                    or process.poll() is not None  # noqa: B023
+                ),
+                timeout=60,
+                what="worker ready",
+            )
+            assert process.poll() is None, self.worker_log(index).decode()[-3000:]
+        return self.workers[first:]
 
     def worker_log(self, index: int = 0) -> bytes:
         return (self.workdir / f"worker{index}.log").read_bytes()
@@ -195,6 +209,23 @@ class Deployment:
         assert result.returncode == 0, result.stderr
         return orjson.loads(result.stdout)  # type: ignore[no-any-return]
 
+    def status_now(self) -> dict[str, Any]:
+        """The document ``status --json`` prints, read here: for waits, which poll, where a
+        ``driftgate`` process a poll pays its start-up (seconds on a loaded machine)."""
+        client = self.redis_server.client()
+        try:
+            return ReadModel(client, KeyLayout()).snapshot(with_history=True).status_document()
+        finally:
+            client.close()
+
+    def audit(self) -> list[dict[str, Any]]:
+        """The entries ``log --json`` lists, read here (for waits, as :meth:`status_now`)."""
+        client = self.redis_server.client()
+        try:
+            return list(ReadModel(client, KeyLayout()).audit())
+        finally:
+            client.close()
+
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -218,8 +249,17 @@ class Deployment:
     ) -> None:
         asyncio.run(produce(self.kafka, self.topic(topic), values, keys))
 
-    def consume_all(self, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
-        return asyncio.run(consume(self.kafka, self.topic(topic), expected, timeout))
+    def consume_all(
+        self,
+        topic: str,
+        expected: int,
+        timeout: float = 20.0,
+        until: Callable[[list[Any]], bool] | None = None,
+    ) -> list[Any]:
+        """The topic's records, once there are ``expected`` (or ``until`` holds of them),
+        and a second more, in which an unwanted extra would show too; what came within
+        ``timeout`` if never."""
+        return asyncio.run(consume(self.kafka, self.topic(topic), expected, timeout, until))
 
 
 async def produce(
@@ -240,15 +280,25 @@ async def produce(
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, expected: int, give_up_after: float) -> list[Any]:
+async def consume(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    give_up_after: float,
+    until: Callable[[list[Any]], bool] | None = None,
+) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     records: list[Any] = []
     deadline = time.monotonic() + give_up_after
+
+    def done() -> bool:
+        return until(records) if until is not None else len(records) >= expected
+
     try:
-        while len(records) < expected and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
                 records.extend(messages)

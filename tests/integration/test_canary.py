@@ -129,7 +129,9 @@ def test_canaries_are_judged_against_control_and_answered_over_http(
     port = worker.metrics_port  # type: ignore[attr-defined]
     agents = ["pii", "toxic", "clean", "slow", "steady", "worse", "skewed"]
     deployment.produce("canary", [encode(deploy(a)) for a in agents], [a.encode() for a in agents])
-    deployment.wait_for(lambda: len(deployment.status()["agents"]) == len(agents), 30, "deploys")
+    deployment.wait_for(
+        lambda: len(deployment.status_now()["agents"]) == len(agents), 30, "deploys"
+    )
 
     scenario = {
         "pii": telemetry("pii", 2000, rng),
@@ -167,7 +169,24 @@ def test_canaries_are_judged_against_control_and_answered_over_http(
     deployment.produce("telemetry", [encode({**pii, "event_id": "pii-leak-2"})], [b"pii"])
     deployment.wait_for_count("telemetry", "ok", total + 2)
 
-    records = decisions(deployment, 6)
+    # Until the five below are there (a count of 6 waited out the 20 s give-up when only
+    # they came), then a second more, in which an extra (a second PII rollback) shows.
+    wanted = {
+        ("pii", "guardrail", "pii_leak"),
+        ("toxic", "guardrail", "toxicity_rate"),
+        ("slow", "canary", "latency_regression"),
+        ("worse", "canary", "quality_regression"),
+        ("skewed", "srm", "srm"),
+    }
+
+    def all_there(found: list[Any]) -> bool:
+        seen = [orjson.loads(r.value) for r in found]
+        return wanted <= {(d["subject"], d["gate"], d["reason"]) for d in seen}
+
+    records = [
+        orjson.loads(r.value)
+        for r in deployment.consume_all("decisions", len(wanted), until=all_there)
+    ]
     by_reason = {
         agent: [(d["gate"], d["reason"]) for d in rollbacks(records, agent)] for agent in agents
     }
@@ -254,7 +273,7 @@ def test_manual_actions_take_the_path_of_any_canary_event(deployment: Deployment
     assert promoted.returncode == 0, promoted.stderr
     assert "promote of manual (bundle manual-v2)" in promoted.stdout
     deployment.wait_for(
-        lambda: deployment.status()["agents"]["manual"]["canary_percent"] == 50, 30, "promotion"
+        lambda: deployment.status_now()["agents"]["manual"]["canary_percent"] == 50, 30, "promotion"
     )
     agent = deployment.status()["agents"]["manual"]
     assert agent["phase"] == "monitoring"  # a new stage: compared afresh
@@ -263,7 +282,9 @@ def test_manual_actions_take_the_path_of_any_canary_event(deployment: Deployment
     rolled = deployment.cli("rollback", "manual", "--reason", "customer complaint")
     assert rolled.returncode == 0, rolled.stderr
     deployment.wait_for(
-        lambda: deployment.status()["agents"]["manual"]["phase"] == "rolled_back", 30, "rollback"
+        lambda: deployment.status_now()["agents"]["manual"]["phase"] == "rolled_back",
+        30,
+        "rollback",
     )
     records = decisions(deployment, 1)
     manual = rollbacks(records, "manual")
@@ -290,7 +311,7 @@ def test_kill_9_during_a_rollback_leaves_exactly_one(deployment: Deployment) -> 
     deployment.start_worker()
     deployment.wait_for_count("telemetry", "ok", 20_000, timeout=90)
     deployment.wait_for(
-        lambda: deployment.status()["agents"]["crash"]["phase"] == "rolled_back", 30, "rollback"
+        lambda: deployment.status_now()["agents"]["crash"]["phase"] == "rolled_back", 30, "rollback"
     )
     time.sleep(2)  # a duplicate, if any, would come now
     on_topic = rollbacks(decisions(deployment, 1), "crash")
@@ -427,11 +448,11 @@ def test_a_rolled_back_bundle_is_rolled_back_once_and_never_reopened(
     deployment.start_worker()
     deployment.produce("canary", [encode(deploy("churn"))], [b"churn"])
     # Deployed first (telemetry read before its deploy is judged as an A/B test until then).
-    deployment.wait_for(lambda: "churn" in deployment.status()["agents"], 30, "the deploy")
+    deployment.wait_for(lambda: "churn" in deployment.status_now()["agents"], 30, "the deploy")
     toxic = {"toxicity": (0.002, 0.05)}
     deployment.produce("telemetry", telemetry("churn", 10_000, rng, **toxic), None)  # type: ignore[arg-type]
     deployment.wait_for(
-        lambda: deployment.status()["agents"]["churn"]["phase"] == "rolled_back", 60, "rollback"
+        lambda: deployment.status_now()["agents"]["churn"]["phase"] == "rolled_back", 60, "rollback"
     )
 
     rolled = deployment.cli("rollback", "churn", "--reason", "after the demo")

@@ -275,7 +275,7 @@ def test_a_wrong_database_is_exit_2_and_kafka_errors_are_one_plain_line(
         "canary_percent": 10,
     }
     deployment.produce("canary", [orjson.dumps(deploy)], [b"bot"])
-    deployment.wait_for(lambda: "bot" in deployment.status()["agents"], 30, "the agent")
+    deployment.wait_for(lambda: "bot" in deployment.status_now()["agents"], 30, "the agent")
     deployment.stop_workers()
     closed = f"127.0.0.1:{free_port()}"
     for argv in (["rollback", "bot"], ["worker"]):

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from monitor.runtime._services import free_port, port_open
+from monitor.store import KeyLayout, ReadModel, connect
 
 from .conftest import Deployment, encode, label
 
@@ -292,15 +293,14 @@ def named_env(kafka: int, redis_port: int, metrics: int) -> dict[str, str]:
 
 
 def demo_labels(env: dict[str, str]) -> int:
-    done = subprocess.run(
-        [sys.executable, "-m", "monitor", "status", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    stream = orjson.loads(done.stdout)["streams"].get("demo:judge")
+    """The demo stream's ``n`` of ``status --json``, read here: the waits poll it, and a
+    ``driftgate`` process a poll would pay its start-up (seconds on a loaded machine)."""
+    client = connect(env["DRIFTGATE_REDIS_URL"], False)
+    try:
+        document = ReadModel(client, KeyLayout()).snapshot().status_document()
+    finally:
+        client.close()
+    stream = document["streams"].get("demo:judge")
     return 0 if stream is None else int(stream["n"])
 
 

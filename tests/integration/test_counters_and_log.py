@@ -69,16 +69,12 @@ def test_log_is_in_time_order(deployment: Deployment) -> None:
         "canary_percent": 10,
     }
     deployment.produce("canary", [encode(deploy)], [b"bot"])
-    deployment.wait_for(
-        lambda: len(orjson.loads(deployment.cli("log", "--json").stdout)) >= 1, 30, "deploy"
-    )
+    deployment.wait_for(lambda: len(deployment.audit()) >= 1, 30, "deploy")
     # Written later, happened an hour earlier (a late event): listed first.
     late = {**deploy, "event_id": "p0", "ts": now - 3600, "action": "pause", "bundle_id": "b0"}
     late.pop("canary_percent")
     deployment.produce("canary", [encode(late)], [b"bot"])
-    deployment.wait_for(
-        lambda: len(orjson.loads(deployment.cli("log", "--json").stdout)) >= 2, 30, "pause"
-    )
+    deployment.wait_for(lambda: len(deployment.audit()) >= 2, 30, "pause")
     entries = orjson.loads(deployment.cli("log", "--json").stdout)
     assert [e["event_id"] for e in entries] == ["p0", "d1"], entries
     text = deployment.cli("log").stdout.splitlines()

@@ -173,16 +173,20 @@ def test_replay_decides_as_the_worker_did(deployment: Deployment, tmp_path: Path
     file = tmp_path / "history.jsonl"
     file.write_bytes(b"".join(orjson.dumps(message) + b"\n" for _, message in phases))
     total = sum(applied.values())
-    # Every decision of the worker, with a little time for any that would come late.
-    worker = [orjson.loads(r.value) for r in deployment.consume_all("decisions", 4)]
-    status = deployment.status()
-    deployment.stop_workers()
 
     result = deployment.cli("replay", str(file), "--batch", str(PHASE), "--json")
     assert result.returncode == 0, result.stderr
     replay = orjson.loads(result.stdout)
     assert replay["events"] == total
     (run,) = replay["runs"]
+    # Every decision of the worker: as many as the replay's are awaited (the outbox drains
+    # them after the counts), then a little longer for any more that would come late.
+    worker = [
+        orjson.loads(r.value)
+        for r in deployment.consume_all("decisions", len(run["decisions"]), timeout=60)
+    ]
+    status = deployment.status()
+    deployment.stop_workers()
 
     expected = _by_subject(worker)
     assert _by_subject(run["decisions"]) == expected

@@ -48,7 +48,7 @@ def test_report_of_a_drifting_stream(deployment: Deployment, tmp_path: Path) -> 
     deployment.produce("labels", [labels("drift", s[600:], y[600:] + 0.2, 600)])
     deployment.wait_for_count("labels", "ok", 1200)
     deployment.wait_for(
-        lambda: deployment.status()["streams"]["drift"]["verdict"] == "FAIL", 30, "FAIL"
+        lambda: deployment.status_now()["streams"]["drift"]["verdict"] == "FAIL", 30, "FAIL"
     )
 
     out = tmp_path / "memo"

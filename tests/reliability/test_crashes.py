@@ -58,8 +58,7 @@ def test_a_worker_frozen_past_its_session_timeout_another_killed_and_one_added(
     workload = Workload(seed=31)
     producer = LoadProducer(deployment, workload.messages(1600), per_second=40)
     burst = workload.messages(150, envelope=200)
-    frozen = deployment.start_worker()
-    deployment.start_worker()  # the other: index 1
+    frozen, _ = deployment.start_workers(2)  # the other: index 1
     producer.start()
     time.sleep(1.0)
     before = deployment.count("labels", "ok")

@@ -18,7 +18,7 @@ import pytest
 from estimators import VarianceModel, plan_for_budget
 from monitor.cli import build_parser, main
 from monitor.cli._parser import EXAMPLES
-from monitor.cli._up import StopRequested, _Console, _StopSignals
+from monitor.cli._up import StopRequested, _Console, _news, _StopSignals
 
 
 @pytest.fixture(autouse=True)
@@ -384,6 +384,19 @@ def test_color_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _Console(io.StringIO()).verdict("FAIL") == "FAIL"  # a file or a pipe
     monkeypatch.setenv("NO_COLOR", "1")
     assert _Console(_Terminal()).verdict("FAIL") == "FAIL"
+
+
+def test_up_prints_a_gates_first_record_a_new_verdict_and_an_escalation() -> None:
+    def record(verdict: str, action: str) -> dict[str, str]:
+        return {"verdict": verdict, "action": action}
+
+    assert _news(None, record("INCONCLUSIVE", "none"))  # the first one, whatever it says
+    assert _news(("PASS", "none"), record("FAIL", "alert"))
+    # A breach judged before the canary's deploy was applied alerts; once the deploy is
+    # applied it asks for the rollback: the same verdict, news all the same.
+    assert _news(("FAIL", "alert"), record("FAIL", "rollback"))
+    assert not _news(("FAIL", "rollback"), record("FAIL", "none"))  # settled: no news
+    assert not _news(("FAIL", "alert"), record("FAIL", "alert"))
 
 
 def test_a_closed_terminal_does_not_stop_the_stopping() -> None:
