@@ -17,7 +17,6 @@ from typing import Any, ClassVar, TextIO
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
-from ..gates import should_publish
 from ..presentation._format import number
 from ..runtime._demo import reset_demo
 from ..runtime._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
@@ -321,6 +320,8 @@ def _news(last: tuple[str, str] | None, record: dict[str, Any]) -> bool:
     """Whether ``up`` prints a gate's record: its first, a new verdict, or the same verdict
     asking for more (a decision's rule): a guardrail breach judged before the canary's
     deploy was applied only alerts, and its rollback once the deploy is applied is news."""
+    from ..gates import should_publish  # here: the gates' estimators import scipy
+
     if last is None:
         return True
     verdict, action = last
