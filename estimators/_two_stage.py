@@ -172,31 +172,34 @@ class CovariateEncoding:
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: float | None) -> tuple[np.ndarray, float, float]:
     """Ridge regression with an unpenalized intercept: ``(coefficients, intercept,
     penalty)``; ``penalty`` None chooses it by generalized cross-validation (Golub, Heath
-    and Wahba 1979) on the grid, relative to the mean squared singular value."""
+    and Wahba 1979) on the grid, relative to the mean eigenvalue of the Gram matrix.
+
+    Works on the ``p x p`` Gram matrix of the centred design (its eigen-decomposition),
+    never on the ``n x p`` design itself: a few dozen columns, however many items."""
     means = x.mean(axis=0)
     centred, y_mean = x - means, float(y.mean())
-    u, d, vt = np.linalg.svd(centred, full_matrices=False)
-    c = u.T @ (y - y_mean)
-    d2 = d**2
-    scale = float(d2.mean()) if d2.size and d2.mean() > 0 else 1.0
+    target = y - y_mean
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    projected = vectors.T @ (centred.T @ target)  # d_j c_j, with c = U' y of the SVD
+    scale = float(eigenvalues.mean()) if eigenvalues.size and eigenvalues.mean() > 0 else 1.0
     if penalty is None:
-        total = float(np.dot(y - y_mean, y - y_mean))
-        best = math.inf
-        n = y.size
+        kept = eigenvalues > scale * 1e-12
+        c2 = projected[kept] ** 2 / eigenvalues[kept]
+        total = float(np.dot(target, target))
+        n, best = y.size, math.inf
         for relative in _RIDGE_GRID:
-            lam = relative * scale
-            shrink = d2 / (d2 + lam)
-            rss = total - float(np.dot(c, c)) + float(np.sum((c * (1 - shrink)) ** 2))
+            lam = float(relative * scale)
+            shrink = eigenvalues[kept] / (eigenvalues[kept] + lam)
+            rss = total - float(np.sum(c2 * (1 - (1 - shrink) ** 2)))
             dof = float(shrink.sum()) + 1.0
             if dof >= n:
                 continue
-            gcv = n * rss / (n - dof) ** 2
+            gcv = n * max(rss, 0.0) / (n - dof) ** 2
             if gcv < best:
-                best, penalty = gcv, float(lam)
+                best, penalty = gcv, lam
         penalty = penalty if penalty is not None else float(_RIDGE_GRID[-1] * scale)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = np.where(d2 > 0, d / (d2 + penalty), 0.0)
-    beta = vt.T @ (weights * c)
+    beta = vectors @ (projected / (eigenvalues + penalty))
     return beta, y_mean - float(means @ beta), penalty
 
 
