@@ -229,11 +229,8 @@ class CalibrationOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
-            "calibrator": {
-                "kind": self.model.kind,
-                "version": self.version,
-                "covariates": list(self.model.covariates),
-            },
+            "calibrator": {"kind": self.model.kind, "version": self.version},
+            "covariates": list(self.model.covariates),
             "version": self.version,
             "previous_version": self.previous_version,
             "n_pairs": self.model.n,
