@@ -16,6 +16,7 @@ from ._calibration_quality import (
     calibration_quality,
     equivalence_labels_needed,
 )
+from ._calibrator_choice import CalibratorChoice, calibrator_from_state, choose_calibrator
 from ._categories import (
     OTHER_CATEGORY,
     CategoryCounts,
@@ -39,7 +40,7 @@ from ._drift import (
 from ._empirical_bernstein import EmpiricalBernsteinSequence
 from ._event_rate import EventRate
 from ._false_discovery import benjamini_hochberg
-from ._isotonic import IdentityCalibrator, IsotonicCalibrator, calibrator_from_state
+from ._isotonic import Calibrator, CovariateColumns, IdentityCalibrator, IsotonicCalibrator
 from ._ks_sequence import (
     BASELINE_ALPHA_SHARE,
     dkw_radius,
@@ -68,6 +69,7 @@ from ._sketch import QuantileSketch
 from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
 from ._srm import SampleRatioSequence, SplitCounts
 from ._two_sample import DifferenceInterval, mean_difference_sequence
+from ._two_stage import CovariateEncoding, TwoStageCalibrator
 
 __all__ = [
     "BASELINE_ALPHA_SHARE",
@@ -80,8 +82,12 @@ __all__ = [
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
+    "Calibrator",
+    "CalibratorChoice",
     "CategoryCounts",
     "CoMoments",
+    "CovariateColumns",
+    "CovariateEncoding",
     "DecileResidual",
     "DifferenceInterval",
     "DisparityInterval",
@@ -101,12 +107,14 @@ __all__ = [
     "RestartingMeanSequence",
     "SampleRatioSequence",
     "SplitCounts",
+    "TwoStageCalibrator",
     "ValueEstimate",
     "VarianceModel",
     "augmented_estimate",
     "benjamini_hochberg",
     "calibration_quality",
     "calibrator_from_state",
+    "choose_calibrator",
     "cross_fit_predictions",
     "disparity_ratio_sequence",
     "dkw_radius",

@@ -39,7 +39,7 @@ class CalibrationDecile:
 
 @dataclass(frozen=True)
 class CalibrationQuality:
-    """Out-of-fold quality of an isotonic calibrator on its own calibration sample."""
+    """Out-of-fold quality of a calibrator on its own calibration sample."""
 
     n: int
     folds: int
@@ -64,6 +64,7 @@ def calibration_quality(
     folds: int = 5,
     seed: int | None = 0,
     on_fold: Callable[[int, int], None] | None = None,
+    predictions: ArrayLike | None = None,
 ) -> CalibrationQuality:
     """R^2, mean absolute error and a table by score decile of cross-fitted predictions.
 
@@ -83,6 +84,9 @@ def calibration_quality(
         Seed of the fold assignment.
     on_fold : callable, optional
         ``on_fold(done, folds)`` after each fold (a progress display).
+    predictions : array_like, optional
+        Out-of-fold predictions made by the caller on ``folds`` folds (another
+        calibrator's, such as the two-stage one's): used instead of isotonic fits.
 
     Returns
     -------
@@ -108,8 +112,13 @@ def calibration_quality(
     y_arr = np.asarray(y, dtype=np.float64).ravel()
     if s_arr.shape != y_arr.shape:
         raise ValueError(f"s has {s_arr.size} values, y has {y_arr.size}")
-    predictions = cross_fit_predictions(s_arr, y_arr, folds, seed, on_fold)
-    residuals = y_arr - predictions
+    if predictions is None:
+        oof = cross_fit_predictions(s_arr, y_arr, folds, seed, on_fold)
+    else:
+        oof = np.asarray(predictions, dtype=np.float64).ravel()
+        if oof.shape != y_arr.shape:
+            raise ValueError(f"{oof.size} predictions for {y_arr.size} labels")
+    residuals = y_arr - oof
     # Equal labels leave R^2 undefined (0 / 0, up to rounding of their mean).
     total = float(np.sum((y_arr - y_arr.mean()) ** 2))
     r2 = 1.0 - float(np.dot(residuals, residuals)) / total if np.ptp(y_arr) > 0 else math.nan
@@ -122,7 +131,7 @@ def calibration_quality(
             float(s_arr[part].max()),
             float(s_arr[part].mean()),
             float(y_arr[part].mean()),
-            float(predictions[part].mean()),
+            float(oof[part].mean()),
             float(residuals[part].mean()),
         )
         for number, part in enumerate(np.array_split(order, 10), start=1)

@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression
 
-__all__ = ["IdentityCalibrator", "IsotonicCalibrator", "calibrator_from_state"]
+__all__ = ["CovariateColumns", "IdentityCalibrator", "IsotonicCalibrator"]
+
+CovariateColumns = Mapping[str, np.ndarray]
+"""Per covariate, its value in each item (an object array; None where not given)."""
 
 
-class _Calibrator:
-    """What every calibrator shares: the residual ``y - f(s)`` that the drift gates watch."""
+class Calibrator:
+    """What every calibrator shares: the residual ``y - f(s)`` that the drift gates watch.
 
-    def predict(self, s: ArrayLike) -> np.ndarray:
+    ``covariates`` names what a calibrator reads besides the score (none but for the
+    two-stage calibrator); ``predict`` and ``residuals`` take them as columns.
+    """
+
+    kind: str
+    n: int
+    covariates: tuple[str, ...] = ()
+
+    def predict(self, s: ArrayLike, covariates: CovariateColumns | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def residuals(self, s: ArrayLike, y: ArrayLike) -> np.ndarray:
+    def to_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def residuals(
+        self, s: ArrayLike, y: ArrayLike, covariates: CovariateColumns | None = None
+    ) -> np.ndarray:
         """``y - f(s)``, elementwise: the one place the residual is computed.
 
         >>> IdentityCalibrator().residuals([0.2, 0.5], [0.25, 0.4]).round(2).tolist()
         [0.05, -0.1]
         """
-        return np.asarray(y, dtype=np.float64) - self.predict(s)
+        return np.asarray(y, dtype=np.float64) - self.predict(s, covariates)
 
 
-class IsotonicCalibrator(_Calibrator):
+class IsotonicCalibrator(Calibrator):
     """Monotone non-decreasing map ``f: S -> Y`` fitted by pool adjacent violators.
 
     Ties in ``S`` are pooled first (their mean label, weighted by count); scipy's PAVA
@@ -72,7 +89,7 @@ class IsotonicCalibrator(_Calibrator):
         self.n = int(s_arr.size)
         return self
 
-    def predict(self, s: ArrayLike) -> np.ndarray:
+    def predict(self, s: ArrayLike, covariates: CovariateColumns | None = None) -> np.ndarray:
         if self.knots_s.size == 0:
             raise ValueError("calibrator is not fitted")
         return np.interp(np.asarray(s, dtype=np.float64), self.knots_s, self.knots_y)
@@ -94,7 +111,7 @@ class IsotonicCalibrator(_Calibrator):
         return calibrator
 
 
-class IdentityCalibrator(_Calibrator):
+class IdentityCalibrator(Calibrator):
     """``f(s) = s``: what a stream uses before it has a fitted calibrator.
 
     >>> IdentityCalibrator().predict([0.2, 0.7]).tolist()
@@ -104,7 +121,7 @@ class IdentityCalibrator(_Calibrator):
     kind = "identity"
     n = 0
 
-    def predict(self, s: ArrayLike) -> np.ndarray:
+    def predict(self, s: ArrayLike, covariates: CovariateColumns | None = None) -> np.ndarray:
         return np.asarray(s, dtype=np.float64)
 
     def to_state(self) -> dict[str, Any]:
@@ -113,15 +130,3 @@ class IdentityCalibrator(_Calibrator):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IdentityCalibrator:
         return cls()
-
-
-def calibrator_from_state(state: dict[str, Any]) -> IsotonicCalibrator | IdentityCalibrator:
-    """Rebuild a calibrator from ``to_state()`` output, whatever its kind."""
-    kinds: dict[str, type[IsotonicCalibrator] | type[IdentityCalibrator]] = {
-        IsotonicCalibrator.kind: IsotonicCalibrator,
-        IdentityCalibrator.kind: IdentityCalibrator,
-    }
-    try:
-        return kinds[state["kind"]].from_state(state)
-    except KeyError as exc:
-        raise ValueError(f"unknown calibrator kind {state.get('kind')!r}") from exc

@@ -15,7 +15,7 @@ __all__ = ["cmd_audit", "cmd_baseline", "cmd_calibrate", "cmd_plan"]
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..workflows._calibration import RefitRefused, calibrate, read_fit_file
+    from ..workflows._calibration import RefitRefused, calibrate, check_mode, read_fit_file
     from ..workflows._pairs import Progress
 
     if args.file is None and not args.pool:
@@ -23,9 +23,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "give FILE (JSONL with s and y), or --pool to refit on the stored pairs and the "
             "pooled probes"
         )
+    try:
+        check_mode(args.mode, args.covariates, args.pool)
+    except RefitRefused as exc:
+        raise UsageError(str(exc)) from exc
     settings = load_settings(args)
     progress = Progress(sys.stderr)
-    pairs = read_fit_file(args.file, args.pool, progress) if args.file else None
+    pairs = read_fit_file(args.file, args.pool, progress, args.covariates) if args.file else None
     client = redis_client(settings)
     try:
         outcome = calibrate(
@@ -37,6 +41,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             pool=args.pool,
             progress=progress,
             pairs=pairs,
+            covariates=args.covariates,
+            mode=args.mode,
         )
     except RefitRefused as exc:
         raise UsageError(str(exc)) from exc

@@ -38,6 +38,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "calibrate": (
         "driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini",
         "driftgate calibrate --stream policy:gpt-4-mini --pool",
+        "driftgate calibrate oracle.jsonl --stream policy:gpt-4-mini --covariates "
+        "domain,difficulty --mode auto",
     ),
     "audit": (
         "driftgate audit probe.jsonl --stream policy:gpt-4-mini --margin 0.05 --json",
@@ -191,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--pool",
         action="store_true",
         help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
+    )
+    calibrate.add_argument(
+        "--covariates",
+        type=types.name_list,
+        default=(),
+        metavar="A,B",
+        help="covariates (each line's covariates.A, ...) for a two-stage calibrator",
+    )
+    calibrate.add_argument(
+        "--mode",
+        choices=("isotonic", "two_stage", "auto"),
+        default="auto",
+        help="isotonic in S, two-stage on S and --covariates, or auto (default): two-stage "
+        "only when its out-of-fold error is lower by more than its standard error",
     )
     calibrate.add_argument(
         "--save",

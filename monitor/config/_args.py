@@ -31,6 +31,7 @@ __all__ = [
     "hours",
     "http_url",
     "kafka_bootstrap",
+    "name_list",
     "one_line",
     "percent",
     "port",
@@ -300,6 +301,19 @@ def subject_name(text: str) -> str:
     if _CONTROL.search(text):
         raise ArgumentTypeError(f"must not hold control characters, got {text!r}")
     return text
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """Comma-separated names (``domain,difficulty``): each non-empty and given once."""
+    names = tuple(part.strip() for part in text.split(","))
+    if any(not name for name in names):
+        raise ArgumentTypeError(f"must be names separated by commas, got {text!r}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ArgumentTypeError(f"names {', '.join(twice)} more than once")
+    if any(_CONTROL.search(name) for name in names):
+        raise ArgumentTypeError("must not hold control characters")
+    return names
 
 
 def one_line(value: str) -> str:

@@ -13,10 +13,10 @@ import orjson
 
 from estimators import (
     BinnedResiduals,
+    Calibrator,
     CoMoments,
     EventRate,
     IdentityCalibrator,
-    IsotonicCalibrator,
     Moments,
     QuantileSketch,
     RestartingMeanSequence,
@@ -34,6 +34,12 @@ from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ..store._keys import SubjectKeys
+from ._calibrator_inputs import (
+    calibrator_inputs,
+    concat_objects,
+    objects_of_events,
+    objects_of_table,
+)
 from ._columnar import ColumnarError, Table
 from ._covariates import (
     CovariateDrift,
@@ -60,7 +66,7 @@ class ActiveCalibrator:
     """
 
     version: int
-    model: IsotonicCalibrator | IdentityCalibrator
+    model: Calibrator
     baseline_scores: QuantileSketch | None = None
     residual_variance: float | None = None
 
@@ -187,13 +193,18 @@ class LabelColumns:
     """Digests of the response ids (``_late_labels.response_digests``), 0 for none."""
     covariates: dict[str, np.ndarray] = field(default_factory=dict)
     """The policy's covariates (``monitor.subjects._covariates``)."""
+    covariate_objects: np.ndarray | None = None
+    """Each event's whole ``covariates`` object, for a calibrator that reads covariates
+    (``monitor.subjects._calibrator_inputs``); None: no event gave any."""
 
     def take(self, rows: np.ndarray | slice) -> LabelColumns:
+        objects = self.covariate_objects
         return LabelColumns(
             self.s[rows],
             self.y[rows],
             self.responses[rows],
             {k: v[rows] for k, v in self.covariates.items()},
+            None if objects is None else objects[rows],
         )
 
     @classmethod
@@ -203,6 +214,7 @@ class LabelColumns:
             np.concatenate([p.y for p in parts]),
             np.concatenate([p.responses for p in parts]),
             {k: np.concatenate([p.covariates[k] for p in parts]) for k in parts[0].covariates},
+            concat_objects([p.covariate_objects for p in parts], [p.s.size for p in parts]),
         )
 
 
@@ -494,6 +506,7 @@ def _label_columns(events: list[LabelEvent], covariates: Sequence[str] = ()) -> 
         np.fromiter(map(_get_y, events), np.float64, n),
         response_digests(responses) if any(responses) else np.zeros(n, np.uint64),
         covariates_of_events(events, covariates),
+        objects_of_events(events),
     )
 
 
@@ -515,7 +528,9 @@ def _table_label_columns(table: Table, covariates: Sequence[str] = ()) -> LabelC
                 "EventValidationError: Object missing required field `s` (only an oracle "
                 f"label, with `y` and `response_id`, goes without) - at `$.columns.s[{bad[0]}]`"
             )
-    return LabelColumns(s, y, responses, covariates_of_table(table, covariates))
+    return LabelColumns(
+        s, y, responses, covariates_of_table(table, covariates), objects_of_table(table)
+    )
 
 
 class LabelHandler:
@@ -580,7 +595,8 @@ class LabelHandler:
         s = columns.s if scored.all() else columns.s[scored]
         labeled = scored & ~np.isnan(columns.y)
         model = state.calibrator.model
-        predictions = model.predict(s)
+        objects = columns.covariate_objects
+        predictions = model.predict(s, calibrator_inputs(model, objects, scored))
         state.n += s.size
         state.scores.update(s)
         self._fold_scores(state, s)
@@ -597,12 +613,29 @@ class LabelHandler:
                 np.concatenate([columns.s[labeled], joined.s])[order],
                 np.concatenate([columns.y[labeled], joined.y])[order],
                 np.concatenate([events.ts[labeled], joined.ts])[order],
+                # A joined pair's covariates: those of the half that completed it.
+                calibrator_inputs(
+                    model, objects, np.concatenate([np.flatnonzero(labeled), joined.rows])[order]
+                ),
             )
         elif labeled.all():
-            self._fold_labels(subject, state, columns.s, columns.y, events.ts, predictions)
+            self._fold_labels(
+                subject,
+                state,
+                columns.s,
+                columns.y,
+                events.ts,
+                calibrator_inputs(model, objects),
+                predictions,
+            )
         elif labeled.any():
             self._fold_labels(
-                subject, state, columns.s[labeled], columns.y[labeled], events.ts[labeled]
+                subject,
+                state,
+                columns.s[labeled],
+                columns.y[labeled],
+                events.ts[labeled],
+                calibrator_inputs(model, objects, labeled),
             )
         # A response's covariates count once, with its score (a label alone is its late half).
         covariates = columns.covariates
@@ -618,12 +651,14 @@ class LabelHandler:
         s: np.ndarray,
         y: np.ndarray,
         ts: np.ndarray,
+        covariates: dict[str, np.ndarray] | None,
         predictions: np.ndarray | None = None,
     ) -> None:
         """Residuals of labeled pairs into the residual statistics, a minute of event time
-        at a time (the residual history's points)."""
+        at a time (the residual history's points); ``covariates`` are those the calibrator
+        reads, per pair."""
         model = state.calibrator.model
-        residuals = model.residuals(s, y)
+        residuals = model.residuals(s, y, covariates)
         fold_by_minute(
             state.residuals,
             residuals,
@@ -638,7 +673,7 @@ class LabelHandler:
             ),
         )
         state.labeled_pairs.update(
-            model.predict(s) if predictions is None else predictions, residuals
+            model.predict(s, covariates) if predictions is None else predictions, residuals
         )
         state.residuals_by_bin.update(s, residuals)
         state.label_rate.update(ts)

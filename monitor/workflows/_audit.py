@@ -19,7 +19,7 @@ from ..gates._residual_drift import RECALIBRATION_LABELS
 from ..store import KeyLayout, SyncClient
 from ..store._calibrators import MAX_STORED_PAIRS, PoolReceipt, add_to_pool, read_calibrator
 from ..subjects._labels import ActiveCalibrator
-from ._pairs import InputError, LabeledPairs
+from ._pairs import InputError, LabeledPairs, read_pairs
 
 __all__ = ["Audit", "AuditRefused", "NextStep", "PoolOutcome", "audit", "next_step", "pool_probe"]
 
@@ -90,7 +90,11 @@ def audit(
             f"stream {stream!r} has no calibrator to audit: fit one first "
             f"(driftgate calibrate FILE --stream {stream})"
         )
-    residuals = calibrator.model.residuals(pairs.s, pairs.y)
+    covariates = None
+    if calibrator.model.covariates:  # a two-stage calibrator: the probe's covariates too
+        # (a probe line without one uses the calibrator's declared default, as an event does)
+        covariates = read_pairs(probe, None, calibrator.model.covariates).covariates
+    residuals = calibrator.model.residuals(pairs.s, pairs.y, covariates)
     try:
         result = transport_audit(
             residuals, alpha=alpha, clusters=pairs.clusters, margin=margin, family_size=family_size

@@ -14,9 +14,13 @@ import orjson
 
 from estimators import (
     CalibrationQuality,
+    Calibrator,
+    CalibratorChoice,
     IsotonicCalibrator,
     QuantileSketch,
+    TwoStageCalibrator,
     calibration_quality,
+    choose_calibrator,
 )
 
 from ..config import Policy, Settings
@@ -40,10 +44,12 @@ from ._pairs import InputError, LabeledPairs, Progress, read_pairs
 
 __all__ = [
     "MIN_CALIBRATION_PAIRS",
+    "MODES",
     "CalibrationOutcome",
     "RefitRefused",
     "activate_calibrator",
     "calibrate",
+    "check_mode",
     "quality_lines",
     "read_fit_file",
 ]
@@ -51,6 +57,11 @@ __all__ = [
 
 MIN_CALIBRATION_PAIRS = 20
 """The fewest labeled pairs a calibrator is fitted on."""
+
+MODES = ("isotonic", "two_stage", "auto")
+"""``calibrate --mode``: isotonic in ``S``, two-stage on ``S`` and ``--covariates``, or
+whichever has the lower out-of-fold error (two-stage only when lower by more than its
+standard error)."""
 
 
 class RefitRefused(ValueError):
@@ -62,7 +73,7 @@ def activate_calibrator(
     layout: KeyLayout,
     policy: Policy,
     stream: str,
-    model: IsotonicCalibrator,
+    model: Calibrator,
     baseline_scores: QuantileSketch | None = None,
     *,
     decisions_topic: str | None = None,
@@ -191,7 +202,7 @@ class CalibrationOutcome:
     stream: str
     version: int
     previous_version: int
-    model: IsotonicCalibrator
+    model: Calibrator
     quality: CalibrationQuality
     file_pairs: int
     """Pairs read from FILE (0 without one)."""
@@ -203,15 +214,29 @@ class CalibrationOutcome:
     """Pairs kept with the new version (at most :data:`MAX_STORED_PAIRS`)."""
     refit_of: int | None = None
     """The version a pooled refit (``--pool``) started from."""
+    mode: str = "isotonic"
+    choice: CalibratorChoice | None = None
+    """Both calibrators' out-of-fold errors, when covariates were given."""
+
+    @property
+    def knots(self) -> int:
+        """Knots of the isotonic map (of the score, or of the two-stage index)."""
+        model = self.model
+        if isinstance(model, TwoStageCalibrator):
+            model = model.index_map
+        return int(model.knots_s.size) if isinstance(model, IsotonicCalibrator) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "stream": self.stream,
             "calibrator": {"kind": self.model.kind, "version": self.version},
+            "covariates": list(self.model.covariates),
             "version": self.version,
             "previous_version": self.previous_version,
             "n_pairs": self.model.n,
-            "knots": int(self.model.knots_s.size),
+            "knots": self.knots,
+            "mode": self.mode,
+            "selection": None if self.choice is None else self.choice.to_dict(),
             "sources": {
                 "file": self.file_pairs,
                 "history": self.history_pairs,
@@ -230,12 +255,18 @@ class CalibrationOutcome:
             if self.stored_pairs < self.model.n
             else ""
         )
+        what = (
+            f"two-stage calibrator v{self.version} (isotonic on an index of S and "
+            f"{', '.join(self.model.covariates)})"
+            if isinstance(self.model, TwoStageCalibrator)
+            else f"isotonic calibrator v{self.version}"
+        )
         head = [
-            f"stream {self.stream}: isotonic calibrator v{self.version} active "
-            f"({self.model.n} pairs, {self.model.knots_s.size} knots); residual statistics "
-            "start fresh, announced by a residual_drift decision (reason recalibrated)"
-            f"{kept}"
+            f"stream {self.stream}: {what} active ({self.model.n} pairs, {self.knots} knots); "
+            "residual statistics start fresh, announced by a residual_drift decision (reason "
+            f"recalibrated){kept}"
         ]
+        head += selection_lines(self.mode, self.choice, self.model)
         if self.refit_of is not None:
             probes = f"probe{'s' if self.pooled_probes != 1 else ''}"
             head.append(
@@ -245,6 +276,33 @@ class CalibrationOutcome:
                 + ("; the pool is empty again" if self.pooled_probes else "")
             )
         return head + quality_lines(self.quality)
+
+
+def selection_lines(mode: str, choice: CalibratorChoice | None, model: Calibrator) -> list[str]:
+    """Which calibrator ``--mode`` took, and why (the out-of-fold errors of both)."""
+    if choice is None:
+        return []
+    errors = (
+        f"out-of-fold mean squared error {choice.isotonic_mse:.5f} isotonic in S, "
+        f"{choice.two_stage_mse:.5f} two-stage; two-stage lower by {choice.improvement:+.5f} "
+        f"(standard error {choice.standard_error:.5f}, {choice.folds} folds, paired by item)"
+    )
+    if mode == "auto":
+        why = (
+            "more than its standard error: two-stage chosen"
+            if choice.chosen == "two_stage"
+            else "not more than its standard error: isotonic in S kept"
+        )
+        lines = [f"mode auto: {errors}; {why}"]
+    else:
+        lines = [f"mode {mode} (as asked): {errors}"]
+    if isinstance(model, TwoStageCalibrator):
+        lines += [
+            f"  an event without {e.name} uses {e.describe_default()}"
+            + (f"; {len(e.levels)} levels" if e.kind == "categorical" else "")
+            for e in model.encodings
+        ]
+    return lines
 
 
 def quality_lines(quality: CalibrationQuality) -> list[str]:
@@ -274,10 +332,13 @@ def _stored_sample(s: np.ndarray, y: np.ndarray) -> bytes:
     return encode_pairs(s, y)
 
 
-def read_fit_file(file: str, pool: bool, progress: Progress | None = None) -> LabeledPairs:
+def read_fit_file(
+    file: str, pool: bool, progress: Progress | None = None, covariates: tuple[str, ...] = ()
+) -> LabeledPairs:
     """``calibrate``'s FILE, read and (when it is the whole fit) checked before any
-    service is asked: a bad file is exit 2 whether Redis is up or not."""
-    pairs = read_pairs(file, progress)
+    service is asked: a bad file is exit 2 whether Redis is up or not; so is a line
+    without one of ``covariates``."""
+    pairs = read_pairs(file, progress, covariates, require_covariates=True)
     if not pool:
         check_fit_sample(file, pairs.s, pairs.y)
     return pairs
@@ -293,6 +354,8 @@ def calibrate(
     pool: bool = False,
     progress: Progress | None = None,
     pairs: LabeledPairs | None = None,
+    covariates: tuple[str, ...] = (),
+    mode: str = "auto",
 ) -> CalibrationOutcome:
     """Fit ``stream``'s calibrator, report its out-of-fold quality, store and announce it.
 
@@ -301,7 +364,12 @@ def calibrate(
     pooled since (``audit --pool`` after a PASS) and FILE if given; the probes used leave
     the pool in the write that activates the new version. ``pairs`` are FILE's when the
     caller has read it already (:func:`read_fit_file`).
+
+    ``covariates`` (FILE's ``covariates.NAME`` on every line) let ``mode`` fit the
+    two-stage calibrator: ``two_stage`` always, ``auto`` when its out-of-fold error is
+    lower than isotonic-in-S's by more than its standard error (both are reported).
     """
+    check_mode(mode, covariates, pool)
     progress = progress or Progress()
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     history_pairs = pooled_pairs = probes = file_pairs = 0
@@ -336,7 +404,7 @@ def calibrate(
             pooled_pairs += probe[0].size
         probes, based_on = len(entries), active
     if file is not None:
-        pairs = pairs or read_pairs(file, progress)
+        pairs = pairs or read_pairs(file, progress, covariates, require_covariates=True)
         parts.append((pairs.s, pairs.y))
         file_pairs = pairs.s.size
     s = np.concatenate([p[0] for p in parts])
@@ -344,11 +412,32 @@ def calibrate(
     check_fit_sample(
         file if file is not None and not pool else f"stream {stream!r} (pooled refit)", s, y
     )
-    quality = calibration_quality(
-        s, y, on_fold=lambda done, folds: progress.show(f"cross-fitting: fold {done} of {folds}")
-    )
+
+    def on_fold(done: int, folds: int) -> None:
+        progress.show(f"cross-fitting: fold {done} of {folds}")
+
+    choice = None
+    model: Calibrator
+    if covariates and pairs is not None:  # check_mode: no covariates with --pool
+        try:
+            choice = choose_calibrator(s, y, pairs.covariates, on_fold=on_fold)
+        except ValueError as exc:  # a covariate that mixes numbers and categories, say
+            raise InputError(f"{file}: {exc}") from exc
+        two_stage = mode == "two_stage" or (mode == "auto" and choice.chosen == "two_stage")
+        if two_stage:
+            quality = calibration_quality(
+                s, y, choice.folds, predictions=choice.two_stage_predictions
+            )
+            model = TwoStageCalibrator().fit(s, y, pairs.covariates)
+        else:
+            quality = calibration_quality(
+                s, y, choice.folds, predictions=choice.isotonic_predictions
+            )
+            model = IsotonicCalibrator().fit(s, y)
+    else:
+        quality = calibration_quality(s, y, on_fold=on_fold)
+        model = IsotonicCalibrator().fit(s, y)
     progress.close()
-    model = IsotonicCalibrator().fit(s, y)
     baseline = QuantileSketch(settings.policy.score_drift.relative_accuracy).update(s)
     stored = _stored_sample(s, y)
     version = activate_calibrator(
@@ -376,4 +465,21 @@ def calibrate(
         probes,
         min(s.size, MAX_STORED_PAIRS),
         based_on,
+        mode if covariates else "isotonic",
+        choice,
     )
+
+
+def check_mode(mode: str, covariates: tuple[str, ...], pool: bool) -> None:
+    """``--mode`` and ``--covariates`` together: refused (exit 2) when they cannot be."""
+    if mode not in MODES:
+        raise RefitRefused(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "two_stage" and not covariates:
+        raise RefitRefused(
+            "--mode two_stage needs --covariates (e.g. --covariates domain,difficulty)"
+        )
+    if covariates and pool:
+        raise RefitRefused(
+            "--covariates cannot be used with --pool: the stored calibration pairs and the "
+            "pooled probes keep s and y only; fit from a FILE whose lines carry the covariates"
+        )

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import msgspec
 import numpy as np
@@ -71,6 +71,8 @@ class LabeledPairs:
     y: np.ndarray
     clusters: np.ndarray | None
     """The ``cluster`` field (e.g. a prompt id), when every line has one."""
+    covariates: dict[str, np.ndarray] = field(default_factory=dict)
+    """The covariates asked for, per line (object arrays; None where a line lacks one)."""
 
 
 class _Pair(msgspec.Struct, frozen=True):
@@ -79,6 +81,7 @@ class _Pair(msgspec.Struct, frozen=True):
     s: Finite
     y: Finite
     cluster: str | int | None = None
+    covariates: dict[str, Any] | None = None
 
 
 _PAIR = msgspec.json.Decoder(_Pair)
@@ -129,18 +132,35 @@ def read_jsonl(
         progress.close()
 
 
-def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPairs:
+def read_pairs(
+    path: str | Path,
+    progress: Progress | None = None,
+    covariates: Sequence[str] = (),
+    *,
+    require_covariates: bool = False,
+) -> LabeledPairs:
     """``s`` and ``y`` arrays from JSONL (:func:`read_jsonl`); every line must have
-    finite ``s`` and ``y``, and a ``cluster`` on every line or on none."""
+    finite ``s`` and ``y``, and a ``cluster`` on every line or on none. The
+    ``covariates`` named are read from each line's ``covariates`` object; with
+    ``require_covariates`` a line without one of them (or with null) is refused."""
     scores: list[float] = []
     labels: list[float] = []
     clusters: list[str] = []
+    given: dict[str, list[Any]] = {name: [] for name in covariates}
     # The first line with a cluster and the first without one: a file must be all one way.
     first_with: int | None = None
     first_without: int | None = None
     for number, pair in read_jsonl(path, _PAIR, "s and y", progress):
         scores.append(pair.s)
         labels.append(pair.y)
+        for name, values in given.items():
+            value = (pair.covariates or {}).get(name)
+            if value is None and require_covariates:
+                raise InputError(
+                    f"{path}:{number}: no covariate {name!r} (covariates.{name}): every line "
+                    "of a calibration with covariates needs each of them"
+                )
+            values.append(value)
         if pair.cluster is not None:
             clusters.append(str(pair.cluster))
             first_with = first_with or number
@@ -154,5 +174,14 @@ def read_pairs(path: str | Path, progress: Progress | None = None) -> LabeledPai
             f"is on {len(clusters)} of {len(scores)} lines: give it on every line or on none)"
         )
     return LabeledPairs(
-        np.asarray(scores), np.asarray(labels), np.asarray(clusters) if clusters else None
+        np.asarray(scores),
+        np.asarray(labels),
+        np.asarray(clusters) if clusters else None,
+        {name: _objects(values) for name, values in given.items()},
     )
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    column = np.empty(len(values), dtype=object)
+    column[:] = values  # element by element: a list value must not become a new axis
+    return column
