@@ -32,6 +32,7 @@ from estimators import (
     BinnedResiduals,
     CategoryCounts,
     CoMoments,
+    CovariateEncoding,
     EmpiricalBernsteinSequence,
     EventRate,
     IdentityCalibrator,
@@ -44,6 +45,7 @@ from estimators import (
     RestartingMeanSequence,
     SampleRatioSequence,
     SplitCounts,
+    TwoStageCalibrator,
 )
 from estimators._base import StatefulEstimator
 
@@ -60,6 +62,8 @@ class Law:
     merges: bool
     """Whether update(A) + update(B) equals update(A then B)."""
     feed: Callable[[Any, Batch], Any] = lambda estimator, batch: _update(estimator, batch)
+    min_size: int = 0
+    """The fewest items a state is made from (a fit needs some)."""
 
 
 def _update(estimator: Any, batch: Batch) -> Any:
@@ -94,6 +98,12 @@ def _split_digests(rng: np.random.Generator, size: int) -> Batch:
 def _categories(rng: np.random.Generator, size: int) -> Batch:
     """More categories than are named: the pooled ``other`` is exercised too."""
     return ([f"c{k}" for k in rng.zipf(1.5, size) % 12],)
+
+
+def _two_stage_pairs(rng: np.random.Generator, size: int) -> Batch:
+    s, difficulty = rng.uniform(size=size), rng.uniform(size=size)
+    y = (rng.uniform(size=size) < np.clip(s - 0.3 * (difficulty - 0.5), 0, 1)).astype(float)
+    return s, y, {"difficulty": difficulty.astype(object)}
 
 
 LAWS: dict[str, Law] = {
@@ -138,6 +148,17 @@ LAWS: dict[str, Law] = {
         feed=_fit,
     ),
     "IdentityCalibrator": Law(IdentityCalibrator, _unit, merges=False, feed=lambda c, _: c),
+    "TwoStageCalibrator": Law(
+        TwoStageCalibrator, _two_stage_pairs, merges=False, feed=_fit, min_size=50
+    ),
+    # An encoding is fitted once, not updated: a fit on the next batch is a new encoding.
+    "CovariateEncoding": Law(
+        lambda: None,
+        lambda rng, n: (rng.choice(["legal", "code", "math"], n).astype(object),),
+        merges=False,
+        feed=lambda _, batch: CovariateEncoding.fit("domain", batch[0]),
+        min_size=1,
+    ),
 }
 
 MERGING = [name for name, law in LAWS.items() if law.merges]
@@ -205,6 +226,8 @@ def test_state_round_trip_is_exact_json_safe_and_goes_on_identically(name: str, 
     first, following = law.draw(rng, size), law.draw(rng, 300)
     if name == "IsotonicCalibrator" and size < 2:
         first = law.draw(rng, 2)  # a fit needs 2 points; an unfitted one is not stored
+    if size < law.min_size:
+        first = law.draw(rng, law.min_size)
     original = _fed(law, first)
     state = original.to_state()
     restored = type(original).from_state(orjson.loads(orjson.dumps(state)))
