@@ -82,5 +82,5 @@ def cmd_schema(args: argparse.Namespace) -> int:
             f"{', '.join(HANDLERS)} (or a full name that ends in one); the decision and "
             "dead-letter formats are in docs/events.md"
         )
-    sys.stdout.write(schema_text(kind))
+    sys.stdout.write(schema_text(kind, columnar=args.columnar))
     return 0
