@@ -41,11 +41,12 @@ def test_the_readme_example_reaches_status(deployment: Deployment) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "dropped: 0"
-    deployment.wait_for_count("labels", "ok", 1000)
+    deployment.wait_for_count("labels", "ok", 1100)  # 1,000 scores, 100 labels alone
     deployment.wait_for_count("telemetry", "ok", 1000)
     status = deployment.status()
     stream = status["streams"]["policy:gpt-4-mini"]
     assert (stream["n"], stream["labeled_n"]) == (1000, 100)
+    assert stream["late_labels"]["joined"] == 100 and stream["late_labels"]["waiting"] == 900
     variants = status["experiments"]["inbox_triage"]["variants"]
     assert (variants["canary"]["n"], variants["control"]["n"]) == (100, 900)
     assert deployment.count("labels", "dlq") == deployment.count("telemetry", "dlq") == 0
