@@ -60,14 +60,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pause": ("driftgate pause inbox_triage --reason 'incident review'",),
     "resume": ("driftgate resume inbox_triage",),
     "produce": ("driftgate produce events.jsonl --topic labels",),
-    "schema": ("driftgate schema canary", "driftgate schema driftgate.telemetry"),
+    "schema": (
+        "driftgate schema canary",
+        "driftgate schema driftgate.telemetry",
+        "driftgate schema labels --columnar",
+    ),
     "replay": REPLAY_EXAMPLES,
 }
 
 EVENT_FORMATS = (
     "event formats: every topic's fields, envelopes and examples, the decision and\n"
     "dead-letter formats: docs/events.md in the driftgate repository; the JSON Schema\n"
-    "of a topic's events: driftgate schema TOPIC (also docs/schemas/TOPIC.json)"
+    "of a topic's events: driftgate schema TOPIC (also docs/schemas/TOPIC.json), of its\n"
+    "columnar envelopes: driftgate schema TOPIC --columnar (TOPIC.columnar.json)"
 )
 
 EXIT_STATUS = (
@@ -325,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce = _command(
         commands,
         "produce",
-        "check JSONL events against the topic's schema, then publish them, a message per line",
+        "check JSONL events against the topic's schema, then publish them in columnar envelopes",
         _produce.cmd_produce,
     )
     produce.add_argument("file", type=types.readable_file, metavar="FILE", help="JSONL events")
@@ -346,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument(
         "topic", metavar="TOPIC", help="labels, telemetry, canary or a full name ending in one"
+    )
+    schema.add_argument(
+        "--columnar",
+        action="store_true",
+        help="the schema of the topic's columnar envelopes (docs/schemas/TOPIC.columnar.json)",
     )
     schema.epilog = f"{EVENT_FORMATS}\n\n{schema.epilog}"
     add_replay(commands, _command)

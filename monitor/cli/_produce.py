@@ -4,14 +4,13 @@ and print a topic's JSON Schema."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from ..config import Settings
 from ..presentation._format import plural
-from ..runtime._kafka import MAX_MESSAGE_BYTES, client_options
-from ..runtime._preflight import ensure_topics
-from ._common import KAFKA_WAIT_SECONDS, UsageError, load_settings, with_kafka
+from ..runtime._kafka import client_options
+from ..runtime._preflight import ServiceUnavailable, ensure_topics
+from ._common import UsageError, load_settings, with_kafka
 
 __all__ = ["cmd_produce", "cmd_schema"]
 
@@ -34,40 +33,40 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaProducer
-
-    from ..events._produce import checked_messages
+    from ..emit import AsyncEmitter
+    from ..events._produce import checked_events
 
     settings = load_settings(args)
     topic, kind = _input_topic(settings, args.topic)
-    messages = checked_messages(args.file, topic, kind)
+    events = checked_events(args.file, topic, kind)
+    options = client_options(settings)
+    bootstrap = options.pop("bootstrap_servers")
+    # The emitter names a topic by prefix and kind: `topic` ends in its kind.
+    prefix = topic[: len(topic) - len(kind)]
 
-    async def connect() -> AIOKafkaProducer:
+    async def send_all() -> AsyncEmitter:
         await ensure_topics(settings, [topic])
-        producer = AIOKafkaProducer(
-            **client_options(settings),
-            linger_ms=5,
-            acks="all",
-            request_timeout_ms=10_000,
-            max_request_size=MAX_MESSAGE_BYTES,
+        emitter = AsyncEmitter(
+            bootstrap,
+            topic_prefix=prefix,
+            max_buffered=max(len(events), 1_000),  # the file is in memory already
+            **options,
         )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
+        async with emitter:
+            for event in events:
+                await emitter.send(event)
+        return emitter
 
-    async def send_all() -> None:
-        producer = await asyncio.wait_for(connect(), KAFKA_WAIT_SECONDS)
-        try:
-            pending = [await producer.send(topic, value, key=key) for key, value in messages]
-            await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
-
-    with_kafka(settings, send_all(), f"producing to {topic}")
-    print(f"produced {plural(len(messages), 'message')} to {topic}")
+    emitter = with_kafka(settings, send_all(), f"producing to {topic}")
+    if emitter.dropped:
+        raise ServiceUnavailable(
+            f"{emitter.dropped} of {len(events)} events did not reach {topic} (Kafka refused "
+            f"them; {emitter.sent} did)"
+        )
+    print(
+        f"produced {plural(emitter.sent, 'event')} in {plural(emitter.messages, 'message')} "
+        f"to {topic}"
+    )
     return 0
 
 
@@ -83,5 +82,5 @@ def cmd_schema(args: argparse.Namespace) -> int:
             f"{', '.join(HANDLERS)} (or a full name that ends in one); the decision and "
             "dead-letter formats are in docs/events.md"
         )
-    sys.stdout.write(schema_text(kind))
+    sys.stdout.write(schema_text(kind, columnar=args.columnar))
     return 0

@@ -4,6 +4,8 @@
 >>> with Emitter(bootstrap="127.0.0.1:9092") as emit:  # doctest: +SKIP
 ...     emit.score("policy:gpt-4-mini", 0.82)
 ...     emit.label("policy:gpt-4-mini", 0.41, y=1)
+...     emit.score("policy:gpt-4-mini", 0.67, response_id="resp-88")  # its label comes later
+...     emit.late_label("policy:gpt-4-mini", "resp-88", y=0)
 ...     emit.telemetry("inbox_triage", unit_id="u-5f2c", variant="canary",
 ...                    primary_outcome=1, guardrails={"latency_ms": 412.5})
 
@@ -39,13 +41,18 @@ from typing import Any
 
 import msgspec
 
+from ..events._structs import CanaryEvent, LabelEvent, TelemetryEvent
 from ._events import (
     EventValidationError,
+    Timestamp,
     canary_event,
     label_event,
+    late_label_event,
     telemetry_event,
 )
 from ._sender import _Batches, _key, _Sender
+
+Event = LabelEvent | TelemetryEvent | CanaryEvent
 
 __all__ = ["AsyncEmitter", "Emitter", "EventValidationError"]
 
@@ -121,13 +128,33 @@ class Emitter:
         """Events Kafka acknowledged."""
         return self._batches.sent
 
-    def score(self, stream: str, s: float, **fields: Any) -> str:
-        """A judge's score without its oracle label; returns the event id."""
-        return self._put(label_event(stream, s, None, **fields))
+    @property
+    def messages(self) -> int:
+        """Envelopes (Kafka messages) Kafka acknowledged, holding :attr:`sent` events."""
+        return self._batches.messages
+
+    def score(self, stream: str, s: float, *, response_id: str | None = None, **fields: Any) -> str:
+        """A judge's score without its oracle label; returns the event id. With
+        ``response_id`` its label may come later (:meth:`late_label`): the worker joins
+        the two into one pair."""
+        return self._put(label_event(stream, s, None, response_id=response_id, **fields))
 
     def label(self, stream: str, s: float, y: float, **fields: Any) -> str:
         """A score with its oracle label ``y``; returns the event id."""
         return self._put(label_event(stream, s, y, **fields))
+
+    def late_label(
+        self,
+        stream: str,
+        response_id: str,
+        y: float,
+        *,
+        event_id: str | None = None,
+        ts: Timestamp = None,
+    ) -> str:
+        """The oracle label ``y`` alone, for the score sent with ``response_id`` (earlier,
+        or later: either half waits for the other); returns the event id."""
+        return self._put(late_label_event(stream, response_id, y, event_id=event_id, ts=ts))
 
     def telemetry(self, experiment_id: str, unit_id: str, variant: str, **fields: Any) -> str:
         """An observation of an experiment's (or canary's) unit; returns the event id."""
@@ -136,6 +163,12 @@ class Emitter:
     def canary(self, agent: str, bundle_id: str, action: str, **fields: Any) -> str:
         """A step of an agent's bundle (deploy, promote, ...); returns the event id."""
         return self._put(canary_event(agent, bundle_id, action, **fields))  # type: ignore[arg-type]
+
+    def send(self, event: Event) -> str:
+        """An event already built and checked (by the helpers' ``*_event`` functions, or
+        decoded by :mod:`monitor.events`' Structs, as ``driftgate produce`` does); it is not
+        checked again. Returns its id."""
+        return self._put(event)
 
     def _put(self, event: msgspec.Struct) -> str:
         if self._closed:
@@ -221,22 +254,42 @@ class AsyncEmitter:
     def sent(self) -> int:
         return self._batches.sent
 
+    @property
+    def messages(self) -> int:
+        return self._batches.messages
+
     async def start(self) -> None:
         await self._sender.start()
         self._running = asyncio.create_task(self._sender.run())
         atexit.register(self._unsent_at_exit)
 
-    async def score(self, stream: str, s: float, **fields: Any) -> str:
-        return await self._put(label_event(stream, s, None, **fields))
+    async def score(
+        self, stream: str, s: float, *, response_id: str | None = None, **fields: Any
+    ) -> str:
+        return await self._put(label_event(stream, s, None, response_id=response_id, **fields))
 
     async def label(self, stream: str, s: float, y: float, **fields: Any) -> str:
         return await self._put(label_event(stream, s, y, **fields))
+
+    async def late_label(
+        self,
+        stream: str,
+        response_id: str,
+        y: float,
+        *,
+        event_id: str | None = None,
+        ts: Timestamp = None,
+    ) -> str:
+        return await self._put(late_label_event(stream, response_id, y, event_id=event_id, ts=ts))
 
     async def telemetry(self, experiment_id: str, unit_id: str, variant: str, **fields: Any) -> str:
         return await self._put(telemetry_event(experiment_id, unit_id, variant, **fields))
 
     async def canary(self, agent: str, bundle_id: str, action: str, **fields: Any) -> str:
         return await self._put(canary_event(agent, bundle_id, action, **fields))  # type: ignore[arg-type]
+
+    async def send(self, event: Event) -> str:
+        return await self._put(event)
 
     async def _put(self, event: msgspec.Struct) -> str:
         if self._running is None:

@@ -17,12 +17,14 @@ from ..runtime._kafka import MAX_MESSAGE_BYTES
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
+    "MAX_KEY_BYTES",
     "TOPICS",
     "EventValidationError",
     "canary_event",
     "envelope",
     "envelopes",
     "label_event",
+    "late_label_event",
     "telemetry_event",
 ]
 
@@ -34,6 +36,9 @@ TOPICS: dict[type[msgspec.Struct], tuple[str, str]] = {
 }
 # An envelope leaves room below the broker's limit for the record's key and overhead.
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - 16_384
+# A message's key is its subject's name, cut to this (within that room; the cut names
+# still keep one subject on one partition).
+MAX_KEY_BYTES = 1024
 Timestamp = datetime | float | None
 
 
@@ -68,14 +73,18 @@ def _event(kind: type[msgspec.Struct], fields: dict[str, Any]) -> msgspec.Struct
 
 def label_event(
     stream: str,
-    s: float,
+    s: float | None,
     y: float | None = None,
     *,
+    response_id: str | None = None,
     event_id: str | None = None,
     ts: Timestamp = None,
     covariates: Mapping[str, Any] | None = None,
 ) -> msgspec.Struct:
-    """A checked label event (``y`` None: a score without its oracle label)."""
+    """A checked label event: a score ``s`` with its oracle label ``y``, or either half of
+    a late-labeled pair, joined by the worker on ``response_id`` (``y`` None: a score
+    that waits for its label; ``s`` None: the label, which needs ``y`` and
+    ``response_id``)."""
     return _event(
         LabelEvent,
         {
@@ -85,8 +94,24 @@ def label_event(
             "s": _number(s),
             "y": _number(y),
             "covariates": None if covariates is None else dict(covariates),
+            "response_id": response_id,
         },
     )
+
+
+def late_label_event(
+    stream: str,
+    response_id: str,
+    y: float,
+    *,
+    event_id: str | None = None,
+    ts: Timestamp = None,
+) -> msgspec.Struct:
+    """A checked oracle label alone, for the score sent earlier on ``stream`` with the same
+    ``response_id`` (or before it: a label waits for its score as long)."""
+    if y is None:  # else the Struct's complaint would be about the absent score
+        raise EventValidationError("LabelEvent: an oracle label needs its `y` - at `$.y`")
+    return label_event(stream, None, y, response_id=response_id, event_id=event_id, ts=ts)
 
 
 def telemetry_event(

@@ -15,7 +15,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from ..runtime._kafka import MAX_MESSAGE_BYTES
-from ._events import MAX_ENVELOPE_BYTES, TOPICS, envelopes
+from ._events import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, TOPICS, envelopes
 
 __all__ = ["DROP_WARNING_SECONDS"]
 
@@ -42,6 +42,7 @@ class _Batches:
         self.buffered = 0
         self.dropped = 0
         self.sent = 0
+        self.messages = 0  # envelopes Kafka acknowledged
         self._warned_at = -float("inf")
         self.on_room: Callable[[], None] | None = None  # for waiters on an event loop
 
@@ -85,11 +86,13 @@ class _Batches:
             return max(0.0, min(self._since.values()) + self.linger - time.monotonic())
 
     def done(self, count: int, error: BaseException | None = None, what: str = "") -> None:
-        """``count`` events left the buffer: sent, or dropped because of ``error``."""
+        """``count`` events left the buffer: sent (in one envelope), or dropped because of
+        ``error``."""
         with self.room:
             self.buffered -= count
             if error is None:
                 self.sent += count
+                self.messages += 1
             self.room.notify_all()
         if self.on_room is not None:
             self.on_room()
@@ -150,6 +153,7 @@ class _Sender:
     async def send(self, due: list[tuple[tuple[str, str], list[msgspec.Struct]]]) -> None:
         assert self.producer is not None
         for (topic, subject), events in due:
+            key = subject.encode()[:MAX_KEY_BYTES]
             parts = envelopes(events)
             left_out = len(events) - sum(count for _, count in parts)
             if left_out:
@@ -157,7 +161,7 @@ class _Sender:
                 self.batches.done(left_out, too_big, f"encoding for {topic}")
             for payload, count in parts:
                 try:
-                    future = await self.producer.send(topic, payload, key=subject.encode())
+                    future = await self.producer.send(topic, payload, key=key)
                 except Exception as exc:  # noqa: BLE001 - whatever it is, it is counted and said
                     self.batches.done(count, exc, f"sending to {topic}")
                     continue

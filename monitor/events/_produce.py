@@ -1,26 +1,26 @@
 """What ``driftgate produce`` checks before it sends anything: every line of the file
 decoded as the worker will decode it (the topic's handler), within the broker's message
-limit, keyed by its subject."""
+limit; the good file's events, in the file's order, for the emitter to send."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from ..emit._events import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, envelopes
 from ..runtime._kafka import MAX_MESSAGE_BYTES
 
-__all__ = ["MAX_KEY_BYTES", "MAX_PRODUCE_FILE_BYTES", "checked_messages"]
+__all__ = ["MAX_PRODUCE_FILE_BYTES", "checked_events"]
 
 # `driftgate produce` holds the whole file (it sends nothing unless every line is good).
 MAX_PRODUCE_FILE_BYTES = 256 * 1024 * 1024
-# A message's key is its subject's name, cut to this.
-MAX_KEY_BYTES = 1024
 
 
-def checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | None, bytes]]:
-    """Every line of ``path`` as ``(key, value)``, checked as the worker will check it
-    (its handler's decoder: the topic's event schema) and against the broker's message
-    limit; one bad line raises :class:`InputError` naming it (and how many more there
-    are). The key is the line's subject, so that one subject stays on one partition."""
+def checked_events(path: str, topic: str, kind: str) -> list[Any]:
+    """Every event of ``path`` (a line holds an event, an envelope or a columnar envelope),
+    checked as the worker will check it (its handler's decoder: the topic's event schema)
+    and against the broker's message limit; one bad line raises :class:`InputError`
+    naming it (and how many more there are)."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     from ..config import Policy
@@ -53,20 +53,53 @@ def checked_messages(path: str, topic: str, kind: str) -> list[tuple[bytes | Non
             )
         else:
             candidates.append(RawMessage(topic, 0, number, line))
-    decoded = HANDLERS[kind](Policy()).decode(candidates)
+    handler = HANDLERS[kind](Policy())
+    decoded = handler.decode(candidates)
     for dead in decoded.dead_letters:
         problems.setdefault(dead.offset, dead.error)
-    keys: dict[int, bytes] = {}
-    for subject, events in decoded.subjects.items():
-        for number in events.offsets.tolist():
-            keys.setdefault(number, subject.encode()[:MAX_KEY_BYTES])
+    good: set[int] = set()
+    for subject_events in decoded.subjects.values():
+        good.update(subject_events.offsets.tolist())
     for message in candidates:
-        if message.offset not in keys and message.offset not in problems:
+        if message.offset not in good and message.offset not in problems:
             problems[message.offset] = "no events (an empty array)"
+    events: list[Any] = []
+    if not problems:
+        decoder = handler.decoder  # type: ignore[attr-defined]
+        for message in candidates:
+            value = message.value or b""
+            line_events = _events_of(decoder, value)
+            events += line_events
+            if len(value) > MAX_ENVELOPE_BYTES // 2:
+                _check_sizes(line_events, message.offset, problems)
     if problems:
         first = min(problems)
         more = f" (and {len(problems) - 1} more bad lines)" if len(problems) > 1 else ""
         raise InputError(f"{path}:{first}: {problems[first]}{more}; nothing was sent")
-    if not candidates:
+    if not events:
         raise InputError(f"{path}: no events (an empty file)")
-    return [(keys[m.offset], m.value) for m in candidates if m.value is not None]
+    return events
+
+
+def _events_of(decoder: Any, value: bytes) -> list[Any]:
+    """A line's events as the Structs the emitter sends (the line was checked whole)."""
+    from ..subjects._columnar import is_columnar
+
+    document = decoder.columnar.probe(value) if is_columnar(value) else None
+    if document is None:
+        events, _ = decoder.decode(value)
+        return list(events)
+    return list(decoder.columnar.events(decoder.columnar.table(document)))
+
+
+def _check_sizes(events: list[Any], number: int, problems: dict[int, str]) -> None:
+    """An event that no envelope can hold (one near the message limit as a row may be
+    over it as a column of one) is a bad line, not an event the emitter drops."""
+    for index, event in enumerate(events):
+        if not envelopes([event]):
+            problems.setdefault(
+                number,
+                f"event {index} is over {MAX_ENVELOPE_BYTES} bytes as a columnar envelope "
+                "(the broker's message limit less room for the key)",
+            )
+            return

@@ -87,7 +87,7 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
     if join is not None:
         lines.append(
             f"  late labels:  {count(join['waiting'])} waiting, {count(join['joined'])} "
-            f"joined, {count(join['expired'])} expired"
+            f"joined, {count(join['expired'])} expired, {count(join.get('repeated', 0))} repeated"
         )
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):

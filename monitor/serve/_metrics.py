@@ -218,12 +218,19 @@ def _joins(snapshot: Snapshot) -> Iterator[Metric]:
         "Halves of late-labeled pairs that waited labels.join_window_seconds in vain.",
         labels=["stream"],
     )
+    repeated = CounterMetricFamily(
+        "driftgate_join_repeated",
+        "Halves of late-labeled pairs not joined: a second score (or label) for a response "
+        "whose first still waited.",
+        labels=["stream"],
+    )
     for name in sorted(snapshot.section("stream")):
         counts = snapshot.joins.get(name, {})
         waiting.add_metric([name], float(counts.get("waiting", 0)))
         joined.add_metric([name], float(counts.get("joined", 0)))
         expired.add_metric([name], float(counts.get("expired", 0)))
-    yield from (waiting, joined, expired)
+        repeated.add_metric([name], float(counts.get("repeated", 0)))
+    yield from (waiting, joined, expired, repeated)
 
 
 def _experiments(snapshot: Snapshot) -> Iterator[Metric]:

@@ -31,10 +31,22 @@ def _counter_field(raw_field: bytes) -> bool:
     return parts[0] in ("count", "ignored", "decisions") and len(parts) == 3
 
 
+def _retired_field(raw_field: bytes, kind: str, name: str) -> str | None:
+    """Where a view counter goes in the retired counts: event and decision counts summed
+    over subjects, a stream's join counters kept by stream (they are shown by stream);
+    None for what is no counter (a gauge such as the halves waiting)."""
+    if _counter_field(raw_field):
+        return raw_field.decode()
+    joins = {fields.join_count(what): what for what in fields.JOIN_COUNTERS}
+    what = joins.get(raw_field.decode())
+    return None if kind != "stream" or what is None else fields.retired_join_count(name, what)
+
+
 def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) -> None:
     """Delete everything kept of one subject (the demo starts afresh on every run), but
     its counts, which move to :attr:`KeyLayout.retired_counts` first: counters are
-    counters, and a reset must not turn them back.
+    counters, and a reset must not turn them back. A stream's late-label join counters
+    (joined, expired, repeated) move there by stream; its waiting halves are dropped.
 
     No worker may be writing the subject meanwhile (``driftgate up`` forgets the demo's
     subjects in its own Redis, before its worker starts): counts added between the read
@@ -43,7 +55,11 @@ def forget_subject(client: SyncClient, layout: KeyLayout, kind: str, name: str) 
     """
     keys = layout.subject(kind, name)
     view = cast(dict[bytes, bytes], client.hgetall(keys.view))
-    counts = {f: int(v) for f, v in view.items() if _counter_field(f) and int(v)}
+    counts: dict[str, int] = {}
+    for raw_field, stored in view.items():
+        retired = _retired_field(raw_field, kind, name)
+        if retired is not None and int(stored):
+            counts[retired] = int(stored)
     if counts:
         pipe = client.pipeline(transaction=False)
         for counter, value in counts.items():

@@ -13,7 +13,8 @@ they all live in one slot and one script can update them atomically::
                                                 count:{topic}:{outcome},
                                                 ignored:{topic}:{reason} (partitions),
                                                 decisions:{gate}:{action}, last_ts:{topic},
-                                                join:{waiting|joined|expired} (streams),
+                                                join:{waiting|joined|expired|repeated}
+                                                (streams),
                                                 history:{version} (retired calibrators)
     {prefix}{kind:name}:outbox          stream  decisions / dead letters not yet on Kafka
     {prefix}{kind:name}:audit           stream  decisions and canary actions (driftgate log)
@@ -37,8 +38,10 @@ and a few global keys, read without atomicity needs::
     {prefix}subjects:{kind}             set     the subjects of a kind
     {prefix}log_epochs                  hash    "{topic}:{partition}" -> log epoch
     {prefix}retired_counts              hash    count:{topic}:{outcome},
-                                                decisions:{gate}:{action} of subjects
-                                                forgotten (the counters never go back)
+                                                decisions:{gate}:{action},
+                                                join:{joined|expired|repeated}:{stream}
+                                                of subjects forgotten (the counters
+                                                never go back)
 """
 
 from __future__ import annotations
@@ -139,13 +142,31 @@ def last_ts(topic: str) -> str:
     return f"last_ts:{topic}"
 
 
-JOIN_COUNTS: Final = ("waiting", "joined", "expired")
-"""The late-label join's view counters: halves waiting now, pairs joined, halves expired."""
+JOIN_COUNTS: Final = ("waiting", "joined", "expired", "repeated")
+"""The late-label join's view counters: halves waiting now, pairs joined, halves expired,
+halves repeated (a second half of one kind for a response whose first still waits)."""
+JOIN_COUNTERS: Final = ("joined", "expired", "repeated")
+"""Those of :data:`JOIN_COUNTS` that only grow (``waiting`` is a gauge)."""
 
 
 def join_count(what: str) -> str:
     """A view hash counter of the late-label join (one of :data:`JOIN_COUNTS`)."""
     return f"join:{what}"
+
+
+def retired_join_count(stream: str, what: str) -> str:
+    """A forgotten stream's join counter in :attr:`KeyLayout.retired_counts` (one of
+    :data:`JOIN_COUNTERS`); the stream goes last, as its name may hold ``:``."""
+    return f"join:{what}:{stream}"
+
+
+def parse_retired_join_count(name: str) -> tuple[str, str] | None:
+    """``(stream, what)`` of a :func:`retired_join_count` field, None for another field."""
+    kind, _, rest = name.partition(":")
+    what, _, stream = rest.partition(":")
+    if kind != "join" or what not in JOIN_COUNTERS or not stream:
+        return None
+    return stream, what
 
 
 def history(version: int | str) -> str:

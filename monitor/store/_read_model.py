@@ -48,12 +48,13 @@ class Snapshot:
     residual_history: dict[str, list[HistoryPoint]] = field(default_factory=dict)
     """Stream -> its residual interval by minute, oldest first (the streams asked for)."""
     joins: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Stream -> its late-label join's counts (``waiting``, ``joined``, ``expired``), for
-    the streams that had a half of a late-labeled pair."""
+    """Stream -> its late-label join's counts (``waiting``, ``joined``, ``expired``,
+    ``repeated``; a forgotten stream's counters included), for the streams that had a
+    half of a late-labeled pair."""
 
     def add_join_counter(self, stream: str, what: str, value: int) -> None:
         counts = self.joins.setdefault(stream, dict.fromkeys(fields.JOIN_COUNTS, 0))
-        counts[what] = value
+        counts[what] += value
 
     def section(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.views.get(kind, {})
@@ -191,6 +192,8 @@ class ReadModel:
             elif parts[0] == "ignored" and len(parts) == 3:
                 key = (parts[1], parts[2])
                 snapshot.ignored[key] = snapshot.ignored.get(key, 0) + int(raw)
+            elif (retired := fields.parse_retired_join_count(raw_field.decode())) is not None:
+                snapshot.add_join_counter(*retired, int(raw))
 
     def audit(self, since_ms: int | None = None) -> Iterator[dict[str, Any]]:
         """The audit log of every subject, oldest first (by each entry's ``ts``)."""

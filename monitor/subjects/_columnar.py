@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import numpy as np
 
-__all__ = ["COLUMNS", "ColumnarDecoder", "ColumnarError", "Table", "is_columnar"]
+__all__ = ["COLUMNS", "ColumnarDecoder", "ColumnarError", "Table", "element_types", "is_columnar"]
 
 E = TypeVar("E")
 
@@ -56,7 +56,7 @@ def _nullable(kind: Any) -> Any:
     return kind | None
 
 
-def _element_types(event_type: type[Any]) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
+def element_types(event_type: type[Any]) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
     """Per field name (dotted for a nested Struct's field) the type of one value; per
     dict-valued field the type of its entries (any dotted key under it); the required
     fields. All read off the event's Struct, the single definition of the format."""
@@ -123,7 +123,7 @@ class ColumnarDecoder(Generic[E]):
 
     def __init__(self, event_type: type[E]) -> None:
         self.event_type = event_type
-        self._exact, self._prefixes, self._required = _element_types(event_type)
+        self._exact, self._prefixes, self._required = element_types(event_type)
         self._top = msgspec.json.Decoder(_Fields)
         self._column_decoders: dict[str, msgspec.json.Decoder[Any] | None] = {}
         self._value_decoders: dict[str, msgspec.json.Decoder[Any] | None] = {}

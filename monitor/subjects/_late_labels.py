@@ -127,12 +127,16 @@ class LateLabelJoin:
         default_factory=dict, repr=False
     )
     _deleted: list[int] = field(default_factory=list, repr=False)
-    _drained: tuple[int, int, int] = (0, 0, 0)
+    _drained: tuple[int, ...] = (0, 0, 0, 0)
 
     def __post_init__(self) -> None:
         if self.width is None:
             self.width = self.window / BUCKETS_PER_WINDOW
-        self._drained = (self.waiting, self.joined, self.expired)
+        self._drained = self._counts()
+
+    def _counts(self) -> tuple[int, ...]:
+        """The view's counters, in the order of :data:`~monitor.store._keys.JOIN_COUNTS`."""
+        return (self.waiting, self.joined, self.expired, self.repeated)
 
     @property
     def waiting(self) -> int:
@@ -256,7 +260,7 @@ class LateLabelJoin:
     def drain(self) -> PendingWrites:
         """Records to append and buckets to delete since the last drain, and the changes
         of the view's counters: to be written with the stream's state."""
-        counts = (self.waiting, self.joined, self.expired)
+        counts = self._counts()
         writes = PendingWrites(
             {
                 bucket: np.array(records, dtype=RECORD).tobytes()
@@ -299,7 +303,7 @@ class LateLabelJoin:
             int(state["repeated"]),
             buckets=set(state["buckets"]),
         )
-        join._drained = (int(state["waiting"]), join.joined, join.expired)
+        join._drained = (int(state["waiting"]), join.joined, join.expired, join.repeated)
         return join
 
     def restore(self, blobs: Mapping[int, bytes | None]) -> None:

@@ -240,16 +240,28 @@ def test_produce_sends_nothing_when_one_line_is_bad_and_everything_when_all_are_
     oked.write_bytes(b"\n".join([*map(orjson.dumps, good), orjson.dumps(envelope)]) + b"\n")
     result = deployment.cli("produce", str(oked), "--topic", deployment.topic("labels"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"produced 7 messages to {deployment.topic('labels')}"
-    records = asyncio.run(consume(deployment.kafka, deployment.topic("labels"), 7, 10))
-    # Only the good file's messages: the bad one sent nothing. Each keyed by its subject.
-    assert sorted(r.value for r in records) == sorted(
-        [*map(orjson.dumps, good), orjson.dumps(envelope)]
+    # The emitter's columnar envelopes: one per stream (judge, other, envelope).
+    assert result.stdout.strip() == (
+        f"produced 9 events in 3 messages to {deployment.topic('labels')}"
     )
+    records = asyncio.run(consume(deployment.kafka, deployment.topic("labels"), 3, 10))
+    # Only the good file's events: the bad one sent nothing. Each envelope keyed by its
+    # subject, its events in the file's order.
+    sent: dict[str, list[tuple[str, float, float | None]]] = {}
     for record in records:
         document = orjson.loads(record.value)
-        first = document[0] if isinstance(document, list) else document
-        assert record.key == first["stream"].encode()
+        assert record.key == document["stream"].encode()
+        columns = document["columns"]
+        s = columns.get("s", [document.get("s")] * len(columns["event_id"]))
+        y = columns.get("y", [document.get("y")] * len(columns["event_id"]))
+        sent[document["stream"]] = list(zip(columns["event_id"], s, y, strict=True))
+    expected: dict[str, list[tuple[str, float, float | None]]] = {}
+    for event in [*good, *envelope]:
+        expected.setdefault(event["stream"], []).append((event["event_id"], event["s"], event["y"]))
+    assert sent == expected
+    deployment.start_worker()
+    deployment.wait_for_count("labels", "ok", 9)
+    assert deployment.count("labels", "dlq") == 0
 
 
 def test_a_wrong_database_is_exit_2_and_kafka_errors_are_one_plain_line(

@@ -57,6 +57,66 @@ def test_events_and_decisions_total_never_go_back_when_a_subject_is_forgotten(
     assert scraped_events(worker.metrics_port, deployment.topic("labels")) == 51  # type: ignore[attr-defined]
 
 
+def scraped_joins(port: int, stream: str) -> dict[str, float]:
+    """The late-label join's series of ``stream`` as a worker serves them."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    found = {}
+    for what in ("waiting", "joined_total", "expired_total", "repeated_total"):
+        wanted = f'driftgate_join_{what}{{stream="{stream}"}} '
+        found[what] = sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(wanted))
+    return found
+
+
+def test_late_label_join_counters_never_go_back_when_a_stream_is_forgotten(
+    deployment: Deployment,
+) -> None:
+    stream = "judge:joins"
+    now = time.time()
+
+    def half(event_id: str, response: str, s: float | None, y: float | None) -> dict[str, object]:
+        event = {"event_id": event_id, "ts": now, "stream": stream, "response_id": response}
+        return {**event, **({"s": s} if s is not None else {"y": y})}
+
+    worker = deployment.start_worker()
+    halves = [
+        half("s1", "r1", 0.4, None),
+        half("s2", "r2", 0.6, None),
+        half("s2-again", "r2", 0.7, None),  # a second score for r2: repeated, not joined
+        half("y1", "r1", None, 1.0),
+    ]
+    deployment.produce("labels", [encode(halves)], [stream.encode()])
+    deployment.wait_for_count("labels", "ok", 4)
+    counts = {"waiting": 1, "joined": 1, "expired": 0, "repeated": 1}
+    assert deployment.status()["streams"][stream]["late_labels"] == counts
+    text = deployment.cli("status").stdout
+    assert "late labels:  1 waiting, 1 joined, 0 expired, 1 repeated" in text, text
+    scraped = scraped_joins(worker.metrics_port, stream)  # type: ignore[attr-defined]
+    assert scraped == {"waiting": 1, "joined_total": 1, "expired_total": 0, "repeated_total": 1}
+
+    deployment.stop_workers()
+    client = deployment.redis_server.client()
+    try:
+        forget_subject(client, KeyLayout(), "stream", stream)
+    finally:
+        client.close()
+    # The counters are kept (the waiting half is gone with the stream).
+    assert deployment.snapshot().joins[stream] == {**counts, "waiting": 0}
+
+    # The stream again, from scratch: its counters go on from where they were.
+    worker = deployment.start_worker()
+    again = [
+        half("s3", "r3", 0.5, None),
+        half("s3-again", "r3", 0.5, None),
+        half("y3", "r3", None, 0.0),
+    ]
+    deployment.produce("labels", [encode(again)], [stream.encode()])
+    deployment.wait_for_count("labels", "ok", 7)
+    late = deployment.status()["streams"][stream]["late_labels"]
+    assert late == {"waiting": 0, "joined": 2, "expired": 0, "repeated": 2}
+    scraped = scraped_joins(worker.metrics_port, stream)  # type: ignore[attr-defined]
+    assert scraped == {"waiting": 0, "joined_total": 2, "expired_total": 0, "repeated_total": 2}
+
+
 def test_log_is_in_time_order(deployment: Deployment) -> None:
     deployment.start_worker()
     now = time.time()

@@ -72,7 +72,7 @@ def test_a_score_and_its_label_an_hour_later_join_once_across_kills(
     scores = [score(f"r{i}", start + i, 0.2 + 0.2 * i) for i in range(3)]
     deployment.produce("labels", [encode(scores)], [STREAM.encode()])
     deployment.wait_for_count("labels", "ok", 3)
-    assert join_counts(deployment) == {"waiting": 3, "joined": 0, "expired": 0}
+    assert join_counts(deployment) == {"waiting": 3, "joined": 0, "expired": 0, "repeated": 0}
     assert pending_keys(deployment), "the waiting halves are in Redis"
 
     # Killed between the score and its label: the new worker reads what waits.
@@ -87,7 +87,7 @@ def test_a_score_and_its_label_an_hour_later_join_once_across_kills(
     deployment.wait_for_count("labels", "duplicate", 1)
 
     stream = deployment.status()["streams"][STREAM]
-    assert stream["late_labels"] == {"waiting": 2, "joined": 1, "expired": 0}
+    assert stream["late_labels"] == {"waiting": 2, "joined": 1, "expired": 0, "repeated": 0}
     assert (stream["n"], stream["labeled_n"]) == (3, 1)  # every score; the one pair
     assert stream["residual_mean"] == pytest.approx(1.0 - 0.2, rel=1e-12)
     assert stream["value"]["n_scored"] == 3 and stream["value"]["n_labeled"] == 1
@@ -103,7 +103,7 @@ def test_a_score_and_its_label_an_hour_later_join_once_across_kills(
         lambda: join_counts(deployment).get("expired") == 2, 60, "the unmatched halves to expire"
     )
     stream = deployment.status()["streams"][STREAM]
-    assert stream["late_labels"] == {"waiting": 0, "joined": 1, "expired": 2}
+    assert stream["late_labels"] == {"waiting": 0, "joined": 1, "expired": 2, "repeated": 0}
     assert (stream["n"], stream["labeled_n"]) == (4, 1)
     assert pending_keys(deployment) == []  # their buckets went with them
 
@@ -117,6 +117,7 @@ def test_a_score_and_its_label_an_hour_later_join_once_across_kills(
     assert metrics[("driftgate_join_waiting", series)] == 0
     assert metrics[("driftgate_join_joined_total", series)] == 1
     assert metrics[("driftgate_join_expired_total", series)] == 3
+    assert metrics[("driftgate_join_repeated_total", series)] == 0
     assert deployment.count("labels", "ok") == 6 and deployment.count("labels", "dlq") == 0
     text = deployment.cli("status")
-    assert "late labels:  0 waiting, 1 joined, 3 expired" in text.stdout, text.stdout
+    assert "late labels:  0 waiting, 1 joined, 3 expired, 0 repeated" in text.stdout, text.stdout

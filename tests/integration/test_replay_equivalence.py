@@ -197,7 +197,7 @@ def test_replay_decides_as_the_worker_did(deployment: Deployment, tmp_path: Path
     for decision in run["decisions"]:
         assert decision["event_ts"] == decision["ts"]  # the replay's clock is event time
 
-    late = {"waiting": LATE - LABELED_LATE, "joined": LABELED_LATE, "expired": 0}
+    late = {"waiting": LATE - LABELED_LATE, "joined": LABELED_LATE, "expired": 0, "repeated": 0}
     assert status["streams"][STREAM]["late_labels"] == late
     row = status["streams"][STREAM]
     # Phase 1 lost LATE labels to the join, phase 2 gave LABELED_LATE labels without scores.

@@ -21,11 +21,13 @@ from monitor.emit._events import (
     envelope,
     envelopes,
     label_event,
+    late_label_event,
     telemetry_event,
 )
 from monitor.emit._sender import _Batches
 from monitor.pipeline import RawMessage
 from monitor.subjects import HANDLERS
+from monitor.subjects._late_labels import LateLabelJoin, response_digests
 from monitor.subjects._telemetry import TelemetryColumns
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -64,6 +66,11 @@ def test_the_emitter_imports_no_worker_code() -> None:
         ),
         (lambda: telemetry_event("e", "u", "v", environment="dev"), "- at `$.environment`"),  # type: ignore[arg-type]
         (lambda: canary_event("a", "b", "deploy"), "canary_percent is required for deploy"),
+        (lambda: late_label_event("p", "", 1.0), "length >= 1 - at `$.response_id`"),
+        (lambda: late_label_event("p", "r1", None), "needs its `y` - at `$.y`"),  # type: ignore[arg-type]
+        (lambda: late_label_event("p", "r1", float("inf")), "- at `$.y`"),
+        (lambda: label_event("p", None, 1.0), "only an oracle label, with `y` and `response_id`"),
+        (lambda: label_event("p", None, response_id="r1"), "missing required field `s`"),
         (lambda: canary_event("a", "b", "promote", canary_percent=120), "must be in 0..100"),
     ],
 )
@@ -162,3 +169,29 @@ def test_the_documented_columnar_examples_decode_without_a_dead_letter() -> None
     for kind, example in examples:
         batch = decoded(kind, [example.encode()])
         assert not batch.dead_letters and sum(map(len, batch.subjects.values())) >= 2
+
+
+def test_late_halves_in_envelopes_are_the_pairs_the_worker_joins() -> None:
+    """Scores that wait for their labels, then the labels alone (an envelope without an
+    `s` column at all): the worker's decoder and join make the pairs of them."""
+    scores = [
+        label_event("p", 0.1 * i, response_id=f"r{i}", ts=100.0 + i, event_id=f"s{i}")
+        for i in range(3)
+    ]
+    labels = [late_label_event("p", f"r{i}", float(i == 2), ts=4000.0 + i) for i in (2, 0)]
+    first, second = envelope(scores), envelope(labels)
+    assert first["columns"]["response_id"] == ["r0", "r1", "r2"] and "y" not in first["columns"]
+    assert "s" not in second["columns"] and second["columns"]["y"] == [1.0, 0.0]
+    batch = decoded("labels", [msgspec_encode(first), msgspec_encode(second)])
+    assert not batch.dead_letters
+    rows = batch.subjects["p"]
+    ids = ["r0", "r1", "r2", "r2", "r0"]
+    np.testing.assert_array_equal(rows.columns.responses, response_digests(ids))
+    join = LateLabelJoin(window=7 * 86400.0)
+    pairs = join.offer(rows.columns.responses, rows.ts, rows.columns.s, rows.columns.y, now=5000.0)
+    assert (pairs.s.tolist(), pairs.y.tolist(), pairs.ts.tolist()) == (
+        [0.2, 0.0],
+        [1.0, 0.0],
+        [102.0, 100.0],
+    )
+    assert (join.joined, join.waiting) == (2, 1)
