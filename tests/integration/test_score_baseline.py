@@ -101,7 +101,7 @@ def test_baseline_refuses_bad_input_with_exit_2(deployment: Deployment, tmp_path
     bad.write_text('{"s": 0.2}\n{"s": "high"}\n')
     result = deployment.cli("baseline", "--stream", "nobody", "--from-file", str(bad))
     assert result.returncode == 2
-    assert f"{bad}:2: Expected `float | null`, got `str` - at `$.s`" in result.stderr
+    assert f"{bad}:2: Expected `float`, got `str` - at `$.s`" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
     deployment.start_worker()
