@@ -73,9 +73,9 @@ class ExperimentPlan:
             f"MDE {p.mde:g}, alpha {p.alpha:g}"
             + (f" ({self.alpha_per_comparison:.4g} per comparison)" if self.arms > 2 else "")
             + f", power {p.power:g}, {self.arms} arms",
-            f"  two-sample formula:          {self.n_per_arm:,} per arm",
-            f"  with CUPED (R^2 {p.cuped_r2:g}):      {self.n_per_arm_cuped:,} per arm",
-            f"  anytime-valid, with CUPED:   {self.n_per_arm_anytime:,} per arm, "
+            f"  {'two-sample formula:':<30}{self.n_per_arm:,} per arm",
+            f"  {f'with CUPED (R^2 {p.cuped_r2:g}):':<30}{self.n_per_arm_cuped:,} per arm",
+            f"  {'anytime-valid, with CUPED:':<30}{self.n_per_arm_anytime:,} per arm, "
             f"{self.total:,} in all (what driftgate's intervals need)",
         ]
 
