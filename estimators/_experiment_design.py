@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 from statistics import NormalDist
 
 from scipy import optimize

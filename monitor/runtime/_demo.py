@@ -215,8 +215,8 @@ def ab_telemetry(rng: np.random.Generator, run: str, sent: int, now: float) -> l
     pre = rng.uniform(0.35, 0.85, n)
     grounded = rng.uniform(size=n) < pre + np.where(treated, AB_EFFECT, 0.0)
     missing = rng.uniform(size=n) < AB_MISSING
-    names, shares = zip(*AB_SEGMENTS, strict=True)
-    segments = rng.choice(len(names), size=n, p=shares)
+    names = [name for name, _ in AB_SEGMENTS]
+    segments = rng.choice(len(names), size=n, p=[share for _, share in AB_SEGMENTS])
     cost = np.where(treated, AB_COST[1], AB_COST[0]) * rng.lognormal(0.0, 0.1, n)
     latency = rng.lognormal(np.where(treated, 6.25, 6.2), 0.3)
     toxic = rng.uniform(size=n) < 0.001

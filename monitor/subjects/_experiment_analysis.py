@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from estimators import (
+    CoMoments,
     DifferenceInterval,
     Moments,
+    RatioInterval,
     achieved_power,
     benjamini_hochberg,
     bernoulli_moments,
@@ -102,11 +105,13 @@ def _variant(
         and control.primary_pre.n == control.primary.n
         and stats.primary.n > 0
     )
-    arms = (stats.primary_pre, control.primary_pre) if adjust else (stats.primary, control.primary)
-    compare = {"alpha": alpha, "target_time": target}
-    difference = mean_difference_sequence(*arms, adjust=adjust, **compare)
-    raw = mean_difference_sequence(stats.primary, control.primary, **compare)
-    ratio = ratio_sequence(*arms, adjust=adjust, **compare)
+    arms: tuple[Moments | CoMoments, Moments | CoMoments] = (
+        (stats.primary_pre, control.primary_pre) if adjust else (stats.primary, control.primary)
+    )
+    compare = _Design(alpha, target)
+    difference = compare.difference(arms[0], arms[1], adjust=adjust)
+    raw = compare.difference(stats.primary, control.primary)
+    ratio = compare.ratio(arms[0], arms[1], adjust=adjust)
     fit = cuped_fit(stats.primary_pre, control.primary_pre)
     reduction = difference.variance_reduction or 0.0
     fixed, anytime = achieved_power(
@@ -159,6 +164,28 @@ def _variant(
     return row
 
 
+@dataclass(frozen=True)
+class _Design:
+    """The level and the tightest time of every interval of the analysis."""
+
+    alpha: float
+    target_time: float
+
+    def difference(
+        self, treatment: Moments | CoMoments, control: Moments | CoMoments, adjust: bool = False
+    ) -> DifferenceInterval:
+        return mean_difference_sequence(
+            treatment, control, alpha=self.alpha, target_time=self.target_time, adjust=adjust
+        )
+
+    def ratio(
+        self, treatment: Moments | CoMoments, control: Moments | CoMoments, adjust: bool = False
+    ) -> RatioInterval:
+        return ratio_sequence(
+            treatment, control, alpha=self.alpha, target_time=self.target_time, adjust=adjust
+        )
+
+
 def _interval(difference: DifferenceInterval) -> dict[str, Any]:
     return {
         "estimate": finite_or_none(difference.estimate),
@@ -173,14 +200,12 @@ def _mean(moments: Moments) -> float | None:
     return moments.mean if moments.n else None
 
 
-def _missingness(
-    stats: VariantStats, control: VariantStats, compare: Mapping[str, float]
-) -> dict[str, Any]:
+def _missingness(stats: VariantStats, control: VariantStats, compare: _Design) -> dict[str, Any]:
     """Shares of events without the primary outcome, and whether they differ between the
     arms (the anytime-valid interval of the difference of the shares excludes 0)."""
     mine = bernoulli_moments(stats.n, stats.n - stats.primary.n)
     theirs = bernoulli_moments(control.n, control.n - control.primary.n)
-    difference = mean_difference_sequence(mine, theirs, **compare)
+    difference = compare.difference(mine, theirs)
     return {
         "primary_missing": mine.mean if mine.n else None,
         "control_primary_missing": theirs.mean if theirs.n else None,
@@ -201,13 +226,11 @@ def _balance(stats: VariantStats, control: VariantStats) -> dict[str, Any]:
 
 
 def _subgroups(
-    stats: VariantStats, control: VariantStats, compare: Mapping[str, float]
+    stats: VariantStats, control: VariantStats, compare: _Design
 ) -> list[dict[str, Any]]:
     rows = []
     for segment in sorted(set(stats.segments) & set(control.segments)):
-        difference = mean_difference_sequence(
-            stats.segments[segment], control.segments[segment], **compare
-        )
+        difference = compare.difference(stats.segments[segment], control.segments[segment])
         rows.append(
             {
                 "segment": segment,
@@ -230,16 +253,14 @@ def _adjust_subgroups(rows: Mapping[str, dict[str, Any]], q: float) -> None:
         cell["q_value"], cell["discovery"] = q_value, bool(flag)
 
 
-def _cost(
-    stats: VariantStats, control: VariantStats, compare: Mapping[str, float]
-) -> dict[str, Any] | None:
+def _cost(stats: VariantStats, control: VariantStats, compare: _Design) -> dict[str, Any] | None:
     if not (stats.cost.n and control.cost.n):
         return None
-    ratio = ratio_sequence(stats.cost, control.cost, **compare)
+    ratio = compare.ratio(stats.cost, control.cost)
     return {
         "unit_cost_mean": stats.cost.mean,
         "control_unit_cost_mean": control.cost.mean,
-        "difference": _interval(mean_difference_sequence(stats.cost, control.cost, **compare)),
+        "difference": _interval(compare.difference(stats.cost, control.cost)),
         "relative": {
             "estimate": finite_or_none(ratio.estimate - 1),
             "ci_low": finite_or_none(ratio.low - 1),
