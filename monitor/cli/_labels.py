@@ -90,6 +90,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from ..workflows._plan import PlanRefused, check_budget, check_pilot, label_plan
 
+    if args.experiment is not None:
+        from ._experiments import cmd_plan_experiment
+
+        return cmd_plan_experiment(args)
+    missing = [
+        flag for flag in ("budget", "surrogate_cost", "oracle_cost") if getattr(args, flag) is None
+    ]
+    if missing:
+        flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in missing)
+        raise UsageError(f"the label budget plan needs {flags} (or --experiment NAME)")
     if (args.pilot is None) == (args.r2 is None):
         raise UsageError("give exactly one of --pilot FILE or --r2 R")
     try:

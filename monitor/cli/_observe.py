@@ -56,6 +56,8 @@ def cmd_log(args: argparse.Namespace) -> int:
                 f"attempt {record['attempt']} {record['outcome']} to {record['url']} "
                 f"action={record['action']} decision={record['decision_id']}"
             )
+        elif "gate" not in record:  # an experiment's pre-registration, locked or deviated from
+            print(f"{record['ts']} {record['kind']:<14} {record['subject']:<24} {record['note']}")
         else:
             print(
                 f"{record['ts']} {record['gate']:<14} {record['subject']:<24} "

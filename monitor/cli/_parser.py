@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from ..config import _args as types
-from . import _canary, _labels, _observe, _produce, _up, _worker
+from . import _canary, _experiments, _labels, _observe, _produce, _up, _worker
 from ._replay import EXAMPLES as REPLAY_EXAMPLES
 from ._replay import add_replay
 
@@ -49,7 +49,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 --r2 0.7",
         "driftgate plan --budget 5000 --surrogate-cost 0.01 --oracle-cost 0.16 "
         "--pilot pilot.jsonl --target-mde 0.01",
+        "driftgate plan --experiment demo-ab --config policy.yaml",
     ),
+    "experiments": ("driftgate experiments", "driftgate experiments --json"),
     "log": ("driftgate log --action rollback --hours 24",),
     "report": (
         "driftgate report policy:gpt-4-mini",
@@ -245,10 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true")
     _connection_flags(audit, kafka=False, redis_=True)
 
-    plan = _command(commands, "plan", "label budget plan", _labels.cmd_plan)
-    plan.add_argument("--budget", type=types.positive_number, required=True)
-    plan.add_argument("--surrogate-cost", type=types.positive_number, required=True)
-    plan.add_argument("--oracle-cost", type=types.positive_number, required=True)
+    plan = _command(
+        commands,
+        "plan",
+        "label budget plan, or a pre-registered experiment's sample size (--experiment)",
+        _labels.cmd_plan,
+    )
+    plan.add_argument("--budget", type=types.positive_number, help="required without --experiment")
+    plan.add_argument("--surrogate-cost", type=types.positive_number, help="as --budget")
+    plan.add_argument("--oracle-cost", type=types.positive_number, help="as --budget")
+    plan.add_argument(
+        "--experiment",
+        type=types.subject_name,
+        metavar="NAME",
+        help="size the policy's pre-registered experiment NAME instead (two-proportion or "
+        "mean formula, CUPED, the anytime-valid interval's)",
+    )
+    plan.add_argument(
+        "--config", type=types.readable_file, metavar="FILE", help="overrides DRIFTGATE_CONFIG"
+    )
     plan.add_argument("--pilot", type=types.readable_file, help="JSONL with s and y")
     plan.add_argument(
         "--r2",
@@ -257,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--target-mde", type=types.positive_number)
     plan.add_argument("--json", action="store_true")
+
+    experiments = _command(
+        commands,
+        "experiments",
+        "the experiment registry: ID, variants, dates, status, decision and memo path",
+        _experiments.cmd_experiments,
+    )
+    experiments.add_argument("--json", action="store_true")
+    _connection_flags(experiments, kafka=False, redis_=True)
 
     log = _command(
         commands, "log", "the audit log of decisions and canary actions", _observe.cmd_log

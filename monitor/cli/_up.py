@@ -153,8 +153,19 @@ def _start_worker(env: dict[str, str], log_path: Path) -> ServiceProcess:
 
 _DEMO_TEXT = (
     "on: stream demo:judge drifts after 10 s; agent demo-agent's canary (10%) turns toxic "
-    "after 15 s"
+    "after 15 s; A/B experiment demo-ab (pre-registered) reaches its decision in about a "
+    "minute: driftgate report demo-ab"
 )
+
+
+def _write_demo_policy(state_dir: Path) -> Path:
+    import yaml
+
+    from ..runtime._demo import demo_policy
+
+    path = state_dir / "demo-policy.yaml"
+    path.write_text(yaml.safe_dump(demo_policy(), sort_keys=False))
+    return path
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -229,6 +240,8 @@ def _run_up(
     )
     if settings.config_path:
         env["DRIFTGATE_CONFIG"] = settings.config_path
+    elif not args.no_demo:  # the demo's A/B experiment is pre-registered in a policy of its own
+        env["DRIFTGATE_CONFIG"] = str(_write_demo_policy(state_dir))
     check_redis(settings.redis_url)
     with_kafka(settings, ensure_topics(settings), "creating the topics")
     client = redis_client(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from ._experiment_policy import ExperimentPolicy, check_experiment
 
 __all__ = [
     "AgentPolicy",
@@ -164,17 +167,6 @@ class AgentPolicy:
 
 
 @dataclass(frozen=True)
-class ExperimentPolicy:
-    """An A/B experiment: the declared allocation (equal shares of the variants seen,
-    when not declared), the control variant and the false-discovery rate of the
-    secondary outcomes (Benjamini-Hochberg)."""
-
-    allocation: dict[str, float] = field(default_factory=dict)
-    control_variant: str = "control"
-    secondary_q: float = 0.05
-
-
-@dataclass(frozen=True)
 class ModelPrice:
     """What a model's tokens cost, per million, in the unit of ``guardrails.unit_cost``."""
 
@@ -285,6 +277,8 @@ def _value(kind: Any, value: Any, where: str, default: Any) -> Any:
     if kind is float:
         return _number(value, where)
     if kind is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-03-01 as a date
+            value = value.isoformat()
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where} must be a non-empty string, got {value!r}")
         if where.endswith("action") and value not in ACTIONS:
@@ -389,14 +383,7 @@ def _check(policy: Policy) -> None:
             "must be at least canary.stale_after_seconds (both positive)",
         )
     for name, experiment in policy.experiments.items():
-        shares = experiment.allocation
-        require(
-            not shares
-            or (all(s > 0 for s in shares.values()) and abs(sum(shares.values()) - 1) < 1e-9),
-            f"experiments.{name}.allocation",
-            f"shares must be positive and add up to 1, got {shares}",
-        )
-        probability(experiment.secondary_q, f"experiments.{name}.secondary_q")
+        check_experiment(name, experiment, require, probability)
     for name, price in policy.otlp.prices.items():
         for key in ("input_per_million", "output_per_million"):
             require(getattr(price, key) >= 0, f"otlp.prices.{name}.{key}", "must be 0 or more")

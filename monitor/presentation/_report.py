@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._experiment_memo import analysis_section, sign_off
 from ._format import interval, number, rfc3339
 from ._memo import Heading, Image, Memo, Paragraph, Table
 from ._report_plots import agg_figure, decile_error_bar, decile_figure, guardrail_figure
@@ -128,6 +129,7 @@ def build_memo(
     _history_section(memo, entries)
     memo.blocks += [
         Heading("Sign-off"),
+        *sign_off(((experiment or {}).get("experiment") or {}).get("analysis")),
         Paragraph("Decision: ______________________________"),
         Paragraph("Name: ______________________  Signature: ______________  Date: __________"),
     ]
@@ -347,14 +349,16 @@ def _experiment_section(
     ]
     if not rows:
         memo.blocks.append(Paragraph("No guardrail reading yet."))
-        return
-    memo.blocks.append(
-        Table(["variant", "guardrail", "value", "interval", "threshold", "n", "status"], rows)
-    )
-    memo.plots[GUARDRAIL_PLOT] = guardrail_figure(name, experiment["variants"])
-    memo.blocks.append(
-        Image(GUARDRAIL_PLOT, f"guardrails of {name} by variant, against their thresholds")
-    )
+    else:
+        memo.blocks.append(
+            Table(["variant", "guardrail", "value", "interval", "threshold", "n", "status"], rows)
+        )
+        memo.plots[GUARDRAIL_PLOT] = guardrail_figure(name, experiment["variants"])
+        memo.blocks.append(
+            Image(GUARDRAIL_PLOT, f"guardrails of {name} by variant, against their thresholds")
+        )
+    if agent is None:  # an A/B experiment: the analysis under its pre-registration
+        analysis_section(memo, experiment.get("analysis"))
 
 
 # --- the decision history -------------------------------------------------------------
@@ -378,6 +382,10 @@ def _history_section(memo: Memo, entries: list[dict[str, Any]]) -> None:
                     str(entry.get("rationale") or "-"),
                     "-",
                 ]
+            )
+        elif "gate" not in entry:  # a pre-registration's lock or deviation
+            rows.append(
+                [str(entry.get("ts")), str(entry.get("kind")), "-", "-", entry["note"], "-"]
             )
         else:
             evidence = entry.get("evidence", {})

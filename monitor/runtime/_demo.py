@@ -17,7 +17,17 @@ from ..store import KeyLayout, SyncClient
 from ..store._admin import forget_subject
 from ._kafka import client_options
 
-__all__ = ["DEMO_AGENT", "DEMO_STREAM", "demo_history", "reset_demo", "run_demo_producer"]
+__all__ = [
+    "DEMO_AGENT",
+    "DEMO_EXPERIMENT",
+    "DEMO_EXPERIMENT_POLICY",
+    "DEMO_STREAM",
+    "ab_telemetry",
+    "demo_history",
+    "demo_policy",
+    "reset_demo",
+    "run_demo_producer",
+]
 
 DEMO_STREAM = "demo:judge"
 DEMO_AGENT = "demo-agent"
@@ -30,12 +40,42 @@ UNITS_PER_ENVELOPE = 50
 CANARY_PERCENT = 10
 CANARY_HEALTHY_SECONDS = 15.0
 TOXICITY = (0.002, 0.05)
+# The A/B experiment: 50 units an envelope split 50/50; the treatment answers grounded
+# 7 points more often (the MDE is 5), costs 15% more, and 3% of either arm's events come
+# without an outcome. Each unit's pre-period rate is its expected rate under control.
+DEMO_EXPERIMENT = "demo-ab"
+AB_UNITS_PER_ENVELOPE = 50
+AB_EFFECT = 0.07
+AB_COST = (0.004, 0.0046)
+AB_MISSING = 0.03
+AB_SEGMENTS = (("enterprise", 0.3), ("consumer", 0.5), ("education", 0.2))
+DEMO_EXPERIMENT_POLICY: dict[str, Any] = {
+    "allocation": {"control": 0.5, "treatment": 0.5},
+    "control_variant": "control",
+    "primary_metric": "grounded_answer_rate",
+    "hypothesis": "retrieval with citations raises the grounded answer rate by 5 points",
+    "outcome_type": "binary",
+    "baseline": 0.6,
+    "mde": 0.05,
+    "alpha": 0.05,
+    "power": 0.8,
+    "cuped_r2": 0.08,
+    "non_inferiority_margin": 0.02,
+    "owner": "demo (driftgate up)",
+}
 
 
 def reset_demo(client: SyncClient, layout: KeyLayout) -> None:
     """Forget the demo's subjects, so each `driftgate up` shows the flips anew."""
     forget_subject(client, layout, "stream", DEMO_STREAM)
     forget_subject(client, layout, "experiment", DEMO_AGENT)
+    forget_subject(client, layout, "experiment", DEMO_EXPERIMENT)
+
+
+def demo_policy() -> dict[str, Any]:
+    """The policy ``driftgate up`` gives its worker when none is configured: the defaults,
+    with the demo's A/B experiment pre-registered."""
+    return {"experiments": {DEMO_EXPERIMENT: DEMO_EXPERIMENT_POLICY}}
 
 
 def deploy_event(run: str, ts: float) -> dict[str, Any]:
@@ -70,6 +110,8 @@ async def run_demo_producer(
     demo stream; at once when None): until then its labels stay calibrated, so a worker
     that joins late (a loaded machine) still judges the calibrated phase before the
     drift, instead of reading both in one batch. The canary's 15 s count from the start.
+    :data:`DEMO_EXPERIMENT` is an A/B test whose treatment wins by more than its
+    pre-registered MDE (``driftgate report demo-ab`` writes its memo).
     """
     rng = np.random.default_rng(seed)
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=5)
@@ -100,6 +142,11 @@ async def run_demo_producer(
                 settings.topic("telemetry"),
                 orjson.dumps(_telemetry(rng, run, sent, now, toxic)),
                 key=DEMO_AGENT.encode(),
+            )
+            await producer.send_and_wait(
+                settings.topic("telemetry"),
+                orjson.dumps(ab_telemetry(rng, run, sent, now)),
+                key=DEMO_EXPERIMENT.encode(),
             )
             sent += ENVELOPE
             with contextlib.suppress(asyncio.TimeoutError):
@@ -170,3 +217,40 @@ def demo_history(
         messages.append(_labels(rng, run, sent, now, shift))
         messages.append(_telemetry(rng, run, sent, now, elapsed >= CANARY_HEALTHY_SECONDS))
     return messages
+
+
+def ab_telemetry(rng: np.random.Generator, run: str, sent: int, now: float) -> list[dict[str, Any]]:
+    """An envelope of the demo's A/B experiment: :data:`AB_UNITS_PER_ENVELOPE` units, each
+    with its pre-period rate (CUPED), segment, outcome, guardrails and a secondary CSAT."""
+    n = AB_UNITS_PER_ENVELOPE
+    treated = rng.uniform(size=n) < 0.5
+    pre = rng.uniform(0.35, 0.85, n)
+    grounded = rng.uniform(size=n) < pre + np.where(treated, AB_EFFECT, 0.0)
+    missing = rng.uniform(size=n) < AB_MISSING
+    names = [name for name, _ in AB_SEGMENTS]
+    segments = rng.choice(len(names), size=n, p=[share for _, share in AB_SEGMENTS])
+    cost = np.where(treated, AB_COST[1], AB_COST[0]) * rng.lognormal(0.0, 0.1, n)
+    latency = rng.lognormal(np.where(treated, 6.25, 6.2), 0.3)
+    toxic = rng.uniform(size=n) < 0.001
+    csat = rng.normal(np.where(grounded, 4.4, 3.9), 0.5)
+    events = []
+    for i in range(n):
+        event: dict[str, Any] = {
+            "event_id": f"demo-{run}-ab{sent}-{i}",
+            "ts": now,
+            "experiment_id": DEMO_EXPERIMENT,
+            "unit_id": f"user-{rng.integers(1_000_000)}",
+            "variant": "treatment" if treated[i] else "control",
+            "sec_outcomes": {"csat": float(csat[i])},
+            "guardrails": {
+                "toxicity": bool(toxic[i]),
+                "pii": False,
+                "latency_ms": float(latency[i]),
+                "unit_cost": float(cost[i]),
+            },
+            "covariates": {"pre_period": float(pre[i]), "segment": names[segments[i]]},
+        }
+        if not missing[i]:
+            event["primary_outcome"] = bool(grounded[i])
+        events.append(event)
+    return events

@@ -30,6 +30,7 @@ from ..gates._guardrails import (
 )
 from ..gates._srm import srm_gate
 from ..store import _keys as fields
+from ._experiment_analysis import analyse
 from ._experiment_state import ExperimentState, VariantStats
 
 __all__ = ["ACTIVE_PHASES", "SRM_MIN_N", "ExperimentModel", "Judgement", "recommendation"]
@@ -287,6 +288,14 @@ class ExperimentModel:
             "srm_counted": state.split.counted if state.split else None,
             "srm_capped": state.split.full if state.split else False,
             "stage": state.stage,
+            "analysis": analyse(
+                subject,
+                state,
+                self.policy.for_experiment(subject),
+                control,
+                verdicts,
+                policy.canary.target_time,
+            ),
         }
         view: dict[str, Any] = {"experiment": experiment, "agent": None}
         lifecycle = state.lifecycle

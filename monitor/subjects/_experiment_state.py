@@ -138,6 +138,16 @@ class ExperimentState:
     """The event time from which an event may start the split test (the stage's start)."""
     split_started_at: float | None = None
     """The event time of the event that started the split test."""
+    first_ts: float | None = None
+    """The earliest and latest event times of production telemetry ever folded."""
+    last_ts: float | None = None
+    registration: dict[str, Any] | None = None
+    """An A/B experiment's pre-registration as locked with its first production event
+    (the policy's section, see :mod:`._registration`)."""
+    registered_at: float | None = None
+    policy_seen: dict[str, Any] | None = None
+    """The policy's section as last seen: a change is recorded as a deviation once."""
+    deviations: list[dict[str, Any]] = field(default_factory=list)
 
     def new_stage(self, starts_at: float | None = None) -> None:
         """The allocation changed at event time ``starts_at``: compare afresh.
@@ -181,6 +191,12 @@ class ExperimentState:
             "split": self.split.to_state() if self.split else None,
             "split_from": self.split_from,
             "split_started_at": self.split_started_at,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "registration": self.registration,
+            "registered_at": self.registered_at,
+            "policy_seen": self.policy_seen,
+            "deviations": self.deviations,
         }
 
     @classmethod
@@ -205,4 +221,11 @@ class ExperimentState:
             split=SplitCounts.from_state(split) if split else None,
             split_from=state.get("split_from"),
             split_started_at=state.get("split_started_at"),
+            # Absent in states written before pre-registration: locked with the next event.
+            first_ts=state.get("first_ts"),
+            last_ts=state.get("last_ts"),
+            registration=state.get("registration"),
+            registered_at=state.get("registered_at"),
+            policy_seen=state.get("policy_seen"),
+            deviations=list(state.get("deviations") or []),
         )

@@ -28,6 +28,7 @@ from ._columnar import Table
 from ._decode import MessageDecoder
 from ._experiment_model import ExperimentModel
 from ._experiment_state import ExperimentState, VariantStats
+from ._registration import observe_registration
 
 __all__ = ["SRM_MAX_UNITS", "Codes", "TelemetryColumns", "TelemetryHandler", "fold_variant"]
 
@@ -316,7 +317,8 @@ class TelemetryHandler:
     def update(
         self, subject: str, state: ExperimentState, events: SubjectEvents, now: float
     ) -> list[dict[str, Any]]:
-        """Fold one batch into each variant's statistics (production events only)."""
+        """Fold one batch into each variant's statistics (production events only);
+        returns the audit log's entries of the experiment's pre-registration."""
         columns: TelemetryColumns = events.columns
         variants = columns.variant
         staging = columns.staging
@@ -331,10 +333,15 @@ class TelemetryHandler:
         for code, rows in by_variant:
             stats = state.variants.setdefault(variants.names[code], VariantStats())
             fold_variant(stats, columns, rows)
+        audit: list[dict[str, Any]] = []
         if production.size:
             first = float(events.ts[production].min())
             if state.stage_first_ts is None or first < state.stage_first_ts:
                 state.stage_first_ts = first
+            if state.lifecycle is None:  # an A/B experiment: its plan locks, or deviates
+                policy = self.model.policy.for_experiment(subject)
+                last = float(events.ts[production].max())
+                audit = observe_registration(subject, state, policy, first, last, now)
         rows_of = {variants.names[code]: rows for code, rows in by_variant}
         canary = self.model.policy.for_agent(subject).canary
         if state.lifecycle is not None and canary.canary_variant in rows_of:
@@ -342,7 +349,7 @@ class TelemetryHandler:
         added = self._count_units(subject, state, columns, events.ts, production)
         self._test_split(subject, state, added)
         self._pair_quality(subject, state, columns, rows_of)
-        return []
+        return audit
 
     def _pair_quality(
         self,
