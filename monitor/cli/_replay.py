@@ -175,6 +175,7 @@ def _from_redis(url: str, log: Any, given: list[Any]) -> list[Any]:
 def _print_json(
     names: list[str], results: list[Any], known_good: list[Any], events: int, seconds: float
 ) -> None:
+    from ..events._decisions import to_builtins
     from ..replay._summary import gate_summaries
 
     document = {
@@ -183,7 +184,7 @@ def _print_json(
         "runs": [
             {
                 "policy": name,
-                "decisions": result.decisions,
+                "decisions": to_builtins(result.decisions),
                 "status": result.status,
                 "summary": [
                     {"subject": subject, "gate": gate, **row.to_dict()}
@@ -214,8 +215,8 @@ def _print_text(
         print(f"\npolicy {name}: {len(result.decisions)} decision(s)")
         for d in result.decisions:
             print(
-                f"  {d['event_ts']}  {d['gate']:<14} {d['subject']:<20} {d['verdict']:<12} "
-                f"{d['action']:<8} {d['reason']}"
+                f"  {d.event_ts}  {d.gate:<14} {d.subject:<20} {d.verdict:<12} "
+                f"{d.action:<8} {d.reason}"
             )
         print("  final verdicts:")
         for section in ("streams", "agents"):

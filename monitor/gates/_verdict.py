@@ -6,6 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgspec import UNSET
+
+from ..events._decisions import Decision
 from ..presentation._format import finite_or as finite_or_none
 from ..presentation._format import rfc3339
 
@@ -57,14 +60,6 @@ class Verdict:
     def key(self) -> str:
         """What its published record is kept under: the gate, and its part if any."""
         return record_key(self.gate, self.part)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "action": self.action,
-            "reason": self.reason,
-            "evidence": self.evidence,
-        }
 
 
 # How far an action reaches: a decision goes out again when the same verdict asks for more.
@@ -119,16 +114,19 @@ def decision_id(verdict: Verdict) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
-def decision_record(verdict: Verdict, now: float) -> dict[str, Any]:
-    """The decision event of the contract for ``verdict``."""
-    record: dict[str, Any] = {
-        "decision_id": decision_id(verdict),
-        "ts": rfc3339(now),
-        "gate": verdict.gate,
-        "subject": verdict.subject,
-        **verdict.to_record(),
-    }
-    for extra in ("bundle_id", "canary_percent"):
-        if extra in verdict.evidence:
-            record[extra] = verdict.evidence[extra]
-    return record
+def decision_record(verdict: Verdict, now: float) -> Decision:
+    """The decision event of the contract for ``verdict``; a canary's evidence lends it
+    ``bundle_id`` and ``canary_percent``."""
+    evidence = verdict.evidence
+    return Decision(
+        decision_id(verdict),
+        rfc3339(now),
+        verdict.gate,
+        verdict.subject,
+        verdict.verdict,
+        verdict.action,
+        verdict.reason,
+        evidence,
+        bundle_id=evidence.get("bundle_id", UNSET),
+        canary_percent=evidence.get("canary_percent", UNSET),
+    )

@@ -27,7 +27,7 @@ from typing import Any, Generic
 import numpy as np
 import orjson
 
-from ..gates import Verdict
+from ..events._decisions import encode
 from ..store import AsyncClient
 from ..store import _keys as fields
 from ..store._keys import (
@@ -42,7 +42,7 @@ from ..store._runner_reads import RunnerReads, StoredLedger
 from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
-from ._judge import gate_records, judge_subject
+from ._judge import Judged, gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES
 from ._runner_letters import _at_most_per_message, _DeadLetters, _refused_letters
 from ._runner_types import (
@@ -305,16 +305,17 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
                 entry = self._subjects.pop(name)
                 keys = self.layout.subject(self.model.kind, name)
                 write = SubjectWrite(keys, entry.rev)
-                verdicts, published, decisions, settled = self._judge(name, entry, keys, now, write)
-                if not decisions:
+                judged = self._judge(name, entry, keys, now, write)
+                if not judged.decisions:
                     self._subjects[name] = entry
                     continue
-                if settled:
+                if judged.settled:
                     self._dump(keys, entry.state, write)
-                write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
-                write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
-                after = _Subject(write.new_rev, entry.state, entry.fences, entry.window, published)
-                plans.append(_Plan(name, write, after, 0, 0, 0, decisions))
+                self._views(name, entry.state, judged, now, write)
+                after = _Subject(
+                    write.new_rev, entry.state, entry.fences, entry.window, judged.published
+                )
+                plans.append(_Plan(name, write, after, 0, 0, 0, judged.decisions))
             outcomes = await self.script.run([plan.write for plan in plans])  # type: ignore[misc]
             pending = []
             for plan, outcome in zip(plans, outcomes, strict=True):
@@ -416,21 +417,27 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         write.audit += [encode_audit_entry(orjson.dumps(record)) for record in audit]
         write.count(fields.count(topic, "ok"), len(fresh))
         write.count(fields.count(topic, "duplicate"), duplicate)
-        verdicts, published, decisions, settled = self._judge(name, entry, keys, now, write)
-        if not (len(fresh) or duplicate or decisions or fences or update.expired):
+        judged = self._judge(name, entry, keys, now, write)
+        if not (len(fresh) or duplicate or judged.decisions or fences or update.expired):
             return _Plan(name, None, entry, 0, 0, skipped, [])  # a replay: nothing to write
-        if len(fresh) or settled:
+        if len(fresh) or judged.settled:
             self._dump(keys, entry.state, write)
         if len(fresh) and self.pending is not None:
             self._pending_writes(write, keys, entry.state)
-        write.view[fields.VIEW] = orjson.dumps(self.model.view(name, entry.state, verdicts))
-        write.view[fields.GATES] = orjson.dumps(gate_records(verdicts, published, now))
+        self._views(name, entry.state, judged, now, write)
         # Only kept if the write lands; otherwise the subject is read again.
         entry.window.apply(update)
         after = _Subject(
-            write.new_rev, entry.state, {**entry.fences, **fences}, entry.window, published
+            write.new_rev, entry.state, {**entry.fences, **fences}, entry.window, judged.published
         )
-        return _Plan(name, write, after, len(fresh), duplicate, skipped, decisions)
+        return _Plan(name, write, after, len(fresh), duplicate, skipped, judged.decisions)
+
+    def _views(
+        self, name: str, state: StateT, judged: Judged, now: float, write: SubjectWrite
+    ) -> None:
+        """The subject's view and its gates' records after ``judged``, in the write."""
+        write.view[fields.VIEW] = encode(self.model.view(name, state, judged.judgement))
+        write.view[fields.GATES] = encode(gate_records(judged.verdicts, judged.published, now))
 
     def _pending_writes(self, write: SubjectWrite, keys: SubjectKeys, state: StateT) -> None:
         """The model's records beside its state (``KeepsPending``), in the same write."""
@@ -474,23 +481,23 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
 
     def _judge(
         self, name: str, entry: _Subject, keys: SubjectKeys, now: float, write: SubjectWrite
-    ) -> tuple[list[Verdict], dict[str, dict[str, Any]], list[dict[str, Any]], bool]:
+    ) -> Judged:
         """Judge the subject (:func:`judge_subject`) and put its decisions into the outbox
         and the audit log, in the same write; a gate's published record is written only
         with a decision."""
         judged = judge_subject(self.model, name, entry.state, entry.published, now)
         for decision in judged.decisions:
-            encoded = orjson.dumps(decision)
+            encoded = encode(decision)
             write.outbox.append(
                 OutboxEntry(
                     "decision", self.topics.decisions, keys.name.encode(), encoded, {}
                 ).encode()
             )
             write.audit.append(encode_audit_entry(encoded))
-            write.count(fields.decisions(decision["gate"], decision["action"]), 1)
+            write.count(fields.decisions(decision.gate, decision.action), 1)
         # The records the decisions moved: by the verdict's key, the gate and its part
         # (a gate judging each covariate keeps one record per covariate).
         for key, record in judged.published.items():
             if record is not entry.published.get(key):
-                write.state[fields.published(key)] = orjson.dumps(record)
-        return judged.verdicts, judged.published, judged.decisions, judged.settled
+                write.state[fields.published(key)] = encode(record)
+        return judged

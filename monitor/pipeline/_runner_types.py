@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from ..events._decisions import Decision, Published
 from ..store._keys import Fence
 from ..store._write import SubjectWrite
 from ._dedupe import DuplicateWindow
@@ -34,7 +35,7 @@ class _Subject(Generic[StateT]):
     state: StateT
     fences: dict[int, Fence | None]
     window: DuplicateWindow
-    published: dict[str, dict[str, Any]]
+    published: dict[str, Published]
 
 
 class _StaleEpochs(Exception):
@@ -57,4 +58,4 @@ class _Plan(Generic[StateT]):
     ok: int
     duplicate: int
     skipped: int
-    decisions: list[dict[str, Any]]
+    decisions: list[Decision]

@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+import msgspec
 import numpy as np
+
+from ..events._decisions import Decision
 
 if TYPE_CHECKING:  # the gates import scipy: not for the command line's sake
     from ..gates import Verdict
@@ -18,6 +21,7 @@ __all__ = [
     "DecodedBatch",
     "Handler",
     "Ignored",
+    "Judgement",
     "KeepsPending",
     "PendingWrites",
     "RawMessage",
@@ -102,6 +106,15 @@ class DecodedBatch:
     ignored: list[Ignored] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One evaluation of a subject: its gates' verdicts. A model whose view shows more of
+    what the evaluation found (an experiment's comparison) returns a subclass, and its
+    :meth:`SubjectModel.view` and :meth:`SubjectModel.settle` get it back."""
+
+    verdicts: list[Verdict]
+
+
 class SubjectModel(Protocol[StateT]):
     """What is kept per subject of one kind, and how it is judged (no I/O).
 
@@ -120,13 +133,18 @@ class SubjectModel(Protocol[StateT]):
 
     def dump(self, state: StateT) -> dict[str, bytes | str]: ...
 
-    def evaluate(self, subject: str, state: StateT, now: float) -> list[Verdict]: ...
+    def evaluate(self, subject: str, state: StateT, now: float) -> Judgement: ...
 
-    def view(self, subject: str, state: StateT, verdicts: Sequence[Verdict]) -> dict[str, Any]: ...
+    def view(self, subject: str, state: StateT, judgement: Judgement) -> msgspec.Struct:
+        """The subject's row of ``driftgate status``, after ``judgement`` (the state's
+        last evaluation)."""
+        ...
 
-    def settle(self, subject: str, state: StateT, decisions: Sequence[Mapping[str, Any]]) -> bool:
-        """Record in the state what the decisions just published did (in the same write);
-        whether the state changed."""
+    def settle(
+        self, subject: str, state: StateT, judgement: Judgement, decisions: Sequence[Decision]
+    ) -> bool:
+        """Record in the state what the decisions of ``judgement`` just published did (in
+        the same write); whether the state changed."""
         ...
 
     def needs_tick(self, view: Mapping[str, Any]) -> bool:
@@ -193,7 +211,7 @@ class BatchResult:
     ignored: int = 0
     """Records counted and skipped (see :class:`Ignored`)."""
     conflicts: int = 0
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
     outboxes: set[tuple[str, str]] = field(default_factory=set)
     """``(kind, subject)`` whose outbox got entries: drain them now."""
 

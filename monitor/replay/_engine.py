@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ..config import Policy
-from ..gates import Verdict, rfc3339
-from ..pipeline import Handler, KeepsPending, SubjectModel
+from ..events._decisions import Decision, Published, to_builtins
+from ..gates import rfc3339
+from ..pipeline import Handler, Judgement, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
-from ..pipeline._judge import gate_records, judge_subject
+from ..pipeline._judge import gate_records, judge_subject, publish
 from ..presentation._format import finite_or
 from ..store import Snapshot
 from ..store import _keys as fields
@@ -88,8 +90,9 @@ class _Subject:
     name: str
     model: SubjectModel[Any]
     state: Any
-    published: dict[str, dict[str, Any]] = field(default_factory=dict)
-    verdicts: list[Verdict] = field(default_factory=list)
+    published: dict[str, Published] = field(default_factory=dict)
+    judgement: Judgement = field(default_factory=lambda: Judgement([]))
+    """The last evaluation (what the view shows)."""
     events: int = 0
     judged_at: float = -math.inf
     windows: dict[str, DuplicateWindow] = field(default_factory=dict)
@@ -106,7 +109,7 @@ class _Subject:
 class RunResult:
     """One policy's replay: its decisions (in order), where each went out, the status."""
 
-    decisions: list[dict[str, Any]]
+    decisions: list[Decision]
     marks: list[DecisionMark]
     status: dict[str, Any]
     timelines: dict[tuple[str, str], dict[str, list[TimelinePoint]]]
@@ -164,7 +167,7 @@ class Replay:
             topic: HANDLERS[topic](policy) for topic in {g.topic for g in log.groups}
         }
         self._subjects: dict[tuple[str, str], _Subject] = {}
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: list[Decision] = []
         self.marks: list[DecisionMark] = []
         self._replayed = 0
         self.duplicates = 0
@@ -187,22 +190,23 @@ class Replay:
         return subject
 
     def _announce(self, subject: _Subject, calibrator: StoredCalibrator, now: float) -> None:
-        """The residual gate's published verdict as ``calibrate`` leaves it."""
-        from ..pipeline._judge import publish_changes
+        """The residual gate's published verdict, and the decision announcing it, as
+        ``calibrate`` leaves them."""
         from ..workflows._calibration import ANNOUNCING_GATE, announce
 
         fresh = next(
             v
-            for v in subject.model.evaluate(subject.name, subject.state, now)
+            for v in subject.model.evaluate(subject.name, subject.state, now).verdicts
             if v.gate == ANNOUNCING_GATE
         )
-        published, decisions = publish_changes({}, [announce(fresh, calibrator.version - 1)], now)
-        subject.published = published
-        self._output(subject, decisions, now)
+        announced = announce(fresh, calibrator.version - 1)
+        published, decision = publish(announced, now)
+        subject.published = {announced.key: published}
+        self._output(subject, [decision], now)
 
-    def _output(self, subject: _Subject, decisions: list[dict[str, Any]], now: float) -> None:
+    def _output(self, subject: _Subject, decisions: list[Decision], now: float) -> None:
         for decision in decisions:
-            self.decisions.append({**decision, "event_ts": rfc3339(now)})
+            self.decisions.append(msgspec.structs.replace(decision, event_ts=rfc3339(now)))
             self.marks.append(DecisionMark(now, self._replayed, subject.events))
 
     # --- the run ----------------------------------------------------------------------
@@ -284,12 +288,12 @@ class Replay:
 
     def _judge(self, subject: _Subject, model: SubjectModel[Any], now: float) -> bool:
         judged = judge_subject(model, subject.name, subject.state, subject.published, now)
-        subject.published, subject.verdicts, subject.judged_at = (
+        subject.published, subject.judgement, subject.judged_at = (
             judged.published,
-            judged.verdicts,
+            judged.judgement,
             now,
         )
-        subject.model = model  # the one whose last judgement the view may reuse
+        subject.model = model
         if self.keep_timelines:
             for verdict in judged.verdicts:
                 evidence = verdict.evidence
@@ -315,8 +319,8 @@ class Replay:
             if subject.kind != kind or now - subject.judged_at < every:
                 continue
             if subject.needs_tick is None:
-                view = subject.model.view(subject.name, subject.state, subject.verdicts)
-                subject.needs_tick = subject.model.needs_tick(view)
+                view = subject.model.view(subject.name, subject.state, subject.judgement)
+                subject.needs_tick = subject.model.needs_tick(to_builtins(view))
             if subject.needs_tick:
                 self._judge(subject, subject.model, now)
 
@@ -326,15 +330,16 @@ class Replay:
         """``status --json`` of the replay's end, from the same views the worker writes."""
         snapshot = Snapshot()
         for subject in self._subjects.values():
-            view = subject.model.view(subject.name, subject.state, subject.verdicts)
-            snapshot.views.setdefault(subject.kind, {})[subject.name] = view
+            view = subject.model.view(subject.name, subject.state, subject.judgement)
+            # The read model reads views as the worker stores them: JSON objects.
+            snapshot.views.setdefault(subject.kind, {})[subject.name] = to_builtins(view)
             for counter, value in subject.counters.items():
                 parts = fields.parse_view_field(counter)
                 if parts[0] == "join":  # as the read model reads the view's counters
                     snapshot.add_join_counter(subject.name, parts[1], value)
-            records = gate_records(subject.verdicts, subject.published, subject.judged_at)
+            records = gate_records(subject.judgement.verdicts, subject.published, subject.judged_at)
             snapshot.gates += [
-                _gate_document(gate, subject.name, subject.kind, record)
+                _gate_document(gate, subject.name, subject.kind, to_builtins(record))
                 for gate, record in records.items()
             ]
         return snapshot.status_document(now=now)

@@ -55,11 +55,11 @@ def _plot(
             axis.axvspan(_when(period.start), _when(period.end), color="tab:green", alpha=0.08)
         for index, (_, result) in enumerate(runs):
             for decision, mark in zip(result.decisions, result.marks, strict=True):
-                if decision["subject"] != subject or decision["gate"] != gate:
+                if decision.subject != subject or decision.gate != gate:
                     continue
                 axis.axvline(
                     _when(mark.ts),
-                    color=COLORS.get(decision["verdict"], "grey"),
+                    color=COLORS.get(decision.verdict, "grey"),
                     ls="-" if index == 0 else "--",
                     lw=1.2,
                 )
@@ -100,7 +100,8 @@ def write_memo(
         lines += [
             "| "
             + " | ".join(
-                str(d[k]) for k in ("event_ts", "gate", "subject", "verdict", "action", "reason")
+                str(getattr(d, k))
+                for k in ("event_ts", "gate", "subject", "verdict", "action", "reason")
             )
             + " |"
             for d in result.decisions

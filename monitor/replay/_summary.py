@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..events._decisions import Decision
 from ..workflows._calibration import InputError
 from ._engine import DecisionMark, RunResult
 
@@ -77,9 +78,9 @@ def gate_summaries(
     """``(subject, gate)`` -> what the run decided there."""
     found: dict[tuple[str, str], GateSummary] = {}
     for decision, mark in zip(result.decisions, result.marks, strict=True):
-        summary = found.setdefault((decision["subject"], decision["gate"]), GateSummary())
+        summary = found.setdefault((decision.subject, decision.gate), GateSummary())
         summary.decisions += 1
-        verdict = decision["verdict"]
+        verdict = decision.verdict
         if verdict in ("WARN", "FAIL") and verdict not in summary.first:
             summary.first[verdict] = _first(decision, mark)
         if verdict == "FAIL" and any(period.holds(mark.ts) for period in known_good):
@@ -87,13 +88,13 @@ def gate_summaries(
     return found
 
 
-def _first(decision: dict[str, Any], mark: DecisionMark) -> dict[str, Any]:
+def _first(decision: Decision, mark: DecisionMark) -> dict[str, Any]:
     return {
-        "event_ts": decision["event_ts"],
+        "event_ts": decision.event_ts,
         "events": mark.events,
         "subject_events": mark.subject_events,
-        "action": decision["action"],
-        "reason": decision["reason"],
+        "action": decision.action,
+        "reason": decision.reason,
     }
 
 

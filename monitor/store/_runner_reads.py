@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ..events._decisions import Published, decode_published
 from . import _keys as fields
 from ._client import AsyncClient
 from ._keys import Fence, KeyLayout, SubjectKeys, decode_seen_buckets
@@ -29,7 +30,7 @@ class StoredSubject:
 
     rev: int | None
     values: dict[str, Any]
-    published: dict[str, dict[str, Any]]
+    published: dict[str, Published]
     fences: dict[int, Fence | None]
     watermark: Any
     seen: dict[int, bytes | None]
@@ -126,7 +127,7 @@ class RunnerReads:
             partitions = sorted(needed[name])
             rev = values[fields.REV]
             published = {
-                gate: orjson.loads(raw)
+                gate: decode_published(raw)
                 for gate in gates
                 if (raw := values[fields.published(gate)]) is not None
             }

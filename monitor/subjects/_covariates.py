@@ -17,6 +17,7 @@ from ..config import CovariateDriftPolicy, Policy
 from ..gates import Verdict, record_key
 from ..gates._covariate_drift import GATE, covariate_drift_gate
 from ._columnar import Table
+from ._views import CovariateRow
 
 __all__ = [
     "CovariateDrift",
@@ -171,33 +172,36 @@ class CovariateDrift:
             if (track := self.tracks.get(name)) is not None
         ]
 
-    def view(self, verdicts: Iterable[Verdict]) -> dict[str, dict[str, Any]]:
+    def view(self, verdicts: Iterable[Verdict]) -> dict[str, CovariateRow]:
         """Per covariate, what ``driftgate status`` shows: the distance, its bounds, the
         band and verdict, and for a categorical one the shares of baseline and since."""
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, CovariateRow] = {}
         for verdict in verdicts:
             if verdict.gate != GATE:
                 continue
             name = verdict.part
             track = self.tracks[name]
             evidence = verdict.evidence
-            row: dict[str, Any] = {
-                "kind": track.kind,
-                "n": track.live.n,
-                "baseline_n": track.baseline.n,
-                "distance": evidence["estimate"],
-                "ci_low": evidence["ci_low"],
-                "ci_high": evidence["ci_high"],
-                "band": evidence.get("band"),
-                "verdict": verdict.verdict,
-                "reason": verdict.reason,
-                "ignored": track.ignored,
-            }
+            shares: dict[str, Any] = {}
             if isinstance(track.baseline, CategoryCounts):
                 assert isinstance(track.live, CategoryCounts)
-                row["baseline_shares"] = track.baseline.fractions()
-                row["shares"] = track.live.fractions()
-            rows[name] = row
+                shares = {
+                    "baseline_shares": track.baseline.fractions(),
+                    "shares": track.live.fractions(),
+                }
+            rows[name] = CovariateRow(
+                kind=track.kind,
+                n=track.live.n,
+                baseline_n=track.baseline.n,
+                distance=evidence["estimate"],
+                ci_low=evidence["ci_low"],
+                ci_high=evidence["ci_high"],
+                band=evidence.get("band"),
+                verdict=verdict.verdict,
+                reason=verdict.reason,
+                ignored=track.ignored,
+                **shares,
+            )
         return rows
 
     def to_state(self) -> dict[str, Any]:

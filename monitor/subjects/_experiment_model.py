@@ -20,6 +20,7 @@ import orjson
 from estimators import DifferenceInterval, benjamini_hochberg, mean_difference_sequence
 
 from ..config import AgentPolicy, GuardrailPolicy, Policy
+from ..events._decisions import Decision
 from ..gates import SEVERITY, Verdict, finite_or_none
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import (
@@ -29,11 +30,19 @@ from ..gates._guardrails import (
     read_guardrails,
 )
 from ..gates._srm import srm_gate
+from ..pipeline import Judgement
 from ..store import _keys as fields
 from ._experiment_analysis import analyse
 from ._experiment_state import ExperimentState, VariantStats
+from ._views import AgentRow, ExperimentRow, ExperimentView
 
-__all__ = ["ACTIVE_PHASES", "SRM_MIN_N", "ExperimentModel", "Judgement", "recommendation"]
+__all__ = [
+    "ACTIVE_PHASES",
+    "SRM_MIN_N",
+    "ExperimentJudgement",
+    "ExperimentModel",
+    "recommendation",
+]
 
 SRM_MIN_N = 100
 # A canary in these phases takes its share of the traffic and is judged against control.
@@ -41,10 +50,9 @@ ACTIVE_PHASES = ("monitoring", "paused")
 
 
 @dataclass(frozen=True)
-class Judgement:
+class ExperimentJudgement(Judgement):
     """Everything one evaluation found: the verdicts, and what the view shows beside them."""
 
-    verdicts: list[Verdict]
     readings: dict[str, list[GuardrailReading]]
     """The judged variants' guardrails (the view reads every variant's)."""
     comparison: dict[str, Any] | None
@@ -63,8 +71,6 @@ class ExperimentModel:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        # The last judgement of each state object, for the view written with it.
-        self._judged: dict[int, Judgement] = {}
 
     def load(self, subject: str, stored: Mapping[str, bytes | None]) -> ExperimentState:
         raw = stored[fields.STATE]
@@ -111,7 +117,7 @@ class ExperimentModel:
         seen = sorted(state.variants)
         return {name: 1 / len(seen) for name in seen} if len(seen) >= 2 else None
 
-    def judge(self, subject: str, state: ExperimentState, now: float) -> Judgement:
+    def judge(self, subject: str, state: ExperimentState, now: float) -> ExperimentJudgement:
         policy = self.policy.for_agent(subject)
         lifecycle = state.lifecycle
         judged = self.judged_variants(subject, state)
@@ -181,7 +187,9 @@ class ExperimentModel:
             verdicts = _one_rollback(verdicts, facts.rollback_published)
             if lifecycle.settled is not None:  # rolled back and announced: judged no more
                 verdicts = [Verdict(**record) for record in lifecycle.settled]
-        return Judgement(verdicts, readings, comparison, compared.quality if lifecycle else None)
+        return ExperimentJudgement(
+            verdicts, readings, comparison, compared.quality if lifecycle else None
+        )
 
     @staticmethod
     def readings(
@@ -205,17 +213,19 @@ class ExperimentModel:
         alpha = guardrail_alpha(policy, len(self.judged_variants(subject, state)))
         return {name: self.readings(stats, policy, alpha) for name, stats in state.variants.items()}
 
-    def evaluate(self, subject: str, state: ExperimentState, now: float) -> list[Verdict]:
-        judgement = self.judge(subject, state, now)
-        self._judged = {id(state): judgement}
-        return judgement.verdicts
+    def evaluate(self, subject: str, state: ExperimentState, now: float) -> ExperimentJudgement:
+        return self.judge(subject, state, now)
 
     def settle(
-        self, subject: str, state: ExperimentState, decisions: Sequence[Mapping[str, Any]]
+        self,
+        subject: str,
+        state: ExperimentState,
+        judgement: Judgement,
+        decisions: Sequence[Decision],
     ) -> bool:
         """Record what published decisions did to the lifecycle (in the same write): the
         first rollback decision of a bundle rolls it back, so no second one follows, and
-        settles it: the verdicts of the evaluation that announced it (this model's last),
+        settles it: the verdicts of the evaluation that announced it (``judgement``),
         none asking for a rollback any more, stand from then on, so no gate flips (and
         publishes) again for a bundle whose traffic is gone. Returns whether the state
         changed."""
@@ -223,21 +233,20 @@ class ExperimentModel:
         if lifecycle is None or lifecycle.settled is not None:
             return False
         for decision in decisions:
-            if decision["action"] != "rollback" or decision.get("bundle_id") != lifecycle.bundle_id:
+            if decision.action != "rollback" or decision.bundle_id != lifecycle.bundle_id:
                 continue
             previous = lifecycle.rollback or {}
             lifecycle.phase = "rolled_back"
             lifecycle.rollback = {
                 **previous,  # a manual rollback's actor and rationale stay
-                "decision_id": decision["decision_id"],
-                "reason": previous.get("reason") or decision["reason"],
-                "gate": decision["gate"],
-                "ts": decision["ts"],
+                "decision_id": decision.decision_id,
+                "reason": previous.get("reason") or decision.reason,
+                "gate": decision.gate,
+                "ts": decision.ts,
                 "by": previous.get("by", "driftgate"),
             }
-            judged = self._judged.get(id(state))
-            if judged is not None:  # standing, the verdicts ask for no second rollback
-                lifecycle.settled = [asdict(v) for v in _one_rollback(judged.verdicts, True)]
+            # Standing, the verdicts ask for no second rollback.
+            lifecycle.settled = [asdict(v) for v in _one_rollback(judgement.verdicts, True)]
             return True
         return False
 
@@ -246,11 +255,12 @@ class ExperimentModel:
         agent = view.get("agent")
         return isinstance(agent, dict) and agent.get("phase") in ACTIVE_PHASES
 
-    def view(
-        self, subject: str, state: ExperimentState, verdicts: Sequence[Verdict]
-    ) -> dict[str, Any]:
-        """The experiment's and the agent's rows of ``driftgate status``."""
-        judgement = self._judged.get(id(state))
+    def view(self, subject: str, state: ExperimentState, judgement: Judgement) -> ExperimentView:
+        """The experiment's and the agent's rows of ``driftgate status``, after
+        ``judgement`` (this state's last evaluation; given only its verdicts, the view
+        compares the canary with control itself)."""
+        verdicts = judgement.verdicts
+        judged = judgement if isinstance(judgement, ExperimentJudgement) else None
         readings = self.all_readings(subject, state)
         policy = self.policy.for_agent(subject)
         control = self.control(subject, state)
@@ -265,8 +275,8 @@ class ExperimentModel:
             if state.lifecycle is not None and name == policy.canary.canary_variant:
                 # The very quantity the canary gate judges (canary - ratio x control).
                 row["vs_control"] = _versus_row(
-                    judgement.quality
-                    if judgement
+                    judged.quality
+                    if judged
                     else compare(stats, control_stats, policy.canary, state.quality_pairs).quality
                 )
                 row["secondary"] = _secondary(stats, control_stats, policy) if control_stats else {}
@@ -278,17 +288,17 @@ class ExperimentModel:
             variants.setdefault(name, {"n": 0, "staging_n": count, "guardrails": {}})
         _adjust_secondary(variants, self.policy.for_experiment(subject).secondary_q)
         by_gate = {v.gate: v for v in verdicts}
-        experiment = {
-            "control": control,
-            "variants": variants,
-            "srm_p_value": state.srm.p_value if state.srm else None,
-            "verdict": by_gate["guardrail"].verdict if "guardrail" in by_gate else None,
-            "srm_verdict": by_gate["srm"].verdict if "srm" in by_gate else None,
+        experiment = ExperimentRow(
+            control=control,
+            variants=variants,
+            srm_p_value=state.srm.p_value if state.srm else None,
+            verdict=by_gate["guardrail"].verdict if "guardrail" in by_gate else None,
+            srm_verdict=by_gate["srm"].verdict if "srm" in by_gate else None,
             # What the split test counts (units or events), and whether it froze at its cap.
-            "srm_counted": state.split.counted if state.split else None,
-            "srm_capped": state.split.full if state.split else False,
-            "stage": state.stage,
-            "analysis": analyse(
+            srm_counted=state.split.counted if state.split else None,
+            srm_capped=state.split.full if state.split else False,
+            stage=state.stage,
+            analysis=analyse(
                 subject,
                 state,
                 self.policy.for_experiment(subject),
@@ -296,30 +306,30 @@ class ExperimentModel:
                 verdicts,
                 policy.canary.target_time,
             ),
-        }
-        view: dict[str, Any] = {"experiment": experiment, "agent": None}
+        )
         lifecycle = state.lifecycle
-        if lifecycle is not None:
-            # The worst verdict; of equals, the one that asks for something, the canary's
-            # first (a promotable agent says promotion_ready, not within_guardrails).
-            worst = max(
-                verdicts,
-                key=lambda v: (SEVERITY[v.verdict], v.action != "none", v.gate == "canary"),
-            )
-            view["agent"] = {
-                "agent": subject,
-                "bundle_id": lifecycle.bundle_id,
-                "phase": lifecycle.phase,
-                "canary_percent": lifecycle.canary_percent,
-                "deployed_at": lifecycle.deployed_at,
-                "verdict": worst.verdict,
-                "reason": worst.reason,
-                "recommendation": recommendation(lifecycle.phase, verdicts),
-                "comparison": judgement.comparison if judgement else None,
-                "rollback": lifecycle.rollback,
-                "history": lifecycle.history,
-            }
-        return view
+        if lifecycle is None:
+            return ExperimentView(experiment=experiment, agent=None)
+        # The worst verdict; of equals, the one that asks for something, the canary's
+        # first (a promotable agent says promotion_ready, not within_guardrails).
+        worst = max(
+            verdicts,
+            key=lambda v: (SEVERITY[v.verdict], v.action != "none", v.gate == "canary"),
+        )
+        agent = AgentRow(
+            agent=subject,
+            bundle_id=lifecycle.bundle_id,
+            phase=lifecycle.phase,
+            canary_percent=lifecycle.canary_percent,
+            deployed_at=lifecycle.deployed_at,
+            verdict=worst.verdict,
+            reason=worst.reason,
+            recommendation=recommendation(lifecycle.phase, verdicts),
+            comparison=judged.comparison if judged else None,
+            rollback=lifecycle.rollback,
+            history=lifecycle.history,
+        )
+        return ExperimentView(experiment=experiment, agent=agent)
 
 
 def recommendation(phase: str, verdicts: Sequence[Verdict]) -> str:

@@ -28,10 +28,11 @@ from estimators import (
 )
 
 from ..config import Policy
+from ..events._decisions import Decision
 from ..events._structs import LabelEvent
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
-from ..pipeline import DecodedBatch, PendingWrites, RawMessage, SubjectEvents
+from ..pipeline import DecodedBatch, Judgement, PendingWrites, RawMessage, SubjectEvents
 from ..store import _keys as fields
 from ..store._keys import SubjectKeys
 from ._calibrator_inputs import (
@@ -51,6 +52,7 @@ from ._covariates import (
 from ._decode import MessageDecoder
 from ._late_labels import LateLabelJoin, response_digests
 from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
+from ._views import CalibratorRef, StreamView, ValueView
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -322,7 +324,7 @@ class LabelModel:
     def drain_pending(self, state: LabelState) -> PendingWrites:
         return PendingWrites() if state.join is None else state.join.drain()
 
-    def evaluate(self, subject: str, state: LabelState, now: float) -> list[Verdict]:
+    def evaluate(self, subject: str, state: LabelState, now: float) -> Judgement:
         version = state.calibrator.version
         verdicts = [
             residual_drift_gate(
@@ -341,37 +343,42 @@ class LabelModel:
                 )
             )
         verdicts += state.covariates.evaluate(subject, self.policy.covariate_drift, version)
-        return verdicts
+        return Judgement(verdicts)
 
     def settle(
-        self, subject: str, state: LabelState, decisions: Sequence[Mapping[str, Any]]
+        self,
+        subject: str,
+        state: LabelState,
+        judgement: Judgement,
+        decisions: Sequence[Decision],
     ) -> bool:
         return False  # a stream's decisions change nothing of its statistics
 
     def needs_tick(self, view: Mapping[str, Any]) -> bool:
         return False  # only labels move a stream's verdicts
 
-    def view(self, subject: str, state: LabelState, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    def view(self, subject: str, state: LabelState, judgement: Judgement) -> StreamView:
         """The stream's row of ``driftgate status``: the interval the verdict uses on top,
         the all-time and restarted intervals beside it."""
+        verdicts = judgement.verdicts
         residual = next(v for v in verdicts if v.gate == "residual_drift")
         score = next((v for v in verdicts if v.gate == "score_drift"), None)
         evidence = residual.evidence
-        return {
-            "n": state.n,
-            "labeled_n": state.residuals.n,
-            "residual_n": evidence["n"],
-            "residual_mean": evidence["estimate"],
-            "ci_low": evidence["ci_low"],
-            "ci_high": evidence["ci_high"],
+        return StreamView(
+            n=state.n,
+            labeled_n=state.residuals.n,
+            residual_n=evidence["n"],
+            residual_mean=evidence["estimate"],
+            ci_low=evidence["ci_low"],
+            ci_high=evidence["ci_high"],
             # The restarted interval's evidence says where it started.
-            "interval": "since_change" if "since_labeled_n" in evidence else "all_time",
-            "verdict": residual.verdict,
-            "reason": residual.reason,
-            "next_step": evidence.get("next_step"),
-            "calibrator": {"kind": state.calibrator.kind, "version": state.calibrator.version},
-            "all_time": _interval_view(state.residuals.all_time),
-            "since_change": (
+            interval="since_change" if "since_labeled_n" in evidence else "all_time",
+            verdict=residual.verdict,
+            reason=residual.reason,
+            next_step=evidence.get("next_step"),
+            calibrator=CalibratorRef(kind=state.calibrator.kind, version=state.calibrator.version),
+            all_time=_interval_view(state.residuals.all_time),
+            since_change=(
                 None
                 if state.residuals.since_change is None
                 else {
@@ -380,19 +387,19 @@ class LabelModel:
                     **_interval_view(state.residuals.since_change),
                 }
             ),
-            "changes_detected": state.residuals.changes,
-            "score_mean": state.scores.mean if state.scores.n else None,
-            "score_ks": score.evidence["estimate"] if score else None,
-            "score_verdict": score.verdict if score else None,
-            "score_band": _score_band(score),
-            "value": self._value_view(state),
-            "residuals_by_decile": state.residuals_by_bin.rows(),
-            "until_decided": self._until_decided(state, residual),
-            "label_plan": self._plan_view(state),
-            "covariates": state.covariates.view(verdicts),
-        }
+            changes_detected=state.residuals.changes,
+            score_mean=state.scores.mean if state.scores.n else None,
+            score_ks=score.evidence["estimate"] if score else None,
+            score_verdict=score.verdict if score else None,
+            score_band=_score_band(score),
+            value=self._value_view(state),
+            residuals_by_decile=state.residuals_by_bin.rows(),
+            until_decided=self._until_decided(state, residual),
+            label_plan=self._plan_view(state),
+            covariates=state.covariates.view(verdicts),
+        )
 
-    def _value_view(self, state: LabelState) -> dict[str, Any]:
+    def _value_view(self, state: LabelState) -> ValueView:
         """The augmented value estimate: mean ``f(S)`` over every scored event plus the
         mean labeled residual, with its anytime-valid interval."""
         policy = self.policy.residual_drift
@@ -407,16 +414,16 @@ class LabelModel:
             policy.target_time,
             policy.min_labeled,
         )
-        return {
-            "estimate": finite_or_none(value.estimate),
-            "ci_low": finite_or_none(value.interval.low),
-            "ci_high": finite_or_none(value.interval.high),
-            "plug_in": finite_or_none(value.plug_in),
-            "residual_correction": finite_or_none(value.residual_correction),
-            "standard_error": finite_or_none(value.standard_error),
-            "n_scored": value.n_scored,
-            "n_labeled": value.n_labeled,
-        }
+        return ValueView(
+            estimate=finite_or_none(value.estimate),
+            ci_low=finite_or_none(value.interval.low),
+            ci_high=finite_or_none(value.interval.high),
+            plug_in=finite_or_none(value.plug_in),
+            residual_correction=finite_or_none(value.residual_correction),
+            standard_error=finite_or_none(value.standard_error),
+            n_scored=value.n_scored,
+            n_labeled=value.n_labeled,
+        )
 
     def _until_decided(self, state: LabelState, residual: Verdict) -> dict[str, Any]:
         """How far the residual gate is from a decision, in labels and (at the recent

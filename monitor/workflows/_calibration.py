@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import orjson
 
 from estimators import (
     CalibrationQuality,
@@ -24,7 +23,9 @@ from estimators import (
 )
 
 from ..config import Policy, Settings
-from ..gates import Verdict, decision_record
+from ..events._decisions import encode
+from ..gates import Verdict
+from ..pipeline._judge import gate_records, publish
 from ..store import KeyLayout, SyncClient
 from ..store._calibrators import (
     MAX_STORED_PAIRS,
@@ -105,52 +106,7 @@ def activate_calibrator(
     topic = decisions_topic or Settings.from_env().topic("decisions")
 
     def describe(version: int, previous: int) -> Fresh:
-        fresh = labels.load(
-            stream, {STATE: None, CALIBRATOR: record, CALIBRATOR_VERSION: str(version).encode()}
-        )
-        now = time.time()
-        verdicts = [
-            announce(v, previous) if v.gate == ANNOUNCING_GATE else v
-            for v in labels.evaluate(stream, fresh, now)
-        ]
-        announced = next(v for v in verdicts if v.gate == ANNOUNCING_GATE)
-        decision = decision_record(announced, now)
-        published = {
-            "verdict": announced.verdict,
-            "action": announced.action,
-            "reason": announced.reason,
-            "decision_id": decision["decision_id"],
-            "ts": decision["ts"],
-        }
-        gates = {}
-        for v in verdicts:
-            gates[v.key] = {
-                "gate": v.gate,
-                **v.to_record(),
-                "reason": RECALIBRATED,
-                "evaluated_at": now,
-            }
-        gates[ANNOUNCING_GATE].update(
-            {
-                "decision_id": published["decision_id"],
-                "published_verdict": published["verdict"],
-                "published_action": published["action"],
-                "published_reason": published["reason"],
-                "published_at": published["ts"],
-            }
-        )
-        return Fresh(
-            orjson.dumps(labels.view(stream, fresh, verdicts)),
-            orjson.dumps(gates),
-            Announcement(
-                ANNOUNCING_GATE,
-                announced.action,
-                orjson.dumps(decision),
-                orjson.dumps(published),
-                topic,
-                AUDIT_MAXLEN,
-            ),
-        )
+        return fresh_records(labels, stream, record, version, previous, time.time(), topic)
 
     return store_calibrator(
         client,
@@ -166,6 +122,45 @@ def activate_calibrator(
 
 ANNOUNCING_GATE = "residual_drift"
 RECALIBRATED = "recalibrated"
+
+
+def fresh_records(
+    labels: LabelModel,
+    stream: str,
+    record: bytes,
+    version: int,
+    previous: int,
+    now: float,
+    topic: str,
+) -> Fresh:
+    """What calibrator ``version`` (``record``) of ``stream`` starts with at ``now``: the
+    view and gate records of its empty statistics, and the decision announcing it (see
+    :func:`activate_calibrator`), for the decisions ``topic``."""
+    fresh = labels.load(
+        stream, {STATE: None, CALIBRATOR: record, CALIBRATOR_VERSION: str(version).encode()}
+    )
+    judgement = labels.evaluate(stream, fresh, now)
+    verdicts = [
+        announce(v, previous) if v.gate == ANNOUNCING_GATE else v for v in judgement.verdicts
+    ]
+    announced = next(v for v in verdicts if v.gate == ANNOUNCING_GATE)
+    published, decision = publish(announced, now)
+    # Every gate starts afresh on the new version: its record says so.
+    gates = gate_records(
+        [replace(v, reason=RECALIBRATED) for v in verdicts], {announced.key: published}, now
+    )
+    return Fresh(
+        encode(labels.view(stream, fresh, replace(judgement, verdicts=verdicts))),
+        encode(gates),
+        Announcement(
+            ANNOUNCING_GATE,
+            announced.action,
+            encode(decision),
+            encode(published),
+            topic,
+            AUDIT_MAXLEN,
+        ),
+    )
 
 
 def announce(fresh: Verdict, previous_version: int) -> Verdict:

@@ -20,10 +20,12 @@ import pytest
 from estimators import Moments
 from monitor import Policy
 from monitor.config import Settings
+from monitor.events._decisions import Decision
 from monitor.gates import Verdict
 from monitor.pipeline import (
     BatchRunner,
     DecodedBatch,
+    Judgement,
     RawMessage,
     SubjectEvents,
     TopicNames,
@@ -61,6 +63,12 @@ class QueueState:
     deepest: float = 0.0
 
 
+class QueueView(msgspec.Struct):
+    n: int
+    mean_depth: float
+    verdict: str
+
+
 class QueueModel:
     kind: str = "queue"
     gates: tuple[str, ...] = ("queue_depth",)
@@ -78,7 +86,7 @@ class QueueModel:
         document = {"depth": state.depth.to_state(), "deepest": state.deepest}
         return {fields.STATE: orjson.dumps(document)}
 
-    def evaluate(self, subject: str, state: QueueState, now: float) -> list[Verdict]:
+    def evaluate(self, subject: str, state: QueueState, now: float) -> Judgement:
         deep = state.deepest > DEPTH_MAX
         evidence = {
             "n": state.depth.n,
@@ -89,13 +97,17 @@ class QueueModel:
             "method": "maximum",
         }
         verdict, action, reason = ("FAIL", "alert", "too_deep") if deep else ("PASS", "none", "")
-        return [Verdict("queue_depth", subject, verdict, action, reason, evidence)]
+        return Judgement([Verdict("queue_depth", subject, verdict, action, reason, evidence)])
 
-    def view(self, subject: str, state: QueueState, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-        return {"n": state.depth.n, "mean_depth": state.depth.mean, "verdict": verdicts[0].verdict}
+    def view(self, subject: str, state: QueueState, judgement: Judgement) -> QueueView:
+        return QueueView(state.depth.n, state.depth.mean, judgement.verdicts[0].verdict)
 
     def settle(
-        self, subject: str, state: QueueState, decisions: Sequence[Mapping[str, Any]]
+        self,
+        subject: str,
+        state: QueueState,
+        judgement: Judgement,
+        decisions: Sequence[Decision],
     ) -> bool:
         return False
 
@@ -161,7 +173,7 @@ async def test_a_registered_handler_of_a_new_kind_runs_end_to_end(
     finally:
         await script.aclose()
     assert (first.ok, replay.ok, replay.skipped) == (6, 0, 6)
-    assert [(d["gate"], d["subject"], d["verdict"]) for d in first.decisions] == [
+    assert [(d.gate, d.subject, d.verdict) for d in first.decisions] == [
         ("queue_depth", "refunds", "FAIL")
     ]
 
@@ -186,4 +198,4 @@ async def test_a_registered_handler_of_a_new_kind_runs_end_to_end(
         await producer.stop()
     assert sent == 1
     [record] = await consume(kafka_bootstrap, topics.decisions, 1, 20.0)
-    assert orjson.loads(record.value)["decision_id"] == first.decisions[0]["decision_id"]
+    assert orjson.loads(record.value)["decision_id"] == first.decisions[0].decision_id

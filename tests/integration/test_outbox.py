@@ -64,7 +64,7 @@ async def fill_outboxes(
     result = await runner.apply(batch)
     await script.aclose()
     assert len(result.decisions) == streams
-    return {decision["decision_id"] for decision in result.decisions}
+    return {decision.decision_id for decision in result.decisions}
 
 
 async def outbox_entries(client: Any) -> tuple[int, int]:

@@ -225,7 +225,7 @@ async def test_new_calibrator_version_starts_fresh_and_keeps_history(
     expected = y[300:] - model.predict(s[300:])
     assert after["all_time"]["residual_mean"] == pytest.approx(expected.mean(), rel=1e-12)
     assert after["verdict"] == "PASS"
-    assert [d["verdict"] for d in result.decisions] == ["PASS"]  # recovery is news after a FAIL
+    assert [d.verdict for d in result.decisions] == ["PASS"]  # recovery is news after a FAIL
     assert after["history"]["0"]["labeled_n"] == 300
     assert after["history"]["0"]["all_time"]["residual_mean"] == pytest.approx(
         float(np.mean(y[:300] - s[:300]))
@@ -322,9 +322,9 @@ async def test_a_late_shift_fails_through_the_restarted_interval(
     assert 20_000 <= row["since_change"]["since_labeled_n"] < 20_600
     assert row["residual_mean"] == row["since_change"]["residual_mean"]  # what the verdict used
     assert row["ci_low"] > 0.04
-    fail = [d for d in decisions if d["verdict"] == "FAIL"]
+    fail = [d for d in decisions if d.verdict == "FAIL"]
     assert len(fail) == 1
-    assert fail[0]["evidence"]["method"] == "empirical_bernstein_cs_after_change"
+    assert fail[0].evidence["method"] == "empirical_bernstein_cs_after_change"
 
 
 async def test_scores_drifting_from_the_calibration_scores_fail_the_score_gate(
@@ -344,7 +344,7 @@ async def test_scores_drifting_from_the_calibration_scores_fail_the_score_gate(
     row = view(sync_client, "scored")
     assert row["score_verdict"] == "FAIL"
     assert row["score_ks"] == pytest.approx(0.45, abs=0.05)
-    assert [d["reason"] for d in result.decisions] == ["score_drift_severe"]
+    assert [d.reason for d in result.decisions] == ["score_drift_severe"]
     assert row["labeled_n"] == 0 and row["n"] == 4000
 
 
@@ -528,7 +528,7 @@ async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
     finally:
         await canary_script.aclose()
         await script.aclose()
-    mine = [(d["gate"], d["action"], d["reason"]) for d in applied.decisions if d["subject"] == "a"]
+    mine = [(d.gate, d.action, d.reason) for d in applied.decisions if d.subject == "a"]
     assert mine[-1:] == [("guardrail", "rollback", "toxicity_rate")], mine
     assert [d for d in mine if d[1] == "rollback"] == mine[-1:]
     snapshot = ReadModel(sync_client, LAYOUT).snapshot()

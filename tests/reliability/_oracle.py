@@ -411,13 +411,13 @@ def one_clean_pass(log: Log, topics: dict[str, str], now: float | None = None) -
             audit = handler.update(name, state, fresh, now)
             # What the worker's write records of the decisions it publishes (a canary's
             # rollback, announced once: its decision id goes into the lifecycle).
-            verdicts = model.evaluate(name, state, now)
+            judgement = model.evaluate(name, state, now)
             decisions = [
                 decision_record(v, now)
-                for v in verdicts
+                for v in judgement.verdicts
                 if should_publish(None, v.verdict, action=v.action)
             ]
-            model.settle(name, state, decisions)
+            model.settle(name, state, judgement, decisions)
             expected.states[key] = orjson.loads(model.dump(state)[fields.STATE])
             counts = {fields.count(full, "ok"): len(fresh)}
             if len(events) > len(fresh):

@@ -389,7 +389,7 @@ def clean(n: int = 10_000) -> VariantStats:
 def guardrail_verdict(
     state: ExperimentState, subject: str = "agent", policy: Policy | None = None
 ) -> Verdict:
-    verdicts = ExperimentModel(policy or Policy()).evaluate(subject, state, NOW)
+    verdicts = ExperimentModel(policy or Policy()).evaluate(subject, state, NOW).verdicts
     return next(v for v in verdicts if v.gate == "guardrail")
 
 

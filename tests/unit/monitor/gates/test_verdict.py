@@ -6,6 +6,7 @@ import pytest
 
 from estimators import RestartingMeanSequence
 from monitor import ResidualDriftPolicy, residual_drift_gate
+from monitor.events._decisions import encode
 from monitor.gates import (
     GATE_STATUS_CODES,
     SEVERITY,
@@ -94,17 +95,27 @@ def test_decision_id_tells_gates_subjects_and_bundles_apart() -> None:
 def test_decision_record_follows_the_contract() -> None:
     _, verdict = failing(3)
     record = decision_record(verdict, 1_795_341_600.5)
-    assert record["decision_id"] == decision_id(verdict)
-    assert record["ts"] == "2026-11-22T10:00:00.500000Z"
-    assert (record["gate"], record["subject"]) == ("residual_drift", "s")
-    assert (record["verdict"], record["action"], record["reason"]) == (
+    assert record.decision_id == decision_id(verdict)
+    assert record.ts == "2026-11-22T10:00:00.500000Z"
+    assert (record.gate, record.subject) == ("residual_drift", "s")
+    assert (record.verdict, record.action, record.reason) == (
         "FAIL",
         "alert",
         "residual_bias",
     )
-    assert record["evidence"] == verdict.evidence
-    assert "bundle_id" not in record and "canary_percent" not in record
-    orjson.dumps(record)
+    assert record.evidence == verdict.evidence
+    written = orjson.loads(encode(record))
+    assert "bundle_id" not in written and "canary_percent" not in written
+    assert list(written) == [
+        "decision_id",
+        "ts",
+        "gate",
+        "subject",
+        "verdict",
+        "action",
+        "reason",
+        "evidence",
+    ]
 
 
 def test_decision_record_lifts_the_canary_fields() -> None:
@@ -112,8 +123,8 @@ def test_decision_record_lifts_the_canary_fields() -> None:
         "canary", "agent", "FAIL", "rollback", "r", {"bundle_id": "b7", "canary_percent": 5}
     )
     record = decision_record(verdict, 0.0)
-    assert (record["bundle_id"], record["canary_percent"]) == ("b7", 5)
-    assert record["ts"] == "1970-01-01T00:00:00Z"
+    assert (record.bundle_id, record.canary_percent) == ("b7", 5)
+    assert record.ts == "1970-01-01T00:00:00Z"
 
 
 def test_finite_or_none() -> None:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisClusterException
 
 from monitor import Policy
 from monitor.config import AgentPolicy, CanaryPolicy
+from monitor.events._decisions import Published, encode
 from monitor.gates import Verdict
 from monitor.pipeline._judge import gate_records
 from monitor.serve import GateAPI
@@ -99,15 +100,11 @@ def gate(
     current = Verdict(name, subject, verdict, action, reason, {"n": 10, "estimate": None})
     published = {}
     if verdict != "PASS":
-        published[name] = {
-            "verdict": verdict,
-            "action": announced_action or action,
-            "reason": reason,
-            "decision_id": "d-" + name,
-            "ts": "2026-11-22T10:00:00Z",
-        }
+        published[name] = Published(
+            verdict, announced_action or action, reason, "d-" + name, "2026-11-22T10:00:00Z"
+        )
     record = gate_records([current], published, NOW - 5)[name]
-    return _gate_document(name, subject, kind, orjson.loads(orjson.dumps(record)))
+    return _gate_document(name, subject, kind, orjson.loads(encode(record)))
 
 
 AGENTS = {

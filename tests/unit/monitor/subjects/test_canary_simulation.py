@@ -116,7 +116,7 @@ def run(rng: np.random.Generator, handler: TelemetryHandler, canary: Canary) -> 
     for look in range(1, HORIZON // BATCH + 1):
         now = NOW + 30.0 * look  # a batch every 30 s: never stale, never stalled
         handler.update(AGENT, state, batch(rng, canary), now)
-        verdicts = handler.model.evaluate(AGENT, state, now)
+        verdicts = handler.model.evaluate(AGENT, state, now).verdicts
         rollbacks = [v for v in verdicts if v.action == "rollback"]
         assert len(rollbacks) <= 1  # one rollback per bundle
         if rollbacks:

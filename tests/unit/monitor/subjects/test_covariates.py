@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from monitor.config import CovariateDriftPolicy, Policy
+from monitor.events._decisions import to_builtins
 from monitor.pipeline import RawMessage
 from monitor.pipeline._judge import judge_subject
 from monitor.store import _keys as fields
@@ -109,7 +110,7 @@ def run(shift: float, seed: int, batches: int = 40, size: int = 1000) -> list[di
         fold(handler, state, rows(batch, values))
         judged = judge_subject(handler.model, "p", state, published, 0.0)
         published = judged.published
-        decisions += [d for d in judged.decisions if d["gate"] == "covariate_drift"]
+        decisions += [to_builtins(d) for d in judged.decisions if d.gate == "covariate_drift"]
     return decisions
 
 
@@ -149,7 +150,7 @@ def test_each_covariate_has_its_own_published_record_and_decision_ids() -> None:
     ]
     fold(handler, state, rows(1, moved))
     judged = judge_subject(handler.model, "p", state, {}, 0.0)
-    covariate = [d for d in judged.decisions if d["gate"] == "covariate_drift"]
+    covariate = [to_builtins(d) for d in judged.decisions if d.gate == "covariate_drift"]
     assert sorted(d["evidence"]["covariate"] for d in covariate) == [
         "difficulty",
         "domain",
@@ -158,6 +159,6 @@ def test_each_covariate_has_its_own_published_record_and_decision_ids() -> None:
     assert {d["verdict"] for d in covariate} == {"FAIL"}
     assert len({d["decision_id"] for d in covariate}) == 3
     assert set(judged.published) >= set(handler.model.gates[2:])
-    view = handler.model.view("p", state, judged.verdicts)["covariates"]
+    view = to_builtins(handler.model.view("p", state, judged.judgement))["covariates"]
     assert view["domain"]["band"] == "severe" and view["domain"]["shares"]["legal"] == 1.0
     assert view["domain"]["baseline_shares"]["code"] == pytest.approx(0.4, abs=0.03)

@@ -13,6 +13,7 @@ import pytest
 
 from monitor import Policy
 from monitor.config import ConfigError, ExperimentPolicy, load_policy
+from monitor.events._decisions import to_builtins
 from monitor.gates import Verdict
 from monitor.pipeline import RawMessage
 from monitor.presentation._report import build_memo
@@ -141,8 +142,8 @@ def test_the_memo_of_an_experiment_without_a_plan_says_so() -> None:
     state = ExperimentState()
     handler = handler_with(plain)
     fold(handler, state, 20)
-    verdicts = handler.model.evaluate(DEMO_EXPERIMENT, state, NOW + 30)
-    view = handler.model.view(DEMO_EXPERIMENT, state, verdicts)
+    judgement = handler.model.evaluate(DEMO_EXPERIMENT, state, NOW + 30)
+    view = to_builtins(handler.model.view(DEMO_EXPERIMENT, state, judgement))
     assert view["experiment"]["analysis"]["registered"] is False
     memo = build_memo(
         Snapshot(views={"experiment": {DEMO_EXPERIMENT: view}}), [], DEMO_EXPERIMENT, NOW

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -15,8 +16,9 @@ from estimators import (
 )
 from monitor import Policy
 from monitor.config import AgentPolicy, CanaryPolicy, ExperimentPolicy
+from monitor.events._decisions import Decision, to_builtins
 from monitor.gates import Verdict, decision_record, should_publish
-from monitor.pipeline import RawMessage
+from monitor.pipeline import Judgement, RawMessage
 from monitor.pipeline._dedupe import event_digests
 from monitor.store import _keys as fields
 from monitor.subjects import CanaryHandler, TelemetryHandler
@@ -174,21 +176,21 @@ def publish(
     model: ExperimentModel,
     subject: str,
     state: ExperimentState,
-    verdicts: list[Verdict],
+    judgement: Judgement,
     published: dict[str, tuple[str, str]],
     now: float = NOW,
-) -> list[dict[str, Any]]:
+) -> list[Decision]:
     """What the runner does after an evaluation: a decision for each verdict that changed
     or escalated its action, then ``settle`` in the same write."""
     decisions = []
-    for verdict in verdicts:
+    for verdict in judgement.verdicts:
         last_verdict, last_action = published.get(verdict.gate, (None, "none"))
         if should_publish(
             last_verdict, verdict.verdict, last_action=last_action, action=verdict.action
         ):
             decisions.append(decision_record(verdict, now))
             published[verdict.gate] = (verdict.verdict, verdict.action)
-    model.settle(subject, state, decisions)
+    model.settle(subject, state, judgement, decisions)
     return decisions
 
 
@@ -344,9 +346,9 @@ def test_staging_is_counted_and_never_judged() -> None:
     fold(handler, state, [*staging, telemetry("p1", "control", subject="exp")], subject="exp")
     assert state.staging == {"b": 300}
     assert list(state.variants) == ["control"]
-    verdicts = by_gate(handler.model.evaluate("exp", state, NOW))
+    verdicts = by_gate(handler.model.evaluate("exp", state, NOW).verdicts)
     assert verdicts["guardrail"].verdict == "INCONCLUSIVE"
-    view = handler.model.view("exp", state, list(verdicts.values()))
+    view = to_builtins(handler.model.view("exp", state, Judgement(list(verdicts.values()))))
     assert view["experiment"]["variants"]["b"] == {"n": 0, "staging_n": 300, "guardrails": {}}
     assert view["experiment"]["variants"]["control"]["staging_n"] == 0
 
@@ -392,7 +394,7 @@ def test_a_broken_canary_split_holds() -> None:
         events = [telemetry(f"k{batch}-{i}", "canary") for i in range(150)]
         events += [telemetry(f"c{batch}-{i}", "control") for i in range(350)]
         fold(handler, state, events)
-    srm = by_gate(handler.model.evaluate("agent", state, NOW))["srm"]
+    srm = by_gate(handler.model.evaluate("agent", state, NOW).verdicts)["srm"]
     assert (srm.verdict, srm.action, srm.reason) == ("HOLD", "hold", "srm")
     assert srm.evidence["counts"] == {"canary": 600, "control": 1400}
 
@@ -405,7 +407,7 @@ def test_a_rolled_back_canary_has_no_split_to_test() -> None:
     step(CanaryHandler(POLICY), state, canary_event("rollback"))
     fold(handler, state, [telemetry(f"after{i}", "control") for i in range(2000)])
     assert state.srm is not None and state.srm.counts == [20, 180]
-    srm = by_gate(handler.model.evaluate("agent", state, NOW))["srm"]
+    srm = by_gate(handler.model.evaluate("agent", state, NOW).verdicts)["srm"]
     assert (srm.verdict, srm.reason) == ("PASS", "not_applicable")
 
 
@@ -468,9 +470,7 @@ def test_telemetry_read_before_its_deploy_is_kept_and_rolls_the_canary_back() ->
     fold(telemetry_handler, state, early)
     published: dict[str, tuple[str, str]] = {}
     before = publish(model, "agent", state, model.evaluate("agent", state, NOW + 6), published)
-    assert ("guardrail", "FAIL", "alert") in [
-        (d["gate"], d["verdict"], d["action"]) for d in before
-    ]
+    assert ("guardrail", "FAIL", "alert") in [(d.gate, d.verdict, d.action) for d in before]
     step(canary_handler, state, canary_event("deploy", 10, ts=NOW), now=NOW + 7)
     assert {name: stats.n for name, stats in state.variants.items()} == {
         "canary": 400,
@@ -478,9 +478,7 @@ def test_telemetry_read_before_its_deploy_is_kept_and_rolls_the_canary_back() ->
     }
     assert (state.srm, state.stage) == (None, 1)  # the split test restarts: shares changed
     after = publish(model, "agent", state, model.evaluate("agent", state, NOW + 8), published)
-    rollbacks = [
-        (d["gate"], d["verdict"], d["bundle_id"]) for d in after if d["action"] == "rollback"
-    ]
+    rollbacks = [(d.gate, d.verdict, d.bundle_id) for d in after if d.action == "rollback"]
     assert rollbacks == [("guardrail", "FAIL", "v2")]
     assert state.lifecycle is not None and state.lifecycle.phase == "rolled_back"
 
@@ -511,7 +509,7 @@ def split_batch(prefix: str, canary: int, control: int, ts: float = NOW) -> list
 
 
 def srm_of(handler: TelemetryHandler, state: ExperimentState) -> Verdict:
-    return by_gate(handler.model.evaluate("agent", state, NOW))["srm"]
+    return by_gate(handler.model.evaluate("agent", state, NOW).verdicts)["srm"]
 
 
 def test_control_alone_before_the_canary_is_routed_is_no_mismatch() -> None:
@@ -564,7 +562,9 @@ def test_the_split_counts_distinct_units_not_events() -> None:
     assert srm.evidence["counts"] == {"canary": 50, "control": 450}
     assert (srm.verdict, srm.evidence["counted"]) == ("PASS", "units")
     assert SampleRatioSequence([0.1, 0.9]).update([50, 1800]).rejects(POLICY.canary.srm_alpha)
-    view = handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    view = to_builtins(
+        handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    )
     assert (view["experiment"]["srm_counted"], view["experiment"]["srm_capped"]) == ("units", False)
 
 
@@ -579,7 +579,9 @@ def test_the_split_test_freezes_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> N
     assert (state.srm.counts, state.srm.max_log_e_value) == frozen
     srm = srm_of(handler, state)
     assert (srm.evidence["capped"], srm.evidence["cap"], srm.evidence["n"]) == (True, 100, 100)
-    view = handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    view = to_builtins(
+        handler.model.view("agent", state, handler.model.evaluate("agent", state, NOW))
+    )
     assert view["experiment"]["srm_capped"] is True
 
 
@@ -853,7 +855,7 @@ def test_a_settled_bundle_publishes_nothing_more_whatever_its_telemetry() -> Non
     state = canary_state(arm(1000, 0.80, 1, toxic=40), arm(9000, 0.80, 2))
     published: dict[str, tuple[str, str]] = {}
     decisions = publish(model, "agent", state, model.evaluate("agent", state, NOW), published)
-    assert [(d["gate"], d["action"]) for d in decisions] == [("guardrail", "rollback")]
+    assert [(d.gate, d.action) for d in decisions] == [("guardrail", "rollback")]
     # What follows: control only (a broken split), then a clean canary, then silence.
     later = [
         [telemetry(f"c{i}") for i in range(3000)],
@@ -862,12 +864,15 @@ def test_a_settled_bundle_publishes_nothing_more_whatever_its_telemetry() -> Non
     for batch, now in zip([*later, []], (NOW + 10, NOW + 20, NOW + 7200), strict=True):
         if batch:
             fold(telemetry_handler, state, batch, now)
-        verdicts = model.evaluate("agent", state, now)
-        assert publish(model, "agent", state, verdicts, published) == []
+        verdicts = model.evaluate("agent", state, now).verdicts
+        assert publish(model, "agent", state, Judgement(verdicts), published) == []
         assert all(v.action != "rollback" for v in verdicts)
     # The same after a reload (another worker, a restart).
     reloaded = model.load("agent", model.dump(state))
-    assert model.evaluate("agent", reloaded, NOW + 7300) == model.evaluate("agent", state, NOW)
+    assert (
+        model.evaluate("agent", reloaded, NOW + 7300).verdicts
+        == model.evaluate("agent", state, NOW).verdicts
+    )
 
 
 def test_a_manual_rollback_settles_too() -> None:
@@ -880,7 +885,7 @@ def test_a_manual_rollback_settles_too() -> None:
     step(handler, state, canary_event("rollback", actor="alice"))
     published: dict[str, tuple[str, str]] = {}
     decisions = publish(model, "agent", state, model.evaluate("agent", state, NOW), published)
-    assert [(d["gate"], d["reason"]) for d in decisions] == [("canary", "manual_rollback")]
+    assert [(d.gate, d.reason) for d in decisions] == [("canary", "manual_rollback")]
     assert state.lifecycle is not None and state.lifecycle.settled is not None
     fold(telemetry_handler, state, [telemetry(f"x{i}", "canary", toxic=True) for i in range(500)])
     assert publish(model, "agent", state, model.evaluate("agent", state, NOW + 5), published) == []
@@ -900,82 +905,84 @@ def test_a_lifecycle_stored_before_settling_existed_loads() -> None:
 def test_two_gates_wanting_a_rollback_give_one_and_settle_ends_them() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(1000, 0.72, 1, toxic=40), arm(9000, 0.80, 2))
-    first = by_gate(model.evaluate("agent", state, NOW))
+    first = by_gate(model.evaluate("agent", state, NOW).verdicts)
     assert (first["guardrail"].verdict, first["guardrail"].action) == ("FAIL", "rollback")
     assert first["guardrail"].reason == "toxicity_rate"
     canary = first["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("FAIL", "none", "quality_regression")
     published: dict[str, tuple[str, str]] = {}
-    decisions = publish(model, "agent", state, list(first.values()), published)
-    assert [d["action"] for d in decisions].count("rollback") == 1
+    decisions = publish(model, "agent", state, Judgement(list(first.values())), published)
+    assert [d.action for d in decisions].count("rollback") == 1
     lifecycle = state.lifecycle
     assert lifecycle is not None and lifecycle.phase == "rolled_back"
-    rollback = next(d for d in decisions if d["action"] == "rollback")
+    rollback = next(d for d in decisions if d.action == "rollback")
     assert lifecycle.rollback == {
-        "decision_id": rollback["decision_id"],
+        "decision_id": rollback.decision_id,
         "reason": "toxicity_rate",
         "gate": "guardrail",
-        "ts": rollback["ts"],
+        "ts": rollback.ts,
         "by": "driftgate",
     }
     # Settled: the verdicts that announced the rollback stand (stale, stalled: unchanged).
     assert lifecycle.settled is not None
     for later in (NOW + 1, NOW + 7200, NOW + 400 * 3600):
-        verdicts = model.evaluate("agent", state, later)
+        verdicts = model.evaluate("agent", state, later).verdicts
         assert verdicts == _one_rollback(list(first.values()), True)
         assert [(v.verdict, v.action) for v in verdicts] == [
             ("FAIL", "none"),
             ("INCONCLUSIVE", "none"),  # srm: no split counted here
             ("FAIL", "none"),
         ]
-        assert publish(model, "agent", state, verdicts, published) == []
+        assert publish(model, "agent", state, Judgement(verdicts), published) == []
     assert recommendation(lifecycle.phase, verdicts) == "rollback"
 
 
 def test_a_regression_alone_rolls_back_through_the_canary_gate() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(1000, 0.72, 1), arm(9000, 0.80, 2))
-    verdicts = model.evaluate("agent", state, NOW)
+    verdicts = model.evaluate("agent", state, NOW).verdicts
     assert [v.gate for v in verdicts] == ["guardrail", "srm", "canary"]
     assert [v.action for v in verdicts].count("rollback") == 1
     assert by_gate(verdicts)["canary"].action == "rollback"
-    decisions = publish(model, "agent", state, verdicts, {})
+    decisions = publish(model, "agent", state, Judgement(verdicts), {})
     assert state.lifecycle is not None and state.lifecycle.rollback is not None
     assert state.lifecycle.rollback["reason"] == "quality_regression"
     assert state.lifecycle.rollback["gate"] == "canary"
-    assert any(d["bundle_id"] == "v2" and d["action"] == "rollback" for d in decisions)
-    assert all(v.action != "rollback" for v in model.evaluate("agent", state, NOW + 1))
+    assert any(d.bundle_id == "v2" and d.action == "rollback" for d in decisions)
+    assert all(v.action != "rollback" for v in model.evaluate("agent", state, NOW + 1).verdicts)
 
 
 def test_a_manual_rollback_is_announced_once_and_keeps_its_reason() -> None:
     model, handler = ExperimentModel(POLICY), CanaryHandler(POLICY)
     state = canary_state(arm(600, 0.8, 1), arm(5400, 0.8, 2))
     step(handler, state, canary_event("rollback", actor="alice"))
-    canary = by_gate(model.evaluate("agent", state, NOW))["canary"]
+    canary = by_gate(model.evaluate("agent", state, NOW).verdicts)["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("FAIL", "rollback", "manual_rollback")
     publish(model, "agent", state, model.evaluate("agent", state, NOW), {})
     assert state.lifecycle is not None and state.lifecycle.rollback is not None
     assert state.lifecycle.rollback["reason"] == "manual_rollback"
     assert state.lifecycle.rollback["by"] == "alice"
     assert state.lifecycle.rollback["decision_id"] is not None
-    canary = by_gate(model.evaluate("agent", state, NOW))["canary"]
+    canary = by_gate(model.evaluate("agent", state, NOW).verdicts)["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("FAIL", "none", "manual_rollback")
 
 
 def test_settle_records_only_a_rollback_of_the_current_bundle() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(None, None)
-    decision = {"action": "rollback", "bundle_id": "v1", "decision_id": "d", "reason": "r"}
-    decision |= {"gate": "canary", "ts": "2026-11-22T10:00:00Z"}
-    assert model.settle("agent", state, [decision]) is False
-    assert (
-        model.settle("agent", state, [{**decision, "bundle_id": "v2", "action": "alert"}]) is False
+    judgement = model.evaluate("agent", state, NOW)
+    decision = Decision(
+        "d", "2026-11-22T10:00:00Z", "canary", "agent", "FAIL", "rollback", "r", {}, bundle_id="v1"
     )
+    assert model.settle("agent", state, judgement, [decision]) is False
+    other = msgspec.structs.replace(decision, bundle_id="v2", action="alert")
+    assert model.settle("agent", state, judgement, [other]) is False
     assert state.lifecycle is not None and state.lifecycle.phase == "monitoring"
-    assert model.settle("agent", state, [{**decision, "bundle_id": "v2"}]) is True
+    current = msgspec.structs.replace(decision, bundle_id="v2")
+    assert model.settle("agent", state, judgement, [current]) is True
     assert state.lifecycle.phase == "rolled_back"
     assert state.lifecycle.rollback is not None and state.lifecycle.rollback["decision_id"] == "d"
-    assert model.settle("exp", ExperimentState(), [{**decision, "bundle_id": "v2"}]) is False
+    assert model.settle("exp", ExperimentState(), judgement, [current]) is False
 
 
 def test_one_rollback_keeps_the_first_and_none_once_announced() -> None:
@@ -997,9 +1004,12 @@ def test_one_rollback_keeps_the_first_and_none_once_announced() -> None:
 def test_an_active_canary_without_data_goes_stale() -> None:
     model = ExperimentModel(POLICY)
     state = deployed(now=NOW)
-    assert by_gate(model.evaluate("agent", state, NOW + 10))["canary"].reason == "insufficient_data"
-    assert by_gate(model.evaluate("agent", state, NOW + 900))["canary"].verdict == "HOLD"
-    late = by_gate(model.evaluate("agent", state, NOW + 3600))["canary"]
+    assert (
+        by_gate(model.evaluate("agent", state, NOW + 10).verdicts)["canary"].reason
+        == "insufficient_data"
+    )
+    assert by_gate(model.evaluate("agent", state, NOW + 900).verdicts)["canary"].verdict == "HOLD"
+    late = by_gate(model.evaluate("agent", state, NOW + 3600).verdicts)["canary"]
     assert (late.verdict, late.action, late.reason) == ("FAIL", "rollback", "stale_data")
 
 
@@ -1007,7 +1017,7 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(6000, 0.8, 1), arm(54_000, 0.8, 2))
     state.srm = None  # no split test yet: no promotion
-    assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
+    assert by_gate(model.evaluate("agent", state, NOW).verdicts)["canary"].action == "none"
     handler = TelemetryHandler(POLICY)
     # Control alone until the controller routes the canary its share: not counted.
     fold(handler, state, [telemetry(f"c{i}", "control") for i in range(900)])
@@ -1019,11 +1029,11 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     # telemetry on (the arms built by hand above carry no pairs), and 100 pairs of a
     # canary 0.04 above 95% of control do not show it yet.
     assert state.quality_pairs is not None and state.quality_pairs.n_pairs == 100
-    assert by_gate(model.evaluate("agent", state, NOW))["canary"].action == "none"
+    assert by_gate(model.evaluate("agent", state, NOW).verdicts)["canary"].action == "none"
     events = [telemetry(f"k{i}", "canary") for i in range(100, 400)]
     events += [telemetry(f"c{i}", "control") for i in range(1800, 4500)]
     fold(handler, state, events)
-    verdicts = by_gate(model.evaluate("agent", state, NOW))
+    verdicts = by_gate(model.evaluate("agent", state, NOW).verdicts)
     assert verdicts["guardrail"].verdict == "PASS" and verdicts["srm"].verdict == "PASS"
     canary = verdicts["canary"]
     assert (canary.verdict, canary.action, canary.reason) == ("PASS", "promote", "promotion_ready")
@@ -1032,7 +1042,7 @@ def test_promotion_and_the_next_step_of_the_ladder() -> None:
     assert canary.evidence["next_percent"] == 50
     assert recommendation("monitoring", list(verdicts.values())) == "promote"
     # Of the verdicts equally good, the agent shows the one that asks for something.
-    agent = model.view("agent", state, list(verdicts.values()))["agent"]
+    agent = to_builtins(model.view("agent", state, Judgement(list(verdicts.values()))))["agent"]
     assert (agent["verdict"], agent["reason"], agent["recommendation"]) == (
         "PASS",
         "promotion_ready",
@@ -1045,12 +1055,12 @@ def test_a_fully_promoted_agent_has_no_split_to_test() -> None:
     state = deployed(percent=100)
     fold(handler, state, [telemetry(f"k{i}", "canary") for i in range(200)])
     assert state.srm is None
-    verdicts = by_gate(model.evaluate("agent", state, NOW + 7200))
+    verdicts = by_gate(model.evaluate("agent", state, NOW + 7200).verdicts)
     assert (verdicts["srm"].verdict, verdicts["srm"].reason) == ("PASS", "not_applicable")
     assert (verdicts["canary"].verdict, verdicts["canary"].reason) == ("PASS", "promoted")
     assert recommendation("promoted", list(verdicts.values())) == "monitor"
     # An experiment without a split yet is only waiting for one.
-    experiment = by_gate(model.evaluate("exp", ExperimentState(), NOW))
+    experiment = by_gate(model.evaluate("exp", ExperimentState(), NOW).verdicts)
     assert (experiment["srm"].verdict, experiment["srm"].reason) == (
         "INCONCLUSIVE",
         "insufficient_data",
@@ -1062,12 +1072,12 @@ def test_a_paused_canary_holds_and_its_stale_clock_stops() -> None:
     state = deployed(now=NOW)
     step(handler, state, canary_event("pause"), now=NOW + 10)
     for later in (NOW + 900, NOW + 3600, NOW + 86_400):
-        canary = by_gate(model.evaluate("agent", state, later))["canary"]
+        canary = by_gate(model.evaluate("agent", state, later).verdicts)["canary"]
         assert (canary.verdict, canary.action, canary.reason) == ("HOLD", "hold", "paused")
     step(handler, state, canary_event("resume"), now=NOW + 86_400)
-    resumed = by_gate(model.evaluate("agent", state, NOW + 86_410))["canary"]
+    resumed = by_gate(model.evaluate("agent", state, NOW + 86_410).verdicts)["canary"]
     assert resumed.reason == "insufficient_data"  # the clock starts again on resume
-    late = by_gate(model.evaluate("agent", state, NOW + 86_400 + 3600))["canary"]
+    late = by_gate(model.evaluate("agent", state, NOW + 86_400 + 3600).verdicts)["canary"]
     assert (late.verdict, late.action, late.reason) == ("FAIL", "rollback", "stale_data")
 
 
@@ -1120,8 +1130,9 @@ def test_the_agent_view() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(600, 0.8, 1, pre=True), arm(5400, 0.8, 2, pre=True))
     state.staging = {"canary": 12}
-    verdicts = model.evaluate("agent", state, NOW)
-    view = model.view("agent", state, verdicts)
+    judgement = model.evaluate("agent", state, NOW)
+    verdicts = judgement.verdicts
+    view = to_builtins(model.view("agent", state, judgement))
     experiment = view["experiment"]
     assert experiment["control"] == "control" and experiment["stage"] == 1
     assert experiment["srm_p_value"] is None and experiment["srm_verdict"] == "INCONCLUSIVE"
@@ -1161,12 +1172,12 @@ def test_vs_control_without_the_covariate_everywhere_is_unadjusted() -> None:
     canary = arm(600, 0.8, 1, pre=True)
     canary.primary.update([0.8])  # one outcome without its covariate
     state = canary_state(canary, arm(5400, 0.8, 2, pre=True))
-    view = model.view("agent", state, model.evaluate("agent", state, NOW))
+    view = to_builtins(model.view("agent", state, model.evaluate("agent", state, NOW)))
     versus = view["experiment"]["variants"]["canary"]["vs_control"]
     assert versus["method"] == "asymptotic_cs" and versus["cuped_theta"] is None
     assert view["agent"]["comparison"]["quality"]["method"] == "asymptotic_cs"
     empty = canary_state(VariantStats(), arm(100, 0.8, 2))
-    view = model.view("agent", empty, model.evaluate("agent", empty, NOW))
+    view = to_builtins(model.view("agent", empty, model.evaluate("agent", empty, NOW)))
     assert view["experiment"]["variants"]["canary"]["vs_control"] == {
         "estimate": None,
         "ci_low": None,
@@ -1178,7 +1189,7 @@ def test_vs_control_without_the_covariate_everywhere_is_unadjusted() -> None:
 def test_the_worst_verdict_and_its_reason_lead_the_agent_view() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(1000, 0.72, 1), arm(9000, 0.80, 2))
-    agent = model.view("agent", state, model.evaluate("agent", state, NOW))["agent"]
+    agent = to_builtins(model.view("agent", state, model.evaluate("agent", state, NOW)))["agent"]
     assert (agent["verdict"], agent["reason"], agent["recommendation"]) == (
         "FAIL",
         "quality_regression",
@@ -1186,11 +1197,11 @@ def test_the_worst_verdict_and_its_reason_lead_the_agent_view() -> None:
     )
 
 
-def test_view_without_a_prior_evaluation_still_shows_the_readings() -> None:
+def test_view_given_only_verdicts_still_shows_the_readings() -> None:
     model = ExperimentModel(POLICY)
     state = canary_state(arm(600, 0.8, 1), arm(5400, 0.8, 2))
-    verdicts = ExperimentModel(POLICY).evaluate("agent", state, NOW)  # another model instance
-    view = model.view("agent", state, verdicts)
+    verdicts = model.evaluate("agent", state, NOW).verdicts
+    view = to_builtins(model.view("agent", state, Judgement(verdicts)))
     assert set(view["experiment"]["variants"]["canary"]["guardrails"]) >= {"toxicity_rate"}
     assert view["agent"]["comparison"] is None
 
@@ -1215,9 +1226,9 @@ def ab_state(seed: int = 5) -> ExperimentState:
 def test_the_experiment_view_of_an_ab_test() -> None:
     model = ExperimentModel(POLICY)
     state = ab_state()
-    verdicts = model.evaluate("exp", state, NOW)
-    assert [v.gate for v in verdicts] == ["guardrail", "srm"]
-    view = model.view("exp", state, verdicts)
+    judgement = model.evaluate("exp", state, NOW)
+    assert [v.gate for v in judgement.verdicts] == ["guardrail", "srm"]
+    view = to_builtins(model.view("exp", state, judgement))
     assert view["agent"] is None
     variants = view["experiment"]["variants"]
     assert set(variants) == {"control", "b", "c"}
@@ -1238,7 +1249,9 @@ def test_the_experiment_view_of_an_ab_test() -> None:
 def test_secondary_outcomes_carry_benjamini_hochberg_q_values() -> None:
     model = ExperimentModel(POLICY)
     state = ab_state()
-    variants = model.view("exp", state, model.evaluate("exp", state, NOW))["experiment"]["variants"]
+    variants = to_builtins(model.view("exp", state, model.evaluate("exp", state, NOW)))[
+        "experiment"
+    ]["variants"]
     cells = [
         variants[name]["secondary"][outcome]
         for name in ("b", "c")
@@ -1289,5 +1302,8 @@ def test_the_state_round_trips_exactly_through_dump_and_load() -> None:
     assert loaded.split == state.split and loaded.split_started_at == NOW
     assert loaded.variants["canary"].latency == state.variants["canary"].latency
     assert loaded.variants["control"].primary_pre == state.variants["control"].primary_pre
-    assert model.evaluate("agent", loaded, NOW) == model.evaluate("agent", state, NOW)
+    assert (
+        model.evaluate("agent", loaded, NOW).verdicts
+        == model.evaluate("agent", state, NOW).verdicts
+    )
     assert model.load("agent", {fields.STATE: None}) == ExperimentState()

@@ -16,6 +16,7 @@ from estimators import (
     residuals_by_decile,
 )
 from monitor import Policy, ResidualDriftPolicy
+from monitor.events._decisions import to_builtins
 from monitor.pipeline import RawMessage
 from monitor.store import _keys as fields
 from monitor.subjects._labels import LabelHandler, LabelState
@@ -49,7 +50,7 @@ def fold(handler: LabelHandler, state: LabelState, *messages: RawMessage) -> Lab
 
 
 def view(handler: LabelHandler, state: LabelState) -> dict:
-    return handler.model.view("p", state, handler.model.evaluate("p", state, NOW))
+    return to_builtins(handler.model.view("p", state, handler.model.evaluate("p", state, NOW)))
 
 
 def test_value_is_mean_prediction_over_every_score_plus_labeled_residual() -> None:

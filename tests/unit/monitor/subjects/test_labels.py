@@ -9,6 +9,7 @@ import pytest
 
 from estimators import IdentityCalibrator, IsotonicCalibrator, QuantileSketch
 from monitor import Policy, ResidualDriftPolicy
+from monitor.events._decisions import to_builtins
 from monitor.pipeline import RawMessage
 from monitor.pipeline._dedupe import event_digests
 from monitor.store import _keys as fields
@@ -193,7 +194,7 @@ def test_load_and_dump_round_trip_exactly(late_shift: tuple[LabelHandler, LabelS
     restored = model.load("p", stored)
     assert model.dump(restored) == dumped
     assert restored.to_state() == state.to_state()
-    assert model.evaluate("p", restored, NOW) == model.evaluate("p", state, NOW)
+    assert model.evaluate("p", restored, NOW).verdicts == model.evaluate("p", state, NOW).verdicts
 
 
 def test_the_calibrator_record_round_trips() -> None:
@@ -234,9 +235,9 @@ def test_no_calibrator_record_is_the_identity() -> None:
 def test_evaluate_gives_residual_drift_always_and_score_drift_with_a_baseline() -> None:
     handler = LabelHandler(POLICY)
     plain = fold(handler, fresh_state(handler), message(0, label("a")))
-    assert [v.gate for v in handler.model.evaluate("p", plain, NOW)] == ["residual_drift"]
+    assert [v.gate for v in handler.model.evaluate("p", plain, NOW).verdicts] == ["residual_drift"]
     calibrated = fold(handler, fresh_state(handler, fitted(3)), message(0, label("a")))
-    verdicts = handler.model.evaluate("p", calibrated, NOW)
+    verdicts = handler.model.evaluate("p", calibrated, NOW).verdicts
     assert [v.gate for v in verdicts] == ["residual_drift", "score_drift"]
     assert {v.subject for v in verdicts} == {"p"}
     assert {v.evidence["calibrator_version"] for v in verdicts} == {3}
@@ -248,7 +249,7 @@ def test_the_view_of_a_quiet_stream_uses_the_all_time_interval() -> None:
     state = fresh_state(handler)
     s = rng.uniform(size=500)
     fold(handler, state, labels(s, s + rng.normal(0, 0.1, 500), 0), message(1, label("u", y=None)))
-    view = handler.model.view("p", state, handler.model.evaluate("p", state, NOW))
+    view = to_builtins(handler.model.view("p", state, handler.model.evaluate("p", state, NOW)))
     assert (view["n"], view["labeled_n"], view["residual_n"]) == (501, 500, 500)
     assert view["interval"] == "all_time" and view["verdict"] == "PASS"
     assert view["residual_mean"] == view["all_time"]["residual_mean"]
@@ -263,7 +264,7 @@ def test_the_view_of_a_quiet_stream_uses_the_all_time_interval() -> None:
 def test_the_view_of_an_empty_stream_has_no_numbers() -> None:
     model = LabelModel(POLICY)
     state = model.load("p", EMPTY)
-    view = model.view("p", state, model.evaluate("p", state, NOW))
+    view = to_builtins(model.view("p", state, model.evaluate("p", state, NOW)))
     assert view["verdict"] == "INCONCLUSIVE"
     assert view["residual_mean"] is None and view["all_time"]["residual_mean"] is None
     assert view["ci_low"] is None and view["ci_high"] is None and view["score_mean"] is None
@@ -274,7 +275,7 @@ def test_a_late_shift_is_reported_on_the_interval_since_the_change(
     late_shift: tuple[LabelHandler, LabelState],
 ) -> None:
     handler, state = late_shift
-    view = handler.model.view("p", state, handler.model.evaluate("p", state, NOW))
+    view = to_builtins(handler.model.view("p", state, handler.model.evaluate("p", state, NOW)))
     assert view["interval"] == "since_change" and view["verdict"] == "FAIL"
     assert view["changes_detected"] == 1
     since = view["since_change"]
@@ -297,7 +298,7 @@ def test_right_after_an_alarm_the_view_shows_the_change_and_its_empty_interval()
         s = rng.uniform(size=5)
         fold(handler, state, labels(s, s + rng.normal(0.1, 0.1, 5), batch))
         batch += 1
-    view = handler.model.view("p", state, handler.model.evaluate("p", state, NOW))
+    view = to_builtins(handler.model.view("p", state, handler.model.evaluate("p", state, NOW)))
     assert (view["verdict"], view["reason"]) == ("WARN", "change_detected")
     assert view["interval"] == "since_change" and view["changes_detected"] == 1
     since = view["since_change"]
@@ -313,8 +314,9 @@ def test_the_view_shows_the_score_drift_with_a_baseline() -> None:
     state = fresh_state(handler, fitted(2))
     s = rng.uniform(0.5, 1.0, 1000)
     fold(handler, state, labels(s, s, 0))
-    verdicts = handler.model.evaluate("p", state, NOW)
-    view = handler.model.view("p", state, verdicts)
+    judgement = handler.model.evaluate("p", state, NOW)
+    verdicts = judgement.verdicts
+    view = to_builtins(handler.model.view("p", state, judgement))
     assert view["score_verdict"] == verdicts[1].verdict == "FAIL"
     assert view["score_ks"] == verdicts[1].evidence["estimate"] == pytest.approx(0.5, abs=0.06)
     assert view["calibrator"] == {"kind": "isotonic", "version": 2}
@@ -335,9 +337,9 @@ def test_a_state_from_before_exact_intervals_restarts_its_interval_and_says_so(
     old = model.load("p", {**EMPTY, fields.STATE: orjson.dumps(document)})
     assert old.restarted and old.residuals.n == 0 and old.n == state.n  # scores are kept
     assert old.residuals.all_time.method == "empirical_bernstein_cs"
-    [residual] = [v for v in model.evaluate("p", old, NOW) if v.gate == "residual_drift"]
+    [residual] = [v for v in model.evaluate("p", old, NOW).verdicts if v.gate == "residual_drift"]
     assert (residual.verdict, residual.reason) == ("INCONCLUSIVE", "interval_restarted")
     again = model.load("p", {**EMPTY, fields.STATE: model.dump(old)[fields.STATE]})
     assert not again.restarted
-    [residual] = [v for v in model.evaluate("p", again, NOW) if v.gate == "residual_drift"]
+    [residual] = [v for v in model.evaluate("p", again, NOW).verdicts if v.gate == "residual_drift"]
     assert residual.reason == "insufficient_data"

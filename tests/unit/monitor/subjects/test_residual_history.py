@@ -65,7 +65,7 @@ def test_one_batch_over_several_minutes_gives_a_point_per_minute() -> None:
     # Each point: the interval after the minute's last label, here all-time: n counts
     # every label up to the end of its minute.
     assert [p.n for p in points] == [int((minutes <= p.minute).sum()) for p in points]
-    last = model.evaluate("p", state, 0.0)[0].evidence
+    last = model.evaluate("p", state, 0.0).verdicts[0].evidence
     assert (points[-1].n, points[-1].estimate, points[-1].ci_low, points[-1].ci_high) == (
         last["n"],
         last["estimate"],

@@ -24,7 +24,9 @@ def score_verdicts(
     for offset, start in enumerate(range(0, scores.size, 250), first):
         chunk = scores[start : start + 250]
         fold(handler, state, events(chunk, np.full(chunk.size, np.nan), offset, NOW + start))
-        score = next(v for v in handler.model.evaluate("p", state, NOW) if v.gate == "score_drift")
+        score = next(
+            v for v in handler.model.evaluate("p", state, NOW).verdicts if v.gate == "score_drift"
+        )
         shown.append({"verdict": score.verdict, **score.evidence})
     return shown
 
@@ -85,7 +87,7 @@ def test_an_identity_stream_gets_a_score_gate_once_a_baseline_is_set() -> None:
     rng = np.random.default_rng(44)
     handler = LabelHandler(POLICY)
     state = fresh_state(handler)
-    assert [v.gate for v in handler.model.evaluate("p", state, NOW)] == ["residual_drift"]
+    assert [v.gate for v in handler.model.evaluate("p", state, NOW).verdicts] == ["residual_drift"]
     state.set_baseline(QuantileSketch(0.01).update(rng.uniform(size=1000)))
     shown = score_verdicts(handler, state, rng.uniform(0.5, 1.0, 1000), 0)
     assert shown[-1]["verdict"] == "FAIL" and shown[-1]["band"] == "severe"

@@ -1,0 +1,134 @@
+"""The subjects' views, as ``msgspec`` Structs: what a model's ``view`` returns, the worker
+stores beside the state and ``driftgate status`` shows (a stream's row; an experiment's
+and its agent's).
+
+The fields are in the order of the stored JSON, which does not change (the read model,
+dashboards and tests read it): :func:`monitor.events._decisions.encode` writes them.
+What a field holds is documented in ``docs/`` (``status --json``); parts whose shape is
+the estimators' own (a guardrail reading, a comparison, a label plan) stay mappings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "AgentRow",
+    "CalibratorRef",
+    "CovariateRow",
+    "ExperimentRow",
+    "ExperimentView",
+    "StreamView",
+    "ValueView",
+]
+
+Number = int | float
+
+
+class CalibratorRef(msgspec.Struct, kw_only=True):
+    kind: str
+    version: int
+
+
+class ValueView(msgspec.Struct, kw_only=True):
+    """The augmented value estimate: mean ``f(S)`` over every scored event plus the mean
+    labeled residual, with its anytime-valid interval."""
+
+    estimate: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+    plug_in: Number | None
+    residual_correction: Number | None
+    standard_error: Number | None
+    n_scored: int
+    n_labeled: int
+
+
+class CovariateRow(msgspec.Struct, kw_only=True):
+    """One declared covariate's drift; a categorical one adds the shares of its baseline
+    and of the values since."""
+
+    kind: str
+    n: int
+    baseline_n: int
+    distance: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+    band: str | None
+    verdict: str
+    reason: str
+    ignored: int
+    baseline_shares: dict[str, Number] | UnsetType = UNSET
+    shares: dict[str, Number] | UnsetType = UNSET
+
+
+class StreamView(msgspec.Struct, kw_only=True):
+    """A stream's row: the interval the residual verdict uses on top, the all-time and
+    restarted intervals beside it, score drift, the value estimate, the label plan."""
+
+    n: int
+    labeled_n: int
+    residual_n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+    interval: str
+    verdict: str
+    reason: str
+    next_step: str | None
+    calibrator: CalibratorRef
+    all_time: dict[str, Any]
+    since_change: dict[str, Any] | None
+    changes_detected: int
+    score_mean: Number | None
+    score_ks: Number | None
+    score_verdict: str | None
+    score_band: str | None
+    value: ValueView
+    residuals_by_decile: list[Any]
+    until_decided: dict[str, Any]
+    label_plan: dict[str, Any] | None
+    covariates: dict[str, CovariateRow]
+
+
+class ExperimentRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An experiment's row: each variant's guardrails and its comparison with control,
+    the split test, and (an A/B experiment with data in both arms) its analysis."""
+
+    control: str
+    variants: dict[str, dict[str, Any]]
+    srm_p_value: Number | None
+    verdict: str | None
+    srm_verdict: str | None
+    srm_counted: str | None
+    srm_capped: bool
+    stage: int
+    analysis: dict[str, Any] | None = None
+    """``monitor.subjects._experiment_analysis.analyse``; left out when there is none."""
+
+
+class AgentRow(msgspec.Struct, kw_only=True):
+    """A canary's row: its bundle, phase and share, the worst of its gates and the
+    runbook's recommendation."""
+
+    agent: str
+    bundle_id: str
+    phase: str
+    canary_percent: Number
+    deployed_at: Number
+    verdict: str
+    reason: str
+    recommendation: str
+    comparison: dict[str, Any] | None
+    rollback: dict[str, Any] | None
+    history: list[dict[str, Any]]
+
+
+class ExperimentView(msgspec.Struct, kw_only=True):
+    """An experiment's view; ``agent`` while it is a canary (it has a lifecycle)."""
+
+    experiment: ExperimentRow
+    agent: AgentRow | None
