@@ -38,7 +38,7 @@ from ._drift import (
 )
 from ._empirical_bernstein import EmpiricalBernsteinSequence
 from ._event_rate import EventRate
-from ._false_discovery import benjamini_hochberg
+from ._false_discovery import benjamini_hochberg, e_benjamini_hochberg
 from ._isotonic import IdentityCalibrator, IsotonicCalibrator, calibrator_from_state
 from ._ks_sequence import (
     BASELINE_ALPHA_SHARE,
@@ -67,6 +67,7 @@ from ._restarting import RestartingMeanSequence
 from ._sketch import QuantileSketch
 from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
 from ._srm import SampleRatioSequence, SplitCounts
+from ._subgroups import BoundedMeanEProcess, GroupedMeans, default_bets
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "AugmentedEstimate",
     "BernoulliSequence",
     "BinnedResiduals",
+    "BoundedMeanEProcess",
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
@@ -88,6 +90,7 @@ __all__ = [
     "DriftResult",
     "EmpiricalBernsteinSequence",
     "EventRate",
+    "GroupedMeans",
     "IdentityCalibrator",
     "Interval",
     "IsotonicCalibrator",
@@ -108,7 +111,9 @@ __all__ = [
     "calibration_quality",
     "calibrator_from_state",
     "cross_fit_predictions",
+    "default_bets",
     "disparity_ratio_sequence",
+    "e_benjamini_hochberg",
     "dkw_radius",
     "equivalence_labels_needed",
     "exceedance_sequence",

@@ -45,6 +45,7 @@ from ._covariates import (
 from ._decode import MessageDecoder
 from ._late_labels import LateLabelJoin, response_digests
 from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
+from ._subgroups import SubgroupResiduals, subgroup_gate_keys
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 
@@ -129,6 +130,8 @@ class LabelState:
     calibrator version starts those afresh, not what waits)."""
     history: ResidualHistory = field(default_factory=ResidualHistory)
     covariates: CovariateDrift = field(default_factory=CovariateDrift)
+    subgroups: SubgroupResiduals = field(default_factory=SubgroupResiduals)
+    """The residuals by subgroup (``residual_drift.group_by``)."""
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -166,6 +169,7 @@ class LabelState:
             "score_baseline": _sketch_state(self.score_baseline),
             "previous_scores": _sketch_state(self.previous_scores),
             "covariates": self.covariates.to_state(),
+            "subgroups": self.subgroups.to_state(),
         }
 
 
@@ -219,6 +223,8 @@ class LabelModel:
         fields.RESIDUAL_HISTORY,
     )
     tick_seconds: float | None = None
+    # The group verdicts' record keys, from the stored state (their published records).
+    gates_of = staticmethod(subgroup_gate_keys)
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -283,6 +289,7 @@ class LabelModel:
         state.score_baseline = _sketch_or_none(document.get("score_baseline"))
         state.previous_scores = _sketch_or_none(document.get("previous_scores"))
         state.covariates = CovariateDrift.from_state(document.get("covariates"))
+        state.subgroups = SubgroupResiduals.from_state(document.get("subgroups"))
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
@@ -329,6 +336,7 @@ class LabelModel:
                 )
             )
         verdicts += state.covariates.evaluate(subject, self.policy.covariate_drift, version)
+        verdicts += state.subgroups.evaluate(subject, self.policy.residual_drift, version)
         return verdicts
 
     def settle(
@@ -378,6 +386,7 @@ class LabelModel:
             "until_decided": self._until_decided(state, residual),
             "label_plan": self._plan_view(state),
             "covariates": state.covariates.view(verdicts),
+            "groups": SubgroupResiduals.view(verdicts),
         }
 
     def _value_view(self, state: LabelState) -> dict[str, Any]:
@@ -479,6 +488,10 @@ def _interval_view(sequence: Any) -> dict[str, Any]:
         "ci_low": finite_or_none(interval.low),
         "ci_high": finite_or_none(interval.high),
     }
+
+
+def _rows_of(covariates: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in covariates.items()}
 
 
 _get_s = attrgetter("s")
@@ -597,12 +610,20 @@ class LabelHandler:
                 np.concatenate([columns.s[labeled], joined.s])[order],
                 np.concatenate([columns.y[labeled], joined.y])[order],
                 np.concatenate([events.ts[labeled], joined.ts])[order],
+                groups=_rows_of(columns.covariates, rows[order]),
             )
         elif labeled.all():
-            self._fold_labels(subject, state, columns.s, columns.y, events.ts, predictions)
+            self._fold_labels(
+                subject, state, columns.s, columns.y, events.ts, predictions, columns.covariates
+            )
         elif labeled.any():
             self._fold_labels(
-                subject, state, columns.s[labeled], columns.y[labeled], events.ts[labeled]
+                subject,
+                state,
+                columns.s[labeled],
+                columns.y[labeled],
+                events.ts[labeled],
+                groups=_rows_of(columns.covariates, labeled),
             )
         # A response's covariates count once, with its score (a label alone is its late half).
         covariates = columns.covariates
@@ -619,9 +640,11 @@ class LabelHandler:
         y: np.ndarray,
         ts: np.ndarray,
         predictions: np.ndarray | None = None,
+        groups: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Residuals of labeled pairs into the residual statistics, a minute of event time
-        at a time (the residual history's points)."""
+        at a time (the residual history's points); ``groups``: the pairs' covariates, for
+        the residuals by subgroup (a late-labeled pair's: those of the half completing it)."""
         model = state.calibrator.model
         residuals = model.residuals(s, y)
         fold_by_minute(
@@ -642,3 +665,5 @@ class LabelHandler:
         )
         state.residuals_by_bin.update(s, residuals)
         state.label_rate.update(ts)
+        # --- residuals by subgroup (residual_drift.group_by) ---
+        state.subgroups.update(residuals, groups or {}, self.model.policy.residual_drift)
