@@ -129,21 +129,25 @@ def subgroup_residual_gates(
             "calibrator_version": calibrator_version,
         }
 
-        def verdict(outcome: str, action: str, reason: str) -> Verdict:
-            step = _next_step(shlex.quote(subject), covariate, value, outcome)
-            if step is not None:
-                evidence["next_step"] = step
-            part = group_part(covariate, value)
-            return Verdict(GATE, subject, outcome, action, reason, evidence, part=part)
-
+        outcome, action, reason = _judge(process, test, bool(reject), policy)
         if out_of_range.get(covariate):
-            verdicts.append(verdict("INCONCLUSIVE", "none", "residual_out_of_range"))
-        elif not test:
-            verdicts.append(verdict("INCONCLUSIVE", "none", "insufficient_data"))
-        elif not reject:
-            verdicts.append(verdict("PASS", "none", "no_drift"))
-        elif math.isfinite(process.mean) and abs(process.mean) >= policy.bias_threshold:
-            verdicts.append(verdict("FAIL", policy.fail_action, "residual_bias"))
-        else:
-            verdicts.append(verdict("WARN", policy.warn_action, "residual_bias"))
+            outcome, action, reason = "INCONCLUSIVE", "none", "residual_out_of_range"
+        step = _next_step(shlex.quote(subject), covariate, value, outcome)
+        if step is not None:
+            evidence["next_step"] = step
+        part = group_part(covariate, value)
+        verdicts.append(Verdict(GATE, subject, outcome, action, reason, evidence, part=part))
     return verdicts
+
+
+def _judge(
+    process: Any, tested: bool, rejected: bool, policy: ResidualDriftPolicy
+) -> tuple[str, str, str]:
+    """A group's verdict, action and reason, as the stream's interval is judged."""
+    if not tested:
+        return "INCONCLUSIVE", "none", "insufficient_data"
+    if not rejected:
+        return "PASS", "none", "no_drift"
+    if math.isfinite(process.mean) and abs(process.mean) >= policy.bias_threshold:
+        return "FAIL", policy.fail_action, "residual_bias"
+    return "WARN", policy.warn_action, "residual_bias"

@@ -94,6 +94,26 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
         means = " ".join(number(d["mean_residual"], "+.2g") if d["n"] else "." for d in deciles)
         counts = " ".join(count(d["n"]) for d in deciles)
         lines.append(f"  by decile:    mean residual {means} (labels {counts})")
+    lines += group_lines(row.get("groups") or {})
+    return lines
+
+
+def group_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The residuals by subgroup: each group's verdict and interval, flagged ones first,
+    with the playbook's next step for each flagged group."""
+    order = {"FAIL": 0, "WARN": 1}
+    ranked = sorted(groups.items(), key=lambda kv: (order.get(kv[1]["verdict"], 2), kv[0]))
+    lines = []
+    for name, group in ranked:
+        e = group["e_value"]
+        evidence = f"e-value {number(e, '.3g')}" if e is not None else "not tested yet"
+        lines.append(
+            f"  group {name}: {group['verdict']} ({group['reason']}); "
+            f"{_interval(group['residual_mean'], group['ci_low'], group['ci_high'], group['n'])}"
+            f"; {evidence} (flagged from {number(group['e_threshold'], '.3g')})"
+        )
+        if group.get("next_step"):
+            lines.append(f"    next step: {group['next_step']}")
     return lines
 
 
