@@ -66,7 +66,7 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 def flagged(grouped: GroupedMeans) -> set[str]:
     """The groups e-BH flags now, as ``subgroup_residual_gates`` decides."""
     items = list(grouped.items())
-    e = [p.e_value(0.0) if p.n >= POLICY.min_labeled else 1.0 for _, p in items]
+    e = [p.e_value(0.0) for _, p in items]
     reject, _ = e_benjamini_hochberg(e, POLICY.group_fdr, group_family_size(POLICY))
     return {name for (name, _), r in zip(items, reject, strict=True) if r}
 

@@ -3,6 +3,7 @@ residuals of a stream by subgroup), mergeable exactly."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -24,9 +25,14 @@ def default_bets() -> tuple[float, ...]:
     return tuple(round(0.9 / math.sqrt(2.0) ** k, 12) for k in range(18))
 
 
-def _psi(bets: np.ndarray) -> np.ndarray:
-    """``-log(1 - l) - l``: Fan et al.'s exponential penalty."""
-    return -np.log1p(-bets) - bets
+@functools.lru_cache(maxsize=8)
+def _bet_arrays(bets: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The bets and Fan et al.'s exponential penalty ``-log(1 - l) - l`` of each (read-only,
+    shared by every e-process of the same bets)."""
+    lam = np.asarray(bets, dtype=np.float64)
+    psi = -np.log1p(-lam) - lam
+    lam.flags.writeable = psi.flags.writeable = False
+    return lam, psi
 
 
 class BoundedMeanEProcess(StatefulEstimator):
@@ -72,7 +78,7 @@ class BoundedMeanEProcess(StatefulEstimator):
     nonparametric, nonasymptotic confidence sequences. Annals of Statistics 49(2).
     """
 
-    __slots__ = ("bets", "high", "low", "n", "sum_sq", "sum_x")
+    __slots__ = ("_lam", "_pairs", "_psi", "bets", "high", "low", "n", "sum_sq", "sum_x")
 
     def __init__(
         self, low: float = -1.0, high: float = 1.0, bets: Iterable[float] | None = None
@@ -83,6 +89,8 @@ class BoundedMeanEProcess(StatefulEstimator):
         self.bets = tuple(float(b) for b in (default_bets() if bets is None else bets))
         if not self.bets or not all(0 < b < 1 for b in self.bets):
             raise ValueError("bets must be in (0, 1)")
+        self._lam, self._psi = _bet_arrays(self.bets)
+        self._pairs = tuple(zip(self._lam.tolist(), self._psi.tolist(), strict=True))
         self.n = 0
         self.sum_x = 0.0
         self.sum_sq = 0.0
@@ -119,8 +127,7 @@ class BoundedMeanEProcess(StatefulEstimator):
         m = np.atleast_1d(np.asarray(mu, dtype=np.float64))[:, None]
         if self.n == 0:
             return np.zeros(m.shape[0])
-        lam = np.asarray(self.bets)[None, :]
-        psi = _psi(lam)
+        lam, psi = self._lam[None, :], self._psi[None, :]
         centred = self.sum_x - self.n * m  # sum (x - mu)
         squares = np.maximum(self.sum_sq - 2.0 * m * self.sum_x + self.n * m * m, 0.0)
         up, down = m - self.low, self.high - m  # how far below / above mu a value can lie
@@ -136,10 +143,25 @@ class BoundedMeanEProcess(StatefulEstimator):
         return np.asarray(mixed)
 
     def e_value(self, mu: float = 0.0) -> float:
-        """``E_t`` against the null mean ``mu`` (``inf`` past the float range)."""
+        """``E_t`` against the null mean ``mu`` (at most ``exp(709)``, the float range)."""
         if not self.low < mu < self.high:
             raise ValueError(f"mu must lie strictly inside ({self.low}, {self.high})")
-        return float(np.exp(min(self.log_e_values(mu)[0], 709.0)))
+        return math.exp(min(self._log_e(mu), 709.0))
+
+    def _log_e(self, mu: float) -> float:
+        """``log E_t`` at one null mean, in plain floats (a few dozen terms: numpy's
+        per-call overhead would be most of the time)."""
+        if self.n == 0:
+            return 0.0
+        centred = self.sum_x - self.n * mu
+        squares = max(self.sum_sq - 2.0 * mu * self.sum_x + self.n * mu * mu, 0.0)
+        up, down = mu - self.low, self.high - mu
+        a, b, c, d = centred / up, squares / up**2, -centred / down, squares / down**2
+        terms = [lam * a - psi * b for lam, psi in self._pairs] + [
+            lam * c - psi * d for lam, psi in self._pairs
+        ]
+        top = max(terms)
+        return top + math.log(math.fsum(math.exp(t - top) for t in terms) / len(terms))
 
     def interval(self, threshold: float, resolution: float = 1e-4) -> Interval:
         """The means around the estimate not rejected at ``threshold``: with ``threshold =
@@ -186,7 +208,7 @@ class BoundedMeanEProcess(StatefulEstimator):
         """Bisection between a rejected and a kept mean: the kept end, to ``tolerance``."""
         while abs(kept - rejected) > tolerance:
             middle = 0.5 * (kept + rejected)
-            if self.log_e_values(middle)[0] < log_threshold:
+            if self._log_e(middle) < log_threshold:
                 kept = middle
             else:
                 rejected = middle
@@ -255,14 +277,24 @@ class GroupedMeans(StatefulEstimator):
     def update(self, categories: Iterable[str], values: ArrayLike) -> GroupedMeans:
         """Fold ``values`` in by their ``categories`` (one string per value)."""
         x = np.asarray(values, dtype=np.float64).ravel()
-        names = np.asarray(list(categories), dtype=object)
-        if names.size != x.size:
+        names = list(categories)
+        if len(names) != x.size:
             raise ValueError("one category per value")
         if x.size == 0:
             return self
-        keys, inverse = np.unique(names.astype(str), return_inverse=True)
-        for index, category in enumerate(keys.tolist()):
-            part = self._fresh().update(x[inverse == index])
+        if not (x.min() >= self.low and x.max() <= self.high):
+            raise ValueError(f"values must lie in [{self.low}, {self.high}]")
+        codes: dict[str, int] = {}
+        inverse = np.fromiter(
+            (codes.setdefault(str(name), len(codes)) for name in names), np.int64, x.size
+        )
+        counts = np.bincount(inverse, minlength=len(codes))
+        sums = np.bincount(inverse, weights=x, minlength=len(codes))
+        squares = np.bincount(inverse, weights=x * x, minlength=len(codes))
+        for category, index in codes.items():
+            part = self._fresh()
+            part.n, part.sum_x = int(counts[index]), float(sums[index])
+            part.sum_sq = float(squares[index])
             self._add(category, part)
         return self
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from estimators import OTHER_CATEGORY, GroupedMeans, e_benjamini_hochberg
@@ -69,25 +69,31 @@ def subgroup_residual_gates(
     policy: ResidualDriftPolicy,
     calibrator_version: int,
     out_of_range: Mapping[str, int] | None = None,
+    standing: Collection[str] = (),
 ) -> list[Verdict]:
     """A ``residual_drift`` verdict per group of each covariate in ``policy.group_by``
     (``part`` and ``evidence.group`` name it), in the policy's order, then by value.
 
     Each group's residuals feed an e-process against mean 0
-    (:class:`estimators.BoundedMeanEProcess`, anytime-valid); a group with at least
-    ``min_labeled`` labels is tested, the others count as untested (e-value 1). e-BH
+    (:class:`estimators.BoundedMeanEProcess`, anytime-valid). e-BH
     (:func:`estimators.e_benjamini_hochberg`) over the family of every group the policy
-    allows (:func:`group_family_size`) rejects the ``k*`` largest: the expected share of
-    false discoveries among the groups flagged is at most ``group_fdr`` at any time the
-    verdicts are read (Wang and Ramdas 2022), and under no bias anywhere the chance of
-    ever flagging a group at all is at most ``group_fdr`` (the groups' mean e-process is
-    a test supermartingale: Ville's inequality). A rejected group is FAIL when its mean
-    residual is at least ``bias_threshold`` away from 0, else WARN, as the stream's gate
-    judges its interval; the others PASS. The evidence's interval holds the means the
-    group's e-process does not reject at e-BH's threshold ``m / (max(k*, 1) q)``, so it
-    excludes 0 exactly when the group is flagged (the selected intervals' false coverage
-    rate is at most q). A group with residuals outside ``label_range`` is not tested:
-    INCONCLUSIVE (reason ``residual_out_of_range``).
+    allows (:func:`group_family_size`, a group not seen counting as untested) rejects the
+    ``k*`` largest: the expected share of false discoveries among the groups rejected is
+    at most ``group_fdr`` at any time the verdicts are read (Wang and Ramdas 2022); under
+    no bias anywhere the chance of ever rejecting a group at all is at most ``group_fdr``
+    (the groups' mean e-process is a test supermartingale: Ville's inequality).
+
+    A group once flagged stays flagged under this calibrator version (``standing``: the
+    parts flagged before, as the stream gate's change alarm stands), so a decision does
+    not flap while its e-value wanders near the threshold; the evidence says so
+    (``standing``). A flagged group is FAIL when its mean residual is at least
+    ``bias_threshold`` away from 0, else WARN, as the stream's gate judges its interval;
+    the others PASS; fewer than ``min_labeled`` labels: INCONCLUSIVE. The evidence's
+    interval holds the means the group's e-process does not reject at e-BH's threshold
+    ``m / (max(k*, 1) q)``, so it excludes 0 exactly when e-BH rejects the group now (the
+    selected intervals' false coverage rate is at most q). A covariate whose residuals
+    left ``label_range`` (which the e-process cannot hold) has its groups untested
+    (e-value 1) and INCONCLUSIVE (reason ``residual_out_of_range``).
     """
     out_of_range = out_of_range or {}
     family: list[tuple[str, str, Any]] = [
@@ -101,8 +107,8 @@ def subgroup_residual_gates(
         for covariate, _, process in family
     ]
     e_values = [
-        process.e_value(0.0) if test else 1.0
-        for (_, _, process), test in zip(family, tested, strict=True)
+        1.0 if out_of_range.get(covariate) else process.e_value(0.0)
+        for covariate, _, process in family
     ]
     m = group_family_size(policy)
     q = policy.group_fdr
@@ -121,7 +127,7 @@ def subgroup_residual_gates(
             "threshold": policy.bias_threshold,
             "method": GROUP_METHOD,
             "group": {"covariate": covariate, "value": value},
-            "e_value": finite_or_none(e) if test else None,
+            "e_value": finite_or_none(e),
             "e_threshold": e_threshold,
             "fdr_q": q,
             "groups": m,
@@ -129,13 +135,15 @@ def subgroup_residual_gates(
             "calibrator_version": calibrator_version,
         }
 
-        outcome, action, reason = _judge(process, test, bool(reject), policy)
+        part = group_part(covariate, value)
+        stands = part in standing and not reject
+        evidence["standing"] = stands
+        outcome, action, reason = _judge(process, test, bool(reject) or stands, policy)
         if out_of_range.get(covariate):
             outcome, action, reason = "INCONCLUSIVE", "none", "residual_out_of_range"
         step = _next_step(shlex.quote(subject), covariate, value, outcome)
         if step is not None:
             evidence["next_step"] = step
-        part = group_part(covariate, value)
         verdicts.append(Verdict(GATE, subject, outcome, action, reason, evidence, part=part))
     return verdicts
 

@@ -40,11 +40,13 @@ def subgroup_gate_keys(stored: Mapping[str, Any]) -> list[str]:
 class SubgroupResiduals:
     """Per covariate of ``group_by``, the residuals by value; ``out_of_range`` counts the
     residuals outside the label range a covariate's group got (their groups go untested);
-    ``keys`` are the record keys of every group verdict given under this state."""
+    ``keys`` are the record keys of every group verdict given under this state, and
+    ``flagged`` the groups (``covariate=value``) flagged so far: their flag stands."""
 
     groups: dict[str, GroupedMeans] = field(default_factory=dict)
     out_of_range: dict[str, int] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
+    flagged: set[str] = field(default_factory=set)
 
     def update(
         self,
@@ -79,9 +81,10 @@ class SubgroupResiduals:
         self, subject: str, policy: ResidualDriftPolicy, calibrator_version: int
     ) -> list[Verdict]:
         verdicts = subgroup_residual_gates(
-            subject, self.groups, policy, calibrator_version, self.out_of_range
+            subject, self.groups, policy, calibrator_version, self.out_of_range, self.flagged
         )
         self.keys.update(verdict.key for verdict in verdicts)
+        self.flagged.update(v.part for v in verdicts if v.verdict in ("WARN", "FAIL"))
         return verdicts
 
     @staticmethod
@@ -111,6 +114,7 @@ class SubgroupResiduals:
             "groups": {name: g.to_state() for name, g in sorted(self.groups.items())},
             "out_of_range": dict(sorted(self.out_of_range.items())),
             "keys": sorted(self.keys),
+            "flagged": sorted(self.flagged),
         }
 
     @classmethod
@@ -122,4 +126,5 @@ class SubgroupResiduals:
             {name: GroupedMeans.from_state(g) for name, g in state["groups"].items()},
             {name: int(k) for name, k in state["out_of_range"].items()},
             set(state["keys"]),
+            set(state.get("flagged", ())),
         )

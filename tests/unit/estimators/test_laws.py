@@ -30,10 +30,12 @@ import estimators
 from estimators import (
     BernoulliSequence,
     BinnedResiduals,
+    BoundedMeanEProcess,
     CategoryCounts,
     CoMoments,
     EmpiricalBernsteinSequence,
     EventRate,
+    GroupedMeans,
     IdentityCalibrator,
     IsotonicCalibrator,
     MeanShiftDetector,
@@ -96,7 +98,16 @@ def _categories(rng: np.random.Generator, size: int) -> Batch:
     return ([f"c{k}" for k in rng.zipf(1.5, size) % 12],)
 
 
+def _grouped(rng: np.random.Generator, size: int) -> Batch:
+    """Residuals of more categories than are named: ``other`` is exercised too."""
+    return [f"c{k}" for k in rng.zipf(1.5, size) % 12], rng.uniform(-1, 1, size)
+
+
 LAWS: dict[str, Law] = {
+    "BoundedMeanEProcess": Law(
+        BoundedMeanEProcess, lambda rng, n: (rng.uniform(-1, 1, n),), merges=True
+    ),
+    "GroupedMeans": Law(lambda: GroupedMeans(5), _grouped, merges=True),
     "CategoryCounts": Law(lambda: CategoryCounts(5), _categories, merges=True),
     "Moments": Law(Moments, _normal, merges=True),
     "CoMoments": Law(
