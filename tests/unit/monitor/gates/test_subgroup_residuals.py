@@ -148,3 +148,31 @@ def test_group_by_and_its_settings_are_checked_by_name(tmp_path: Path) -> None:
         path.write_text(f"residual_drift:\n  {text}\n")
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_policy(str(path))
+
+
+def test_status_lines_and_replay_show_the_group(tmp_path: Path) -> None:
+    """``driftgate replay`` keeps the covariates a policy groups by (its events are read
+    once for every policy), and ``driftgate status`` words the flagged group first."""
+    from monitor.presentation._status import stream_lines
+    from monitor.replay import Replay, read_events
+
+    rng = np.random.default_rng(11)
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(
+        b"\n".join(
+            orjson.dumps(event)
+            for offset in range(0, 3000, 250)
+            for event in orjson.loads(batch(offset, rng).value)
+        )
+    )
+    policy = Policy(residual_drift=POLICY)
+    log = read_events([str(path)], policies=[policy])
+    run = Replay(policy, log).run()
+    assert [(d["verdict"], d["evidence"]["group"]["value"]) for d in run.decisions] == [
+        ("FAIL", "legal")
+    ]
+    lines = stream_lines("judge", run.status["streams"]["judge"])
+    flagged = next(i for i, line in enumerate(lines) if line.startswith("  group domain=legal"))
+    assert "FAIL (residual_bias)" in lines[flagged]
+    assert lines[flagged + 1].startswith("    next step: relabel domain=legal")
+    assert lines[-1].startswith("  groups PASS:  domain=chat (")
