@@ -55,7 +55,7 @@ from ._experiment_design import (
     standardized_difference,
     two_proportion_sample_size,
 )
-from ._false_discovery import benjamini_hochberg
+from ._false_discovery import benjamini_hochberg, e_benjamini_hochberg
 from ._isotonic import Calibrator, CovariateColumns, IdentityCalibrator, IsotonicCalibrator
 from ._ks_sequence import (
     BASELINE_ALPHA_SHARE,
@@ -84,6 +84,7 @@ from ._restarting import RestartingMeanSequence
 from ._sketch import QuantileSketch
 from ._sketch_bounds import exceedance_sequence, quantile_interval, quantile_rank_bounds
 from ._srm import SampleRatioSequence, SplitCounts
+from ._subgroups import BoundedMeanEProcess, GroupedMeans, default_bets
 from ._two_sample import DifferenceInterval, mean_difference_sequence
 from ._two_stage import CovariateEncoding, TwoStageCalibrator
 
@@ -95,6 +96,7 @@ __all__ = [
     "AugmentedEstimate",
     "BernoulliSequence",
     "BinnedResiduals",
+    "BoundedMeanEProcess",
     "BudgetPlan",
     "CalibrationDecile",
     "CalibrationQuality",
@@ -111,6 +113,7 @@ __all__ = [
     "DriftResult",
     "EmpiricalBernsteinSequence",
     "EventRate",
+    "GroupedMeans",
     "IdentityCalibrator",
     "Interval",
     "IsotonicCalibrator",
@@ -140,8 +143,10 @@ __all__ = [
     "cross_fit_predictions",
     "cuped_fit",
     "cuped_sample_size",
+    "default_bets",
     "disparity_ratio_sequence",
     "dkw_radius",
+    "e_benjamini_hochberg",
     "equivalence_labels_needed",
     "exceedance_sequence",
     "fixed_power",

@@ -119,7 +119,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ] or [(DEFAULT_POLICY, Policy())]
     calibrators = [read_calibrator_file(path) for path in args.calibrator or []]
     progress = Progress(sys.stderr)
-    log = read_events(args.files, kind, sort=not args.no_sort, progress=progress)
+    log = read_events(
+        args.files,
+        kind,
+        sort=not args.no_sort,
+        progress=progress,
+        policies=[policy for _, policy in policies],
+    )
     if log.unsorted:
         what = "kept in the files' order (--no-sort)" if args.no_sort else "sorted"
         print(

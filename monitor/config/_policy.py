@@ -60,6 +60,12 @@ class ResidualDriftPolicy:
     # Labels outside label_range: the asymptotic interval decides from this many labels
     # (a heavy-tailed stream's plug-in interval needs them; bench/validity.py).
     min_labeled_unbounded: int = 3000
+    # Subgroups: the gate also judges each value of these categorical covariates (of the
+    # label events' `covariates`), at most max_groups values each by name, the rest pooled
+    # as `other`; an e-process per group, combined by e-BH at false discovery rate group_fdr.
+    group_by: tuple[str, ...] = ()
+    max_groups: int = 10
+    group_fdr: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -335,6 +341,10 @@ def _check(policy: Policy) -> None:
     probability(policy.score_drift.alpha, "score_drift.alpha")
     probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
     _check_covariate_drift(policy.covariate_drift, require, probability)
+    _check_names(policy.residual_drift.group_by, "residual_drift.group_by", require)
+    probability(policy.residual_drift.group_fdr, "residual_drift.group_fdr")
+    groups = policy.residual_drift.max_groups
+    require(1 <= groups <= 100, "residual_drift.max_groups", f"must be in 1..100, got {groups}")
     require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
     require(policy.labels.join_window_seconds > 0, "labels.join_window_seconds", "must be positive")
     agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
@@ -415,18 +425,19 @@ def _check_covariate_drift(
         "covariate_drift.max_categories",
         f"must be at most 30, got {policy.max_categories}",
     )
-    names = policy.covariates
+    _check_names(policy.covariates, "covariate_drift.covariates", require)
+
+
+def _check_names(
+    names: tuple[str, ...], key: str, require: Callable[[bool, str, str], None]
+) -> None:
     for name in names:
         require(
             bool(_COVARIATE_NAME.fullmatch(name)),
-            "covariate_drift.covariates",
+            key,
             f"names letters, digits, _, . and -, got {name!r}",
         )
-    require(
-        len(set(names)) == len(names),
-        "covariate_drift.covariates",
-        f"names a covariate twice: {list(names)}",
-    )
+    require(len(set(names)) == len(names), key, f"names a covariate twice: {list(names)}")
 
 
 def load_policy(path: str | None) -> Policy:

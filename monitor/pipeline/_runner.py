@@ -357,8 +357,9 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
 
     async def _load(self, names: list[str], topic: str, needed: dict[str, set[int]]) -> None:
         model = self.model
+        parts = getattr(model, "gates_of", None)  # records of gates judged in parts
         stored = await self.reads.subjects(
-            model.kind, names, topic, model.stored_fields, model.gates, needed
+            model.kind, names, topic, model.stored_fields, model.gates, needed, parts
         )
         states = {name: model.load(name, subject.values) for name, subject in stored.items()}
         if self.pending is not None:

@@ -249,6 +249,39 @@ def _stream_section(
             )
         )
     _decile_section(memo, name, view.get("residuals_by_decile") or [])
+    _group_section(memo, view.get("groups") or {})
+
+
+def _group_section(memo: Memo, groups: dict[str, dict[str, Any]]) -> None:
+    """Where a bias lives by covariate: each subgroup's residuals, e-value and verdict."""
+    if not groups:
+        return
+    memo.blocks.append(Heading("Residuals by subgroup", 3))
+    rows = [
+        [
+            name,
+            str(group["n"]),
+            interval(group["residual_mean"], group["ci_low"], group["ci_high"]),
+            number(group["e_value"], ".3g") if group["e_value"] is not None else "-",
+            group["verdict"],
+        ]
+        for name, group in sorted(groups.items())
+    ]
+    memo.blocks.append(
+        Table(["group", "labels", "mean residual [interval]", "e-value", "verdict"], rows)
+    )
+    threshold = next(iter(groups.values()))["e_threshold"]
+    memo.blocks.append(
+        Paragraph(
+            "Each group's residuals are an e-process against mean 0; e-BH flags the groups "
+            f"whose e-values pass m / (k q) (now {number(threshold, '.3g')}), so the expected "
+            "share of wrongly flagged groups stays at most q however often it is read. The "
+            "intervals hold the means not rejected at that threshold."
+        )
+    )
+    for name, group in sorted(groups.items()):
+        if group.get("next_step"):
+            memo.blocks.append(Paragraph(f"Next step for {name}: {group['next_step']}"))
 
 
 def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:

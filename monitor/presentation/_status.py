@@ -94,6 +94,31 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
         means = " ".join(number(d["mean_residual"], "+.2g") if d["n"] else "." for d in deciles)
         counts = " ".join(count(d["n"]) for d in deciles)
         lines.append(f"  by decile:    mean residual {means} (labels {counts})")
+    return lines + group_lines(row.get("groups") or {})
+
+
+def group_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The residuals by subgroup: each group not PASS with its verdict and interval, flagged
+    ones first, with the playbook's next step for each; the passing ones in one line
+    (``status --json`` has every figure of every group)."""
+    order = {"FAIL": 0, "WARN": 1}
+    ranked = sorted(groups.items(), key=lambda kv: (order.get(kv[1]["verdict"], 2), kv[0]))
+    passing = [f"{name} ({count(g['n'])})" for name, g in ranked if g["verdict"] == "PASS"]
+    lines = []
+    for name, group in ranked:
+        if group["verdict"] == "PASS":
+            continue
+        e = group["e_value"]
+        evidence = f"e-value {number(e, '.3g')}" if e is not None else "not tested yet"
+        lines.append(
+            f"  group {name}: {group['verdict']} ({group['reason']}); "
+            f"{_interval(group['residual_mean'], group['ci_low'], group['ci_high'], group['n'])}"
+            f"; {evidence} (flagged from {number(group['e_threshold'], '.3g')})"
+        )
+        if group.get("next_step"):
+            lines.append(f"    next step: {group['next_step']}")
+    if passing:
+        lines.append(f"  groups PASS:  {', '.join(passing)}")
     return lines
 
 

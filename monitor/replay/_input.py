@@ -19,9 +19,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..config import Policy
+from ..config import CovariateDriftPolicy, Policy
 from ..pipeline import RawMessage, SubjectEvents
 from ..subjects import HANDLERS
+from ..subjects._covariates import covariate_names
 from ..workflows._calibration import InputError, Progress
 
 __all__ = ["EventGroup", "EventLog", "infer_topic", "read_events"]
@@ -101,9 +102,11 @@ def read_events(
     *,
     sort: bool = True,
     progress: Progress | None = None,
+    policies: Sequence[Policy] = (),
 ) -> EventLog:
     """Read, check and group every event of ``paths``; ordered by event time unless
-    ``sort`` is false. Raises :class:`InputError` naming the first bad line."""
+    ``sort`` is false. Raises :class:`InputError` naming the first bad line. The label
+    events keep every covariate one of ``policies`` reads (drift, subgroups)."""
     by_topic: dict[str, list[RawMessage]] = {kind: [] for kind in HANDLERS}
     problems: dict[tuple[int, int], str] = {}
     for index, path in enumerate(paths):
@@ -122,7 +125,8 @@ def read_events(
                 continue
             by_topic[kind].append(RawMessage(kind, index, number, line))
     groups: list[EventGroup] = []
-    policy = Policy()
+    names = dict.fromkeys(name for p in policies for name in covariate_names(p))
+    policy = Policy(covariate_drift=CovariateDriftPolicy(covariates=tuple(names)))
     for kind, messages in by_topic.items():
         if not messages:
             continue

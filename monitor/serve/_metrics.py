@@ -163,11 +163,40 @@ def _streams(streams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
             value["estimate"].add_metric([name], _value(estimate["estimate"], math.nan))
             value["ci_lower"].add_metric([name], _value(estimate["ci_low"], -math.inf))
             value["ci_upper"].add_metric([name], _value(estimate["ci_high"], math.inf))
+    yield from _groups(verdict_interval, streams)  # residuals by subgroup
     yield from verdict_interval.values()
     yield from all_time.values()
     yield score_ks
     yield from value.values()
     yield from covariates.families()
+
+
+# --- residuals by subgroup (residual_drift.group_by) ------------------------------------
+
+
+def _groups(families: dict[str, GaugeMetricFamily], streams: dict[str, Any]) -> Iterator[Metric]:
+    """Each group's residual interval in the stream's residual families with a ``group``
+    label (``covariate=value``: at most ``max_groups`` + 1 per covariate, the policy's
+    cap), and its e-value (``driftgate_residual_group_e_value``)."""
+    e_value = GaugeMetricFamily(
+        "driftgate_residual_group_e_value",
+        "A subgroup's e-value against mean residual 0 (e-BH flags it past m / (k q)).",
+        labels=["stream", "group"],
+    )
+    for stream, view in sorted(streams.items()):
+        for group, row in sorted((view.get("groups") or {}).items()):
+            labels = {"stream": stream, "group": group}
+            for suffix, value in (
+                ("n", float(row["n"])),
+                ("mean", _value(row["residual_mean"], math.nan)),
+                ("ci_lower", _value(row["ci_low"], -math.inf)),
+                ("ci_upper", _value(row["ci_high"], math.inf)),
+            ):
+                family = families[suffix]
+                family.samples.append(Sample(family.name, labels, value))
+            if row["e_value"] is not None:
+                e_value.add_metric([stream, group], _value(row["e_value"], math.inf))
+    yield e_value
 
 
 class _CovariateFamilies:
@@ -299,6 +328,9 @@ def _gates(snapshot: Snapshot) -> Iterator[Metric]:
         part = _PART_LABELS.get(gate["gate"])
         if part is not None:
             labels[part] = str(gate["evidence"].get(part, ""))
+        group = gate["evidence"].get("group")
+        if isinstance(group, dict):  # a subgroup's verdict: its own series
+            labels["group"] = f"{group['covariate']}={group['value']}"
         status.samples.append(
             Sample(status.name, labels, float(GATE_STATUS_CODES[gate["verdict"]]))
         )

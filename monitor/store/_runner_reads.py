@@ -3,7 +3,7 @@ the views the clock looks at. The runner plans and retries; these are its round 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +87,12 @@ class RunnerReads:
         stored_fields: Sequence[str],
         gates: Iterable[str],
         needed: Mapping[str, set[int]],
+        gates_of: Callable[[Mapping[str, Any]], Iterable[str]] | None = None,
     ) -> dict[str, StoredSubject]:
         """Read subjects of one kind (registering them and their kind), with the fences
-        of the partitions each needs and the duplicate window of ``topic``."""
+        of the partitions each needs and the duplicate window of ``topic``; ``gates_of``
+        names, from a subject's stored fields, the records of gates it judges in parts
+        not known in advance (subgroups), whose published records come in one more read."""
         gates = list(gates)
         wanted = [
             fields.REV,
@@ -121,6 +124,7 @@ class RunnerReads:
             by_subject[name][bucket] = blob
 
         stored = {}
+        extra: dict[str, list[str]] = {}
         for name in names:
             row = rows[name]
             values = dict(zip(wanted, row[: len(wanted)], strict=True))
@@ -132,6 +136,8 @@ class RunnerReads:
                 if (raw := values[fields.published(gate)]) is not None
             }
             watermark, _ = windows[name]
+            if gates_of is not None:
+                extra[name] = [g for g in gates_of(values) if g not in gates]
             stored[name] = StoredSubject(
                 rev=None if rev is None else int(rev),
                 values={f: values[f] for f in stored_fields},
@@ -143,7 +149,23 @@ class RunnerReads:
                 watermark=watermark,
                 seen=by_subject[name],
             )
+        if any(extra.values()):
+            await self._published_parts(kind, extra, stored)
         return stored
+
+    async def _published_parts(
+        self, kind: str, extra: Mapping[str, list[str]], stored: Mapping[str, StoredSubject]
+    ) -> None:
+        """The published records of ``extra`` gate keys, into each subject's ``published``."""
+        wanted = [(name, keys) for name, keys in extra.items() if keys]
+        pipe = self.client.pipeline(transaction=False)
+        for name, keys in wanted:
+            state = self.layout.subject(kind, name).state
+            pipe.hmget(state, [fields.published(gate) for gate in keys])
+        for (name, keys), row in zip(wanted, await pipe.execute(), strict=True):
+            for gate, raw in zip(keys, row, strict=True):
+                if raw is not None:
+                    stored[name].published[gate] = orjson.loads(raw)
 
     async def pending(
         self, kind: str, buckets: Mapping[str, Sequence[int]]

@@ -22,6 +22,7 @@ from ._views import CovariateRow
 __all__ = [
     "CovariateDrift",
     "CovariateTrack",
+    "category_name",
     "covariate_gate_keys",
     "covariate_names",
     "covariates_of_events",
@@ -33,8 +34,10 @@ Columns = dict[str, np.ndarray]
 
 
 def covariate_names(policy: Policy) -> tuple[str, ...]:
-    """The covariates a label batch must carry to its statistics: those watched for drift."""
-    return policy.covariate_drift.covariates
+    """The covariates a label batch must carry to its statistics: those watched for drift,
+    then those the residuals are grouped by."""
+    watched = policy.covariate_drift.covariates
+    return (*watched, *(n for n in policy.residual_drift.group_by if n not in watched))
 
 
 def covariate_gate_keys(policy: Policy) -> tuple[str, ...]:
@@ -75,7 +78,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _category(value: Any) -> str:
+def category_name(value: Any) -> str:
     """A category's name: a string as it is, anything else as its JSON (``true``, ``3``)."""
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -106,7 +109,7 @@ class CovariateTrack:
 
     def _usable(self, values: np.ndarray) -> tuple[list[Any], int]:
         if self.kind == "categorical":
-            return [_category(v) for v in values], 0
+            return [category_name(v) for v in values], 0
         numbers = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
         return numbers, values.size - len(numbers)
 

@@ -52,6 +52,7 @@ from ._covariates import (
 from ._decode import MessageDecoder
 from ._late_labels import LateLabelJoin, response_digests
 from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
+from ._subgroups import SubgroupResiduals, subgroup_gate_keys
 from ._views import CalibratorRef, StreamView, ValueView
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
@@ -137,6 +138,8 @@ class LabelState:
     calibrator version starts those afresh, not what waits)."""
     history: ResidualHistory = field(default_factory=ResidualHistory)
     covariates: CovariateDrift = field(default_factory=CovariateDrift)
+    subgroups: SubgroupResiduals = field(default_factory=SubgroupResiduals)
+    """The residuals by subgroup (``residual_drift.group_by``)."""
     restarted: bool = False
     """The residual interval was started afresh on load (a state written before exact
     intervals): its first verdict says so. Not stored: one evaluation sees it."""
@@ -174,6 +177,7 @@ class LabelState:
             "score_baseline": _sketch_state(self.score_baseline),
             "previous_scores": _sketch_state(self.previous_scores),
             "covariates": self.covariates.to_state(),
+            "subgroups": self.subgroups.to_state(),
         }
 
 
@@ -233,6 +237,8 @@ class LabelModel:
         fields.RESIDUAL_HISTORY,
     )
     tick_seconds: float | None = None
+    # The group verdicts' record keys, from the stored state (their published records).
+    gates_of = staticmethod(subgroup_gate_keys)
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -297,6 +303,7 @@ class LabelModel:
         state.score_baseline = _sketch_or_none(document.get("score_baseline"))
         state.previous_scores = _sketch_or_none(document.get("previous_scores"))
         state.covariates = CovariateDrift.from_state(document.get("covariates"))
+        state.subgroups = SubgroupResiduals.from_state(document.get("subgroups"))
         return state
 
     def dump(self, state: LabelState) -> dict[str, bytes | str]:
@@ -343,6 +350,7 @@ class LabelModel:
                 )
             )
         verdicts += state.covariates.evaluate(subject, self.policy.covariate_drift, version)
+        verdicts += state.subgroups.evaluate(subject, self.policy.residual_drift, version)
         return Judgement(verdicts)
 
     def settle(
@@ -397,6 +405,7 @@ class LabelModel:
             until_decided=self._until_decided(state, residual),
             label_plan=self._plan_view(state),
             covariates=state.covariates.view(verdicts),
+            groups=SubgroupResiduals.view(verdicts),
         )
 
     def _value_view(self, state: LabelState) -> ValueView:
@@ -498,6 +507,10 @@ def _interval_view(sequence: Any) -> dict[str, Any]:
         "ci_low": finite_or_none(interval.low),
         "ci_high": finite_or_none(interval.high),
     }
+
+
+def _rows_of(covariates: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[rows] for name, values in covariates.items()}
 
 
 _get_s = attrgetter("s")
@@ -624,6 +637,7 @@ class LabelHandler:
                 calibrator_inputs(
                     model, objects, np.concatenate([np.flatnonzero(labeled), joined.rows])[order]
                 ),
+                groups=_rows_of(columns.covariates, rows[order]),
             )
         elif labeled.all():
             self._fold_labels(
@@ -634,6 +648,7 @@ class LabelHandler:
                 events.ts,
                 calibrator_inputs(model, objects),
                 predictions,
+                groups=columns.covariates,
             )
         elif labeled.any():
             self._fold_labels(
@@ -643,6 +658,7 @@ class LabelHandler:
                 columns.y[labeled],
                 events.ts[labeled],
                 calibrator_inputs(model, objects, labeled),
+                groups=_rows_of(columns.covariates, labeled),
             )
         # A response's covariates count once, with its score (a label alone is its late half).
         covariates = columns.covariates
@@ -660,10 +676,12 @@ class LabelHandler:
         ts: np.ndarray,
         covariates: dict[str, np.ndarray] | None,
         predictions: np.ndarray | None = None,
+        groups: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Residuals of labeled pairs into the residual statistics, a minute of event time
         at a time (the residual history's points); ``covariates`` are those the calibrator
-        reads, per pair."""
+        reads, per pair; ``groups``: the pairs' covariates, for the residuals by subgroup
+        (a late-labeled pair's: those of the half completing it)."""
         model = state.calibrator.model
         residuals = model.residuals(s, y, covariates)
         fold_by_minute(
@@ -684,3 +702,5 @@ class LabelHandler:
         )
         state.residuals_by_bin.update(s, residuals)
         state.label_rate.update(ts)
+        # --- residuals by subgroup (residual_drift.group_by) ---
+        state.subgroups.update(residuals, groups or {}, self.model.policy.residual_drift)

@@ -65,9 +65,10 @@ class CovariateRow(msgspec.Struct, kw_only=True):
     shares: dict[str, Number] | UnsetType = UNSET
 
 
-class StreamView(msgspec.Struct, kw_only=True):
+class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A stream's row: the interval the residual verdict uses on top, the all-time and
-    restarted intervals beside it, score drift, the value estimate, the label plan."""
+    restarted intervals beside it, score drift, the value estimate, the label plan, the
+    declared covariates' drift and (with ``residual_drift.group_by``) the subgroups."""
 
     n: int
     labeled_n: int
@@ -92,6 +93,8 @@ class StreamView(msgspec.Struct, kw_only=True):
     until_decided: dict[str, Any]
     label_plan: dict[str, Any] | None
     covariates: dict[str, CovariateRow]
+    groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Per group (``covariate=value``) its residual verdict; left out when none is declared."""
 
 
 class ExperimentRow(msgspec.Struct, kw_only=True, omit_defaults=True):

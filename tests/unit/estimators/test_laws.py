@@ -30,11 +30,13 @@ import estimators
 from estimators import (
     BernoulliSequence,
     BinnedResiduals,
+    BoundedMeanEProcess,
     CategoryCounts,
     CoMoments,
     CovariateEncoding,
     EmpiricalBernsteinSequence,
     EventRate,
+    GroupedMeans,
     IdentityCalibrator,
     IsotonicCalibrator,
     MeanShiftDetector,
@@ -106,7 +108,16 @@ def _two_stage_pairs(rng: np.random.Generator, size: int) -> Batch:
     return s, y, {"difficulty": difficulty.astype(object)}
 
 
+def _grouped(rng: np.random.Generator, size: int) -> Batch:
+    """Residuals of more categories than are named: ``other`` is exercised too."""
+    return [f"c{k}" for k in rng.zipf(1.5, size) % 12], rng.uniform(-1, 1, size)
+
+
 LAWS: dict[str, Law] = {
+    "BoundedMeanEProcess": Law(
+        BoundedMeanEProcess, lambda rng, n: (rng.uniform(-1, 1, n),), merges=True
+    ),
+    "GroupedMeans": Law(lambda: GroupedMeans(5), _grouped, merges=True),
     "CategoryCounts": Law(lambda: CategoryCounts(5), _categories, merges=True),
     "Moments": Law(Moments, _normal, merges=True),
     "CoMoments": Law(
