@@ -42,6 +42,7 @@ from ..store._runner_reads import RunnerReads, StoredLedger
 from ..store._write import Applied, Conflict, Refused, SubjectWrite, WriteScript
 from ._dedupe import DuplicateWindow
 from ._errors import PermanentError, TransientError
+from ._fences import plan_fences
 from ._judge import Judged, gate_records, judge_subject
 from ._letters import MAX_MESSAGE_BYTES
 from ._runner_letters import _at_most_per_message, _DeadLetters, _refused_letters
@@ -457,28 +458,8 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         topic: str,
         highwaters: Mapping[int, int | None],
     ) -> tuple[dict[int, int], dict[int, Fence]]:
-        """Per partition, the first offset to apply and the new fence (only where it moves).
-
-        A fence of an older log epoch means nothing was applied from the current log yet;
-        one beyond the end of the current log means the log was created anew.
-        """
         assert self._epochs is not None
-        starts, moved = {}, {}
-        one = partitions.size and partitions.min() == partitions.max()
-        for partition in [int(partitions[0])] if one else np.unique(partitions).tolist():
-            epoch = self._epochs.get((topic, partition), 0)
-            fence = stored.get(partition)
-            if fence is not None and fence.epoch > epoch:
-                raise _StaleEpochs
-            start = fence.offset if fence is not None and fence.epoch == epoch else 0
-            end = highwaters.get(partition)
-            if fence is not None and fence.epoch == epoch and end and start > end:
-                raise _LogRecreated(partition, epoch)
-            new = Fence(epoch, max(start, int(offsets[partitions == partition].max()) + 1))
-            if fence is None or new > fence:
-                moved[partition] = new
-            starts[partition] = start
-        return starts, moved
+        return plan_fences(self._epochs, stored, partitions, offsets, topic, highwaters)
 
     def _judge(
         self, name: str, entry: _Subject, keys: SubjectKeys, now: float, write: SubjectWrite
