@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import io
+import json
 import logging
 import socket
 import sys
@@ -48,6 +49,13 @@ CONNECTION_LIMIT = 512
 # (an idle keep-alive connection is closed then too), its body from its head. Argo and
 # Flagger send a request whole at once; a slow sender is let go in this time.
 REQUEST_TIMEOUT = 15.0
+# Request bodies held in memory at once, over every connection (each kept up to the API's
+# MAX_BODY of 1 MiB); past it a request is answered 503. Flagger's payloads are ~1 KB, so
+# only a flood of large bodies reaches it.
+BODY_BUDGET = 64 * MAX_BODY
+# What aiohttp buffers of a connection before it stops reading it (its default 256 KiB,
+# times 512 connections, would be 128 MiB of buffers).
+READ_BUFFER = 64 * 1024
 # After an answer given before its body was in (408, 413), how long the rest of the body is
 # still read and dropped: closing on unread bytes resets the connection, and the sender
 # would see the reset instead of the answer.
@@ -77,9 +85,11 @@ class HTTPServer:
             loop=self._loop,
             keepalive_timeout=REQUEST_TIMEOUT,
             lingering_time=LINGER,
+            read_bufsize=READ_BUFFER,
             access_log=None,
         )
         self._connecting: set[asyncio.Task[None]] = set()
+        self._held = 0  # bytes of request bodies held (BODY_BUDGET)
         self._accepting = self._loop.create_task(self._accept())
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="driftgate-http", daemon=True
@@ -136,22 +146,29 @@ class HTTPServer:
     async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         """The request read whole here, answered by the application in the pool."""
         self._web.head_received(request.protocol)
-        if request.content.is_eof():  # the body arrived with the head, or there is none
-            body = request.content.read_nowait()
-            length = len(body)
-        else:
-            try:
+        kept = bytearray()
+        try:
+            if request.content.is_eof():  # the body arrived with the head, or there is none
+                self._keep(kept, request.content.read_nowait())
+                length = len(kept)
+            else:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    body, length = await _read_body(request)
-            except TimeoutError:
-                return _refusal(408, f"the body did not arrive within {REQUEST_TIMEOUT:g} s")
-            except ConnectionError:  # the sender left before its body was in: no one to answer
-                return _refusal(400, "the connection closed before the body was in")
-        if length > DRAIN_LIMIT:
-            return _refusal(413, f"the body is over {DRAIN_LIMIT} bytes")
-        environ = _environ(request, body, length)
-        loop = asyncio.get_running_loop()
-        status, headers, payload = await loop.run_in_executor(self._pool, _call, self._app, environ)
+                    length = await self._read_body(request, kept)
+            if length > DRAIN_LIMIT:
+                return _refusal(413, f"the body is over {DRAIN_LIMIT} bytes")
+            environ = _environ(request, bytes(kept), length)
+            loop = asyncio.get_running_loop()
+            status, headers, payload = await loop.run_in_executor(
+                self._pool, _call, self._app, environ
+            )
+        except TimeoutError:
+            return _refusal(408, f"the body did not arrive within {REQUEST_TIMEOUT:g} s")
+        except ConnectionError:  # the sender left before its body was in: no one to answer
+            return _refusal(400, "the connection closed before the body was in")
+        except _OverBudget:
+            return _refusal(503, "too many request bodies are being received; retry")
+        finally:
+            self._held -= len(kept)
         code, _, reason = status.partition(" ")
         response = web.Response(status=int(code), reason=reason or None, body=payload)
         for name, value in headers:
@@ -164,6 +181,31 @@ class HTTPServer:
                 (name.lower(), value) for name, value in headers
             ).get("content-length", "0")
         return response
+
+    async def _read_body(self, request: web.BaseRequest, kept: bytearray) -> int:
+        """The body's length, its bytes into ``kept`` up to ``MAX_BODY`` (drained past it);
+        reading stops past ``DRAIN_LIMIT``. A body over the limit is drained rather than
+        left unread: closing on unread bytes resets the connection, and its sender would
+        not see the 413."""
+        size = 0
+        while size <= DRAIN_LIMIT:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size <= MAX_BODY:
+                self._keep(kept, chunk)
+        return max(size, request.content_length or 0)
+
+    def _keep(self, kept: bytearray, chunk: bytes) -> None:
+        if self._held + len(chunk) > BODY_BUDGET:
+            raise _OverBudget
+        self._held += len(chunk)
+        kept += chunk
+
+
+class _OverBudget(Exception):
+    """Keeping a body would pass ``BODY_BUDGET``."""
 
 
 class _ConnectionCounter(web.Server):
@@ -195,22 +237,6 @@ class _ConnectionCounter(web.Server):
         self.head_received(handler)
         super().connection_lost(handler, exc)
         self._slots.release()
-
-
-async def _read_body(request: web.BaseRequest) -> tuple[bytes, int]:
-    """The body (kept up to ``MAX_BODY``, drained past it) and its length; reading stops
-    past ``DRAIN_LIMIT``. A body over the limit is drained rather than left unread: closing
-    on unread bytes resets the connection, and its sender would not see the 413."""
-    kept = bytearray()
-    size = 0
-    while size <= DRAIN_LIMIT:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size <= MAX_BODY:
-            kept += chunk
-    return bytes(kept), max(size, request.content_length or 0)
 
 
 def _environ(request: web.BaseRequest, body: bytes, length: int) -> dict[str, Any]:
@@ -266,7 +292,8 @@ def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, s
 
 def _refusal(status: int, error: str) -> web.Response:
     """An answer of the server itself, before the application; the connection closes."""
-    response = web.json_response({"error": error}, status=status)
+    body = json.dumps({"error": error}).encode()
+    response = web.Response(status=status, body=body, content_type="application/json")
     response.force_close()
     return response
 

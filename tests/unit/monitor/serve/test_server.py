@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -329,5 +330,31 @@ def test_the_query_reaches_the_api_over_the_wire() -> None:
         assert (status, document["verdict"]) == (200, "PASS")
         status, _, document = ask(running, "GET", "/v1/gates/covariate_drift/s")
         assert (status, document["evidence"]["covariate"]) == (200, "difficulty")
+    finally:
+        running.close()
+
+
+def test_bodies_held_at_once_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past BODY_BUDGET bytes of bodies held over every connection, a request is answered
+    503 (and a body within it still answered once the others are done)."""
+    monkeypatch.setattr(_server, "BODY_BUDGET", 1000)
+    running = start()
+    try:
+        holding = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        holding.sendall(
+            b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Length: 1200\r\n\r\n"
+            + b" " * 900
+        )
+        deadline = time.monotonic() + 10
+        while running._held < 900 and time.monotonic() < deadline:  # until its body is in
+            time.sleep(0.01)
+        status, _, document = ask(running, "POST", "/v1/flagger/rollout", flagger("p", "ready"))
+        assert (status, document) == (
+            503,
+            {"error": "too many request bodies are being received; retry"},
+        )
+        holding.close()
+        # Held bytes are given back when the holder leaves.
+        assert ask(running, "POST", "/v1/flagger/rollout", flagger("p", "ready"))[0] == 200
     finally:
         running.close()
