@@ -1,16 +1,18 @@
 """The server of the gate API and ``/metrics``: aiohttp's HTTP server on an event loop of
 its own thread, answering the WSGI application (:class:`GateAPI`) in a small pool.
 
-Why this shape (bench/http_api.py, bench/results/http_api_profile.md): under a burst of
-controllers, waitress's one pure-Python I/O thread took 92% of the server's Python time
-and the API 5%. aiohttp parses in C (llhttp) and its loop asks the kernel only about the
-sockets that are ready, so what is left per request is mostly the API's own ~80 us.
+Why this shape (bench/README.md, "HTTP API"): aiohttp parses in C (llhttp) and its loop
+asks the kernel only about the sockets that are ready, where waitress's one Python I/O
+thread asks every open connection at each turn. Side by side it took as much CPU per
+request as waitress or less (0.46-0.51 against 0.70-0.76 ms with 300 connections open), and it
+bounds what slow clients can hold.
 
-Robustness, as waitress gave it: a request is read whole on the loop (a slow sender holds
-no thread, only a connection); at most :data:`CONNECTION_LIMIT` connections are open, the
-rest wait in the kernel's backlog; a connection that does not send a complete request head
-within :data:`REQUEST_TIMEOUT` of its connection or of its last answer is closed, and a
-body that does not arrive within it gets 408; the answering threads are :data:`THREADS`.
+The bounds: a request is read whole on the loop (a slow sender holds no thread, only a
+connection); at most :data:`CONNECTION_LIMIT` connections are open, the rest wait in the
+kernel's backlog; a connection that does not send a complete request head within
+:data:`REQUEST_TIMEOUT` of its connection or of its last answer is closed, and a body that
+does not arrive within it gets 408; at most :data:`BODY_BUDGET` bytes of bodies are held
+at once; the answering threads are :data:`THREADS`.
 """
 
 from __future__ import annotations
