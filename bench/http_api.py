@@ -1,4 +1,4 @@
-"""The HTTP gate API under a burst of parallel controllers: the old server against the new.
+"""The HTTP gate API under a burst of parallel controllers: the servers side by side.
 
     python bench/http_api.py [--clients 200] [--rounds 5] [--out DIR]
 
@@ -47,7 +47,8 @@ from prometheus_client.exposition import ThreadingWSGIServer  # noqa: E402
 from monitor import Policy  # noqa: E402
 from monitor.runtime._services import free_port, start_redis  # noqa: E402
 from monitor.serve import GateAPI, serve  # noqa: E402
-from monitor.serve._http import BACKLOG, RAW_PATH, THREADS  # noqa: E402
+from monitor.serve._http import DRAIN_LIMIT, RAW_PATH  # noqa: E402
+from monitor.serve._server import BACKLOG, CONNECTION_LIMIT, REQUEST_TIMEOUT, THREADS  # noqa: E402
 from monitor.store import KeyLayout, ReadModel, connect  # noqa: E402
 from monitor.store._keys import GATES, VIEW  # noqa: E402
 
@@ -56,11 +57,21 @@ AGENT = "inbox_triage"
 PREFIX = "driftgate:"
 TIMEOUT = 5.0  # Flagger's webhook timeout; it does not retry
 SERVERS = {
-    "old": "wsgiref, backlog 5, a thread per connection (before)",
-    "stdlib": "wsgiref, backlog 1,024, a pool of 8 threads (the other candidate)",
-    "new": f"waitress, backlog {BACKLOG:,}, {THREADS} threads (driftgate's serve)",
+    "old": "wsgiref, backlog 5, a thread per connection (before issue 21)",
+    "stdlib": "wsgiref, backlog 1,024, a pool of 8 threads",
+    "waitress": "waitress, 4 threads, connection limit 512 (driftgate's serve before)",
+    "waitress-tuned": "waitress tuned: 2 threads, connection limit 100, channel timeout 15 s",
+    "aiohttp": f"aiohttp, {THREADS} threads answer, connection limit {CONNECTION_LIMIT} "
+    "(driftgate's serve)",
 }
+DEFAULT_SERVERS = ("waitress", "waitress-tuned", "aiohttp")
 POOL_THREADS = 8
+# waitress as driftgate served with it until 2026-12-08 (monitor/serve/_http.py then), and
+# tuned: fewer channels for its I/O thread to ask each turn, idle ones closed sooner.
+WAITRESS = {
+    "waitress": {"threads": 4, "connection_limit": 512},
+    "waitress-tuned": {"threads": 2, "connection_limit": 100, "channel_timeout": REQUEST_TIMEOUT},
+}
 
 
 # --- the server side (run as `--serve NAME` in a process of its own) ------------------------
@@ -114,8 +125,10 @@ def run_server(name: str, redis_url: str) -> None:
     """Serve the API on a free loopback port, print the port, stop when stdin closes."""
     read_model = ReadModel(connect(redis_url, cluster=False), KeyLayout(PREFIX))
     app = GateAPI(read_model, CollectorRegistry(), lambda: None, Policy())
-    if name == "new":
+    if name == "aiohttp":
         port = serve(app, HOST, 0).port
+    elif name in WAITRESS:
+        port = serve_waitress(app, WAITRESS[name])
     else:
         server_class = ThreadingWSGIServer if name == "old" else PooledWSGIServer
         server = make_server(HOST, 0, app, server_class, handler_class=QuietHandler)
@@ -123,6 +136,26 @@ def run_server(name: str, redis_url: str) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     print(port, flush=True)
     sys.stdin.read()
+
+
+def serve_waitress(app: GateAPI, settings: dict[str, Any]) -> int:
+    """waitress on a free loopback port, from a thread; returns the port."""
+    import logging
+
+    from waitress.server import create_server
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    server = create_server(
+        app,
+        host=HOST,
+        port=0,
+        backlog=BACKLOG,
+        asyncore_use_poll=True,
+        max_request_body_size=DRAIN_LIMIT,
+        **settings,
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    return int(server.effective_port)  # type: ignore[union-attr]
 
 
 # --- the client side ------------------------------------------------------------------------
@@ -141,6 +174,9 @@ class Tally:
     resets: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    round_p99: list[float] = field(default_factory=list)
+    """Each burst's own p99 (ms): the machine is shared, and a busy neighbour during one
+    round moves the pooled tail of every round."""
 
     def fail(self, what: str) -> None:
         self.failures[what] = self.failures.get(what, 0) + 1
@@ -249,6 +285,7 @@ def summary_row(name: str, tally: Tally, sent: int) -> list[Any]:
         statistics.median(ms) if ms else float("nan"),
         percentile(ms, 0.90),
         percentile(ms, 0.99),
+        statistics.median(tally.round_p99) if tally.round_p99 else float("nan"),
         max(ms, default=float("nan")),
         1000 * tally.cpu / sent,
     ]
@@ -259,7 +296,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stallers", type=int, default=2 * POOL_THREADS)
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -292,7 +329,11 @@ def main() -> None:
                 for stallers in (0, args.stallers):
                     tally = tallies[name, stallers]
                     before = cpu_seconds(processes[name].pid)
+                    answered = len(tally.latencies)
                     asyncio.run(burst(ports[name], args.clients, tally, stallers))
+                    this_round = [1000 * value for value in tally.latencies[answered:]]
+                    if this_round:
+                        tally.round_p99.append(percentile(this_round, 0.99))
                     tally.cpu += cpu_seconds(processes[name].pid) - before
                     time.sleep(1.0)  # let the kernel's queues empty between bursts
     finally:
@@ -311,6 +352,7 @@ def main() -> None:
         "p50 ms",
         "p90 ms",
         "p99 ms",
+        "p99 ms, median round",
         "max ms",
         "server CPU ms / request",
     ]
@@ -337,6 +379,7 @@ def main() -> None:
                     "failures": tally.failures,
                     "statuses": tally.statuses,
                     "server_cpu_seconds": tally.cpu,
+                    "round_p99_ms": tally.round_p99,
                 }
                 for (name, stallers), tally in tallies.items()
             }

@@ -1,34 +1,31 @@
 """The HTTP API of the contract, beside ``/metrics``: deployment controllers ask directly.
 
-One WSGI server (waitress) serves both, off the worker's event loop, so a controller's
-question is answered even while a batch is being applied. Every answer is JSON and comes
-from the read model. With a token, every ``/v1/...`` request must carry it (as a bearer
-token, or a Flagger hook as ``metadata.token``); ``/healthz`` and ``/metrics`` stay open.
+One server (``_server``: aiohttp's, on a thread of its own) serves both, off the worker's
+event loop, so a controller's question is answered even while a batch is being applied.
+Every answer is JSON and comes from the read model. With a token, every ``/v1/...``
+request must carry it (as a bearer token, or a Flagger hook as ``metadata.token``);
+``/healthz`` and ``/metrics`` stay open.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from waitress import wasyncore
-from waitress.server import BaseWSGIServer, create_server
 
 from ..config import Policy
 from ..store import STORE_ERRORS, ReadModel
 
-__all__ = ["GateAPI", "HTTPServer", "serve"]
+__all__ = ["GateAPI"]
 
 # Reading the state can fail as a Redis error or, on a cluster, as a cluster error.
 STATE_ERRORS = STORE_ERRORS
-# The request target as sent (waitress's name for it), query and all.
+# The request target as sent (waitress's and uWSGI's name for it), query and all.
 RAW_PATH = "REQUEST_URI"
 GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")
 FLAGGER_HOOKS = ("rollout", "confirm-promotion", "rollback")
@@ -36,17 +33,6 @@ MAX_BODY = 1 << 20
 DRAIN_LIMIT = 64 * MAX_BODY
 """A body over ``MAX_BODY`` is read and dropped up to this many bytes, so that its
 sender gets the 413 (past it, the server refuses the request itself)."""
-# The threads that answer: an answer is one Redis read (HGETALL) and JSON, ~0.15 ms, and
-# every thread contends for the GIL with the worker's loop; 2, 4, 8 and 16 measured alike
-# within the noise of bench/http_api.py, so waitress's default.
-THREADS = 4
-# Connections queued by the kernel beyond those being served (bench/http_api.py: with
-# wsgiref's 5, 50 parallel controllers waited a second for SYN retries, and some reset).
-BACKLOG = 1024
-# Connections served at once; the rest wait in the backlog. Above waitress's 100, so that a
-# burst of 200 controllers does not log "reached the connection limit" (a warning worth
-# seeing past this); 32, 100 and 512 measured alike within the noise of bench/http_api.py.
-CONNECTION_LIMIT = 512
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Answer = tuple[int, dict[str, Any]]
@@ -133,9 +119,13 @@ class GateAPI:
             return self._agent(parts[2])
         if len(parts) == 2:
             return 200, {"gates": [_gate(g) for g in self.read_model.snapshot().gates]}
-        found = self.read_model.snapshot().gate(parts[2], parts[3])
+        # ?covariate=NAME: one covariate's verdict of covariate_drift (which gives one per
+        # covariate); without it, the worst of a gate's verdicts of the subject.
+        covariate = parse_qs(environ.get("QUERY_STRING", "")).get("covariate", [None])[-1]
+        found = self.read_model.snapshot().gate(parts[2], parts[3], covariate)
         if found is None:
-            return 404, {"error": f"no gate {parts[2]!r} for subject {parts[3]!r}"}
+            of = "" if covariate is None else f" and covariate {covariate!r}"
+            return 404, {"error": f"no gate {parts[2]!r} for subject {parts[3]!r}{of}"}
         return 200, _gate(found)
 
     def _bearer(self, environ: dict[str, Any]) -> bool:
@@ -320,55 +310,3 @@ _REASONS = {
     413: "Content Too Large",
     503: "Service Unavailable",
 }
-
-
-class HTTPServer:
-    """The running server: the port it listens on, and :meth:`close`."""
-
-    def __init__(self, server: BaseWSGIServer, channels: dict[int, Any]) -> None:
-        self._server = server
-        self._channels = channels
-        self.port: int = server.effective_port
-
-    def close(self) -> None:
-        """Stop listening, close every connection and stop the threads."""
-        self._server.task_dispatcher.shutdown()
-        wasyncore.close_all(self._channels)
-
-
-def serve(app: GateAPI, host: str, port: int) -> HTTPServer:
-    """Serve ``app`` on ``host:port`` from a daemon thread; returns the server.
-
-    ``host`` is what it binds, exactly (``DRIFTGATE_METRICS_HOST``: loopback unless
-    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket, and ``::`` takes
-    IPv4 too (waitress's own IPv6 socket would not). waitress reads each request whole
-    before a thread answers it (a slow sender holds no thread), with a bounded pool and a
-    large backlog: bench/http_api.py measures it against wsgiref.
-    """
-    # A burst of controllers queues by design (bounded by CONNECTION_LIMIT): waitress's
-    # warning for every queued request would be a log line per request of the burst.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    ipv6 = ":" in host
-    listening = socket.create_server(
-        (host, port),
-        family=socket.AF_INET6 if ipv6 else socket.AF_INET,
-        backlog=BACKLOG,
-        dualstack_ipv6=ipv6 and socket.has_dualstack_ipv6(),
-    )
-    channels: dict[int, Any] = {}
-    server = create_server(
-        app,
-        map=channels,
-        sockets=[listening],
-        threads=THREADS,
-        backlog=BACKLOG,
-        connection_limit=CONNECTION_LIMIT,
-        # poll(), not select(): select() cannot watch a descriptor numbered past 1,023.
-        asyncore_use_poll=True,
-        # A larger body is refused by waitress itself; up to it, the API answers 413.
-        max_request_body_size=DRAIN_LIMIT,
-        ident="driftgate",
-    )
-    assert isinstance(server, BaseWSGIServer)  # one socket: one server, not several
-    threading.Thread(target=server.run, name="driftgate-http", daemon=True).start()
-    return HTTPServer(server, channels)

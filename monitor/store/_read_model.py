@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ..gates import SEVERITY
 from ..presentation._format import rfc3339
 from . import _keys as fields
 from ._client import SyncClient
@@ -59,8 +60,16 @@ class Snapshot:
     def section(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.views.get(kind, {})
 
-    def gate(self, gate: str, subject: str) -> dict[str, Any] | None:
-        return next((g for g in self.gates if g["gate"] == gate and g["subject"] == subject), None)
+    def gate(self, gate: str, subject: str, part: str | None = None) -> dict[str, Any] | None:
+        """A gate's verdict of a subject. A gate that gives a subject several (covariate
+        drift: one per covariate, ``part`` the covariate's name) answers the one of
+        ``part`` when given, else the worst of them (FAIL first, as an agent's verdict)."""
+        found = [
+            g
+            for g in self.gates
+            if g["gate"] == gate and g["subject"] == subject and part in (None, g.get("part", ""))
+        ]
+        return max(found, key=lambda g: SEVERITY.get(g["verdict"], -1), default=None)
 
     def status_document(self, now: float | None = None) -> dict[str, Any]:
         """The ``driftgate status --json`` object of the contract."""
@@ -258,4 +267,5 @@ def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) ->
         "evidence": record["evidence"],
         "evaluated_at": record.get("evaluated_at"),
         "kind": kind,
+        "part": key.partition("/")[2],
     }

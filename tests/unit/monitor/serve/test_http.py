@@ -22,8 +22,8 @@ from monitor.config import AgentPolicy, CanaryPolicy
 from monitor.events._decisions import Published, encode
 from monitor.gates import Verdict
 from monitor.pipeline._judge import gate_records
-from monitor.serve import GateAPI
-from monitor.serve._http import MAX_BODY, RAW_PATH, serve
+from monitor.serve import GateAPI, serve
+from monitor.serve._http import MAX_BODY, RAW_PATH
 from monitor.store import Snapshot
 from monitor.store._read_model import _gate_document
 
@@ -169,9 +169,11 @@ def request(
     raw_path: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    path, _, query = path.partition("?")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
+        "QUERY_STRING": query,
         "wsgi.input": io.BytesIO(data),
         "CONTENT_LENGTH": str(len(data)) if content_length is None else content_length,
     }
@@ -270,6 +272,62 @@ def test_one_gate_with_a_percent_encoded_subject(app: GateAPI) -> None:
     assert (document["action"], document["reason"]) == ("alert", "toxicity_rate")
     assert call(app, "/v1/gates/guardrail/policy:gpt-4") == (status, document)
     assert call(app, "/v1/gates/canary/ready/")[1]["action"] == "promote"  # trailing slash
+
+
+def covariate_drift(stream: str, verdicts: dict[str, str]) -> list[dict[str, Any]]:
+    """covariate_drift's records of a stream, one per covariate (``covariate_drift/NAME``),
+    as the runner writes and the read model reads them back."""
+    current = [
+        Verdict("covariate_drift", stream, verdict, "none", "r", {"covariate": name}, part=name)
+        for name, verdict in verdicts.items()
+    ]
+    records = gate_records(current, {}, NOW - 5)
+    return [
+        _gate_document(key, stream, "stream", orjson.loads(orjson.dumps(record)))
+        for key, record in records.items()
+    ]
+
+
+def covariate_app() -> GateAPI:
+    gates = covariate_drift("s", {"domain": "PASS", "difficulty": "FAIL", "length": "WARN"})
+    gates += covariate_drift("t", {"domain": "WARN"})
+    return GateAPI(ReadModel(Snapshot(gates=gates)), CollectorRegistry(), lambda: None, Policy())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("path", "verdict", "covariate"),
+    [
+        ("/v1/gates/covariate_drift/s?covariate=domain", "PASS", "domain"),
+        ("/v1/gates/covariate_drift/s?covariate=difficulty", "FAIL", "difficulty"),
+        ("/v1/gates/covariate_drift/s?covariate=length", "WARN", "length"),
+        # Without a covariate: the worst of the stream's (FAIL first, as an agent's).
+        ("/v1/gates/covariate_drift/s", "FAIL", "difficulty"),
+        ("/v1/gates/covariate_drift/t", "WARN", "domain"),
+        ("/v1/gates/covariate_drift/t?covariate=domain&x=1", "WARN", "domain"),
+    ],
+)
+def test_covariate_drift_answers_per_covariate(path: str, verdict: str, covariate: str) -> None:
+    """covariate_drift gives a stream one verdict per covariate; the first of them was
+    the only one the API could answer."""
+    status, document = call(covariate_app(), path)
+    assert status == 200
+    assert (document["gate"], document["verdict"]) == ("covariate_drift", verdict)
+    assert document["evidence"]["covariate"] == covariate
+
+
+def test_an_unknown_covariate_is_404() -> None:
+    app = covariate_app()
+    status, document = call(app, "/v1/gates/covariate_drift/s?covariate=region")
+    assert status == 404
+    assert document["error"] == "no gate 'covariate_drift' for subject 's' and covariate 'region'"
+    assert call(app, "/v1/gates/covariate_drift/u?covariate=domain")[0] == 404
+    # Every covariate's verdict is in the list of every gate.
+    gates = call(app, "/v1/gates")[1]["gates"]
+    assert sorted(g["evidence"]["covariate"] for g in gates if g["subject"] == "s") == [
+        "difficulty",
+        "domain",
+        "length",
+    ]
 
 
 def test_a_subject_with_a_slash_or_beyond_ascii_from_the_path_as_sent(app: GateAPI) -> None:

@@ -8,6 +8,8 @@ import asyncio
 import http.client
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor import Policy
-from monitor.serve import GateAPI, HTTPServer, serve
+from monitor.serve import GateAPI, HTTPServer, _server, serve
 
 from .test_http import AGENTS, ReadModel, flagger, snapshot
 
@@ -246,3 +248,113 @@ def test_ipv6_and_on_the_unspecified_address_ipv4_too() -> None:
                 assert (status, document) == (200, {"status": "ok"}), (host, client)
         finally:
             running.close()
+
+
+# --- the server's bounds: slow senders, idle connections, threads ---------------------------
+
+
+def raw_answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_slow_sender_holds_no_thread_and_is_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook whose body never comes: the others are answered meanwhile (more of them than
+    there are threads), and it gets 408 once REQUEST_TIMEOUT has passed; a connection that
+    never completes its head is closed."""
+    monkeypatch.setattr(_server, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(_server, "LINGER", 0.5)
+    running = start()
+    try:
+        body_never = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        head_never = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        body_never.sendall(
+            b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"
+        )
+        head_never.sendall(b"GET /v1/agents/ready HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(2 * _server.THREADS):
+            assert ask(running, "GET", "/v1/agents/ready")[0] == 200
+        answer = raw_answer(body_never)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b'"the body did not arrive within 0.5 s"' in answer
+        assert raw_answer(head_never) == b""  # closed, nothing said: no request was made
+        body_never.close()
+        head_never.close()
+    finally:
+        running.close()
+
+
+def test_beyond_the_connection_limit_a_client_waits_its_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past CONNECTION_LIMIT open connections, a new one waits in the kernel's backlog
+    (not reset) and is served once another closes."""
+    monkeypatch.setattr(_server, "CONNECTION_LIMIT", 2)
+    running = start()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", running.port), timeout=10) for _ in "ab"]
+        for connection in idle:  # each served, so each holds its slot
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
+        waiting = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        idle[0].close()
+        assert raw_answer(waiting).startswith(b"HTTP/1.1 200 ")
+        waiting.close()
+        idle[1].close()
+    finally:
+        running.close()
+
+
+def test_the_answering_threads_are_bounded() -> None:
+    running = start()
+    try:
+        asyncio.run(burst(running.port))
+        answering = [t for t in threading.enumerate() if t.name.startswith("driftgate-api")]
+        assert 0 < len(answering) <= _server.THREADS
+    finally:
+        running.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("driftgate-")]
+
+
+def test_the_query_reaches_the_api_over_the_wire() -> None:
+    """``?covariate=`` (covariate_drift's verdict of one covariate) as sent."""
+    from .test_http import covariate_app
+
+    running = serve(covariate_app(), "127.0.0.1", 0)
+    try:
+        status, _, document = ask(running, "GET", "/v1/gates/covariate_drift/s?covariate=domain")
+        assert (status, document["verdict"]) == (200, "PASS")
+        status, _, document = ask(running, "GET", "/v1/gates/covariate_drift/s")
+        assert (status, document["evidence"]["covariate"]) == (200, "difficulty")
+    finally:
+        running.close()
+
+
+def test_bodies_held_at_once_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past BODY_BUDGET bytes of bodies held over every connection, a request is answered
+    503 (and a body within it still answered once the others are done)."""
+    monkeypatch.setattr(_server, "BODY_BUDGET", 1000)
+    running = start()
+    try:
+        holding = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        holding.sendall(
+            b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Length: 1200\r\n\r\n"
+            + b" " * 900
+        )
+        deadline = time.monotonic() + 10
+        while running._held < 900 and time.monotonic() < deadline:  # until its body is in
+            time.sleep(0.01)
+        status, _, document = ask(running, "POST", "/v1/flagger/rollout", flagger("p", "ready"))
+        assert (status, document) == (
+            503,
+            {"error": "too many request bodies are being received; retry"},
+        )
+        holding.close()
+        # Held bytes are given back when the holder leaves.
+        assert ask(running, "POST", "/v1/flagger/rollout", flagger("p", "ready"))[0] == 200
+    finally:
+        running.close()

@@ -1,0 +1,318 @@
+"""The server of the gate API and ``/metrics``: aiohttp's HTTP server on an event loop of
+its own thread, answering the WSGI application (:class:`GateAPI`) in a small pool.
+
+Why this shape (bench/README.md, "HTTP API"): aiohttp parses in C (llhttp) and its loop
+asks the kernel only about the sockets that are ready, where waitress's one Python I/O
+thread asks every open connection at each turn. Side by side it took as much CPU per
+request as waitress or less (0.46-0.51 against 0.70-0.76 ms with 300 connections open), and it
+bounds what slow clients can hold.
+
+The bounds: a request is read whole on the loop (a slow sender holds no thread, only a
+connection); at most :data:`CONNECTION_LIMIT` connections are open, the rest wait in the
+kernel's backlog; a connection that does not send a complete request head within
+:data:`REQUEST_TIMEOUT` of its connection or of its last answer is closed, and a body that
+does not arrive within it gets 408; at most :data:`BODY_BUDGET` bytes of bodies are held
+at once; the answering threads are :data:`THREADS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import io
+import json
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from ._http import DRAIN_LIMIT, MAX_BODY, RAW_PATH
+
+__all__ = ["HTTPServer", "serve"]
+
+# The threads that answer: an answer is one Redis read (HGETALL) and JSON, ~0.1 ms of CPU,
+# and they contend for the GIL with the loop and the worker; more do not answer faster.
+THREADS = 4
+# Connections queued by the kernel beyond those being served (bench/http_api.py: with
+# wsgiref's 5, 50 parallel controllers waited a second for SYN retries, and some reset).
+BACKLOG = 1024
+# Connections open at once; the rest wait in the backlog. A connection costs the loop
+# nothing while idle (it is not polled), so the limit is for memory and descriptors.
+CONNECTION_LIMIT = 512
+# Seconds for a request to arrive: its head from the connection or the previous answer
+# (an idle keep-alive connection is closed then too), its body from its head. Argo and
+# Flagger send a request whole at once; a slow sender is let go in this time.
+REQUEST_TIMEOUT = 15.0
+# Request bodies held in memory at once, over every connection (each kept up to the API's
+# MAX_BODY of 1 MiB); past it a request is answered 503. Flagger's payloads are ~1 KB, so
+# only a flood of large bodies reaches it.
+BODY_BUDGET = 64 * MAX_BODY
+# What aiohttp buffers of a connection before it stops reading it (its default 256 KiB,
+# times 512 connections, would be 128 MiB of buffers).
+READ_BUFFER = 64 * 1024
+# After an answer given before its body was in (408, 413), how long the rest of the body is
+# still read and dropped: closing on unread bytes resets the connection, and the sender
+# would see the reset instead of the answer.
+LINGER = 2.0
+# How long close() waits for answers under way.
+SHUTDOWN_TIMEOUT = 2.0
+# After a failed accept for want of descriptors or memory, before the next.
+ACCEPT_BACKOFF = 0.1
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+log = logging.getLogger(__name__)
+
+
+class HTTPServer:
+    """The running server: the port it listens on, and :meth:`close`."""
+
+    def __init__(self, app: WSGIApp, listening: socket.socket) -> None:
+        self.port: int = listening.getsockname()[1]
+        self._app = app
+        self._socket = listening
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="driftgate-api")
+        self._loop = asyncio.new_event_loop()
+        self._slots = asyncio.Semaphore(CONNECTION_LIMIT)
+        self._web = _ConnectionCounter(
+            self._answer,
+            self._slots,
+            loop=self._loop,
+            keepalive_timeout=REQUEST_TIMEOUT,
+            lingering_time=LINGER,
+            read_bufsize=READ_BUFFER,
+            access_log=None,
+        )
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._held = 0  # bytes of request bodies held (BODY_BUDGET)
+        self._accepting = self._loop.create_task(self._accept())
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="driftgate-http", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listening, close every connection and stop the threads."""
+        if self._loop.is_closed():
+            return
+        stopping = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+        stopping.result(SHUTDOWN_TIMEOUT + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _stop(self) -> None:
+        self._accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+        self._socket.close()
+        await self._web.shutdown(SHUTDOWN_TIMEOUT)
+
+    async def _accept(self) -> None:
+        """Accept while fewer than ``CONNECTION_LIMIT`` connections are open."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                connection, _ = await loop.sock_accept(self._socket)
+            except OSError as exc:
+                self._slots.release()
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("the HTTP API cannot accept a connection: %s", exc)
+                    await asyncio.sleep(ACCEPT_BACKOFF)
+                continue  # else the client gave up before it was accepted
+            except BaseException:
+                self._slots.release()
+                raise
+            # Not awaited: the next pending connection is accepted at once, so that a burst
+            # is taken from the backlog in one turn rather than one per turn of the loop.
+            connecting = loop.create_task(self._connect(connection))
+            self._connecting.add(connecting)  # a task only weakly referenced may be dropped
+            connecting.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._web, connection)
+        except OSError:
+            connection.close()
+            self._slots.release()
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The request read whole here, answered by the application in the pool."""
+        self._web.head_received(request.protocol)
+        kept = bytearray()
+        try:
+            if request.content.is_eof():  # the body arrived with the head, or there is none
+                self._keep(kept, request.content.read_nowait())
+                length = len(kept)
+            else:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    length = await self._read_body(request, kept)
+            if length > DRAIN_LIMIT:
+                return _refusal(413, f"the body is over {DRAIN_LIMIT} bytes")
+            environ = _environ(request, bytes(kept), length)
+            loop = asyncio.get_running_loop()
+            status, headers, payload = await loop.run_in_executor(
+                self._pool, _call, self._app, environ
+            )
+        except TimeoutError:
+            return _refusal(408, f"the body did not arrive within {REQUEST_TIMEOUT:g} s")
+        except ConnectionError:  # the sender left before its body was in: no one to answer
+            return _refusal(400, "the connection closed before the body was in")
+        except _OverBudget:
+            return _refusal(503, "too many request bodies are being received; retry")
+        finally:
+            self._held -= len(kept)
+        code, _, reason = status.partition(" ")
+        response = web.Response(status=int(code), reason=reason or None, body=payload)
+        for name, value in headers:
+            if name.lower() != "content-length":
+                response.headers.add(name, value)
+        if request.method == "HEAD":
+            # The length of the body GET would get (RFC 9110 9.3.2), which aiohttp keeps
+            # and does not send.
+            response.headers["Content-Length"] = dict(
+                (name.lower(), value) for name, value in headers
+            ).get("content-length", "0")
+        return response
+
+    async def _read_body(self, request: web.BaseRequest, kept: bytearray) -> int:
+        """The body's length, its bytes into ``kept`` up to ``MAX_BODY`` (drained past it);
+        reading stops past ``DRAIN_LIMIT``. A body over the limit is drained rather than
+        left unread: closing on unread bytes resets the connection, and its sender would
+        not see the 413."""
+        size = 0
+        while size <= DRAIN_LIMIT:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size <= MAX_BODY:
+                self._keep(kept, chunk)
+        return max(size, request.content_length or 0)
+
+    def _keep(self, kept: bytearray, chunk: bytes) -> None:
+        if self._held + len(chunk) > BODY_BUDGET:
+            raise _OverBudget
+        self._held += len(chunk)
+        kept += chunk
+
+
+class _OverBudget(Exception):
+    """Keeping a body would pass ``BODY_BUDGET``."""
+
+
+class _ConnectionCounter(web.Server):
+    """aiohttp's low-level server, which gives a connection's slot back when it closes, and
+    closes a connection whose first request head is not in within ``REQUEST_TIMEOUT``
+    (aiohttp's keep-alive timeout covers the wait after each answer; only its latest
+    releases cover the wait before the first request too)."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Any],
+        slots: asyncio.Semaphore,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._slots = slots
+        self._first_head_due: dict[RequestHandler, asyncio.TimerHandle] = {}
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._first_head_due[handler] = self._loop.call_later(REQUEST_TIMEOUT, handler.force_close)
+
+    def head_received(self, handler: RequestHandler) -> None:
+        due = self._first_head_due.pop(handler, None)
+        if due is not None:
+            due.cancel()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        self.head_received(handler)
+        super().connection_lost(handler, exc)
+        self._slots.release()
+
+
+def _environ(request: web.BaseRequest, body: bytes, length: int) -> dict[str, Any]:
+    """The WSGI environ of a request read whole (PEP 3333)."""
+    raw = request.raw_path
+    path, _, query = raw.partition("?")
+    host, port = request.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        RAW_PATH: raw,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote(path, "latin-1"),
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+        "CONTENT_LENGTH": str(length) if length or request.content_length is not None else "",
+        "SERVER_NAME": str(host),
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
+        "REMOTE_ADDR": request.remote or "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for name, value in request.headers.items():
+        if "_" in name:  # HTTP_X_Y must not be forged by "X_Y" beside "X-Y"
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
+
+
+def _call(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The application's status, headers and body (in a thread of the pool)."""
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+        started[:] = [status, headers]
+
+    chunks = app(environ, start_response)
+    try:
+        body = b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return started[0], started[1], body
+
+
+def _refusal(status: int, error: str) -> web.Response:
+    """An answer of the server itself, before the application; the connection closes."""
+    body = json.dumps({"error": error}).encode()
+    response = web.Response(status=status, body=body, content_type="application/json")
+    response.force_close()
+    return response
+
+
+def serve(app: WSGIApp, host: str, port: int) -> HTTPServer:
+    """Serve ``app`` on ``host:port`` from a thread of its own; returns the server.
+
+    ``host`` is what it binds, exactly (``DRIFTGATE_METRICS_HOST``: loopback unless
+    configured); an IPv6 address (``::1``, ``::``) gets an IPv6 socket, and ``::`` takes
+    IPv4 too.
+    """
+    ipv6 = ":" in host
+    listening = socket.create_server(
+        (host, port),
+        family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+        backlog=BACKLOG,
+        dualstack_ipv6=ipv6 and socket.has_dualstack_ipv6(),
+    )
+    listening.setblocking(False)
+    return HTTPServer(app, listening)
