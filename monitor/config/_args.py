@@ -31,6 +31,7 @@ __all__ = [
     "hours",
     "http_url",
     "kafka_bootstrap",
+    "module_names",
     "one_line",
     "percent",
     "port",
@@ -65,6 +66,7 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 6750's token characters: what an Authorization header carries unchanged.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _number(text: str) -> float:
@@ -277,6 +279,15 @@ def topic_name(text: str) -> str:
             f"must hold only letters, digits, '.', '_' and '-' (Kafka's rule), got {text!r}"
         )
     return text
+
+
+def module_names(text: str) -> tuple[str, ...]:
+    """Python module names (dotted), separated by commas."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if not _MODULE_NAME.fullmatch(name):
+            raise ArgumentTypeError(f"must name Python modules, separated by commas, got {name!r}")
+    return names
 
 
 def topic_prefix(text: str) -> str:

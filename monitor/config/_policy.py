@@ -24,9 +24,12 @@ __all__ = [
     "ModelPrice",
     "OtlpPolicy",
     "Policy",
+    "PolicySection",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "load_policy",
+    "register_section",
+    "unregister_section",
 ]
 
 
@@ -238,12 +241,51 @@ class Policy:
     otlp: OtlpPolicy = field(default_factory=OtlpPolicy)
     # How long event ids are remembered for duplicate detection (see README).
     dedupe_window_seconds: float = 6 * 3600.0
+    # The sections of the subject kinds registered beside the built-in ones, by key
+    # (see PolicySection); not a key of the file itself.
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"file": False})
+
+    def section(self, key: str) -> Any:
+        """A registered kind's section (its defaults when the file leaves it out)."""
+        found = self.sections.get(key)
+        return found if found is not None else SECTIONS[key].cls()
 
     def for_agent(self, name: str) -> AgentPolicy:
         return self.agents.get(name) or AgentPolicy(self.guardrails, self.canary)
 
     def for_experiment(self, name: str) -> ExperimentPolicy:
         return self.experiments.get(name) or ExperimentPolicy()
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """A subject kind's section of the policy file: the top-level ``key``, the frozen
+    dataclass ``cls`` it is read into (the same types and errors as the built-in
+    sections), and ``check``, which raises :class:`ConfigError` naming a key out of range.
+    """
+
+    key: str
+    cls: type
+    check: Callable[[Any], None] | None = None
+
+
+SECTIONS: dict[str, PolicySection] = {}
+"""The registered sections, by key (``monitor.slices`` registers a kind's)."""
+
+
+def register_section(section: PolicySection) -> None:
+    builtin = {f.name for f in fields(Policy)} | {"agents", "experiments"}
+    if section.key in builtin:
+        raise ValueError(f"policy section {section.key!r} is a built-in one")
+    known = SECTIONS.get(section.key)
+    if known is not None and known != section:
+        raise ValueError(f"policy section {section.key!r} is registered already")
+    SECTIONS[section.key] = section
+
+
+def unregister_section(section: PolicySection) -> None:
+    if SECTIONS.get(section.key) == section:
+        del SECTIONS[section.key]
 
 
 ACTIONS = ("none", "alert", "hold", "promote", "rollback")
@@ -301,7 +343,9 @@ def _section(cls: type, raw: Any, where: str, base: Any = None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if f.metadata.get("file", True)}
+    if cls is Policy:
+        known |= set(SECTIONS)
     unknown = sorted(str(key) for key in set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -460,7 +504,8 @@ def load_policy(path: str | None) -> Policy:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must hold a mapping")
     try:
-        top = {key: value for key, value in raw.items() if key not in ("agents", "experiments")}
+        apart = ("agents", "experiments", *SECTIONS)
+        top = {key: value for key, value in raw.items() if key not in apart}
         policy = _section(Policy, top, "")
         defaults = AgentPolicy(policy.guardrails, policy.canary)
         overrides: dict[str, Any] = {}
@@ -473,8 +518,14 @@ def load_policy(path: str | None) -> Policy:
                 str(name): _section(cls, settings, f"{key}.{name}", base)
                 for name, settings in value.items()
             }
+        overrides["sections"] = {
+            key: _section(section.cls, raw.get(key), key) for key, section in SECTIONS.items()
+        }
         policy = replace(policy, **overrides)
         _check(policy)
+        for section in SECTIONS.values():
+            if section.check is not None:
+                section.check(policy.sections[section.key])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return policy

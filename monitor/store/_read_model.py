@@ -62,28 +62,18 @@ class Snapshot:
         return next((g for g in self.gates if g["gate"] == gate and g["subject"] == subject), None)
 
     def status_document(self, now: float | None = None) -> dict[str, Any]:
-        """The ``driftgate status --json`` object of the contract."""
-        streams = {}
-        for name, view in self.section("stream").items():
-            history = {"history": self.history[name]} if name in self.history else {}
-            joins = {"late_labels": self.joins[name]} if name in self.joins else {}
-            streams[name] = {**view, **joins, **history}
-        experiments: dict[str, Any] = {}
-        agents: dict[str, Any] = {}
-        for name, view in self.section("experiment").items():
-            if view.get("experiment"):
-                experiments[name] = view["experiment"]
-            agent = self.agent(name, now)
-            if agent is not None:
-                agents[name] = agent
+        """The ``driftgate status --json`` object of the contract: each subject kind's
+        keys (``streams``; ``experiments`` and ``agents``; a registered kind's own), in
+        the order the kinds registered."""
+        from ..slices import REGISTRY  # here: the registry imports config, config the store
+
+        document: dict[str, Any] = {}
+        for kind in REGISTRY:
+            if kind.status is not None:
+                document.update(kind.status(self, now))
         ignored: dict[str, dict[str, int]] = {}
         for (topic, reason), count in sorted(self.ignored.items()):
             ignored.setdefault(topic, {})[reason] = count
-        document: dict[str, Any] = {
-            "streams": streams,
-            "experiments": experiments,
-            "agents": agents,
-        }
         if ignored:  # only once something was skipped: the contract's three keys otherwise
             document["ignored"] = ignored
         return document
