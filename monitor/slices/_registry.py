@@ -120,6 +120,8 @@ class SubjectRegistry:
     def __init__(self, builtin: Sequence[str]) -> None:
         self._builtin = tuple(builtin)
         self._kinds: dict[str, SubjectKind] = {}
+        self._builtin_names: set[str] = set()
+        self._loading_builtin = False
         self._loaded = False
 
     def register(self, kind: SubjectKind) -> SubjectKind:
@@ -146,6 +148,8 @@ class SubjectRegistry:
         for section in kind.policy:
             register_section(section)
         self._kinds[kind.name] = kind
+        if self._loading_builtin:
+            self._builtin_names.add(kind.name)
         return kind
 
     def unregister(self, kind: SubjectKind) -> None:
@@ -158,9 +162,12 @@ class SubjectRegistry:
         """Import the built-in kinds' modules (once), then ``modules``; each registers
         its kind. A module that cannot be imported is a :class:`ConfigError`."""
         if not self._loaded:
-            self._loaded = True
-            for name in self._builtin:
-                importlib.import_module(name)
+            self._loaded, self._loading_builtin = True, True
+            try:
+                for name in self._builtin:
+                    importlib.import_module(name)
+            finally:
+                self._loading_builtin = False
         for name in modules:
             try:
                 importlib.import_module(name)
@@ -177,13 +184,17 @@ class SubjectRegistry:
         self.load()
         return self._kinds[name]
 
-    def handlers(self, events: bool | None = None) -> dict[str, HandlerFactory]:
+    def handlers(
+        self, events: bool | None = None, builtin: bool = False
+    ) -> dict[str, HandlerFactory]:
         """Input topic -> handler factory, of every kind (``events``: only the kinds
-        whose topics carry driftgate's own events, or only the others)."""
+        whose topics carry driftgate's own events, or only the others; ``builtin``: only
+        driftgate's own kinds)."""
         return {
             topic: make
             for kind in self
-            if events is None or kind.events == events
+            if (events is None or kind.events == events)
+            and (not builtin or kind.name in self._builtin_names)
             for topic, make in kind.handlers.items()
         }
 

@@ -2,9 +2,9 @@
 
 Each kind of subject registers its topics and handlers in :data:`monitor.slices.REGISTRY`
 (with its policy, status, metrics, API and report); :data:`HANDLERS` and
-:data:`OTLP_HANDLERS` are the built-in kinds' handlers as registered: those of driftgate's
-own JSON events (a schema each, ``produce`` and ``replay`` take them), and those that read
-the same subjects from OpenTelemetry's formats.
+:data:`OTLP_HANDLERS` are the built-in kinds' handlers as registered there: those of
+driftgate's own JSON events (a schema each in docs/schemas/; ``produce`` and ``replay``
+take them), and those that read the same subjects from OpenTelemetry's formats.
 """
 
 from collections.abc import Callable
@@ -26,6 +26,8 @@ __all__ = [
     "TelemetryHandler",
 ]
 
-HANDLERS: dict[str, Callable[[Policy], Handler]] = REGISTRY.handlers(events=True)
+HANDLERS: dict[str, Callable[[Policy], Handler]] = REGISTRY.handlers(events=True, builtin=True)
 
-OTLP_HANDLERS: dict[str, Callable[[Policy], Handler]] = REGISTRY.handlers(events=False)
+OTLP_HANDLERS: dict[str, Callable[[Policy], Handler]] = REGISTRY.handlers(
+    events=False, builtin=True
+)
