@@ -7,10 +7,13 @@ cmd_status``), so that the parser names each command group once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, NoReturn
 
+from ..config import ConfigError
 from ..config import _args as types
 from ..slices import REGISTRY
 from . import _observe, _produce, _up, _worker
@@ -223,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_flags(report, kafka=False, redis_=True)
 
+    # The kinds of DRIFTGATE_SUBJECTS may add commands; a bad value is the command's
+    # error to report (exit 2, from its settings), not the parser's.
+    with contextlib.suppress(ConfigError, argparse.ArgumentTypeError):
+        REGISTRY.load(types.module_names(os.environ.get("DRIFTGATE_SUBJECTS", "")))
     every_kind = Commands(commands)
     for kind in REGISTRY:  # each subject kind's commands (labels: calibrate, audit, ...)
         if kind.commands is not None:

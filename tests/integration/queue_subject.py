@@ -2,13 +2,14 @@
 
 Everything of the kind is here: its event, state, model and gate, its handler, its policy
 section, its status lines and ``status --json`` key, its Prometheus family, its HTTP API
-collection and its section of ``report``. The last line registers it; a worker or a
+collection, its section of ``report`` and a command. The last line registers it; a worker or a
 command imports the module when ``DRIFTGATE_SUBJECTS`` names it
 (``tests.integration.queue_subject``), as a deployment would name its own.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +176,25 @@ def report(
     ]
 
 
+def cmd_deepest(args: argparse.Namespace) -> int:
+    """``driftgate deepest-queue``: the queue of the deepest mean."""
+    from monitor.cli._common import load_settings, open_read_model
+
+    views = open_read_model(load_settings(args)).snapshot().section(KIND)
+    if not views:
+        print("no queue yet")
+        return 0
+    name, view = max(views.items(), key=lambda item: item[1]["mean_depth"])
+    print(f"{name} {view['mean_depth']:g}")
+    return 0
+
+
+def commands(cli: Any) -> None:
+    examples = ("driftgate deepest-queue",)
+    deepest = cli.add("deepest-queue", "the queue of the deepest mean", cmd_deepest, examples)
+    cli.connection_flags(deepest, kafka=False, redis_=True)
+
+
 QUEUES = SubjectKind(
     name="queues",
     kinds=(KIND,),
@@ -186,6 +206,7 @@ QUEUES = SubjectKind(
     api={"queues": ApiRoute(KIND, "queue", api_answer)},
     report=report,
     report_nouns=("queue",),
+    commands=commands,
 )
 
 REGISTRY.register(QUEUES)

@@ -5,7 +5,7 @@ outbox, status, the metrics, the HTTP API and report have never heard of, and re
 (its last line). A real worker loads it as a deployment would (``DRIFTGATE_SUBJECTS``
 names the module), creates its topic, consumes its events through the batch runner and
 publishes its decisions; every reader shows it: ``status`` (text and ``--json``),
-``/metrics``, the HTTP API and ``report``.
+``/metrics``, the HTTP API and ``report``; and its command is one of the command line's.
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def test_a_new_subject_kind_runs_on_the_worker_and_shows_in_every_reader(
     assert "## Queue refunds" in memo
     assert "Verdict: FAIL. Mean depth 480 over 3 readings." in memo
     assert "queue_depth" in memo  # the decision history, from the audit log
+    deepest = deployment.cli("deepest-queue", **env)
+    assert (deepest.returncode, deepest.stdout) == (0, "refunds 480\n"), deepest.stderr
     unknown = deployment.cli("report", "nowhere", **env)
     assert unknown.returncode == 2
     assert "no stream, experiment, agent or queue of that name" in unknown.stderr
