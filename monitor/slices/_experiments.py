@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..config import AgentPolicy
+from ..config._policy import probability, require
 from ..presentation._status import experiment_lines
 from ._experiment_metrics import experiment_metrics
 from ._registry import REGISTRY, ApiRoute, SubjectKind
@@ -31,6 +33,65 @@ def _canary_handler(policy: Policy) -> Handler:
     from ..subjects._experiments import CanaryHandler
 
     return CanaryHandler(policy)
+
+
+def _check_policy(policy: Policy) -> None:
+    """The ranges the guardrails, the split and the canary need: the defaults and every
+    agent's and experiment's own (each error names its key)."""
+    agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
+    for name, agent in agents.items():
+        at = f"agents.{name}." if name else ""
+        guard, canary = agent.guardrails, agent.canary
+        probability(guard.alpha, f"{at}guardrails.alpha")
+        probability(guard.toxicity_rate_max, f"{at}guardrails.toxicity_rate_max")
+        probability(guard.disparity_ratio_min, f"{at}guardrails.disparity_ratio_min")
+        require(
+            guard.disparity_segments >= 2,
+            f"{at}guardrails.disparity_segments",
+            "must be at least 2",
+        )
+        for key in ("latency_p95_ms_max", "unit_cost_max", "target_time"):
+            require(getattr(guard, key) > 0, f"{at}guardrails.{key}", "must be positive")
+        probability(canary.alpha, f"{at}canary.alpha")
+        probability(canary.srm_alpha, f"{at}canary.srm_alpha")
+        probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
+        bounds = canary.quality_range
+        require(
+            len(bounds) == 2 and bounds[0] < bounds[1],
+            f"{at}canary.quality_range",
+            f"must be [low, high] with low < high, got {list(bounds)}",
+        )
+        require(
+            canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
+        )
+        ladder = canary.ladder
+        require(
+            bool(ladder)
+            and all(0 < step <= 100 for step in ladder)
+            and list(ladder) == sorted(set(ladder))
+            and ladder[-1] == 100,
+            f"{at}canary.ladder",
+            f"must rise strictly within 1..100 and end at 100, got {list(ladder)}",
+        )
+        require(
+            canary.control_variant != canary.canary_variant,
+            f"{at}canary.canary_variant",
+            "must differ from canary.control_variant",
+        )
+        require(
+            0 < canary.stale_after_seconds <= canary.stale_rollback_after_seconds,
+            f"{at}canary.stale_rollback_after_seconds",
+            "must be at least canary.stale_after_seconds (both positive)",
+        )
+    for name, experiment in policy.experiments.items():
+        shares = experiment.allocation
+        require(
+            not shares
+            or (all(s > 0 for s in shares.values()) and abs(sum(shares.values()) - 1) < 1e-9),
+            f"experiments.{name}.allocation",
+            f"shares must be positive and add up to 1, got {shares}",
+        )
+        probability(experiment.secondary_q, f"experiments.{name}.secondary_q")
 
 
 def _status(snapshot: Snapshot, now: float | None) -> dict[str, Any]:
@@ -95,6 +156,7 @@ EXPERIMENTS = REGISTRY.register(
         name="experiments",
         kinds=("experiment",),
         handlers={"telemetry": _telemetry_handler, "canary": _canary_handler},
+        check_policy=_check_policy,
         status=_status,
         status_lines=_status_lines,
         metrics=_metrics,

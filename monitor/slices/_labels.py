@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..presentation._status import stream_lines
 from ._label_metrics import stream_metrics
+from ._label_policy import check_label_policy
 from ._registry import REGISTRY, SubjectKind
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ LABELS = REGISTRY.register(
         name="labels",
         kinds=("stream",),
         handlers={"labels": _handler},
+        check_policy=check_label_policy,
         gate_parts={"covariate_drift": "covariate"},
         status=_status,
         status_lines=_status_lines,

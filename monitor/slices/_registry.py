@@ -70,7 +70,11 @@ class SubjectKind:
         Whether the topics carry driftgate's own JSON events (a schema, ``produce`` and
         ``replay`` take them); OpenTelemetry's formats do not.
     policy
-        Its sections of the policy file: a dataclass and its checks each.
+        Its sections of the policy file beside the built-in ones: a dataclass and its
+        check each (read into ``Policy.sections``).
+    check_policy
+        Its checks of the whole policy (the built-in kinds' sections are fields of
+        :class:`~monitor.config.Policy`, overridden per agent and experiment).
     gate_parts
         Gate -> the label that tells apart the several verdicts the gate gives one
         subject (``covariate_drift`` -> ``covariate``), for its gates judged in parts.
@@ -96,6 +100,7 @@ class SubjectKind:
     handlers: Mapping[str, HandlerFactory] = field(default_factory=dict)
     events: bool = True
     policy: tuple[PolicySection, ...] = ()
+    check_policy: Callable[[Policy], None] | None = None
     gate_parts: Mapping[str, str] = field(default_factory=dict)
     status: Callable[[Snapshot, float | None], Mapping[str, Any]] | None = None
     status_lines: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
