@@ -11,6 +11,7 @@ makes one.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,8 @@ class SubjectRegistry:
         self._builtin_names: set[str] = set()
         self._loading_builtin = False
         self._loaded = False
+        # The metrics and HTTP threads read it too: none sees half the built-in kinds.
+        self._lock = threading.RLock()
 
     def register(self, kind: SubjectKind) -> SubjectKind:
         """Add ``kind`` (again: nothing changes); returns it. A second kind of the same
@@ -150,8 +153,15 @@ class SubjectRegistry:
         )
         if clash:
             raise ValueError(f"{clash[0]!r} of {kind.name!r} is driftgate's own")
-        for section in kind.policy:
-            register_section(section)
+        done: list[PolicySection] = []
+        try:
+            for section in kind.policy:
+                register_section(section)
+                done.append(section)
+        except ValueError:
+            for section in done:  # all of the kind or nothing
+                unregister_section(section)
+            raise
         self._kinds[kind.name] = kind
         if self._loading_builtin:
             self._builtin_names.add(kind.name)
@@ -166,13 +176,14 @@ class SubjectRegistry:
     def load(self, modules: Iterable[str] = ()) -> None:
         """Import the built-in kinds' modules (once), then ``modules``; each registers
         its kind. A module that cannot be imported is a :class:`ConfigError`."""
-        if not self._loaded:
-            self._loaded, self._loading_builtin = True, True
-            try:
-                for name in self._builtin:
-                    importlib.import_module(name)
-            finally:
-                self._loading_builtin = False
+        with self._lock:
+            if not self._loaded:
+                self._loaded, self._loading_builtin = True, True
+                try:
+                    for name in self._builtin:
+                        importlib.import_module(name)
+                finally:
+                    self._loading_builtin = False
         for name in modules:
             try:
                 importlib.import_module(name)
@@ -184,10 +195,6 @@ class SubjectRegistry:
     def __iter__(self) -> Iterator[SubjectKind]:
         self.load()
         return iter(list(self._kinds.values()))
-
-    def __getitem__(self, name: str) -> SubjectKind:
-        self.load()
-        return self._kinds[name]
 
     def handlers(
         self, events: bool | None = None, builtin: bool = False

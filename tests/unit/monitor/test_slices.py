@@ -134,13 +134,18 @@ def test_a_kind_may_not_claim_another_s_name_topic_or_path() -> None:
             "'gates' of 'q' is driftgate's own",
         ),
         (
-            SubjectKind(name="q", policy=(PolicySection("canary", DepthPolicy),)),
+            SubjectKind(
+                name="q",
+                policy=(PolicySection("depths", DepthPolicy), PolicySection("canary", DepthPolicy)),
+            ),
             "policy section 'canary' is a built-in one",
         ),
     ):
         with pytest.raises(ValueError, match=message):
             REGISTRY.register(clash)
     assert [kind.name for kind in REGISTRY] == ["labels", "experiments", "otlp", "queues"]
+    with pytest.raises(KeyError):  # all of a refused kind's sections went with it
+        Policy().section("depths")
 
 
 def test_driftgate_subjects_names_modules_that_must_import() -> None:
