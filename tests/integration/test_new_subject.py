@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from .conftest import Deployment, encode
+from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, Deployment, encode
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +44,7 @@ def get(port: int, path: str) -> tuple[int, Any]:
     return status, body if path == "/metrics" else json.loads(body)
 
 
+@CLUSTER_NOW_STANDALONE_IN_SOAK  # a Redis Cluster: the new kind's keys share a slot
 def test_a_new_subject_kind_runs_on_the_worker_and_shows_in_every_reader(
     deployment: Deployment, tmp_path: Path
 ) -> None:
