@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
+from ..config import _args as types
 from ._common import UsageError, load_settings, open_read_model, with_kafka
 
-__all__ = ["cmd_pause", "cmd_promote", "cmd_resume", "cmd_rollback"]
+if TYPE_CHECKING:
+    from ._parser import Commands
+
+__all__ = ["add_commands", "cmd_pause", "cmd_promote", "cmd_resume", "cmd_rollback"]
 
 
 def _current_agent(settings: Settings, name: str) -> dict[str, Any]:
@@ -71,3 +75,40 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     return _canary_action(args, "resume", rationale=args.reason)
+
+
+def add_commands(commands: Commands) -> None:
+    """``rollback``, ``promote``, ``pause`` and ``resume``: the experiments' slice's
+    commands (``monitor.slices``)."""
+    rollback = commands.add(
+        "rollback",
+        "roll back an agent's canary by hand (a canary event)",
+        cmd_rollback,
+    )
+    rollback.add_argument("agent", type=types.subject_name, metavar="AGENT")
+    rollback.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+    rollback.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
+    commands.connection_flags(rollback, kafka=True, redis_=True)
+
+    promote = commands.add(
+        "promote",
+        "promote an agent's canary by hand (a canary event)",
+        cmd_promote,
+    )
+    promote.add_argument("agent", type=types.subject_name, metavar="AGENT")
+    promote.add_argument(
+        "--percent", type=types.percent, help="in (0, 100]; default: the ladder's next step"
+    )
+    promote.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+    promote.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
+    commands.connection_flags(promote, kafka=True, redis_=True)
+
+    for name, what, handler in (
+        ("pause", "hold an agent's canary by hand (a canary event)", cmd_pause),
+        ("resume", "resume an agent's paused canary (a canary event)", cmd_resume),
+    ):
+        manual = commands.add(name, what, handler)
+        manual.add_argument("agent", type=types.subject_name, metavar="AGENT")
+        manual.add_argument("--reason", type=types.one_line, help="kept in the audit log")
+        manual.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
+        commands.connection_flags(manual, kafka=True, redis_=True)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ..config import Settings
 from ..presentation._format import json_text
 from ..runtime._preflight import ServiceUnavailable, check_redis
+from ..slices import REGISTRY
 from ..store import KeyLayout, ReadModel, SyncClient, connect
 
 __all__ = [
@@ -42,7 +43,8 @@ class UsageError(ValueError):
 def load_settings(args: argparse.Namespace) -> Settings:
     """The settings of the variables and the flags, the policy file among them read and
     checked for every command (a missing ``DRIFTGATE_CONFIG`` is exit 2 for ``status`` as
-    for the worker, not a setting silently ignored)."""
+    for the worker, not a setting silently ignored), after the subject kinds of
+    ``DRIFTGATE_SUBJECTS`` registered (their sections are keys of the file)."""
     settings = Settings.from_env(
         kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
         redis_url=getattr(args, "redis_url", None),
@@ -51,6 +53,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         config_path=getattr(args, "config", None),
         topic_prefix=getattr(args, "topic_prefix", None),
     )
+    REGISTRY.load(settings.subject_modules)
     settings.policy  # noqa: B018 - reads and checks DRIFTGATE_CONFIG
     return settings
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..presentation._format import rfc3339
 from ._common import UsageError, load_settings, open_read_model, print_json, print_outcome
 
-__all__ = ["cmd_experiments", "cmd_plan_experiment", "registry"]
+if TYPE_CHECKING:
+    from ._parser import Commands
+
+__all__ = ["add_commands", "cmd_experiments", "cmd_plan_experiment", "registry"]
 
 
 def cmd_plan_experiment(args: argparse.Namespace) -> int:
@@ -118,3 +121,14 @@ def _status(experiment: dict[str, Any], analysis: dict[str, Any]) -> str:
 
 def _time(ts: float | None) -> str | None:
     return None if ts is None else rfc3339(ts, timespec="seconds")
+
+
+def add_commands(commands: Commands) -> None:
+    """``experiments``: the registry of the experiments' slice (``monitor.slices``)."""
+    experiments = commands.add(
+        "experiments",
+        "the experiment registry: ID, variants, dates, status, decision and memo path",
+        cmd_experiments,
+    )
+    experiments.add_argument("--json", action="store_true")
+    commands.connection_flags(experiments, kafka=False, redis_=True)

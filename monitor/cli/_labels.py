@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
+from ..config import _args as types
 from ..runtime._preflight import ServiceUnavailable
 from ..store import KeyLayout
 from ..store._calibrators import StateConflictError, read_calibrator
 from ._common import UsageError, load_settings, print_outcome, redis_client
 
-__all__ = ["cmd_audit", "cmd_baseline", "cmd_calibrate", "cmd_plan"]
+if TYPE_CHECKING:
+    from ._parser import Commands
+
+__all__ = ["add_commands", "cmd_audit", "cmd_baseline", "cmd_calibrate", "cmd_plan"]
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -147,3 +152,109 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         f"({done.n:,} scores, median {done.median:.3g}); it applies from the next batch"
     )
     return 0
+
+
+def add_commands(commands: Commands) -> None:
+    """``calibrate``, ``audit``, ``plan`` and ``baseline``: the label streams' slice's
+    commands (``monitor.slices``)."""
+    calibrate = commands.add(
+        "calibrate",
+        "fit f: S -> Y, report its out-of-fold quality, make it the stream's active calibrator",
+        cmd_calibrate,
+    )
+    calibrate.add_argument(
+        "file",
+        type=types.readable_file,
+        metavar="FILE",
+        nargs="?",
+        help="JSONL with s and y (optional with --pool)",
+    )
+    calibrate.add_argument("--stream", type=types.subject_name, required=True)
+    calibrate.add_argument(
+        "--pool",
+        action="store_true",
+        help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
+    )
+    calibrate.add_argument(
+        "--covariates",
+        type=types.name_list,
+        default=(),
+        metavar="A,B",
+        help="covariates (each line's covariates.A, ...) for a two-stage calibrator",
+    )
+    calibrate.add_argument(
+        "--mode",
+        choices=("isotonic", "two_stage", "auto"),
+        default="auto",
+        help="isotonic in S, two-stage on S and --covariates, or auto (default): two-stage "
+        "only when its out-of-fold error is lower by more than its standard error",
+    )
+    calibrate.add_argument(
+        "--save",
+        type=types.writable_file,
+        metavar="F",
+        help="also write the calibrator to F (JSON), for driftgate replay --calibrator F",
+    )
+    calibrate.add_argument("--json", action="store_true")
+    commands.connection_flags(calibrate, kafka=False, redis_=True)
+
+    audit = commands.add("audit", "transport audit of a probe slice", cmd_audit)
+    audit.add_argument(
+        "file",
+        type=types.readable_file,
+        metavar="FILE",
+        help="JSONL with s, y and optionally cluster",
+    )
+    audit.add_argument("--stream", type=types.subject_name, required=True)
+    audit.add_argument("--alpha", type=types.probability, default=0.05, help="in (0, 1)")
+    audit.add_argument(
+        "--margin", type=types.positive_number, help="equivalence mode: PASS inside +-margin"
+    )
+    audit.add_argument(
+        "--family-size", type=types.positive_integer, default=1, help="Bonferroni over N audits"
+    )
+    audit.add_argument(
+        "--pool",
+        action="store_true",
+        help="on PASS, add the probe's pairs to the stream's pool (calibrate --pool refits)",
+    )
+    audit.add_argument("--json", action="store_true")
+    commands.connection_flags(audit, kafka=False, redis_=True)
+
+    plan = commands.add(
+        "plan",
+        "label budget plan, or a pre-registered experiment's sample size (--experiment)",
+        cmd_plan,
+    )
+    plan.add_argument("--budget", type=types.positive_number, help="required without --experiment")
+    plan.add_argument("--surrogate-cost", type=types.positive_number, help="as --budget")
+    plan.add_argument("--oracle-cost", type=types.positive_number, help="as --budget")
+    plan.add_argument(
+        "--experiment",
+        type=types.subject_name,
+        metavar="NAME",
+        help="size the policy's pre-registered experiment NAME instead (two-proportion or "
+        "mean formula, CUPED, the anytime-valid interval's)",
+    )
+    plan.add_argument(
+        "--config", type=types.readable_file, metavar="FILE", help="overrides DRIFTGATE_CONFIG"
+    )
+    plan.add_argument("--pilot", type=types.readable_file, help="JSONL with s and y")
+    plan.add_argument(
+        "--r2",
+        type=types.share_below_one,
+        help="assumed share of Var(Y) the calibrator explains, in [0, 1)",
+    )
+    plan.add_argument("--target-mde", type=types.positive_number)
+    plan.add_argument("--json", action="store_true")
+
+    baseline = commands.add(
+        "baseline",
+        "set a stream's score drift baseline from a file of scores or its recent scores",
+        cmd_baseline,
+    )
+    baseline.add_argument("--stream", type=types.subject_name, required=True)
+    baseline.add_argument(
+        "--from-file", type=types.readable_file, metavar="FILE", help="JSONL with s"
+    )
+    commands.connection_flags(baseline, kafka=False, redis_=True)

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from ..presentation._status import print_experiments, print_ignored, print_streams
+from ..presentation._status import ignored_lines
+from ..slices import REGISTRY
 from ._common import UsageError, load_settings, open_read_model, print_json
 
 __all__ = ["cmd_log", "cmd_report", "cmd_status"]
@@ -20,9 +21,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if not any(document.values()):
         print("nothing monitored yet")
-    print_streams(document["streams"])
-    print_experiments(document["experiments"], document["agents"])
-    print_ignored(document.get("ignored", {}))
+    for kind in REGISTRY:  # each kind's lines, in the order the kinds registered
+        for line in kind.status_lines(document) if kind.status_lines else ():
+            print(line)
+    for line in ignored_lines(document.get("ignored", {})):
+        print(line)
     return 0
 
 

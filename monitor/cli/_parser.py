@@ -7,16 +7,20 @@ cmd_status``), so that the parser names each command group once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, NoReturn
 
+from ..config import ConfigError
 from ..config import _args as types
-from . import _canary, _experiments, _labels, _observe, _produce, _up, _worker
+from ..slices import REGISTRY
+from . import _observe, _produce, _up, _worker
 from ._replay import EXAMPLES as REPLAY_EXAMPLES
 from ._replay import add_replay
 
-__all__ = ["DESCRIPTION", "EXAMPLES", "build_parser"]
+__all__ = ["DESCRIPTION", "EXAMPLES", "Commands", "build_parser"]
 
 DESCRIPTION = "The ``driftgate`` command line."
 
@@ -98,14 +102,19 @@ def _version() -> str:
 
 
 def _command(
-    commands: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    commands: Any,
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+    examples: tuple[str, ...] | None = None,
 ) -> argparse.ArgumentParser:
-    examples = "\n".join(f"  {line}" for line in EXAMPLES[name])
+    lines = EXAMPLES[name] if examples is None else examples
+    shown = "\n".join(f"  {line}" for line in lines)
     parser: argparse.ArgumentParser = commands.add_parser(
         name,
         help=help_text,
         description=help_text[0].upper() + help_text[1:] + ".",
-        epilog=f"example{'s' if len(EXAMPLES[name]) > 1 else ''}:\n{examples}\n\n{EXIT_STATUS}",
+        epilog=f"example{'s' if len(lines) > 1 else ''}:\n{shown}\n\n{EXIT_STATUS}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=handler)
@@ -141,6 +150,28 @@ def _metrics_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=types.readable_file, metavar="FILE", help="overrides DRIFTGATE_CONFIG"
     )
+
+
+class Commands:
+    """What a subject kind adds its commands with (its ``commands`` entry gets one)."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+
+    def add(
+        self,
+        name: str,
+        help_text: str,
+        handler: Callable[[argparse.Namespace], int],
+        examples: tuple[str, ...] | None = None,
+    ) -> argparse.ArgumentParser:
+        """A command with its help, examples (default: :data:`EXAMPLES`'s) and handler."""
+        return _command(self._subparsers, name, help_text, handler, examples)
+
+    @staticmethod
+    def connection_flags(parser: argparse.ArgumentParser, *, kafka: bool, redis_: bool) -> None:
+        """``--kafka-bootstrap`` and ``--topic-prefix``, and ``--redis-url``."""
+        _connection_flags(parser, kafka=kafka, redis_=redis_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,108 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(status, kafka=False, redis_=True)
     status.add_argument("--json", action="store_true")
 
-    calibrate = _command(
-        commands,
-        "calibrate",
-        "fit f: S -> Y, report its out-of-fold quality, make it the stream's active calibrator",
-        _labels.cmd_calibrate,
-    )
-    calibrate.add_argument(
-        "file",
-        type=types.readable_file,
-        metavar="FILE",
-        nargs="?",
-        help="JSONL with s and y (optional with --pool)",
-    )
-    calibrate.add_argument("--stream", type=types.subject_name, required=True)
-    calibrate.add_argument(
-        "--pool",
-        action="store_true",
-        help="refit on the active version's pairs + the pooled probes (+ FILE); empties the pool",
-    )
-    calibrate.add_argument(
-        "--covariates",
-        type=types.name_list,
-        default=(),
-        metavar="A,B",
-        help="covariates (each line's covariates.A, ...) for a two-stage calibrator",
-    )
-    calibrate.add_argument(
-        "--mode",
-        choices=("isotonic", "two_stage", "auto"),
-        default="auto",
-        help="isotonic in S, two-stage on S and --covariates, or auto (default): two-stage "
-        "only when its out-of-fold error is lower by more than its standard error",
-    )
-    calibrate.add_argument(
-        "--save",
-        type=types.writable_file,
-        metavar="F",
-        help="also write the calibrator to F (JSON), for driftgate replay --calibrator F",
-    )
-    calibrate.add_argument("--json", action="store_true")
-    _connection_flags(calibrate, kafka=False, redis_=True)
-
-    audit = _command(commands, "audit", "transport audit of a probe slice", _labels.cmd_audit)
-    audit.add_argument(
-        "file",
-        type=types.readable_file,
-        metavar="FILE",
-        help="JSONL with s, y and optionally cluster",
-    )
-    audit.add_argument("--stream", type=types.subject_name, required=True)
-    audit.add_argument("--alpha", type=types.probability, default=0.05, help="in (0, 1)")
-    audit.add_argument(
-        "--margin", type=types.positive_number, help="equivalence mode: PASS inside +-margin"
-    )
-    audit.add_argument(
-        "--family-size", type=types.positive_integer, default=1, help="Bonferroni over N audits"
-    )
-    audit.add_argument(
-        "--pool",
-        action="store_true",
-        help="on PASS, add the probe's pairs to the stream's pool (calibrate --pool refits)",
-    )
-    audit.add_argument("--json", action="store_true")
-    _connection_flags(audit, kafka=False, redis_=True)
-
-    plan = _command(
-        commands,
-        "plan",
-        "label budget plan, or a pre-registered experiment's sample size (--experiment)",
-        _labels.cmd_plan,
-    )
-    plan.add_argument("--budget", type=types.positive_number, help="required without --experiment")
-    plan.add_argument("--surrogate-cost", type=types.positive_number, help="as --budget")
-    plan.add_argument("--oracle-cost", type=types.positive_number, help="as --budget")
-    plan.add_argument(
-        "--experiment",
-        type=types.subject_name,
-        metavar="NAME",
-        help="size the policy's pre-registered experiment NAME instead (two-proportion or "
-        "mean formula, CUPED, the anytime-valid interval's)",
-    )
-    plan.add_argument(
-        "--config", type=types.readable_file, metavar="FILE", help="overrides DRIFTGATE_CONFIG"
-    )
-    plan.add_argument("--pilot", type=types.readable_file, help="JSONL with s and y")
-    plan.add_argument(
-        "--r2",
-        type=types.share_below_one,
-        help="assumed share of Var(Y) the calibrator explains, in [0, 1)",
-    )
-    plan.add_argument("--target-mde", type=types.positive_number)
-    plan.add_argument("--json", action="store_true")
-
-    experiments = _command(
-        commands,
-        "experiments",
-        "the experiment registry: ID, variants, dates, status, decision and memo path",
-        _experiments.cmd_experiments,
-    )
-    experiments.add_argument("--json", action="store_true")
-    _connection_flags(experiments, kafka=False, redis_=True)
-
     log = _command(
         commands, "log", "the audit log of decisions and canary actions", _observe.cmd_log
     )
@@ -306,52 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_flags(report, kafka=False, redis_=True)
 
-    baseline = _command(
-        commands,
-        "baseline",
-        "set a stream's score drift baseline from a file of scores or its recent scores",
-        _labels.cmd_baseline,
-    )
-    baseline.add_argument("--stream", type=types.subject_name, required=True)
-    baseline.add_argument(
-        "--from-file", type=types.readable_file, metavar="FILE", help="JSONL with s"
-    )
-    _connection_flags(baseline, kafka=False, redis_=True)
-
-    rollback = _command(
-        commands,
-        "rollback",
-        "roll back an agent's canary by hand (a canary event)",
-        _canary.cmd_rollback,
-    )
-    rollback.add_argument("agent", type=types.subject_name, metavar="AGENT")
-    rollback.add_argument("--reason", type=types.one_line, help="kept in the audit log")
-    rollback.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
-    _connection_flags(rollback, kafka=True, redis_=True)
-
-    promote = _command(
-        commands,
-        "promote",
-        "promote an agent's canary by hand (a canary event)",
-        _canary.cmd_promote,
-    )
-    promote.add_argument("agent", type=types.subject_name, metavar="AGENT")
-    promote.add_argument(
-        "--percent", type=types.percent, help="in (0, 100]; default: the ladder's next step"
-    )
-    promote.add_argument("--reason", type=types.one_line, help="kept in the audit log")
-    promote.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
-    _connection_flags(promote, kafka=True, redis_=True)
-
-    for name, what, handler in (
-        ("pause", "hold an agent's canary by hand (a canary event)", _canary.cmd_pause),
-        ("resume", "resume an agent's paused canary (a canary event)", _canary.cmd_resume),
-    ):
-        manual = _command(commands, name, what, handler)
-        manual.add_argument("agent", type=types.subject_name, metavar="AGENT")
-        manual.add_argument("--reason", type=types.one_line, help="kept in the audit log")
-        manual.add_argument("--actor", type=types.one_line, help="who (default: the user name)")
-        _connection_flags(manual, kafka=True, redis_=True)
+    # The kinds of DRIFTGATE_SUBJECTS may add commands; a bad value is the command's
+    # error to report (exit 2, from its settings), not the parser's.
+    with contextlib.suppress(ConfigError, argparse.ArgumentTypeError):
+        REGISTRY.load(types.module_names(os.environ.get("DRIFTGATE_SUBJECTS", "")))
+    every_kind = Commands(commands)
+    for kind in REGISTRY:  # each subject kind's commands (labels: calibrate, audit, ...)
+        if kind.commands is not None:
+            kind.commands(every_kind)
 
     produce = _command(
         commands,

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from ..config import Settings
 from ..presentation._format import number
 from ..runtime._demo import reset_demo
-from ..runtime._preflight import TOPIC_NAMES, ServiceUnavailable, check_redis, ensure_topics
+from ..runtime._preflight import ServiceUnavailable, check_redis, ensure_topics, topic_names
 from ..runtime._services import (
     ServiceProcess,
     die_with_parent,
@@ -248,7 +248,7 @@ def _run_up(
     layout = KeyLayout(settings.redis_prefix)
     if services.kafka.start:
         # A broker started here keeps nothing: its logs begin a new epoch of offsets.
-        topics = [settings.topic(name) for name in TOPIC_NAMES]
+        topics = [settings.topic(name) for name in topic_names()]
         start_new_log_epochs(client, layout, topics, settings.partitions)
     # The demo's subjects are reset in a Redis this `up` started (its own, from its last
     # run) only: in a named one they may be another `up`'s, or anybody's.
@@ -274,7 +274,7 @@ def _run_up(
         f"  redis    {redact(settings.redis_url)} ({redis_how})\n"
         f"  worker   {worker_line}\n"
         f"  metrics  {metrics_line}\n"
-        f"  topics   {', '.join(settings.topic(t) for t in TOPIC_NAMES)}\n"
+        f"  topics   {', '.join(settings.topic(t) for t in topic_names())}\n"
         f"  demo     {_DEMO_TEXT if not args.no_demo else 'off'}\n"
         f"  logs     {logs}\n"
         "Ctrl-C stops everything started here."

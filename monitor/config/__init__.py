@@ -14,9 +14,12 @@ from ._policy import (
     ModelPrice,
     OtlpPolicy,
     Policy,
+    PolicySection,
     ResidualDriftPolicy,
     ScoreDriftPolicy,
     load_policy,
+    register_section,
+    unregister_section,
 )
 from ._settings import ENVIRONMENT, Settings, scrub, secrets_of
 
@@ -34,10 +37,13 @@ __all__ = [
     "ModelPrice",
     "OtlpPolicy",
     "Policy",
+    "PolicySection",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "Settings",
     "load_policy",
+    "register_section",
     "scrub",
     "secrets_of",
+    "unregister_section",
 ]

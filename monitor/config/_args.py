@@ -18,8 +18,6 @@ from argparse import ArgumentTypeError
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..store import redact
-
 __all__ = [
     "KAFKA_TOPIC_MAX_LENGTH",
     "MAX_HOURS",
@@ -31,6 +29,7 @@ __all__ = [
     "hours",
     "http_url",
     "kafka_bootstrap",
+    "module_names",
     "name_list",
     "one_line",
     "percent",
@@ -66,6 +65,7 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 6750's token characters: what an Authorization header carries unchanged.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _number(text: str) -> float:
@@ -194,6 +194,8 @@ def kafka_bootstrap(text: str) -> str:
 
 def _without_password(url: str) -> str:
     """``url`` for a message: its password hidden even when the rest does not parse."""
+    from ..store import redact  # here: the store's package imports redis-py
+
     try:
         return redact(url)
     except ValueError:  # a malformed port: keep what follows the credentials
@@ -278,6 +280,15 @@ def topic_name(text: str) -> str:
             f"must hold only letters, digits, '.', '_' and '-' (Kafka's rule), got {text!r}"
         )
     return text
+
+
+def module_names(text: str) -> tuple[str, ...]:
+    """Python module names (dotted), separated by commas."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if not _MODULE_NAME.fullmatch(name):
+            raise ArgumentTypeError(f"must name Python modules, separated by commas, got {name!r}")
+    return names
 
 
 def topic_prefix(text: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ._experiment_policy import ExperimentPolicy, check_experiment
+from ._experiment_policy import ExperimentPolicy
 
 __all__ = [
     "AgentPolicy",
@@ -27,9 +26,14 @@ __all__ = [
     "ModelPrice",
     "OtlpPolicy",
     "Policy",
+    "PolicySection",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "load_policy",
+    "probability",
+    "register_section",
+    "require",
+    "unregister_section",
 ]
 
 
@@ -236,12 +240,51 @@ class Policy:
     otlp: OtlpPolicy = field(default_factory=OtlpPolicy)
     # How long event ids are remembered for duplicate detection (see README).
     dedupe_window_seconds: float = 6 * 3600.0
+    # The sections of the subject kinds registered beside the built-in ones, by key
+    # (see PolicySection); not a key of the file itself.
+    sections: dict[str, Any] = field(default_factory=dict, metadata={"file": False})
+
+    def section(self, key: str) -> Any:
+        """A registered kind's section (its defaults when the file leaves it out)."""
+        found = self.sections.get(key)
+        return found if found is not None else SECTIONS[key].cls()
 
     def for_agent(self, name: str) -> AgentPolicy:
         return self.agents.get(name) or AgentPolicy(self.guardrails, self.canary)
 
     def for_experiment(self, name: str) -> ExperimentPolicy:
         return self.experiments.get(name) or ExperimentPolicy()
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """A subject kind's section of the policy file: the top-level ``key``, the frozen
+    dataclass ``cls`` it is read into (the same types and errors as the built-in
+    sections), and ``check``, which raises :class:`ConfigError` naming a key out of range.
+    """
+
+    key: str
+    cls: type
+    check: Callable[[Any], None] | None = None
+
+
+SECTIONS: dict[str, PolicySection] = {}
+"""The registered sections, by key (``monitor.slices`` registers a kind's)."""
+
+
+def register_section(section: PolicySection) -> None:
+    builtin = {f.name for f in fields(Policy)} | {"agents", "experiments"}
+    if section.key in builtin:
+        raise ValueError(f"policy section {section.key!r} is a built-in one")
+    known = SECTIONS.get(section.key)
+    if known is not None and known != section:
+        raise ValueError(f"policy section {section.key!r} is registered already")
+    SECTIONS[section.key] = section
+
+
+def unregister_section(section: PolicySection) -> None:
+    if SECTIONS.get(section.key) == section:
+        del SECTIONS[section.key]
 
 
 ACTIONS = ("none", "alert", "hold", "promote", "rollback")
@@ -301,7 +344,9 @@ def _section(cls: type, raw: Any, where: str, base: Any = None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if f.metadata.get("file", True)}
+    if cls is Policy:
+        known |= set(SECTIONS)
     unknown = sorted(str(key) for key in set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -313,131 +358,19 @@ def _section(cls: type, raw: Any, where: str, base: Any = None) -> Any:
     return replace(base, **values)
 
 
+def require(ok: bool, key: str, what: str) -> None:
+    """A policy check: :class:`ConfigError` naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} {what}")
+
+
+def probability(value: float, key: str) -> None:
+    require(0 < value < 1, key, f"must be in (0, 1), got {value}")
+
+
 def _check(policy: Policy) -> None:
-    """The ranges the gates need, each named by its key."""
-
-    def require(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key} {what}")
-
-    def probability(value: float, key: str) -> None:
-        require(0 < value < 1, key, f"must be in (0, 1), got {value}")
-
-    probability(policy.residual_drift.alpha, "residual_drift.alpha")
-    probability(policy.residual_drift.change_alpha, "residual_drift.change_alpha")
-    require(
-        policy.residual_drift.change_alpha < policy.residual_drift.alpha,
-        "residual_drift.change_alpha",
-        "must be below residual_drift.alpha (the gate's total, which it is part of)",
-    )
-    labels = policy.residual_drift.label_range
-    require(
-        len(labels) == 2 and labels[0] < labels[1],
-        "residual_drift.label_range",
-        f"must be [low, high] with low < high, got {list(labels)}",
-    )
-    bias = policy.residual_drift.bias_threshold
-    require(bias >= 0, "residual_drift.bias_threshold", f"must be 0 or more, got {bias}")
-    probability(policy.score_drift.alpha, "score_drift.alpha")
-    probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
-    _check_covariate_drift(policy.covariate_drift, require, probability)
-    _check_names(policy.residual_drift.group_by, "residual_drift.group_by", require)
-    probability(policy.residual_drift.group_fdr, "residual_drift.group_fdr")
-    groups = policy.residual_drift.max_groups
-    require(1 <= groups <= 100, "residual_drift.max_groups", f"must be in 1..100, got {groups}")
+    """The ranges of the settings of no subject kind (each kind checks its own)."""
     require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
-    require(policy.labels.join_window_seconds > 0, "labels.join_window_seconds", "must be positive")
-    agents = {"": AgentPolicy(policy.guardrails, policy.canary), **policy.agents}
-    for name, agent in agents.items():
-        at = f"agents.{name}." if name else ""
-        guard, canary = agent.guardrails, agent.canary
-        probability(guard.alpha, f"{at}guardrails.alpha")
-        probability(guard.toxicity_rate_max, f"{at}guardrails.toxicity_rate_max")
-        probability(guard.disparity_ratio_min, f"{at}guardrails.disparity_ratio_min")
-        require(
-            guard.disparity_segments >= 2,
-            f"{at}guardrails.disparity_segments",
-            "must be at least 2",
-        )
-        for key in ("latency_p95_ms_max", "unit_cost_max", "target_time"):
-            require(getattr(guard, key) > 0, f"{at}guardrails.{key}", "must be positive")
-        probability(canary.alpha, f"{at}canary.alpha")
-        probability(canary.srm_alpha, f"{at}canary.srm_alpha")
-        probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
-        bounds = canary.quality_range
-        require(
-            len(bounds) == 2 and bounds[0] < bounds[1],
-            f"{at}canary.quality_range",
-            f"must be [low, high] with low < high, got {list(bounds)}",
-        )
-        require(
-            canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
-        )
-        ladder = canary.ladder
-        require(
-            bool(ladder)
-            and all(0 < step <= 100 for step in ladder)
-            and list(ladder) == sorted(set(ladder))
-            and ladder[-1] == 100,
-            f"{at}canary.ladder",
-            f"must rise strictly within 1..100 and end at 100, got {list(ladder)}",
-        )
-        require(
-            canary.control_variant != canary.canary_variant,
-            f"{at}canary.canary_variant",
-            "must differ from canary.control_variant",
-        )
-        require(
-            0 < canary.stale_after_seconds <= canary.stale_rollback_after_seconds,
-            f"{at}canary.stale_rollback_after_seconds",
-            "must be at least canary.stale_after_seconds (both positive)",
-        )
-    for name, experiment in policy.experiments.items():
-        check_experiment(name, experiment, require, probability)
-    for name, price in policy.otlp.prices.items():
-        for key in ("input_per_million", "output_per_million"):
-            require(getattr(price, key) >= 0, f"otlp.prices.{name}.{key}", "must be 0 or more")
-    for name, mapping in policy.otlp.evaluations.items():
-        require(
-            mapping.role in EVALUATION_ROLES,
-            f"otlp.evaluations.{name}.role",
-            f"must be one of {', '.join(EVALUATION_ROLES)}, got {mapping.role!r}",
-        )
-
-
-# A covariate's name becomes part of a gate's record key and a metric label value.
-_COVARIATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-def _check_covariate_drift(
-    policy: CovariateDriftPolicy,
-    require: Callable[[bool, str, str], None],
-    probability: Callable[[float, str], None],
-) -> None:
-    probability(policy.alpha, "covariate_drift.alpha")
-    probability(policy.relative_accuracy, "covariate_drift.relative_accuracy")
-    for key in ("baseline_n", "min_n", "max_categories"):
-        value = getattr(policy, key)
-        require(value >= 1, f"covariate_drift.{key}", f"must be at least 1, got {value}")
-    # The union bound of the distance spends alpha over 2^max_categories - 1 events.
-    require(
-        policy.max_categories <= 30,
-        "covariate_drift.max_categories",
-        f"must be at most 30, got {policy.max_categories}",
-    )
-    _check_names(policy.covariates, "covariate_drift.covariates", require)
-
-
-def _check_names(
-    names: tuple[str, ...], key: str, require: Callable[[bool, str, str], None]
-) -> None:
-    for name in names:
-        require(
-            bool(_COVARIATE_NAME.fullmatch(name)),
-            key,
-            f"names letters, digits, _, . and -, got {name!r}",
-        )
-    require(len(set(names)) == len(names), key, f"names a covariate twice: {list(names)}")
 
 
 def load_policy(path: str | None) -> Policy:
@@ -458,7 +391,8 @@ def load_policy(path: str | None) -> Policy:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must hold a mapping")
     try:
-        top = {key: value for key, value in raw.items() if key not in ("agents", "experiments")}
+        apart = ("agents", "experiments", *SECTIONS)
+        top = {key: value for key, value in raw.items() if key not in apart}
         policy = _section(Policy, top, "")
         defaults = AgentPolicy(policy.guardrails, policy.canary)
         overrides: dict[str, Any] = {}
@@ -471,8 +405,20 @@ def load_policy(path: str | None) -> Policy:
                 str(name): _section(cls, settings, f"{key}.{name}", base)
                 for name, settings in value.items()
             }
+        overrides["sections"] = {
+            key: _section(section.cls, raw.get(key), key) for key, section in SECTIONS.items()
+        }
         policy = replace(policy, **overrides)
         _check(policy)
+        # Each subject kind's checks of its sections, as its slice registered them.
+        from ..slices import REGISTRY  # here: the slices import config
+
+        for kind in REGISTRY:
+            if kind.check_policy is not None:
+                kind.check_policy(policy)
+        for section in SECTIONS.values():
+            if section.check is not None:
+                section.check(policy.sections[section.key])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return policy

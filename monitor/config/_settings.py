@@ -42,6 +42,9 @@ class Settings:
     # Full names of the OpenTelemetry topics (default: the prefix + otlp.spans / otlp.logs).
     otlp_spans_topic: str | None = None
     otlp_logs_topic: str | None = None
+    # Modules of subject kinds beside the built-in ones, imported before the policy is
+    # read (each registers its kind: monitor.slices).
+    subject_modules: tuple[str, ...] = ()
     # The attributes given by a variable or a flag: `driftgate up` uses a running service
     # only when it was named, and otherwise starts its own.
     named: frozenset[str] = field(default=frozenset(), compare=False)
@@ -84,7 +87,8 @@ class Settings:
 
     @cached_property
     def policy(self) -> Policy:
-        """The policy file, read and checked once per settings object."""
+        """The policy file, read and checked once per settings object (the sections of
+        the subject kinds registered by then among its keys)."""
         return load_policy(self.config_path)
 
     def secrets(self) -> list[str]:
@@ -211,6 +215,7 @@ ENVIRONMENT = {
     "api_token": "DRIFTGATE_API_TOKEN",
     "otlp_spans_topic": "DRIFTGATE_OTLP_SPANS_TOPIC",
     "otlp_logs_topic": "DRIFTGATE_OTLP_LOGS_TOPIC",
+    "subject_modules": "DRIFTGATE_SUBJECTS",
 }
 
 _CHECKS: dict[str, Callable[[str], Any]] = {
@@ -225,5 +230,6 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     "api_token": arguments.bearer_token,
     "otlp_spans_topic": arguments.topic_name,
     "otlp_logs_topic": arguments.topic_name,
+    "subject_modules": arguments.module_names,
 }
 """The argument type that checks each setting (the same as its flag's)."""

@@ -24,7 +24,14 @@ from ._residual_series import residual_figure, residual_series
 if TYPE_CHECKING:
     from ..store import Snapshot
 
-__all__ = ["ReportError", "UnknownSubjectError", "default_folder", "write_report"]
+__all__ = [
+    "ReportError",
+    "UnknownSubjectError",
+    "default_folder",
+    "experiment_section",
+    "stream_section",
+    "write_report",
+]
 
 # Files in the report folder.
 MARKDOWN = "report.md"
@@ -107,12 +114,13 @@ def build_memo(
     now: float | None = None,
 ) -> Memo:
     """The memo of ``subject`` (see :func:`write_report`), not yet written."""
+    from ..slices import REGISTRY
+
     now = time.time() if now is None else now
-    stream = snapshot.section("stream").get(subject)
-    experiment = snapshot.section("experiment").get(subject)
-    if stream is None and experiment is None:
+    sections = [k.report for k in REGISTRY if k.report is not None and k.holds(snapshot, subject)]
+    if not sections:
         raise UnknownSubjectError(
-            f"unknown subject {subject!r}: no stream, experiment or agent of that name"
+            f"unknown subject {subject!r}: no {REGISTRY.report_nouns()} of that name"
         )
     entries = [e for e in audit if e.get("subject") == subject and e.get("kind") != "webhook"]
     memo = Memo(f"Decision memo: {subject}")
@@ -122,14 +130,13 @@ def build_memo(
             "current state."
         )
     )
-    if stream is not None:
-        _stream_section(memo, snapshot, subject, stream, entries)
-    if experiment is not None:
-        _experiment_section(memo, snapshot, subject, experiment, now)
+    for section in sections:  # each kind's, in the order the kinds registered
+        section(memo, snapshot, subject, entries, now)
     _history_section(memo, entries)
+    experiment = snapshot.section("experiment").get(subject) or {}
     memo.blocks += [
         Heading("Sign-off"),
-        *sign_off(((experiment or {}).get("experiment") or {}).get("analysis")),
+        *sign_off((experiment.get("experiment") or {}).get("analysis")),
         Paragraph("Decision: ______________________________"),
         Paragraph("Name: ______________________  Signature: ______________  Date: __________"),
     ]
@@ -139,7 +146,7 @@ def build_memo(
 # --- a stream -------------------------------------------------------------------------
 
 
-def _stream_section(
+def stream_section(
     memo: Memo,
     snapshot: Snapshot,
     name: str,
@@ -318,7 +325,7 @@ def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:
 # --- an experiment or agent -----------------------------------------------------------
 
 
-def _experiment_section(
+def experiment_section(
     memo: Memo, snapshot: Snapshot, name: str, view: dict[str, Any], now: float
 ) -> None:
     agent = snapshot.agent(name, now)

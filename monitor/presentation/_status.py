@@ -10,17 +10,7 @@ from typing import Any
 
 from ._format import count, interval, number, plural
 
-__all__ = ["ignored_lines", "print_experiments", "print_ignored", "print_streams", "stream_lines"]
-
-
-def print_streams(streams: Mapping[str, Mapping[str, Any]]) -> None:
-    for name, row in streams.items():
-        print("\n".join(stream_lines(name, row)))
-
-
-def print_ignored(ignored: Mapping[str, Mapping[str, int]]) -> None:
-    for line in ignored_lines(ignored):
-        print(line)
+__all__ = ["experiment_lines", "ignored_lines", "stream_lines"]
 
 
 def ignored_lines(ignored: Mapping[str, Mapping[str, int]]) -> list[str]:
@@ -196,11 +186,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2g} s"
 
 
-def print_experiments(experiments: Mapping[str, Any], agents: Mapping[str, Any]) -> None:
+def experiment_lines(experiments: Mapping[str, Any], agents: Mapping[str, Any]) -> list[str]:
     """Each experiment's guardrails and split by variant, and each agent's canary."""
+    lines = []
     for name, row in experiments.items():
         srm = row["srm_p_value"]
-        print(
+        lines.append(
             f"experiment {name}: guardrails {row['verdict']}, split {row['srm_verdict']}"
             f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row['control']}"
         )
@@ -221,15 +212,16 @@ def print_experiments(experiments: Mapping[str, Any], agents: Mapping[str, Any])
                 if versus.get("method")
                 else ""
             )
-            print(
+            lines.append(
                 f"  {variant:<12} n={stats['n']} staging={stats['staging_n']} primary "
                 f"{number(primary.get('value'), '.4f')} [{number(primary.get('ci_low'), '.4f')}, "
                 f"{number(primary.get('ci_high'), '.4f')}]{difference}"
                 + (f"; {shown}" if shown else "")
             )
     for name, agent in agents.items():
-        print(
+        lines.append(
             f"agent {name}: bundle {agent['bundle_id']} {agent['phase']} at "
             f"{agent['canary_percent']:g}% for {agent['hours_running']:.1f} h: {agent['verdict']} "
             f"({agent['reason']}), recommendation {agent['recommendation']}"
         )
+    return lines

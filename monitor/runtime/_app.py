@@ -30,8 +30,8 @@ from ..pipeline import (
 )
 from ..pipeline._outbox import OutboxDrainer
 from ..pipeline._webhook import Webhook
+from ..slices import REGISTRY
 from ..store import KeyLayout, connect_async, redact
-from ..subjects import HANDLERS, OTLP_HANDLERS
 from ._kafka import MAX_MESSAGE_BYTES, faust_credentials, start_producer
 
 __all__ = ["FAUST_SETTINGS", "MonitorApp"]
@@ -64,6 +64,7 @@ class MonitorApp:
         self, settings: Settings, cluster: bool, registry: CollectorRegistry | None = None
     ) -> None:
         self.settings = settings
+        REGISTRY.load(settings.subject_modules)  # before the policy: their sections
         policy = settings.policy
         self.layout = KeyLayout(settings.redis_prefix)
         self.app = faust.App(
@@ -110,7 +111,7 @@ class MonitorApp:
         script = self.script = WriteScript(self.redis, settings.redis_url)
         topics = TopicNames(settings.topic("decisions"), settings.topic("dlq"))
         self.runners: dict[str, BatchRunner[Any]] = {}
-        for name, make_handler in {**HANDLERS, **OTLP_HANDLERS}.items():
+        for name, make_handler in REGISTRY.handlers().items():
             runner = BatchRunner(
                 self.redis,
                 self.layout,

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..config import ConfigError, Settings
+from ..slices import REGISTRY
 from ..store import redact
 from ._kafka import client_options
 
-__all__ = ["TOPIC_NAMES", "ServiceUnavailable", "check_redis", "ensure_topics"]
+__all__ = ["ServiceUnavailable", "check_redis", "ensure_topics", "topic_names"]
 
-TOPIC_NAMES = ("labels", "telemetry", "canary", "otlp.spans", "otlp.logs", "decisions", "dlq")
+
+def topic_names() -> tuple[str, ...]:
+    """Every topic of a deployment (short names): each subject kind's input topics, in
+    the order the kinds registered, then ``decisions`` and ``dlq``."""
+    return REGISTRY.topics()
+
+
+def __getattr__(name: str) -> Any:
+    # TOPIC_NAMES, as it was a constant before the subject kinds registered their topics.
+    if name == "TOPIC_NAMES":
+        return topic_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -66,7 +79,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> l
         ) from exc
     try:
         existing = set(await admin.list_topics())
-        wanted = names or [settings.topic(name) for name in TOPIC_NAMES]
+        wanted = names or [settings.topic(name) for name in topic_names()]
         missing = [name for name in wanted if name not in existing]
         if missing:
             # Another worker may have created them first.

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from ..config import Policy
+from ..slices import REGISTRY, ApiRoute
 from ..store import STORE_ERRORS, ReadModel
 
 __all__ = ["GateAPI"]
@@ -68,7 +69,9 @@ class GateAPI:
         self.health = health
         self.policy = policy
         self._token = token.encode() if token else None
-        self._errors: dict[str, int] = {}
+        # /v1/COLLECTION/NAME of each subject kind (/v1/agents/NAME among them).
+        self.routes: dict[str, ApiRoute] = REGISTRY.api()
+        self._errors: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -79,7 +82,7 @@ class GateAPI:
         parts = [unquote(part) for part in raw.strip("/").split("/")]
         # HEAD is GET without the body (RFC 9110 9.3.2): the same status and headers,
         # Content-Length included, wherever GET is answered.
-        head = method == "HEAD" and "GET" in (_methods(parts) or ())
+        head = method == "HEAD" and "GET" in (_methods(parts, self.routes) or ())
         if parts == ["metrics"] and method in ("GET", "HEAD"):
             if head:
                 return _without_body(
@@ -95,14 +98,14 @@ class GateAPI:
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="driftgate"'))
         if status == 405:
-            headers.append(("Allow", ", ".join(_methods(parts) or ())))
+            headers.append(("Allow", ", ".join(_methods(parts, self.routes) or ())))
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         return [] if head else [body]
 
     def _route(self, method: str, parts: list[str], environ: dict[str, Any]) -> Answer:
         """Who may ask (the token, before anything about the path is told), whether the
         path is one of the API's, whether it takes the method, then the answer."""
-        methods = _methods(parts)
+        methods = _methods(parts, self.routes)
         authorized = parts[0] != "v1" or self._bearer(environ)
         is_hook = methods == ("POST",) and method == "POST"
         if not authorized and not is_hook:  # a hook may carry the token in its body
@@ -115,8 +118,8 @@ class GateAPI:
             return self._flagger(parts[2], environ, authorized)
         if parts == ["healthz"]:
             return self._healthz()
-        if parts[1] == "agents":
-            return self._agent(parts[2])
+        if parts[1] in self.routes:
+            return self._subject(parts[1], parts[2])
         if len(parts) == 2:
             return 200, {"gates": [_gate(g) for g in self.read_model.snapshot().gates]}
         # ?covariate=NAME: one covariate's verdict of covariate_drift (which gives one per
@@ -153,33 +156,25 @@ class GateAPI:
             return 503, {"status": "unavailable", "reason": reason}
         return 200, {"status": "ok"}
 
-    def _agent(self, name: str) -> Answer:
-        """An agent's verdict; while the state cannot be read, HOLD, then FAIL at the limit
-        (the fail-safe: a controller never promotes blind, and does not wait for ever)."""
+    def _subject(self, collection: str, name: str) -> Answer:
+        """A subject of a kind, by name (one read); while the state cannot be read, the
+        kind's fail-safe answer if it has one (the agents': HOLD, then FAIL at the limit)."""
+        route, key = self.routes[collection], (collection, name)
         try:
-            agent = self.read_model.subject("experiment", name).agent(name)
+            document = route.answer(self.read_model.subject(route.kind, name), name)
         except STATE_ERRORS as exc:
+            if route.unreadable is None:
+                raise
             with self._lock:
-                errors = self._errors[name] = self._errors.get(name, 0) + 1
-            limit = self.policy.for_agent(name).canary.state_error_limit
-            failed = errors >= limit
-            return 200, {
-                "agent": name,
-                "bundle_id": None,
-                "phase": None,
-                "canary_percent": None,
-                "hours_running": None,
-                "verdict": "FAIL" if failed else "HOLD",
-                "recommendation": "rollback" if failed else "hold",
-                "reason": "state_unavailable",
-                "detail": f"{errors} request(s) in a row could not read the state: {exc}",
-                "gates": [],
-            }
+                errors = self._errors[collection, name] = self._errors.get(key, 0) + 1
+            return 200, route.unreadable(self.policy, name, errors, exc)
         with self._lock:
-            self._errors.pop(name, None)
-        if agent is None:
-            return 404, {"error": f"unknown agent {name!r}"}
-        return 200, {**agent, "gates": [_gate(g) for g in agent["gates"]]}
+            self._errors.pop(key, None)
+        if document is None:
+            return 404, {"error": f"unknown {route.noun} {name!r}"}
+        if "gates" in document:
+            document = {**document, "gates": [_gate(g) for g in document["gates"]]}
+        return 200, document
 
     def _flagger(self, hook: str, environ: dict[str, Any], authorized: bool) -> Answer:
         """Flagger's webhooks (it takes 200-202 as success, anything else as failure).
@@ -195,7 +190,7 @@ class GateAPI:
         name = metadata.get("agent") or payload.get("name")
         if not isinstance(name, str) or not name:
             return 400, {"error": "no agent: give metadata.agent or name"}
-        status, agent = self._agent(name)
+        status, agent = self._subject("agents", name)
         if status != 200:
             return status, agent
         verdict, recommendation = agent["verdict"], agent["recommendation"]
@@ -225,12 +220,12 @@ class GateAPI:
         return (200 if allowed else 409), answer
 
 
-def _methods(parts: list[str]) -> tuple[str, ...] | None:
+def _methods(parts: list[str], routes: Mapping[str, ApiRoute]) -> tuple[str, ...] | None:
     """The methods a path of the API takes; None for a path that is not one."""
     match parts:
         case ["healthz"] | ["metrics"] | ["v1", "gates"] | ["v1", "gates", _, _]:
             return ("GET", "HEAD")
-        case ["v1", "agents", _]:
+        case ["v1", collection, _] if collection in routes:
             return ("GET", "HEAD")
         case ["v1", "flagger", hook] if hook in FLAGGER_HOOKS:
             return ("POST",)

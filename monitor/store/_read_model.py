@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from ..gates import SEVERITY
 from ..presentation._format import rfc3339
 from . import _keys as fields
 from ._client import SyncClient
@@ -64,6 +63,8 @@ class Snapshot:
         """A gate's verdict of a subject. A gate that gives a subject several (covariate
         drift: one per covariate, ``part`` the covariate's name) answers the one of
         ``part`` when given, else the worst of them (FAIL first, as an agent's verdict)."""
+        from ..gates import SEVERITY  # here: the gates import the estimators (scipy)
+
         found = [
             g
             for g in self.gates
@@ -72,28 +73,18 @@ class Snapshot:
         return max(found, key=lambda g: SEVERITY.get(g["verdict"], -1), default=None)
 
     def status_document(self, now: float | None = None) -> dict[str, Any]:
-        """The ``driftgate status --json`` object of the contract."""
-        streams = {}
-        for name, view in self.section("stream").items():
-            history = {"history": self.history[name]} if name in self.history else {}
-            joins = {"late_labels": self.joins[name]} if name in self.joins else {}
-            streams[name] = {**view, **joins, **history}
-        experiments: dict[str, Any] = {}
-        agents: dict[str, Any] = {}
-        for name, view in self.section("experiment").items():
-            if view.get("experiment"):
-                experiments[name] = view["experiment"]
-            agent = self.agent(name, now)
-            if agent is not None:
-                agents[name] = agent
+        """The ``driftgate status --json`` object of the contract: each subject kind's
+        keys (``streams``; ``experiments`` and ``agents``; a registered kind's own), in
+        the order the kinds registered."""
+        from ..slices import REGISTRY  # here: the registry imports config, config the store
+
+        document: dict[str, Any] = {}
+        for kind in REGISTRY:
+            if kind.status is not None:
+                document.update(kind.status(self, now))
         ignored: dict[str, dict[str, int]] = {}
         for (topic, reason), count in sorted(self.ignored.items()):
             ignored.setdefault(topic, {})[reason] = count
-        document: dict[str, Any] = {
-            "streams": streams,
-            "experiments": experiments,
-            "agents": agents,
-        }
         if ignored:  # only once something was skipped: the contract's three keys otherwise
             document["ignored"] = ignored
         return document
@@ -256,6 +247,7 @@ def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) ->
     shows the current evaluation. ``key`` is the record's name: the gate, or ``gate/part``
     for one of several verdicts of a gate (the record names its gate)."""
     announced = record.get("published_verdict") == record["verdict"]
+    part = key.partition("/")[2]
     return {
         "gate": record.get("gate", key),
         "subject": subject,
@@ -267,5 +259,6 @@ def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) ->
         "evidence": record["evidence"],
         "evaluated_at": record.get("evaluated_at"),
         "kind": kind,
-        "part": key.partition("/")[2],
+        # One of several verdicts of a gate (a covariate, a group) names its part.
+        **({"part": part} if part else {}),
     }

@@ -1,201 +1,135 @@
-"""Adding a subject is a handler file and a registration, nothing else.
+"""Adding a subject kind is one module and one registration line, nothing else.
 
-The handler below watches queue depths: a kind of subject ("queue") that the store, the
-read model and the outbox have never heard of. Registered in ``HANDLERS``, it runs on the
-batch runner as the built-in ones do (fences, duplicates, the atomic write, the outbox),
-and its verdicts reach the read model, the HTTP API's gates and the decisions topic.
+``queue_subject.py`` defines queue depths, a kind that the store, the read model, the
+outbox, status, the metrics, the HTTP API and report have never heard of, and registers it
+(its last line). A real worker loads it as a deployment would (``DRIFTGATE_SUBJECTS``
+names the module), creates its topic, consumes its events through the batch runner and
+publishes its decisions; every reader shows it: ``status`` (text and ``--json``),
+``/metrics``, the HTTP API and ``report``; and its command is one of the command line's.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 import pytest
 
-from estimators import Moments
-from monitor import Policy
-from monitor.config import Settings
-from monitor.events._decisions import Decision
-from monitor.gates import Verdict
-from monitor.pipeline import (
-    BatchRunner,
-    DecodedBatch,
-    Judgement,
-    RawMessage,
-    SubjectEvents,
-    TopicNames,
-    WriteScript,
-)
-from monitor.pipeline._outbox import OutboxDrainer
-from monitor.runtime._kafka import start_producer
-from monitor.store import KeyLayout, ReadModel, connect_async
-from monitor.store import _keys as fields
-from monitor.subjects import HANDLERS
-from monitor.subjects._decode import EventRows, MessageDecoder
-
-from .conftest import BOTH_REDIS, RedisServer, consume, encode
+from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, Deployment, encode
 
 pytestmark = pytest.mark.integration
 
-LAYOUT = KeyLayout()
-DEPTH_MAX = 100.0
+SUBJECTS = {"DRIFTGATE_SUBJECTS": "tests.integration.queue_subject"}
 NOW = 1.7e9
 
 
-# --- the handler file -----------------------------------------------------------------------
-
-
-class QueueEvent(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: str
-    ts: float
-    queue: str
-    depth: float
-
-
-@dataclass
-class QueueState:
-    depth: Moments = field(default_factory=Moments)
-    deepest: float = 0.0
-
-
-class QueueView(msgspec.Struct):
-    n: int
-    mean_depth: float
-    verdict: str
-
-
-class QueueModel:
-    kind: str = "queue"
-    gates: tuple[str, ...] = ("queue_depth",)
-    stored_fields: tuple[str, ...] = (fields.STATE,)
-    tick_seconds: float | None = None
-
-    def load(self, subject: str, stored: Mapping[str, bytes | None]) -> QueueState:
-        raw = stored[fields.STATE]
-        if not raw:
-            return QueueState()
-        document = orjson.loads(raw)
-        return QueueState(Moments.from_state(document["depth"]), document["deepest"])
-
-    def dump(self, state: QueueState) -> dict[str, bytes | str]:
-        document = {"depth": state.depth.to_state(), "deepest": state.deepest}
-        return {fields.STATE: orjson.dumps(document)}
-
-    def evaluate(self, subject: str, state: QueueState, now: float) -> Judgement:
-        deep = state.deepest > DEPTH_MAX
-        evidence = {
-            "n": state.depth.n,
-            "estimate": state.deepest,
-            "ci_low": None,
-            "ci_high": None,
-            "threshold": DEPTH_MAX,
-            "method": "maximum",
-        }
-        verdict, action, reason = ("FAIL", "alert", "too_deep") if deep else ("PASS", "none", "")
-        return Judgement([Verdict("queue_depth", subject, verdict, action, reason, evidence)])
-
-    def view(self, subject: str, state: QueueState, judgement: Judgement) -> QueueView:
-        return QueueView(state.depth.n, state.depth.mean, judgement.verdicts[0].verdict)
-
-    def settle(
-        self,
-        subject: str,
-        state: QueueState,
-        judgement: Judgement,
-        decisions: Sequence[Decision],
-    ) -> bool:
-        return False
-
-    def needs_tick(self, view: Mapping[str, Any]) -> bool:
-        return False
-
-
-class QueueHandler:
-    topic: str = "queues"
-
-    def __init__(self, policy: Policy) -> None:
-        self.model = QueueModel()
-        self.decoder = MessageDecoder(QueueEvent)
-
-    def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        return self.decoder.decode_subjects(messages, "queue", EventRows)
-
-    def update(
-        self, subject: str, state: QueueState, events: SubjectEvents, now: float
-    ) -> list[dict[str, Any]]:
-        depths = [event.depth for event in events.columns.events]
-        state.depth.update(depths)
-        state.deepest = max(state.deepest, *depths)
-        return []
-
-
-# --- the tests ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(HANDLERS, QueueHandler.topic, QueueHandler)
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
-    redis = connect_async(redis_server.url, redis_server.cluster)
-    yield redis
-    await redis.aclose()
-
-
-def queue_batch(offset: int = 0) -> list[RawMessage]:
-    events = [
-        {"event_id": f"{queue}-{i}", "ts": NOW, "queue": queue, "depth": depth}
+def queue_events() -> list[bytes]:
+    return [
+        encode({"event_id": f"{queue}-{i}", "ts": NOW, "queue": queue, "depth": depth})
         for queue, depth in (("orders", 12.0), ("refunds", 480.0))
         for i in range(3)
     ]
-    return [RawMessage("queues", 0, offset + i, encode(e)) for i, e in enumerate(events)]
 
 
-@BOTH_REDIS
-@pytest.mark.usefixtures("registered")
-async def test_a_registered_handler_of_a_new_kind_runs_end_to_end(
-    client: Any, redis_server: RedisServer, kafka_bootstrap: str
-) -> None:
-    prefix = f"q{uuid.uuid4().hex[:8]}."
-    topics = TopicNames(f"{prefix}decisions", f"{prefix}dlq")
-    script = WriteScript(client, redis_server.url)
-    runner = BatchRunner(client, LAYOUT, HANDLERS["queues"](Policy()), script, topics, 3600.0)
+def get(port: int, path: str) -> tuple[int, Any]:
     try:
-        first = await runner.apply(queue_batch())
-        replay = await runner.apply(queue_batch())  # the same offsets: below the fences
-    finally:
-        await script.aclose()
-    assert (first.ok, replay.ok, replay.skipped) == (6, 0, 6)
-    assert [(d.gate, d.subject, d.verdict) for d in first.decisions] == [
-        ("queue_depth", "refunds", "FAIL")
-    ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    return status, body if path == "/metrics" else json.loads(body)
 
-    read_model = ReadModel(redis_server.client(), LAYOUT)
-    assert "queue" in read_model.kinds()
-    snapshot = read_model.snapshot()
-    assert snapshot.section("queue") == {
+
+@CLUSTER_NOW_STANDALONE_IN_SOAK  # a Redis Cluster: the new kind's keys share a slot
+def test_a_new_subject_kind_runs_on_the_worker_and_shows_in_every_reader(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("queues:\n  depth_max: 100\n")  # the kind's own section of the file
+    env = {**SUBJECTS, "DRIFTGATE_CONFIG": str(policy)}
+    worker = deployment.start_worker(**env)
+    port: int = worker.metrics_port  # type: ignore[attr-defined]
+
+    deployment.produce("queues", queue_events())
+    deployment.wait_for_count("queues", "ok", 6)
+    [decision] = [orjson.loads(r.value) for r in deployment.consume_all("decisions", 1)]
+    assert (decision["gate"], decision["subject"], decision["verdict"]) == (
+        "queue_depth",
+        "refunds",
+        "FAIL",
+    )
+
+    views = {
         "orders": {"n": 3, "mean_depth": 12.0, "verdict": "PASS"},
         "refunds": {"n": 3, "mean_depth": 480.0, "verdict": "FAIL"},
     }
-    gate = snapshot.gate("queue_depth", "refunds")
-    assert gate is not None and (gate["verdict"], gate["kind"]) == ("FAIL", "queue")
+    status = deployment.cli("status", "--json", **env)
+    assert status.returncode == 0, status.stderr
+    document = orjson.loads(status.stdout)
+    assert list(document) == ["streams", "experiments", "agents", "queues"]
+    assert document["queues"] == views
+    text = deployment.cli("status", **env)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines() == [
+        "queue orders: PASS, mean depth 12 over 3 readings",
+        "queue refunds: FAIL, mean depth 480 over 3 readings",
+    ]
 
-    producer = await start_producer(Settings(kafka_bootstrap=kafka_bootstrap))
+    metrics_status, metrics = get(port, "/metrics")
+    assert metrics_status == 200
+    lines = metrics.decode().splitlines()
+    assert 'driftgate_queue_depth_mean{queue="refunds"} 480.0' in lines
+    assert 'driftgate_queue_depth_mean{queue="orders"} 12.0' in lines
+    assert 'driftgate_gate_status{gate="queue_depth",subject="refunds"} 2.0' in lines
+    topic = deployment.topic("queues")
+    assert f'driftgate_events_total{{outcome="ok",topic="{topic}"}} 6.0' in lines
 
-    async def the_producer() -> Any:
-        return producer
+    status_code, refunds = get(port, "/v1/queues/refunds")
+    assert status_code == 200
+    assert {k: refunds[k] for k in ("queue", "n", "mean_depth", "verdict")} == {
+        "queue": "refunds",
+        **views["refunds"],
+    }
+    [gate] = refunds["gates"]
+    assert (gate["gate"], gate["verdict"], gate["action"], gate["decision_id"]) == (
+        "queue_depth",
+        "FAIL",
+        "alert",
+        decision["decision_id"],
+    )
+    assert get(port, "/v1/gates/queue_depth/refunds") == (200, gate)
+    assert get(port, "/v1/queues/nowhere") == (404, {"error": "unknown queue 'nowhere'"})
 
-    try:
-        sent = await OutboxDrainer(client, LAYOUT, the_producer).sweep()
-    finally:
-        await producer.stop()
-    assert sent == 1
-    [record] = await consume(kafka_bootstrap, topics.decisions, 1, 20.0)
-    assert orjson.loads(record.value)["decision_id"] == first.decisions[0].decision_id
+    out = tmp_path / "memo"
+    report = deployment.cli("report", "refunds", "--out", str(out), **env)
+    assert report.returncode == 0, report.stderr
+    memo = (out / "report.md").read_text()
+    assert "## Queue refunds" in memo
+    assert "Verdict: FAIL. Mean depth 480 over 3 readings." in memo
+    assert "queue_depth" in memo  # the decision history, from the audit log
+    deepest = deployment.cli("deepest-queue", **env)
+    assert (deepest.returncode, deepest.stdout) == (0, "refunds 480\n"), deepest.stderr
+    unknown = deployment.cli("report", "nowhere", **env)
+    assert unknown.returncode == 2
+    assert "no stream, experiment, agent or queue of that name" in unknown.stderr
+
+
+def test_the_kind_s_policy_section_is_checked_like_the_built_in_ones(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("queues:\n  depth_max: -1\n")
+    bad = deployment.cli("status", **SUBJECTS, DRIFTGATE_CONFIG=str(policy))
+    assert bad.returncode == 2
+    assert "queues.depth_max must be positive, got -1.0" in bad.stderr
+    # Without the kind, its section is a key the file may not have.
+    unknown = deployment.cli("status", DRIFTGATE_CONFIG=str(policy))
+    assert unknown.returncode == 2
+    assert "unknown key queues" in unknown.stderr
+    missing = deployment.cli("status", DRIFTGATE_SUBJECTS="tests.integration.no_such_kind")
+    assert missing.returncode == 2
+    assert "DRIFTGATE_SUBJECTS names 'tests.integration.no_such_kind'" in missing.stderr

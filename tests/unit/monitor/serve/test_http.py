@@ -283,7 +283,7 @@ def covariate_drift(stream: str, verdicts: dict[str, str]) -> list[dict[str, Any
     ]
     records = gate_records(current, {}, NOW - 5)
     return [
-        _gate_document(key, stream, "stream", orjson.loads(orjson.dumps(record)))
+        _gate_document(key, stream, "stream", orjson.loads(encode(record)))
         for key, record in records.items()
     ]
 
