@@ -10,11 +10,11 @@ from estimators import (
     QuantileSketch,
     sequential_ks_bounds,
     sequential_tv_bounds,
-    severity_band,
 )
 
 from ..config import CovariateDriftPolicy
-from ._verdict import Verdict, finite_or_none
+from ._score_drift import distance_evidence, drift_band
+from ._verdict import Verdict
 
 __all__ = ["GATE", "covariate_drift_gate"]
 
@@ -72,16 +72,10 @@ def covariate_drift_gate(
     else:
         assert isinstance(baseline, CategoryCounts)
         bounds = sequential_tv_bounds(live, baseline, policy.alpha)
-    evidence.update(
-        estimate=finite_or_none(bounds.distance),
-        ci_low=bounds.low,
-        ci_high=bounds.high,
-        sketch_error=finite_or_none(bounds.sketch_error),
-    )
+    evidence.update(distance_evidence(bounds))
     if live.n < policy.min_n:
         return verdict("INCONCLUSIVE", "none", "insufficient_data")
-    band = severity_band(bounds.low)
-    evidence.update(band=band, significant=bounds.low > 0.0)
+    band = drift_band(bounds, evidence)
     if band == "severe":
         return verdict("FAIL", policy.fail_action, "covariate_drift_severe")
     if band == "moderate":

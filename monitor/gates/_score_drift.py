@@ -6,6 +6,7 @@ from typing import Any
 
 from estimators import (
     SEVERITY_THRESHOLDS,
+    KSBounds,
     QuantileSketch,
     sequential_ks_bounds,
     severity_band,
@@ -58,21 +59,33 @@ def score_drift_gate(
     if live.n == 0 or baseline.n == 0:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
     bounds = sequential_ks_bounds(live, baseline, policy.alpha)
-    evidence.update(
-        estimate=finite_or_none(bounds.distance),
-        ci_low=bounds.low,
-        ci_high=bounds.high,
-        sketch_error=finite_or_none(bounds.sketch_error),
-    )
+    evidence.update(distance_evidence(bounds))
     if live.n < policy.min_n:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
-    band = severity_band(bounds.low)
-    evidence.update(band=band, significant=bounds.low > 0.0)
+    band = drift_band(bounds, evidence)
     if band == "severe":
         return Verdict(GATE, subject, "FAIL", policy.fail_action, "score_drift_severe", evidence)
     if band == "moderate":
         return Verdict(GATE, subject, "WARN", policy.warn_action, "score_drift_moderate", evidence)
     return Verdict(GATE, subject, "PASS", "none", "no_drift", evidence)
+
+
+def distance_evidence(bounds: KSBounds) -> dict[str, Any]:
+    """A distance's estimate and time-uniform bounds, as a drift gate's evidence."""
+    return {
+        "estimate": finite_or_none(bounds.distance),
+        "ci_low": bounds.low,
+        "ci_high": bounds.high,
+        "sketch_error": finite_or_none(bounds.sketch_error),
+    }
+
+
+def drift_band(bounds: KSBounds, evidence: dict[str, Any]) -> str:
+    """The runbook's band of the distance's lower bound (minor, moderate, severe), noted
+    in ``evidence`` with whether the bound excludes 0."""
+    band = severity_band(bounds.low)
+    evidence.update(band=band, significant=bounds.low > 0.0)
+    return band
 
 
 def baseline_may_advance(
