@@ -165,7 +165,7 @@ class RunnerReads:
         for (name, keys), row in zip(wanted, await pipe.execute(), strict=True):
             for gate, raw in zip(keys, row, strict=True):
                 if raw is not None:
-                    stored[name].published[gate] = orjson.loads(raw)
+                    stored[name].published[gate] = decode_published(raw)
 
     async def pending(
         self, kind: str, buckets: Mapping[str, Sequence[int]]
