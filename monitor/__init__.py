@@ -5,6 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The subject kinds' registry, so that every policy read has their sections and checks,
+# whichever part of monitor was imported first: config (the bottom layer) imports no slice
+# and is called back (config.add_policy_loader). Light: the kinds' own modules, and
+# their handlers after them, are imported on first use.
+from . import slices as slices
+
 if TYPE_CHECKING:
     from .config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
     from .gates import Verdict, residual_drift_gate, score_drift_gate

@@ -17,11 +17,15 @@ from ._policy import (
     PolicySection,
     ResidualDriftPolicy,
     ScoreDriftPolicy,
+    add_policy_loader,
     load_policy,
+    register_policy_check,
     register_section,
+    unregister_policy_check,
     unregister_section,
 )
-from ._settings import ENVIRONMENT, Settings, scrub, secrets_of
+from ._secrets import redact, scrub, secrets_of
+from ._settings import ENVIRONMENT, Settings
 
 __all__ = [
     "ACTIONS",
@@ -41,9 +45,13 @@ __all__ = [
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "Settings",
+    "add_policy_loader",
     "load_policy",
+    "redact",
+    "register_policy_check",
     "register_section",
     "scrub",
     "secrets_of",
+    "unregister_policy_check",
     "unregister_section",
 ]

@@ -18,6 +18,8 @@ from argparse import ArgumentTypeError
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._secrets import redact
+
 __all__ = [
     "KAFKA_TOPIC_MAX_LENGTH",
     "MAX_HOURS",
@@ -194,8 +196,6 @@ def kafka_bootstrap(text: str) -> str:
 
 def _without_password(url: str) -> str:
     """``url`` for a message: its password hidden even when the rest does not parse."""
-    from ..store import redact  # here: the store's package imports redis-py
-
     try:
         return redact(url)
     except ValueError:  # a malformed port: keep what follows the credentials

@@ -29,10 +29,13 @@ __all__ = [
     "PolicySection",
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
+    "add_policy_loader",
     "load_policy",
     "probability",
+    "register_policy_check",
     "register_section",
     "require",
+    "unregister_policy_check",
     "unregister_section",
 ]
 
@@ -287,6 +290,34 @@ def unregister_section(section: PolicySection) -> None:
         del SECTIONS[section.key]
 
 
+CHECKS: dict[str, Callable[[Policy], None]] = {}
+"""Checks of the whole policy, by subject kind, in the order registered (``monitor.slices``
+registers a kind's ``check_policy``: the built-in kinds' sections are fields of
+:class:`Policy`, so their ranges are checked by the kinds that use them)."""
+
+_LOADERS: list[Callable[[], None]] = []
+
+
+def register_policy_check(name: str, check: Callable[[Policy], None]) -> None:
+    known = CHECKS.get(name)
+    if known is not None and known != check:
+        raise ValueError(f"a policy check of {name!r} is registered already")
+    CHECKS[name] = check
+
+
+def unregister_policy_check(name: str, check: Callable[[Policy], None]) -> None:
+    if CHECKS.get(name) == check:
+        del CHECKS[name]
+
+
+def add_policy_loader(load: Callable[[], None]) -> None:
+    """Call ``load`` before every policy file is read: the subject kinds' registry loads
+    its built-in kinds there, which register their sections and checks. Config is the
+    bottom layer and imports none of them; this is how their checks reach it."""
+    if load not in _LOADERS:
+        _LOADERS.append(load)
+
+
 ACTIONS = ("none", "alert", "hold", "promote", "rollback")
 
 
@@ -382,6 +413,8 @@ def load_policy(path: str | None) -> Policy:
     if not path:
         return Policy()
     where = f"DRIFTGATE_CONFIG {path}"
+    for load in _LOADERS:  # before the keys are known: the kinds' sections are keys
+        load()
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
@@ -411,11 +444,8 @@ def load_policy(path: str | None) -> Policy:
         policy = replace(policy, **overrides)
         _check(policy)
         # Each subject kind's checks of its sections, as its slice registered them.
-        from ..slices import REGISTRY  # here: the slices import config
-
-        for kind in REGISTRY:
-            if kind.check_policy is not None:
-                kind.check_policy(policy)
+        for check in list(CHECKS.values()):
+            check(policy)
         for section in SECTIONS.values():
             if section.check is not None:
                 section.check(policy.sections[section.key])

@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
-from urllib.parse import unquote
 
 from . import _args as arguments
 from ._policy import ConfigError, Policy, load_policy
+from ._secrets import secrets_of
 
-__all__ = ["ENVIRONMENT", "Settings", "scrub", "secrets_of"]
+__all__ = ["ENVIRONMENT", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -152,48 +152,6 @@ def _check_kafka_security(settings: Settings) -> None:
                 f"{ENVIRONMENT[attribute]} is required with "
                 f"DRIFTGATE_KAFKA_SECURITY_PROTOCOL={protocol}"
             )
-
-
-def secrets_of(
-    redis_url: str | None,
-    kafka_sasl_password: str | None,
-    webhook_url: str | None,
-    api_token: str | None = None,
-) -> list[str]:
-    """The secret parts of these settings, as they may appear in text: the Redis URL's
-    password (as written and percent-decoded; its whole user part when it has no
-    colon, a password given without a user name), the SASL password, the webhook
-    URL's credentials, path and query (a chat webhook's token is its path), and the
-    HTTP API's token."""
-    found: list[str] = [api_token] if api_token else []
-    if redis_url:
-        userinfo = _netloc(redis_url).rpartition("@")[0]
-        password = userinfo.partition(":")[2] if ":" in userinfo else userinfo
-        found += [password, unquote(password)]
-    if kafka_sasl_password:
-        found.append(kafka_sasl_password)
-    if webhook_url:
-        rest = webhook_url.partition("://")[2]
-        path, _, query = rest[len(_netloc(webhook_url)) :].partition("?")
-        found += [_netloc(webhook_url).rpartition("@")[0], path.strip("/"), query]
-    return sorted({secret for secret in found if secret}, key=len, reverse=True)
-
-
-def _netloc(url: str) -> str:
-    """The part between ``scheme://`` and the path: string work only, so that a URL too
-    malformed to parse (the one a message refuses) is searched as well."""
-    rest = url.partition("://")[2]
-    end = min(
-        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
-    )
-    return rest[:end]
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first)."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 # Each setting's environment variable; the matching CLI flag overrides it.

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, PolicySection, register_section, unregister_section
+from ..config import (
+    ConfigError,
+    PolicySection,
+    add_policy_loader,
+    register_policy_check,
+    register_section,
+    unregister_policy_check,
+    unregister_section,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -158,6 +166,8 @@ class SubjectRegistry:
             for section in kind.policy:
                 register_section(section)
                 done.append(section)
+            if kind.check_policy is not None:
+                register_policy_check(kind.name, kind.check_policy)
         except ValueError:
             for section in done:  # all of the kind or nothing
                 unregister_section(section)
@@ -172,6 +182,8 @@ class SubjectRegistry:
             del self._kinds[kind.name]
             for section in kind.policy:
                 unregister_section(section)
+            if kind.check_policy is not None:
+                unregister_policy_check(kind.name, kind.check_policy)
 
     def load(self, modules: Iterable[str] = ()) -> None:
         """Import the built-in kinds' modules (once), then ``modules``; each registers
@@ -236,3 +248,7 @@ REGISTRY = SubjectRegistry(
     )
 )
 """The subject kinds of this process: the built-in ones, and those of ``DRIFTGATE_SUBJECTS``."""
+
+# Every policy file read sees the built-in kinds' sections and checks (config imports no
+# slice: it calls this back).
+add_policy_loader(REGISTRY.load)

@@ -11,6 +11,8 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from ..config import redact  # re-exported: store was its home, callers still import it here
+
 __all__ = [
     "STORE_ERRORS",
     "AsyncClient",
@@ -32,17 +34,6 @@ STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterExcep
 
 # Bounded waits: an unreachable or stalled Redis is an error to retry, never a hang.
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 15.0}
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def node_url(url: str, host: str, port: int) -> str:

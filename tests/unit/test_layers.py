@@ -3,7 +3,11 @@ functions included):
 
 - ``estimators/`` imports nothing of ``monitor``: the numerical core stands alone;
 - ``monitor/gates/`` imports no I/O: a gate is a pure function of state and policy;
-- only ``monitor/store/`` imports ``redis``: one package owns Redis.
+- only ``monitor/store/`` imports ``redis``: one package owns Redis;
+- ``monitor/config/`` imports nothing of ``monitor`` outside itself (``events`` allowed): it
+  is the bottom layer, under events, store, gates and subjects, then slices, then runtime,
+  serve, presentation and the CLI. What it needs of a layer above comes as a call-back
+  (the subject kinds' policy sections and checks: ``config.add_policy_loader``).
 
 What breaks a rule today is listed in ``ALLOWED`` with the reason; an entry that no longer
 breaks it fails the test too, so the list only shrinks.
@@ -50,6 +54,14 @@ ALLOWED: dict[tuple[str, str], str] = {
 }
 
 
+# What monitor/config/ may import of monitor beside itself.
+CONFIG_MAY_IMPORT = frozenset({"monitor.config", "monitor.events"})
+
+# (module path, imported monitor package): known breaches of "config imports nothing of
+# monitor above it", each with the reason it stays. None today.
+CONFIG_ALLOWED: dict[tuple[str, str], str] = {}
+
+
 def _modules(package: str) -> Iterator[Path]:
     yield from sorted((ROOT / package).rglob("*.py"))
 
@@ -72,6 +84,31 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _monitor_packages(path: Path) -> set[str]:
+    """The packages of ``monitor`` imported (``monitor.store``; ``monitor`` itself for
+    ``import monitor`` or a name of its ``__init__``), absolute or relative, at module
+    level or in a function."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = [*base, *(node.module.split(".") if node.module else [])]
+            # `from .. import store` imports the package monitor.store
+            names = [[*module, alias.name] for alias in node.names] if not node.module else [module]
+        else:
+            continue
+        for parts in names:
+            if parts[0] == "monitor":
+                subpackage = ".".join(parts[:2])
+                known = len(parts) > 1 and (ROOT / "monitor" / parts[1]).exists()
+                found.add(subpackage if known else "monitor")
+    return found
+
+
 def _relative(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
@@ -80,6 +117,9 @@ def test_the_walk_sees_the_packages() -> None:
     assert len(list(_modules("estimators"))) > 10
     assert {"redis"} <= _imports(ROOT / "monitor/store/_client.py")
     assert "monitor" in _imports(ROOT / "monitor/gates/_canary.py")  # relative: .._config
+    assert "monitor.config" in _monitor_packages(ROOT / "monitor/gates/_canary.py")
+    assert "monitor.config" in _monitor_packages(ROOT / "monitor/store/_client.py")
+    assert "monitor.slices" in _monitor_packages(ROOT / "monitor/__init__.py")  # from . import
 
 
 def test_estimators_import_nothing_of_monitor() -> None:
@@ -111,3 +151,16 @@ def test_only_store_imports_redis() -> None:
 @pytest.mark.parametrize("breach", sorted(ALLOWED))
 def test_every_allowed_breach_says_why(breach: tuple[str, str]) -> None:
     assert (ROOT / breach[0]).exists() and len(ALLOWED[breach]) > 40
+
+
+def test_config_imports_nothing_of_monitor_above_it() -> None:
+    offenders = {
+        (_relative(path), package)
+        for path in _modules("monitor/config")
+        for package in _monitor_packages(path) - CONFIG_MAY_IMPORT
+    }
+    unexplained = sorted(offenders - CONFIG_ALLOWED.keys())
+    assert unexplained == [], "config is the bottom layer (or explain it in CONFIG_ALLOWED)"
+    stale = sorted(CONFIG_ALLOWED.keys() - offenders)
+    assert stale == [], "these no longer break the rule: take them off CONFIG_ALLOWED"
+    assert all(len(why) > 40 for why in CONFIG_ALLOWED.values()), "say why each stays"
