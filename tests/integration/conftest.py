@@ -98,6 +98,11 @@ def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Red
     server.stop()
 
 
+# Modules the workers import by name (DRIFTGATE_SUBJECTS), not tests: --doctest-modules
+# would import them into the test process, and queue_subject's registration would then
+# stay in the registry for every test after it.
+collect_ignore = ["queue_subject.py", "drainer_process.py"]
+
 BOTH_REDIS = pytest.mark.parametrize("redis_server", ["standalone", "cluster"], indirect=True)
 """Run a test against one Redis and against a Redis Cluster."""
 
