@@ -71,19 +71,34 @@ class _EmitterBase(Generic[R]):
 
     def __init__(
         self,
-        bootstrap: str,
-        topic_prefix: str,
-        batch_size: int,
-        linger: float,
-        max_buffered: int,
-        max_block: float,
-        producer_options: dict[str, Any],
+        bootstrap: str = "127.0.0.1:9092",
+        *,
+        topic_prefix: str = "driftgate.",
+        batch_size: int = 1_000,
+        linger: float = 0.2,
+        max_buffered: int = 100_000,
+        max_block: float = 10.0,
+        connect_timeout: float = 15.0,
+        **producer_options: Any,
     ) -> None:
         self._batches = _Batches(batch_size, linger, max_buffered)
+        self.bootstrap = bootstrap
         self.topic_prefix = topic_prefix
         self.max_block = max_block
+        self.connect_timeout = connect_timeout
         options = {"bootstrap_servers": bootstrap, **producer_options}
         self._sender = _Sender(self._batches, topic_prefix, options)
+        self._open()
+
+    def _open(self) -> None:
+        """The flavour's start, at the end of ``__init__``."""
+
+    def _unreachable(self, exc: BaseException) -> ConnectionError | None:
+        """The error to raise for a producer that could not start with ``exc``: Kafka did
+        not answer; ``None`` when ``exc`` says something else (raised as it is)."""
+        if isinstance(exc, (TimeoutError, OSError)) or "Connection" in type(exc).__name__:
+            return ConnectionError(f"Kafka unreachable at {self.bootstrap}: {exc!r}")
+        return None
 
     @property
     def dropped(self) -> int:
@@ -175,32 +190,18 @@ class Emitter(_EmitterBase[str]):
         Passed to ``aiokafka.AIOKafkaProducer`` (security, ``compression_type``, ...).
     """
 
-    def __init__(
-        self,
-        bootstrap: str = "127.0.0.1:9092",
-        *,
-        topic_prefix: str = "driftgate.",
-        batch_size: int = 1_000,
-        linger: float = 0.2,
-        max_buffered: int = 100_000,
-        max_block: float = 10.0,
-        connect_timeout: float = 15.0,
-        **producer_options: Any,
-    ) -> None:
-        super().__init__(
-            bootstrap, topic_prefix, batch_size, linger, max_buffered, max_block, producer_options
-        )
+    def _open(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="driftgate-emitter", daemon=True
         )
         self._thread.start()
         try:
-            self._call(asyncio.wait_for(self._sender.start(), connect_timeout), None)
+            self._call(asyncio.wait_for(self._sender.start(), self.connect_timeout), None)
         except BaseException as exc:
             self._stop_loop()
-            if isinstance(exc, (TimeoutError, OSError)) or "Connection" in type(exc).__name__:
-                raise ConnectionError(f"Kafka unreachable at {bootstrap}: {exc!r}") from exc
+            if unreachable := self._unreachable(exc):
+                raise unreachable from exc
             raise
         self._running: Future[None] = asyncio.run_coroutine_threadsafe(
             self._sender.run(), self._loop
@@ -258,29 +259,22 @@ class AsyncEmitter(_EmitterBase[Coroutine[Any, Any, str]]):
 
     ``async with AsyncEmitter(bootstrap="host:port") as emit: await emit.score(...)``; the
     helpers wait (up to ``max_block`` seconds) while the buffer is full. Parameters as
-    :class:`Emitter`'s.
+    :class:`Emitter`'s; ``connect_timeout`` bounds :meth:`start`.
     """
 
-    def __init__(
-        self,
-        bootstrap: str = "127.0.0.1:9092",
-        *,
-        topic_prefix: str = "driftgate.",
-        batch_size: int = 1_000,
-        linger: float = 0.2,
-        max_buffered: int = 100_000,
-        max_block: float = 10.0,
-        **producer_options: Any,
-    ) -> None:
-        super().__init__(
-            bootstrap, topic_prefix, batch_size, linger, max_buffered, max_block, producer_options
-        )
-        self._running: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
-        self._batches.on_room = self._room.set
+    _running: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._sender.start()
+        """Start the producer (``ConnectionError`` when Kafka does not answer within
+        ``connect_timeout`` seconds)."""
+        self._room = asyncio.Event()
+        self._batches.on_room = self._room.set
+        try:
+            await asyncio.wait_for(self._sender.start(), self.connect_timeout)
+        except BaseException as exc:
+            if unreachable := self._unreachable(exc):
+                raise unreachable from exc
+            raise
         self._running = asyncio.create_task(self._sender.run())
         atexit.register(self._unsent_at_exit)
 
