@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import stats
 
 from ._augmented import cross_fit_predictions
-from ._experiment_design import _z
 
 __all__ = ["BudgetPlan", "VarianceModel", "plan_for_budget", "plan_for_mde"]
 
@@ -70,14 +70,8 @@ class BudgetPlan:
 
 
 def _mde_multiplier(alpha: float, power: float) -> float:
-    """The MDE per standard error: two groups compared (sqrt(2) SE), two-sided ``alpha``;
-    the quantiles are the experiment design's (:func:`._experiment_design._z`).
-
-    >>> round(_mde_multiplier(0.05, 0.8), 3)
-    3.962
-    """
-    z_alpha, z_power = _z(alpha, power)
-    return (z_alpha + z_power) * math.sqrt(2)
+    # Two groups compared: sqrt(2) SE; two-sided alpha.
+    return (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * math.sqrt(2)
 
 
 def _allocation_constant(model: VarianceModel, cost_s: float, cost_y: float) -> float:
