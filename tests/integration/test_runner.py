@@ -439,23 +439,12 @@ def canary_and_telemetry(
     """The runners of the canary events and of the telemetry, under the default policy;
     the telemetry's writes go through ``telemetry_script``."""
     policy = Policy()
-    canary = BatchRunner(
-        client,
-        LAYOUT,
-        CanaryHandler(policy),
-        WriteScript(client, redis_server.url),
-        TOPICS,
-        3600.0,
-        clock=clock,
-    )
-    telemetry = BatchRunner(
-        client,
-        LAYOUT,
-        TelemetryHandler(policy),
-        telemetry_script(client, redis_server.url),
-        TOPICS,
-        3600.0,
-        clock=clock,
+    canary, telemetry = (
+        BatchRunner(client, LAYOUT, handler, script, TOPICS, 3600.0, clock=clock)
+        for handler, script in [
+            (CanaryHandler(policy), WriteScript(client, redis_server.url)),
+            (TelemetryHandler(policy), telemetry_script(client, redis_server.url)),
+        ]
     )
     return canary, telemetry
 
