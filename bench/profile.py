@@ -97,6 +97,7 @@ PATHS = (
     ("/redis/", REDIS),
     ("/hiredis/", REDIS),
     ("monitor/pipeline/_outbox.py", AGENT),
+    ("monitor/store/_outbox_streams.py", AGENT),
     ("monitor/runtime/_app.py", AGENT),
     ("monitor/pipeline/", RUNNER),
     ("monitor/store/", RUNNER),

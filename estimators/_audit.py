@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from ._arrays import paired
 from ._interval import Interval
 
 __all__ = ["AuditResult", "DecileResidual", "residuals_by_decile", "transport_audit"]
@@ -130,8 +131,7 @@ def residuals_by_decile(scores: ArrayLike, residuals: ArrayLike) -> list[DecileR
     >>> [d.n for d in residuals_by_decile(range(20), [0.0] * 20)]
     [2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    r = np.asarray(residuals, dtype=np.float64).ravel()
+    s, r = paired(scores, residuals, ("scores", "residuals"))
     order = np.argsort(s, kind="stable")
     rows = []
     for decile, part in enumerate(np.array_split(order, 10)):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._arrays import paired
 from ._interval import Interval
 from ._isotonic import IsotonicCalibrator
 
@@ -32,8 +33,7 @@ def cross_fit_predictions(
     >>> bool(np.abs(cross_fit_predictions(s, y) - s).max() < 0.05)
     True
     """
-    s_arr = np.asarray(s, dtype=np.float64).ravel()
-    y_arr = np.asarray(y, dtype=np.float64).ravel()
+    s_arr, y_arr = paired(s, y, ("s", "y"))
     if s_arr.size < 2 * folds:
         raise ValueError(f"need at least {2 * folds} labeled pairs for {folds} folds")
     fold_of = np.random.default_rng(seed).permutation(s_arr.size) % folds
@@ -98,10 +98,7 @@ def augmented_estimate(
     Efron, B. and Tibshirani, R. (1993). An Introduction to the Bootstrap, ch. 13.
     """
     all_s = np.asarray(scores, dtype=np.float64).ravel()
-    lab_s = np.asarray(labeled_scores, dtype=np.float64).ravel()
-    lab_y = np.asarray(labels, dtype=np.float64).ravel()
-    if lab_s.shape != lab_y.shape:
-        raise ValueError("labeled_scores and labels differ in length")
+    lab_s, lab_y = paired(labeled_scores, labels, ("labeled_scores", "labels"))
     if all_s.size == 0:
         raise ValueError("no scored items")
     residuals = lab_y - cross_fit_predictions(lab_s, lab_y, folds, seed)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._arrays import paired
 from ._base import StatefulEstimator
 from ._moments import Moments
 from ._sketch import QuantileSketch
@@ -55,10 +56,7 @@ class BinnedResiduals(StatefulEstimator):
         return cls(np.maximum.accumulate([baseline.quantile(float(q)) for q in _DECILES]))
 
     def update(self, scores: ArrayLike, residuals: ArrayLike) -> BinnedResiduals:
-        s = np.asarray(scores, dtype=np.float64).ravel()
-        r = np.asarray(residuals, dtype=np.float64).ravel()
-        if s.shape != r.shape:
-            raise ValueError(f"scores have shape {s.shape}, residuals {r.shape}")
+        s, r = paired(scores, residuals, ("scores", "residuals"))
         which = np.searchsorted(self.edges, s, side="right")
         for index in np.unique(which):
             self.bins[index].update(r[which == index])

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._arrays import paired
 from ._augmented import cross_fit_predictions
 
 __all__ = [
@@ -108,10 +109,7 @@ def calibration_quality(
     Chernozhukov, V. et al. (2018). Double/debiased machine learning for treatment and
     structural parameters. The Econometrics Journal 21(1) (cross-fitting).
     """
-    s_arr = np.asarray(s, dtype=np.float64).ravel()
-    y_arr = np.asarray(y, dtype=np.float64).ravel()
-    if s_arr.shape != y_arr.shape:
-        raise ValueError(f"s has {s_arr.size} values, y has {y_arr.size}")
+    s_arr, y_arr = paired(s, y, ("s", "y"))
     if predictions is None:
         oof = cross_fit_predictions(s_arr, y_arr, folds, seed, on_fold)
     else:

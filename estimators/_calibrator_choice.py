@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._arrays import paired
 from ._augmented import cross_fit_predictions
 from ._isotonic import Calibrator, CovariateColumns, IdentityCalibrator, IsotonicCalibrator
 from ._two_stage import TwoStageCalibrator
@@ -82,8 +83,7 @@ def choose_calibrator(
     >>> choose_calibrator(s, plain, {"difficulty": difficulty.astype(object)}).chosen
     'isotonic'
     """
-    s_arr = np.asarray(s, dtype=np.float64).ravel()
-    y_arr = np.asarray(y, dtype=np.float64).ravel()
+    s_arr, y_arr = paired(s, y, ("s", "y"))
     isotonic = cross_fit_predictions(s_arr, y_arr, folds, seed)
     # The same fold assignment as cross_fit_predictions: the errors are paired by item.
     fold_of = np.random.default_rng(seed).permutation(s_arr.size) % folds

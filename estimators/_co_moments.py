@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._arrays import paired
 from ._base import StatefulEstimator
 from ._moments import Moments
 
@@ -73,10 +74,7 @@ class CoMoments(StatefulEstimator):
 
     def update(self, x: ArrayLike, y: ArrayLike) -> CoMoments:
         """Fold a batch of pairs in: ``x[i]`` goes with ``y[i]``."""
-        xs = np.asarray(x, dtype=np.float64).ravel()
-        ys = np.asarray(y, dtype=np.float64).ravel()
-        if xs.shape != ys.shape:
-            raise ValueError(f"x has shape {xs.shape}, y {ys.shape}: pairs need equal lengths")
+        xs, ys = paired(x, y)
         if xs.size == 0:
             return self
         batch = CoMoments()

@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression
 
+from ._arrays import paired
+
 __all__ = ["CovariateColumns", "IdentityCalibrator", "IsotonicCalibrator"]
 
 CovariateColumns = Mapping[str, np.ndarray]
@@ -74,10 +76,7 @@ class IsotonicCalibrator(Calibrator):
         self.n = 0
 
     def fit(self, s: ArrayLike, y: ArrayLike) -> IsotonicCalibrator:
-        s_arr = np.asarray(s, dtype=np.float64).ravel()
-        y_arr = np.asarray(y, dtype=np.float64).ravel()
-        if s_arr.shape != y_arr.shape:
-            raise ValueError(f"s has {s_arr.size} values, y has {y_arr.size}")
+        s_arr, y_arr = paired(s, y, ("s", "y"))
         if s_arr.size < 2:
             raise ValueError("need at least 2 labeled pairs to fit a calibrator")
         if not (np.isfinite(s_arr).all() and np.isfinite(y_arr).all()):

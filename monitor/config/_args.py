@@ -18,6 +18,7 @@ from argparse import ArgumentTypeError
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ._ranges import AT_LEAST_ONE, POSITIVE, PROBABILITY, SHARE_BELOW_ONE, Range
 from ._secrets import redact
 
 __all__ = [
@@ -85,66 +86,59 @@ def finite_number(text: str) -> float:
     return _number(text)
 
 
+def _ranged(text: str, range_: Range) -> float:
+    """The number ``text`` says, refused unless in ``range_``."""
+    value = _number(text)
+    if not range_.holds(value):
+        raise ArgumentTypeError(range_.refusal(text))
+    return value
+
+
+def _whole(text: str, range_: Range, not_whole: str) -> int:
+    """The whole number ``text`` says (``not_whole`` when it is none), refused unless in
+    ``range_``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{not_whole}, got {text!r}") from None
+    if not range_.holds(value):
+        raise ArgumentTypeError(range_.refusal(text))
+    return value
+
+
 def positive_number(text: str) -> float:
     """A finite number above 0 (a cost, a budget, an effect size, a margin)."""
-    value = _number(text)
-    if value <= 0:
-        raise ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
+    return _ranged(text, POSITIVE.named("a positive number"))
 
 
 def probability(text: str) -> float:
     """A probability strictly between 0 and 1 (a significance level)."""
-    value = _number(text)
-    if not 0 < value < 1:
-        raise ArgumentTypeError(f"must be a probability in (0, 1), got {text!r}")
-    return value
+    return _ranged(text, PROBABILITY.named("a probability in (0, 1)"))
 
 
 def share_below_one(text: str) -> float:
     """A share in [0, 1): what part of a variance is explained (1 would need no labels)."""
-    value = _number(text)
-    if not 0 <= value < 1:
-        raise ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
+    return _ranged(text, SHARE_BELOW_ONE)
 
 
 def percent(text: str) -> float:
     """A share of traffic in percent: above 0, at most 100."""
-    value = _number(text)
-    if not 0 < value <= 100:
-        raise ArgumentTypeError(f"must be a percent in (0, 100], got {text!r}")
-    return value
+    return _ranged(text, Range(0, 100, low_open=True, text="a percent in (0, 100]"))
 
 
 def hours(text: str) -> float:
     """A time span back from now, in hours: finite, >= 0, at most :data:`MAX_HOURS`."""
-    value = _number(text)
-    if not 0 <= value <= MAX_HOURS:
-        raise ArgumentTypeError(f"must be a number of hours in 0..{MAX_HOURS}, got {text!r}")
-    return value
+    return _ranged(text, Range(0, MAX_HOURS, text=f"a number of hours in 0..{MAX_HOURS}"))
 
 
 def positive_integer(text: str) -> int:
     """A whole number of at least 1 (a count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
+    return _whole(text, AT_LEAST_ONE, "must be an integer")
 
 
 def port(text: str) -> int:
     """A TCP port, 1..65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"must be a port number in 1..65535, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise ArgumentTypeError(f"must be in 1..65535, got {text!r}")
-    return value
+    return _whole(text, Range(1, 65535, text="in 1..65535"), "must be a port number in 1..65535")
 
 
 def _is_host(name: str) -> bool:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._ranges import NON_NEGATIVE, SHARE_BELOW_ONE, Range, in_range, probability, require
+
 __all__ = ["OUTCOME_TYPES", "ExperimentPolicy", "check_experiment"]
 
 OUTCOME_TYPES = ("binary", "continuous")
@@ -65,15 +67,17 @@ class ExperimentPolicy:
 
 
 MIN_POWER = 0.8  # the guide's floor for a pre-registered experiment
+REGISTERED_POWER = Range(MIN_POWER, text=f"at least {MIN_POWER} for a pre-registered experiment")
 
 
 def check_experiment(
     name: str,
     experiment: ExperimentPolicy,
-    require: Callable[[bool, str, str], None],
-    probability: Callable[[float, str], None],
+    require: Callable[[bool, str, str], None] = require,
+    probability: Callable[[float, str], None] = probability,
 ) -> None:
-    """The ranges of an experiment's section, each named by its key."""
+    """The ranges of an experiment's section, each named by its key (``require`` and
+    ``probability``: the policy's own, which callers may still pass)."""
     at = f"experiments.{name}."
     shares = experiment.allocation
     require(
@@ -82,19 +86,16 @@ def check_experiment(
         f"{at}allocation",
         f"shares must be positive and add up to 1, got {shares}",
     )
-    probability(experiment.secondary_q, f"{at}secondary_q")
-    probability(experiment.subgroup_q, f"{at}subgroup_q")
-    probability(experiment.alpha, f"{at}alpha")
-    probability(experiment.power, f"{at}power")
+    for key in ("secondary_q", "subgroup_q", "alpha", "power"):
+        probability(getattr(experiment, key), f"{at}{key}")
     require(
         experiment.outcome_type in OUTCOME_TYPES,
         f"{at}outcome_type",
         f"must be one of {', '.join(OUTCOME_TYPES)}, got {experiment.outcome_type!r}",
     )
-    require(0 <= experiment.cuped_r2 < 1, f"{at}cuped_r2", "must be in [0, 1)")
-    require(experiment.mde >= 0, f"{at}mde", f"must be 0 or more, got {experiment.mde}")
-    margin = experiment.non_inferiority_margin
-    require(margin >= 0, f"{at}non_inferiority_margin", f"must be 0 or more, got {margin}")
+    in_range(experiment.cuped_r2, f"{at}cuped_r2", SHARE_BELOW_ONE)
+    in_range(experiment.mde, f"{at}mde", NON_NEGATIVE)
+    in_range(experiment.non_inferiority_margin, f"{at}non_inferiority_margin", NON_NEGATIVE)
     for key in ("start", "end"):
         value = getattr(experiment, key)
         require(
@@ -107,11 +108,7 @@ def check_experiment(
         require(False, f"{at}mde", raise_missing)
     if not experiment.registered:
         return
-    require(
-        experiment.power >= MIN_POWER,
-        f"{at}power",
-        f"must be at least {MIN_POWER} for a pre-registered experiment, got {experiment.power}",
-    )
+    in_range(experiment.power, f"{at}power", REGISTERED_POWER)
     if experiment.outcome_type == "binary":
         baseline = experiment.baseline
         require(

@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from ._experiment_policy import ExperimentPolicy
+from ._ranges import POSITIVE, ConfigError, in_range, probability, require
 
 __all__ = [
     "AgentPolicy",
@@ -30,6 +31,7 @@ __all__ = [
     "ResidualDriftPolicy",
     "ScoreDriftPolicy",
     "add_policy_loader",
+    "in_range",
     "load_policy",
     "probability",
     "register_policy_check",
@@ -38,10 +40,6 @@ __all__ = [
     "unregister_policy_check",
     "unregister_section",
 ]
-
-
-class ConfigError(ValueError):
-    """Bad configuration: reported with exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -389,19 +387,9 @@ def _section(cls: type, raw: Any, where: str, base: Any = None) -> Any:
     return replace(base, **values)
 
 
-def require(ok: bool, key: str, what: str) -> None:
-    """A policy check: :class:`ConfigError` naming ``key`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key} {what}")
-
-
-def probability(value: float, key: str) -> None:
-    require(0 < value < 1, key, f"must be in (0, 1), got {value}")
-
-
 def _check(policy: Policy) -> None:
     """The ranges of the settings of no subject kind (each kind checks its own)."""
-    require(policy.dedupe_window_seconds > 0, "dedupe_window_seconds", "must be positive")
+    in_range(policy.dedupe_window_seconds, "dedupe_window_seconds", POSITIVE)
 
 
 def load_policy(path: str | None) -> Policy:

@@ -35,9 +35,10 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -58,10 +59,116 @@ __all__ = ["AsyncEmitter", "Emitter", "EventValidationError"]
 
 log = logging.getLogger(__name__)
 
+# --- what the two flavours share ---------------------------------------------------------
+
+R = TypeVar("R")
+
+
+class _EmitterBase(Generic[R]):
+    """The buffer, the sender and the helpers that build and check events; a flavour
+    only says how a call waits for room and wakes the sender (``_put``): :class:`Emitter`
+    returns the event id (``R`` is ``str``), :class:`AsyncEmitter` a coroutine of it."""
+
+    def __init__(
+        self,
+        bootstrap: str = "127.0.0.1:9092",
+        *,
+        topic_prefix: str = "driftgate.",
+        batch_size: int = 1_000,
+        linger: float = 0.2,
+        max_buffered: int = 100_000,
+        max_block: float = 10.0,
+        connect_timeout: float = 15.0,
+        **producer_options: Any,
+    ) -> None:
+        self._batches = _Batches(batch_size, linger, max_buffered)
+        self.bootstrap = bootstrap
+        self.topic_prefix = topic_prefix
+        self.max_block = max_block
+        self.connect_timeout = connect_timeout
+        options = {"bootstrap_servers": bootstrap, **producer_options}
+        self._sender = _Sender(self._batches, topic_prefix, options)
+        self._open()
+
+    def _open(self) -> None:
+        """The flavour's start, at the end of ``__init__``."""
+
+    def _unreachable(self, exc: BaseException) -> ConnectionError | None:
+        """The error to raise for a producer that could not start with ``exc``: Kafka did
+        not answer; ``None`` when ``exc`` says something else (raised as it is)."""
+        if isinstance(exc, (TimeoutError, OSError)) or "Connection" in type(exc).__name__:
+            return ConnectionError(f"Kafka unreachable at {self.bootstrap}: {exc!r}")
+        return None
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped (buffer full past ``max_block``, or refused by Kafka)."""
+        return self._batches.dropped
+
+    @property
+    def sent(self) -> int:
+        """Events Kafka acknowledged."""
+        return self._batches.sent
+
+    @property
+    def messages(self) -> int:
+        """Envelopes (Kafka messages) Kafka acknowledged, holding :attr:`sent` events."""
+        return self._batches.messages
+
+    def score(self, stream: str, s: float, *, response_id: str | None = None, **fields: Any) -> R:
+        """A judge's score without its oracle label; returns the event id. With
+        ``response_id`` its label may come later (:meth:`late_label`): the worker joins
+        the two into one pair."""
+        return self._put(label_event(stream, s, None, response_id=response_id, **fields))
+
+    def label(self, stream: str, s: float, y: float, **fields: Any) -> R:
+        """A score with its oracle label ``y``; returns the event id."""
+        return self._put(label_event(stream, s, y, **fields))
+
+    def late_label(
+        self,
+        stream: str,
+        response_id: str,
+        y: float,
+        *,
+        event_id: str | None = None,
+        ts: Timestamp = None,
+    ) -> R:
+        """The oracle label ``y`` alone, for the score sent with ``response_id`` (earlier,
+        or later: either half waits for the other); returns the event id."""
+        return self._put(late_label_event(stream, response_id, y, event_id=event_id, ts=ts))
+
+    def telemetry(self, experiment_id: str, unit_id: str, variant: str, **fields: Any) -> R:
+        """An observation of an experiment's (or canary's) unit; returns the event id."""
+        return self._put(telemetry_event(experiment_id, unit_id, variant, **fields))
+
+    def canary(self, agent: str, bundle_id: str, action: str, **fields: Any) -> R:
+        """A step of an agent's bundle (deploy, promote, ...); returns the event id."""
+        return self._put(canary_event(agent, bundle_id, action, **fields))  # type: ignore[arg-type]
+
+    def send(self, event: Event) -> R:
+        """An event already built and checked (by the helpers' ``*_event`` functions, or
+        decoded by :mod:`monitor.events`' Structs, as ``driftgate produce`` does); it is not
+        checked again. Returns its id."""
+        return self._put(event)
+
+    def _put(self, event: msgspec.Struct) -> R:
+        raise NotImplementedError
+
+    def _keep(self, event: msgspec.Struct) -> bool:
+        """Once the call has waited for room: the event joins its batch, or is dropped if
+        the buffer is still full. Whether the sender is to wake (a batch is full)."""
+        batches = self._batches
+        if batches.full():
+            batches.drop(1, f"the buffer of {batches.max_buffered} events stayed full")
+            return False
+        return batches.add(_key(event, self.topic_prefix), event)
+
+
 # --- the two flavours ----------------------------------------------------------------------
 
 
-class Emitter:
+class Emitter(_EmitterBase[str]):
     """Events to driftgate from any thread, sent by a background thread of its own.
 
     Parameters
@@ -83,92 +190,24 @@ class Emitter:
         Passed to ``aiokafka.AIOKafkaProducer`` (security, ``compression_type``, ...).
     """
 
-    def __init__(
-        self,
-        bootstrap: str = "127.0.0.1:9092",
-        *,
-        topic_prefix: str = "driftgate.",
-        batch_size: int = 1_000,
-        linger: float = 0.2,
-        max_buffered: int = 100_000,
-        max_block: float = 10.0,
-        connect_timeout: float = 15.0,
-        **producer_options: Any,
-    ) -> None:
-        self._batches = _Batches(batch_size, linger, max_buffered)
-        self.topic_prefix = topic_prefix
-        self.max_block = max_block
+    def _open(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="driftgate-emitter", daemon=True
         )
         self._thread.start()
-        options = {"bootstrap_servers": bootstrap, **producer_options}
-        self._sender = _Sender(self._batches, topic_prefix, options)
         try:
-            self._call(asyncio.wait_for(self._sender.start(), connect_timeout), None)
+            self._call(asyncio.wait_for(self._sender.start(), self.connect_timeout), None)
         except BaseException as exc:
             self._stop_loop()
-            if isinstance(exc, (TimeoutError, OSError)) or "Connection" in type(exc).__name__:
-                raise ConnectionError(f"Kafka unreachable at {bootstrap}: {exc!r}") from exc
+            if unreachable := self._unreachable(exc):
+                raise unreachable from exc
             raise
         self._running: Future[None] = asyncio.run_coroutine_threadsafe(
             self._sender.run(), self._loop
         )
         self._closed = False
         atexit.register(self.close)
-
-    @property
-    def dropped(self) -> int:
-        """Events dropped (buffer full past ``max_block``, or refused by Kafka)."""
-        return self._batches.dropped
-
-    @property
-    def sent(self) -> int:
-        """Events Kafka acknowledged."""
-        return self._batches.sent
-
-    @property
-    def messages(self) -> int:
-        """Envelopes (Kafka messages) Kafka acknowledged, holding :attr:`sent` events."""
-        return self._batches.messages
-
-    def score(self, stream: str, s: float, *, response_id: str | None = None, **fields: Any) -> str:
-        """A judge's score without its oracle label; returns the event id. With
-        ``response_id`` its label may come later (:meth:`late_label`): the worker joins
-        the two into one pair."""
-        return self._put(label_event(stream, s, None, response_id=response_id, **fields))
-
-    def label(self, stream: str, s: float, y: float, **fields: Any) -> str:
-        """A score with its oracle label ``y``; returns the event id."""
-        return self._put(label_event(stream, s, y, **fields))
-
-    def late_label(
-        self,
-        stream: str,
-        response_id: str,
-        y: float,
-        *,
-        event_id: str | None = None,
-        ts: Timestamp = None,
-    ) -> str:
-        """The oracle label ``y`` alone, for the score sent with ``response_id`` (earlier,
-        or later: either half waits for the other); returns the event id."""
-        return self._put(late_label_event(stream, response_id, y, event_id=event_id, ts=ts))
-
-    def telemetry(self, experiment_id: str, unit_id: str, variant: str, **fields: Any) -> str:
-        """An observation of an experiment's (or canary's) unit; returns the event id."""
-        return self._put(telemetry_event(experiment_id, unit_id, variant, **fields))
-
-    def canary(self, agent: str, bundle_id: str, action: str, **fields: Any) -> str:
-        """A step of an agent's bundle (deploy, promote, ...); returns the event id."""
-        return self._put(canary_event(agent, bundle_id, action, **fields))  # type: ignore[arg-type]
-
-    def send(self, event: Event) -> str:
-        """An event already built and checked (by the helpers' ``*_event`` functions, or
-        decoded by :mod:`monitor.events`' Structs, as ``driftgate produce`` does); it is not
-        checked again. Returns its id."""
-        return self._put(event)
 
     def _put(self, event: msgspec.Struct) -> str:
         if self._closed:
@@ -177,10 +216,7 @@ class Emitter:
         if batches.full():
             with batches.room:
                 batches.room.wait_for(lambda: not batches.full(), self.max_block)
-            if batches.full():
-                batches.drop(1, f"the buffer of {batches.max_buffered} events stayed full")
-                return str(event.event_id)  # type: ignore[attr-defined]
-        if batches.add(_key(event, self.topic_prefix), event):
+        if self._keep(event):
             self._loop.call_soon_threadsafe(self._sender.wake.set)
         return str(event.event_id)  # type: ignore[attr-defined]
 
@@ -218,78 +254,29 @@ class Emitter:
         self.close()
 
 
-class AsyncEmitter:
+class AsyncEmitter(_EmitterBase[Coroutine[Any, Any, str]]):
     """:class:`Emitter` for asyncio code: the producer runs on the caller's loop.
 
     ``async with AsyncEmitter(bootstrap="host:port") as emit: await emit.score(...)``; the
     helpers wait (up to ``max_block`` seconds) while the buffer is full. Parameters as
-    :class:`Emitter`'s.
+    :class:`Emitter`'s; ``connect_timeout`` bounds :meth:`start`.
     """
 
-    def __init__(
-        self,
-        bootstrap: str = "127.0.0.1:9092",
-        *,
-        topic_prefix: str = "driftgate.",
-        batch_size: int = 1_000,
-        linger: float = 0.2,
-        max_buffered: int = 100_000,
-        max_block: float = 10.0,
-        **producer_options: Any,
-    ) -> None:
-        self._batches = _Batches(batch_size, linger, max_buffered)
-        self.topic_prefix = topic_prefix
-        self.max_block = max_block
-        options = {"bootstrap_servers": bootstrap, **producer_options}
-        self._sender = _Sender(self._batches, topic_prefix, options)
-        self._running: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
-        self._batches.on_room = self._room.set
-
-    @property
-    def dropped(self) -> int:
-        return self._batches.dropped
-
-    @property
-    def sent(self) -> int:
-        return self._batches.sent
-
-    @property
-    def messages(self) -> int:
-        return self._batches.messages
+    _running: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._sender.start()
+        """Start the producer (``ConnectionError`` when Kafka does not answer within
+        ``connect_timeout`` seconds)."""
+        self._room = asyncio.Event()
+        self._batches.on_room = self._room.set
+        try:
+            await asyncio.wait_for(self._sender.start(), self.connect_timeout)
+        except BaseException as exc:
+            if unreachable := self._unreachable(exc):
+                raise unreachable from exc
+            raise
         self._running = asyncio.create_task(self._sender.run())
         atexit.register(self._unsent_at_exit)
-
-    async def score(
-        self, stream: str, s: float, *, response_id: str | None = None, **fields: Any
-    ) -> str:
-        return await self._put(label_event(stream, s, None, response_id=response_id, **fields))
-
-    async def label(self, stream: str, s: float, y: float, **fields: Any) -> str:
-        return await self._put(label_event(stream, s, y, **fields))
-
-    async def late_label(
-        self,
-        stream: str,
-        response_id: str,
-        y: float,
-        *,
-        event_id: str | None = None,
-        ts: Timestamp = None,
-    ) -> str:
-        return await self._put(late_label_event(stream, response_id, y, event_id=event_id, ts=ts))
-
-    async def telemetry(self, experiment_id: str, unit_id: str, variant: str, **fields: Any) -> str:
-        return await self._put(telemetry_event(experiment_id, unit_id, variant, **fields))
-
-    async def canary(self, agent: str, bundle_id: str, action: str, **fields: Any) -> str:
-        return await self._put(canary_event(agent, bundle_id, action, **fields))  # type: ignore[arg-type]
-
-    async def send(self, event: Event) -> str:
-        return await self._put(event)
 
     async def _put(self, event: msgspec.Struct) -> str:
         if self._running is None:
@@ -301,9 +288,7 @@ class AsyncEmitter:
             self._room.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), left)
-        if batches.full():
-            batches.drop(1, f"the buffer of {batches.max_buffered} events stayed full")
-        elif batches.add(_key(event, self.topic_prefix), event):
+        if self._keep(event):
             self._sender.wake.set()
         return str(event.event_id)  # type: ignore[attr-defined]
 

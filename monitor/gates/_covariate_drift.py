@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from estimators import (
-    SEVERITY_THRESHOLDS,
     CategoryCounts,
     QuantileSketch,
     sequential_ks_bounds,
@@ -13,7 +10,7 @@ from estimators import (
 )
 
 from ..config import CovariateDriftPolicy
-from ._score_drift import distance_evidence, drift_band
+from ._score_drift import distance_evidence, drift_band, drift_evidence
 from ._verdict import Verdict
 
 __all__ = ["GATE", "covariate_drift_gate"]
@@ -46,18 +43,9 @@ def covariate_drift_gate(
     still filling or fewer than ``min_n`` values came after it.
     """
     kind = "numeric" if isinstance(live, QuantileSketch) else "categorical"
-    evidence: dict[str, Any] = {
-        "n": live.n,
-        "baseline_n": baseline.n,
-        "estimate": None,
-        "ci_low": None,
-        "ci_high": None,
-        "threshold": SEVERITY_THRESHOLDS["moderate"],
-        "method": _METHODS[kind],
-        "covariate": covariate,
-        "kind": kind,
-        "calibrator_version": calibrator_version,
-    }
+    evidence = drift_evidence(
+        live.n, baseline.n, _METHODS[kind], calibrator_version, covariate=covariate, kind=kind
+    )
 
     def verdict(outcome: str, action: str, reason: str) -> Verdict:
         return Verdict(GATE, subject, outcome, action, reason, evidence, part=covariate)

@@ -46,16 +46,7 @@ def score_drift_gate(
     drift is ``significant`` (the lower bound above 0) at all, and the method
     (``time_uniform_dkw``).
     """
-    evidence: dict[str, Any] = {
-        "n": live.n,
-        "baseline_n": baseline.n,
-        "estimate": None,
-        "ci_low": None,
-        "ci_high": None,
-        "threshold": SEVERITY_THRESHOLDS["moderate"],
-        "method": "time_uniform_dkw",
-        "calibrator_version": calibrator_version,
-    }
+    evidence = drift_evidence(live.n, baseline.n, "time_uniform_dkw", calibrator_version)
     if live.n == 0 or baseline.n == 0:
         return Verdict(GATE, subject, "INCONCLUSIVE", "none", "insufficient_data", evidence)
     bounds = sequential_ks_bounds(live, baseline, policy.alpha)
@@ -68,6 +59,24 @@ def score_drift_gate(
     if band == "moderate":
         return Verdict(GATE, subject, "WARN", policy.warn_action, "score_drift_moderate", evidence)
     return Verdict(GATE, subject, "PASS", "none", "no_drift", evidence)
+
+
+def drift_evidence(
+    n: int, baseline_n: int, method: str, calibrator_version: int, **named: Any
+) -> dict[str, Any]:
+    """A drift gate's evidence before its distance is bounded: the counts, the method,
+    what ``named`` adds (a covariate's name and kind), no estimate yet."""
+    return {
+        "n": n,
+        "baseline_n": baseline_n,
+        "estimate": None,
+        "ci_low": None,
+        "ci_high": None,
+        "threshold": SEVERITY_THRESHOLDS["moderate"],
+        "method": method,
+        **named,
+        "calibrator_version": calibrator_version,
+    }
 
 
 def distance_evidence(bounds: KSBounds) -> dict[str, Any]:

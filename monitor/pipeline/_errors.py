@@ -8,8 +8,9 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.exceptions as redis_errors
 from aiokafka import errors as kafka_errors
+
+from ..store._errors import is_redis_error, redis_refusal_hint, redis_transient
 
 __all__ = [
     "PermanentError",
@@ -35,23 +36,6 @@ class PermanentError(RuntimeError):
     names the service and the setting to check."""
 
 
-# A Redis that refuses us (credentials, ACLs, memory) or a script it rejects will not
-# change its mind on retry; a lost connection, a loading replica or a failover will pass.
-_REDIS_PERMANENT = (
-    redis_errors.AuthenticationError,
-    redis_errors.AuthorizationError,
-    redis_errors.NoPermissionError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.DataError,
-)
-_REDIS_TRANSIENT = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,
-    redis_errors.TryAgainError,
-    redis_errors.ReadOnlyError,
-    redis_errors.SlotNotCoveredError,
-)
 # aiokafka marks most passing conditions ``retriable``; these few it does not, though a
 # broker restart or a pause produces them.
 _KAFKA_TRANSIENT = (
@@ -67,16 +51,9 @@ def is_transient(exc: BaseException) -> bool:
     """Whether waiting and trying again may succeed."""
     if isinstance(exc, TransientError):
         return True
-    if isinstance(exc, _REDIS_PERMANENT):
-        return False
-    if isinstance(exc, _REDIS_TRANSIENT):
-        return True
-    if isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY"):
-        return True  # a long script runs: Redis answers BUSY to everyone else until it ends
-    if isinstance(exc, redis_errors.RedisClusterException):
-        # No node reachable (a cluster restarting) is raised as this bare class, with the
-        # connection error as its cause; the rest of the class are misuses of the client.
-        return isinstance(exc.__cause__, _REDIS_TRANSIENT) or "cannot be connected" in str(exc)
+    redis_says = redis_transient(exc)  # store sorts Redis's exceptions
+    if redis_says is not None:
+        return redis_says
     if isinstance(exc, kafka_errors.KafkaError):
         return bool(exc.retriable) or isinstance(exc, _KAFKA_TRANSIENT)
     return isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError))
@@ -84,12 +61,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def redis_failure(exc: BaseException, where: str) -> PermanentError:
     """The message for a Redis that refuses us: which, why, and what to check."""
-    if isinstance(exc, redis_errors.OutOfMemoryError):
-        hint = "the server's maxmemory setting"
-    elif isinstance(exc, _REDIS_PERMANENT):
-        hint = "the credentials and ACL permissions in DRIFTGATE_REDIS_URL"
-    else:
-        hint = "DRIFTGATE_REDIS_URL and DRIFTGATE_REDIS_PREFIX"
+    hint = redis_refusal_hint(exc)
     return PermanentError(f"Redis at {where} refused: {type(exc).__name__}: {exc} (check {hint})")
 
 
@@ -116,7 +88,7 @@ def permanent_failure(exc: BaseException, redis_at: str, kafka_at: str) -> Perma
     """:func:`redis_failure` or :func:`kafka_failure`, by where ``exc`` came from."""
     if isinstance(exc, PermanentError):
         return exc
-    if isinstance(exc, redis_errors.RedisError | redis_errors.RedisClusterException):
+    if is_redis_error(exc):
         return redis_failure(exc, redis_at)
     if isinstance(exc, kafka_errors.KafkaError):
         return kafka_failure(exc, kafka_at)

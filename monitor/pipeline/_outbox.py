@@ -10,7 +10,8 @@ longer than ``min_idle`` for a chunk of several decisions) it renews its claim e
 ``min_idle / 3`` (``XCLAIM ... JUSTID`` to itself resets the entries' idle time), so a live
 drainer is never overtaken. An entry is therefore never lost; it reaches the topic twice
 only when a drainer dies (or its event loop stalls past ``min_idle``) between Kafka's
-acknowledgement and its own, and then with the same ``decision_id``.
+acknowledgement and its own, and then with the same ``decision_id``. The drainer decides
+what to take and when; the stream commands themselves are ``store._outbox_streams``'.
 
 A dead letter Kafka refuses as too large (one written before letters were cut to the limit,
 or a broker whose ``message.max.bytes`` is below the producer's) is sent again cut to fit
@@ -30,17 +31,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import errors as kafka_errors
-from redis.typing import StreamIdT
 
 from ..store import AsyncClient
-from ..store._keys import OUTBOX_GROUP, KeyLayout, OutboxEntry, SubjectKeys, known_kinds
+from ..store._keys import KeyLayout, OutboxEntry, SubjectKeys
+from ..store._outbox_streams import OutboxStreams, Taken
 from ._letters import MAX_MESSAGE_BYTES, SOURCE_TOPIC, fit_dead_letter
 
 __all__ = ["OutboxDrainer", "Sent"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 500
 # What Kafka answers for a record over its limit: the producer's own check (before
 # sending), the broker's MESSAGE_TOO_LARGE and RECORD_LIST_TOO_LARGE.
 TOO_LARGE = (
@@ -91,7 +91,6 @@ class OutboxDrainer:
         send_timeout: float = 20.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        self.client = client
         self.layout = layout
         self.producer = producer
         self.min_idle_ms = int(min_idle * 1000)
@@ -99,6 +98,8 @@ class OutboxDrainer:
         self.send_timeout = send_timeout
         self.max_message_bytes = max_message_bytes
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # The reads, claims and acknowledgements of the outbox streams, as this drainer.
+        self.streams = OutboxStreams(client, layout, self.name, self.min_idle_ms)
 
     async def drain(self, subjects: Iterable[tuple[str, str]]) -> int:
         """Send everything waiting in the outboxes of ``(kind, name)`` subjects."""
@@ -109,71 +110,33 @@ class OutboxDrainer:
 
     async def sweep(self) -> int:
         """Drain every outbox that holds entries: after a crash, or another worker's."""
-        names: list[tuple[str, str]] = []
-        registered: Any = await self.client.smembers(self.layout.kinds)
-        for kind in known_kinds(registered):
-            members: Any = await self.client.smembers(self.layout.registry(kind))
-            names += [(kind, member.decode()) for member in members]
-        if not names:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        for kind, name in names:
-            pipe.xlen(self.layout.subject(kind, name).outbox)
-        lengths = await pipe.execute()
-        return await self.drain(subject for subject, n in zip(names, lengths, strict=True) if n)
+        return await self.drain(await self.streams.holding_entries())
 
     async def _drain_one(self, keys: SubjectKeys) -> int:
         sent = 0
         # Mine first (delivered to me, not acknowledged: a failed send), then others'
         # that their drainer left too long, then new ones.
-        cursor = "0"
+        fresh_only = False
         while True:
-            entries = await self._take(keys, cursor)
-            if not entries:
+            taken = await self.streams.take(keys, fresh_only=fresh_only)
+            if not taken.ids:
                 return sent
-            await self._send(keys, entries)
-            sent += len(entries)
-            cursor = ">"
+            await self._send(keys, taken)
+            sent += len(taken.ids)
+            fresh_only = True
 
-    async def _take(self, keys: SubjectKeys, cursor: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        mine: Any
-        claimed: Any
-        fresh: Any
-        if cursor == "0":
-            mine = await self.client.xreadgroup(
-                OUTBOX_GROUP, self.name, {keys.outbox: "0"}, count=CHUNK
-            )
-            entries += [entry for entry in (mine[0][1] if mine else []) if entry[1]]
-            claimed = await self.client.xautoclaim(
-                keys.outbox, OUTBOX_GROUP, self.name, self.min_idle_ms, "0-0", count=CHUNK
-            )
-            entries += [entry for entry in claimed[1] if entry[1]]
-        if not entries:
-            fresh = await self.client.xreadgroup(
-                OUTBOX_GROUP, self.name, {keys.outbox: ">"}, count=CHUNK
-            )
-            entries += fresh[0][1] if fresh else []
-        return entries
-
-    async def _send(
-        self, keys: SubjectKeys, entries: list[tuple[bytes, dict[bytes, bytes]]]
-    ) -> None:
-        ids: list[StreamIdT] = [entry_id for entry_id, _ in entries]
-        renewal = asyncio.create_task(self._keep_claim(keys, ids))
+    async def _send(self, keys: SubjectKeys, taken: Taken) -> None:
+        renewal = asyncio.create_task(self._keep_claim(keys, taken.ids))
         try:
-            await self._deliver(keys, [OutboxEntry.decode(fields) for _, fields in entries])
+            await self._deliver(keys, taken.entries)
         finally:
             renewal.cancel()
             (stopped,) = await asyncio.gather(renewal, return_exceptions=True)
             if not isinstance(stopped, asyncio.CancelledError):
                 # The claim may lapse: another drainer may then send these entries too.
                 log.warning("could not renew the claim on %s's outbox: %r", keys.name, stopped)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(keys.outbox, OUTBOX_GROUP, *ids)
-        pipe.xdel(keys.outbox, *ids)
-        await pipe.execute()
-        log.debug("sent %d outbox entries of %s", len(ids), keys.name)
+        await self.streams.done(keys, taken.ids)
+        log.debug("sent %d outbox entries of %s", len(taken.ids), keys.name)
 
     async def _deliver(self, keys: SubjectKeys, decoded: list[OutboxEntry]) -> None:
         await asyncio.wait_for(self._to_kafka(decoded), self.send_timeout)
@@ -227,11 +190,11 @@ class OutboxDrainer:
                 return
         raise refusal
 
-    async def _keep_claim(self, keys: SubjectKeys, ids: list[StreamIdT]) -> None:
+    async def _keep_claim(self, keys: SubjectKeys, ids: list[bytes]) -> None:
         """Renew this drainer's claim on ``ids`` until cancelled."""
         while True:
             await asyncio.sleep(self.min_idle_ms / 3000)
-            await self.client.xclaim(keys.outbox, OUTBOX_GROUP, self.name, 0, ids, justid=True)
+            await self.streams.renew(keys, ids)
 
 
 async def _send(producer: Any, entry: OutboxEntry) -> Any:

@@ -31,7 +31,6 @@ from ..events._decisions import encode
 from ..store import AsyncClient
 from ..store import _keys as fields
 from ..store._keys import (
-    Fence,
     KeyLayout,
     OutboxEntry,
     SubjectKeys,
@@ -390,8 +389,8 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
     ) -> _Plan[StateT]:
         keys = self.layout.subject(self.model.kind, name)
         write = SubjectWrite(keys, entry.rev)
-        starts, fences = self._fences(
-            entry.fences, events.partitions, events.offsets, topic, highwaters
+        starts, fences = plan_fences(
+            self._known_epochs, entry.fences, events.partitions, events.offsets, topic, highwaters
         )
         for partition, fence in fences.items():
             write.fences[fields.fence(topic, partition)] = fence.encode()
@@ -450,16 +449,11 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         for counter, amount in changes.counts.items():
             write.count(counter, amount)
 
-    def _fences(
-        self,
-        stored: Mapping[int, Fence | None],
-        partitions: np.ndarray,
-        offsets: np.ndarray,
-        topic: str,
-        highwaters: Mapping[int, int | None],
-    ) -> tuple[dict[int, int], dict[int, Fence]]:
+    @property
+    def _known_epochs(self) -> Mapping[tuple[str, int], int]:
+        """The log epochs, read before the first batch (the fences are planned in them)."""
         assert self._epochs is not None
-        return plan_fences(self._epochs, stored, partitions, offsets, topic, highwaters)
+        return self._epochs
 
     def _judge(
         self, name: str, entry: _Subject, keys: SubjectKeys, now: float, write: SubjectWrite

@@ -15,6 +15,7 @@ from ..store._keys import Fence, OutboxEntry
 from ..store._runner_reads import RunnerReads, StoredLedger
 from ..store._write import Conflict, Refused, SubjectWrite, WriteScript
 from ._errors import PermanentError, TransientError
+from ._fences import plan_fences
 from ._letters import dead_letter_headers, fit_dead_letter
 from ._runner_types import MAX_ROUNDS, TopicNames, _LogRecreated, _StaleEpochs
 from ._types import BatchResult, DeadLetter, Ignored, RawMessage, SubjectEvents
@@ -48,14 +49,8 @@ class _DeadLetters:
 
         async def _new_epoch(self, topic: str, partition: int, epoch: int) -> None: ...
 
-        def _fences(
-            self,
-            stored: Mapping[int, Fence | None],
-            partitions: np.ndarray,
-            offsets: np.ndarray,
-            topic: str,
-            highwaters: Mapping[int, int | None],
-        ) -> tuple[dict[int, int], dict[int, Fence]]: ...
+        @property
+        def _known_epochs(self) -> Mapping[tuple[str, int], int]: ...
 
     async def _dead_letter(
         self,
@@ -127,7 +122,8 @@ class _DeadLetters:
         highwaters: Mapping[int, int | None],
     ) -> SubjectWrite:
         partition = letters[0].partition
-        starts, fences = self._fences(
+        starts, fences = plan_fences(
+            self._known_epochs,
             {partition: ledger.fence},
             np.full(len(letters), partition),
             np.array([letter.offset for letter in letters]),

@@ -13,8 +13,8 @@ import orjson
 
 from ..gates import rfc3339
 from ..store import AsyncClient
-from ..store._keys import OutboxEntry, SubjectKeys, encode_audit_entry
-from ..store._write import AUDIT_MAXLEN
+from ..store._keys import OutboxEntry, SubjectKeys
+from ..store._write import append_audit
 
 __all__ = ["Webhook"]
 
@@ -118,10 +118,4 @@ class Webhook:
             "final": last,
             "url": endpoint(self.url),
         }
-        fields = encode_audit_entry(orjson.dumps(record))
-        await self.client.xadd(
-            keys.audit,
-            dict(zip(fields[::2], fields[1::2], strict=True)),  # type: ignore[arg-type]
-            maxlen=AUDIT_MAXLEN,
-            approximate=True,
-        )
+        await append_audit(self.client, keys, orjson.dumps(record))

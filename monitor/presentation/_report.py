@@ -168,34 +168,24 @@ def stream_section(
     step = (snapshot.gate("residual_drift", name) or {}).get("evidence", {}).get("next_step")
     if step:
         memo.blocks.append(Paragraph(f"Next step: {step}"))  # no full stop after a command
-    rows = [
-        [
-            "the verdict's",
-            since,
-            str(view["residual_n"]),
-            interval(view["residual_mean"], view["ci_low"], view["ci_high"]),
-        ]
+    # The verdict's interval, then the all-time and since-the-change ones where the view
+    # has them: (name, what it covers, n and the interval's document).
+    intervals: list[tuple[str, str, Any, dict[str, Any]]] = [
+        ("the verdict's", since, view["residual_n"], view)
     ]
     all_time = view.get("all_time")
     if all_time:
-        rows.append(
-            [
-                "all-time",
-                "every label of this calibrator version",
-                str(all_time["n"]),
-                interval(all_time["residual_mean"], all_time["ci_low"], all_time["ci_high"]),
-            ]
+        intervals.append(
+            ("all-time", "every label of this calibrator version", all_time["n"], all_time)
         )
     change = view.get("since_change")
     if change:
-        rows.append(
-            [
-                "since the change",
-                f"from label {change['since_labeled_n']} (shift {number(change['change_shift'])})",
-                str(change["n"]),
-                interval(change["residual_mean"], change["ci_low"], change["ci_high"]),
-            ]
-        )
+        covers = f"from label {change['since_labeled_n']} (shift {number(change['change_shift'])})"
+        intervals.append(("since the change", covers, change["n"], change))
+    rows = [
+        [label, covers, str(n), interval(at["residual_mean"], at["ci_low"], at["ci_high"])]
+        for label, covers, n, at in intervals
+    ]
     memo.blocks += [
         Table(["interval", "covers", "n", "mean residual [interval]"], rows),
         Paragraph(

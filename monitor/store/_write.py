@@ -19,11 +19,23 @@ from redis.exceptions import (
 )
 
 from ._client import AsyncClient, connect_node_async
-from ._keys import OUTBOX_GROUP, REV, SubjectKeys
+from ._keys import OUTBOX_GROUP, REV, SubjectKeys, encode_audit_entry
 
-__all__ = ["Applied", "Conflict", "Refused", "SubjectWrite", "WriteScript"]
+__all__ = ["Applied", "Conflict", "Refused", "SubjectWrite", "WriteScript", "append_audit"]
 
 AUDIT_MAXLEN = 100_000
+
+
+async def append_audit(client: AsyncClient, keys: SubjectKeys, document: bytes) -> None:
+    """Append ``document`` (JSON) to the subject's audit stream on its own, outside a
+    batch's write (the webhook's delivery attempts), capped like the script's appends."""
+    fields = encode_audit_entry(document)
+    await client.xadd(
+        keys.audit,
+        dict(zip(fields[::2], fields[1::2], strict=True)),  # type: ignore[arg-type]
+        maxlen=AUDIT_MAXLEN,
+        approximate=True,
+    )
 
 
 @dataclass

@@ -116,6 +116,29 @@ two: a subject's keys must share a slot), one Redis under ``-m soak``, where it 
 half a minute and nothing the many standalone tests do not already cover."""
 
 
+def driftgate_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its own ``DRIFTGATE_*`` settings, with
+    ``settings``: a command run in it sees only what the test names."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+    env.update(settings)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m monitor ARGS`` (this interpreter, so the tree under test) in ``env``;
+    its output captured as text, its exit status left to the test."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass
 class Deployment:
     """One isolated driftgate deployment: its own topic prefix, Redis and workers."""
@@ -141,14 +164,7 @@ class Deployment:
         return f"{self.prefix}{name}"
 
     def cli(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "monitor", *args],
-            env=self.env(**extra_env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(*args, env=self.env(**extra_env))
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         (process,) = self.start_workers(1, **extra_env)

@@ -5,9 +5,7 @@ version and empties the pool."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +31,7 @@ from monitor.store._keys import (
 from monitor.subjects._labels import ActiveCalibrator
 from monitor.workflows._calibration import activate_calibrator
 
-from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, RedisServer
+from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, RedisServer, driftgate_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +39,8 @@ STREAM = "policy:gpt-4-mini"
 
 
 def run(redis_server: RedisServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
-    env.update(DRIFTGATE_REDIS_URL=redis_server.url, DRIFTGATE_TOPIC_PREFIX="loop.")
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = driftgate_env(DRIFTGATE_REDIS_URL=redis_server.url, DRIFTGATE_TOPIC_PREFIX="loop.")
+    return run_cli(*args, env=env)
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:

@@ -20,7 +20,7 @@ import pytest
 from monitor.runtime._services import free_port, port_open
 from monitor.store import KeyLayout, ReadModel, connect
 
-from .conftest import Deployment, encode, label
+from .conftest import Deployment, encode, label, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -311,6 +311,13 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def audit_log(env: dict[str, str]) -> list[Any]:
+    """``driftgate log --json``: the audit log's entries."""
+    result = run_cli("log", "--json", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)  # type: ignore[no-any-return]
+
+
 def test_a_second_up_leaves_the_first_one_alone(tmp_path: Path) -> None:
     ports = [free_port(), free_port(), free_port()]
     env = named_env(*ports)
@@ -350,18 +357,7 @@ def test_a_second_up_leaves_the_first_one_alone(tmp_path: Path) -> None:
 
         # Named services and a free metrics port: it joins them, resetting nothing.
         before = demo_labels(env)
-        log_before = len(
-            orjson.loads(
-                subprocess.run(
-                    [sys.executable, "-m", "monitor", "log", "--json"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=True,
-                ).stdout
-            )
-        )
+        log_before = len(audit_log(env))
         assert log_before > 0
         third, banner = launch_up(tmp_path / "third", env, "--no-worker")
         assert "found running: named" in banner, banner + third.stderr.read()  # type: ignore[union-attr]
@@ -369,16 +365,7 @@ def test_a_second_up_leaves_the_first_one_alone(tmp_path: Path) -> None:
         third.send_signal(signal.SIGINT)
         third.communicate(timeout=60)
         assert third.returncode == 0
-        log_after = orjson.loads(
-            subprocess.run(
-                [sys.executable, "-m", "monitor", "log", "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout
-        )
+        log_after = audit_log(env)
         assert len(log_after) >= log_before
         # The first is still whole: its services were not stopped by the third.
         assert all(port_open("127.0.0.1", port) for port in ports)

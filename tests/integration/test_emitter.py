@@ -83,6 +83,13 @@ def test_an_unreachable_broker_is_named() -> None:
         Emitter("127.0.0.1:9", connect_timeout=3)
 
 
+async def test_an_unreachable_broker_is_named_by_the_async_emitter_too() -> None:
+    emit = AsyncEmitter("127.0.0.1:9", connect_timeout=3)
+    with pytest.raises(ConnectionError, match=r"Kafka unreachable at 127\.0\.0\.1:9"):
+        await emit.start()
+    assert emit.dropped == 0
+
+
 def test_scores_now_and_their_labels_later_are_joined_by_the_worker(
     deployment: Deployment,
 ) -> None:

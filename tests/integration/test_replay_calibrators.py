@@ -6,9 +6,7 @@ replay the very calibrator the deployment activated: its version in status, its 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 from monitor.store import KeyLayout
 from monitor.store._calibrators import read_calibrator
 
-from .conftest import RedisServer
+from .conftest import RedisServer, driftgate_env, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +26,8 @@ START = 1_767_225_600.0
 
 
 def cli(*args: str, redis_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
-    if redis_url is not None:
-        env["DRIFTGATE_REDIS_URL"] = redis_url
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    settings = {} if redis_url is None else {"DRIFTGATE_REDIS_URL": redis_url}
+    return run_cli(*args, env=driftgate_env(**settings), timeout=180)
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:

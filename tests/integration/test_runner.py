@@ -433,23 +433,29 @@ class TakingTurns(WriteScript):
             self.in_flight -= 1
 
 
+def canary_and_telemetry(
+    client: Any, redis_server: RedisServer, clock: Clock, telemetry_script: type[WriteScript]
+) -> tuple[BatchRunner[Any], BatchRunner[Any]]:
+    """The runners of the canary events and of the telemetry, under the default policy;
+    the telemetry's writes go through ``telemetry_script``."""
+    policy = Policy()
+    canary, telemetry = (
+        BatchRunner(client, LAYOUT, handler, script, TOPICS, 3600.0, clock=clock)
+        for handler, script in [
+            (CanaryHandler(policy), WriteScript(client, redis_server.url)),
+            (TelemetryHandler(policy), telemetry_script(client, redis_server.url)),
+        ]
+    )
+    return canary, telemetry
+
+
 @BOTH_REDIS
 async def test_batches_and_clock_ticks_of_one_runner_take_turns(
     client: Any, redis_server: RedisServer, clock: Clock, sync_client: SyncClient
 ) -> None:
     """The worker ticks on a timer while the agent's batches arrive. Both take subjects
     out of the runner's memory while they wait on Redis: they must not interleave."""
-    policy = Policy()
-    canary_script, script = (
-        WriteScript(client, redis_server.url),
-        TakingTurns(client, redis_server.url),
-    )
-    canary = BatchRunner(
-        client, LAYOUT, CanaryHandler(policy), canary_script, TOPICS, 3600.0, clock=clock
-    )
-    telemetry = BatchRunner(
-        client, LAYOUT, TelemetryHandler(policy), script, TOPICS, 3600.0, clock=clock
-    )
+    canary, telemetry = canary_and_telemetry(client, redis_server, clock, TakingTurns)
     deploy = {"event_id": "deploy", "ts": clock(), "agent": "a", "bundle_id": "v2"}
     deploy |= {"action": "deploy", "canary_percent": 10}
     events = [
@@ -473,9 +479,9 @@ async def test_batches_and_clock_ticks_of_one_runner_take_turns(
             telemetry.tick("telemetry"),
         )
     finally:
-        await canary_script.aclose()
-        await script.aclose()
-    assert script.most_in_flight == 1
+        await canary.script.aclose()
+        await telemetry.script.aclose()
+    assert telemetry.script.most_in_flight == 1  # type: ignore[attr-defined]
     # The tick judged the state the batch left: canary data is fresh, nothing to hold.
     assert applied.ok == 20 and ticked.decisions == []
     snapshot = ReadModel(sync_client, LAYOUT).snapshot()
@@ -491,17 +497,7 @@ async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
     already show the agent rolled back (FAIL, recommendation rollback) without another
     event, and the rollback is the agent's last decision: settled, the bundle's gates
     keep the verdicts that announced it (the canary gate no FAIL of its own after it)."""
-    policy = Policy()
-    canary_script, script = (
-        WriteScript(client, redis_server.url),
-        WriteScript(client, redis_server.url),
-    )
-    canary = BatchRunner(
-        client, LAYOUT, CanaryHandler(policy), canary_script, TOPICS, 3600.0, clock=clock
-    )
-    telemetry = BatchRunner(
-        client, LAYOUT, TelemetryHandler(policy), script, TOPICS, 3600.0, clock=clock
-    )
+    canary, telemetry = canary_and_telemetry(client, redis_server, clock, WriteScript)
     deploy = {"event_id": "deploy", "ts": clock(), "agent": "a", "bundle_id": "v2"}
     deploy |= {"action": "deploy", "canary_percent": 10}
     rng = np.random.default_rng(7)
@@ -526,8 +522,8 @@ async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
             [RawMessage("telemetry", 0, i, encode(e)) for i, e in enumerate(events)]
         )
     finally:
-        await canary_script.aclose()
-        await script.aclose()
+        await canary.script.aclose()
+        await telemetry.script.aclose()
     mine = [(d.gate, d.action, d.reason) for d in applied.decisions if d.subject == "a"]
     assert mine[-1:] == [("guardrail", "rollback", "toxicity_rate")], mine
     assert [d for d in mine if d[1] == "rollback"] == mine[-1:]

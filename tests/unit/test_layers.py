@@ -43,15 +43,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "with the client (a lazy import of a third party's parser, no I/O); config sits "
         "below store and may not import it, so it stays here"
     ),
-    ("monitor/pipeline/_errors.py", "redis"): (
-        "sorts redis and kafka exception classes into transient and permanent for the "
-        "retry loop; no I/O, only the exception types"
-    ),
-    ("monitor/pipeline/_outbox.py", "redis"): (
-        "the outbox relay still reads, claims and acknowledges the outbox streams itself "
-        "(XREADGROUP, XAUTOCLAIM, XCLAIM, XACK through store's client; the import is "
-        "redis.typing's stream id); its stream calls are the next to move into store/"
-    ),
 }
 
 

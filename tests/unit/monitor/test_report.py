@@ -312,6 +312,10 @@ def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
     assert "Next step: recalibrate: collect labels\n" in markdown  # the gate's evidence
     assert "+0.0812 [+0.0614, +0.1011]" in markdown  # the verdict's interval
     assert "+0.0233 [+0.0101, +0.0365]" in markdown  # the all-time one
+    assert (
+        "| since the change | from label 600 (shift +0.0800) | 300 | +0.0812 [+0.0614, +0.1011] |"
+        in markdown
+    )
     assert "isotonic version 2" in markdown and "| 1 | 500 |" in markdown  # retired version 1
     assert "Score drift: PASS (no_drift)" in markdown
     assert "Value estimate (mean f(s) over all 5000 scored events" in markdown
