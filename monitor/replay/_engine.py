@@ -328,6 +328,11 @@ class Replay:
 
     def _status(self, now: float) -> dict[str, Any]:
         """``status --json`` of the replay's end, from the same views the worker writes."""
+        return self.snapshot().status_document(now=now)
+
+    def snapshot(self) -> Snapshot:
+        """What the read model would read of the worker's state now: every subject's
+        view and gates (the HTTP API's and ``status``'s input)."""
         snapshot = Snapshot()
         for subject in self._subjects.values():
             view = subject.model.view(subject.name, subject.state, subject.judgement)
@@ -342,7 +347,7 @@ class Replay:
                 _gate_document(gate, subject.name, subject.kind, to_builtins(record))
                 for gate, record in records.items()
             ]
-        return snapshot.status_document(now=now)
+        return snapshot
 
 
 def _subject_ids(groups: list[Any], kinds: dict[str, str]) -> np.ndarray:
