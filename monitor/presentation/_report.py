@@ -22,6 +22,7 @@ from ._report_plots import agg_figure, decile_error_bar, decile_figure, guardrai
 from ._residual_series import residual_figure, residual_series
 
 if TYPE_CHECKING:
+    from ..events._views import AgentStatus
     from ..store import Snapshot
 
 __all__ = [
@@ -165,7 +166,8 @@ def stream_section(
             f"labeled: {view['labeled_n']}."
         ),
     ]
-    step = (snapshot.gate("residual_drift", name) or {}).get("evidence", {}).get("next_step")
+    residual = snapshot.gate("residual_drift", name)
+    step = None if residual is None else residual.evidence.get("next_step")
     if step:
         memo.blocks.append(Paragraph(f"Next step: {step}"))  # no full stop after a command
     rows = [
@@ -223,7 +225,7 @@ def stream_section(
     else:
         memo.blocks.append(Paragraph("No earlier calibrator version of this stream."))
     score = snapshot.gate("score_drift", name)
-    band = (score or {}).get("reason") or "-"
+    band = (score and score.reason) or "-"
     memo.blocks.append(
         Paragraph(
             f"Score drift: {view.get('score_verdict') or 'not evaluated'} ({band}); KS distance "
@@ -326,19 +328,18 @@ def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def experiment_section(
-    memo: Memo, snapshot: Snapshot, name: str, view: dict[str, Any], now: float
+    memo: Memo, snapshot: Snapshot, name: str, view: dict[str, Any], agent: AgentStatus | None
 ) -> None:
-    agent = snapshot.agent(name, now)
     if agent is not None:
         memo.blocks += [
             Heading(f"Agent {name}"),
             Paragraph(
-                f"Bundle {agent['bundle_id']}: {agent['phase']} at {agent['canary_percent']:g}% "
-                f"for {agent['hours_running']:.1f} h. Verdict: {agent['verdict']} "
-                f"({agent['reason']}). Recommendation: {agent['recommendation']}."
+                f"Bundle {agent.bundle_id}: {agent.phase} at {agent.canary_percent:g}% "
+                f"for {agent.hours_running:.1f} h. Verdict: {agent.verdict} "
+                f"({agent.reason}). Recommendation: {agent.recommendation}."
             ),
         ]
-    gates = [g for g in snapshot.gates if g["subject"] == name and g["kind"] == "experiment"]
+    gates = snapshot.gates_of("experiment", name)
     if gates:
         memo.blocks += [
             Heading("Gates", 3),
@@ -346,15 +347,15 @@ def experiment_section(
                 ["gate", "verdict", "action", "reason", "n", "estimate [interval]"],
                 [
                     [
-                        g["gate"],
-                        g["verdict"],
-                        str(g["action"]),
-                        str(g["reason"]),
-                        str(g["evidence"].get("n", "-")),
+                        g.gate,
+                        g.verdict,
+                        str(g.action),
+                        str(g.reason),
+                        str(g.evidence.get("n", "-")),
                         interval(
-                            g["evidence"].get("estimate"),
-                            g["evidence"].get("ci_low"),
-                            g["evidence"].get("ci_high"),
+                            g.evidence.get("estimate"),
+                            g.evidence.get("ci_low"),
+                            g.evidence.get("ci_high"),
                         ),
                     ]
                     for g in gates

@@ -32,6 +32,7 @@ from ..pipeline import Handler, Judgement, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject, publish
 from ..presentation._format import finite_or
+from ..slices import status_document
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
@@ -328,7 +329,7 @@ class Replay:
 
     def _status(self, now: float) -> dict[str, Any]:
         """``status --json`` of the replay's end, from the same views the worker writes."""
-        return self.snapshot().status_document(now=now)
+        return status_document(self.snapshot(), now).to_builtins()
 
     def snapshot(self) -> Snapshot:
         """What the read model would read of the worker's state now: every subject's

@@ -8,9 +8,20 @@ HTTP API, report section, commands) and registers it; the built-in kinds are
 - ``otlp``: OpenTelemetry spans and evaluation results feeding both, ``_otlp``.
 
 More come from ``DRIFTGATE_SUBJECTS`` (modules to import, each registering its kind).
-Nothing heavy is imported here: the built-in modules are imported on first use.
+Nothing heavy is imported here: the built-in modules are imported on first use. What the
+kinds show is read here too: :func:`status_document` (``status --json``), one snapshot of
+the read model in, each kind's section out (``_status``).
 """
 
 from ._registry import REGISTRY, ApiRoute, SubjectKind, SubjectRegistry
+from ._status import StatusDocument, agent_status, status_document
 
-__all__ = ["REGISTRY", "ApiRoute", "SubjectKind", "SubjectRegistry"]
+__all__ = [
+    "REGISTRY",
+    "ApiRoute",
+    "StatusDocument",
+    "SubjectKind",
+    "SubjectRegistry",
+    "agent_status",
+    "status_document",
+]

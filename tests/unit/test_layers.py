@@ -7,7 +7,11 @@ functions included):
 - ``monitor/config/`` imports nothing of ``monitor`` outside itself (``events`` allowed): it
   is the bottom layer, under events, store, gates and subjects, then slices, then runtime,
   serve, presentation and the CLI. What it needs of a layer above comes as a call-back
-  (the subject kinds' policy sections and checks: ``config.add_policy_loader``).
+  (the subject kinds' policy sections and checks: ``config.add_policy_loader``);
+- ``monitor/store/`` imports nothing of the layers that read it (slices, presentation,
+  serve, workflows, runtime, the CLI): what is shown of its snapshot (the status document,
+  an agent) is made above it, in ``monitor/slices/``, and what it shares with them (the
+  verdicts' order, the contract's time) lives below it, in ``monitor/events/``.
 
 What breaks a rule today is listed in ``ALLOWED`` with the reason; an entry that no longer
 breaks it fails the test too, so the list only shrinks.
@@ -61,6 +65,21 @@ CONFIG_MAY_IMPORT = frozenset({"monitor.config", "monitor.events"})
 # (module path, imported monitor package): known breaches of "config imports nothing of
 # monitor above it", each with the reason it stays. None today.
 CONFIG_ALLOWED: dict[tuple[str, str], str] = {}
+
+
+# What monitor/store/ may not import, at module level or in a function.
+ABOVE_STORE = frozenset(
+    {
+        "monitor.slices",
+        "monitor.presentation",
+        "monitor.serve",
+        "monitor.cli",
+        "monitor.runtime",
+        "monitor.workflows",
+        "monitor.replay",
+        "monitor",
+    }
+)
 
 
 def _modules(package: str) -> Iterator[Path]:
@@ -165,3 +184,17 @@ def test_config_imports_nothing_of_monitor_above_it() -> None:
     stale = sorted(CONFIG_ALLOWED.keys() - offenders)
     assert stale == [], "these no longer break the rule: take them off CONFIG_ALLOWED"
     assert all(len(why) > 40 for why in CONFIG_ALLOWED.values()), "say why each stays"
+
+
+def test_store_imports_nothing_that_reads_it() -> None:
+    offenders = sorted(
+        (_relative(path), package)
+        for path in _modules("monitor/store")
+        for package in _monitor_packages(path) & ABOVE_STORE
+    )
+    assert offenders == [], "store is read by these layers: make what they show above it"
+
+
+def test_the_walk_sees_imports_in_functions() -> None:
+    # The labels' slice imports the CLI only in a function (its commands, on demand).
+    assert "monitor.cli" in _monitor_packages(ROOT / "monitor/slices/_labels.py")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from monitor.events._decisions import GateDocument
 from monitor.presentation._report import (
     ReportError,
     UnknownSubjectError,
@@ -78,19 +79,10 @@ def evidence(n: int, estimate: float, low: float, high: float, method: str) -> d
 
 def gate_document(
     gate: str, subject: str, verdict: str, action: str, reason: str, kind: str, ev: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "gate": gate,
-        "subject": subject,
-        "verdict": verdict,
-        "action": action,
-        "reason": reason,
-        "decision_id": None,
-        "ts": None,
-        "evidence": ev,
-        "evaluated_at": NOW - 60,
-        "kind": kind,
-    }
+) -> GateDocument:
+    return GateDocument(
+        gate, subject, verdict, action, reason, None, None, ev, evaluated_at=NOW - 60, kind=kind
+    )
 
 
 def experiment_view() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from monitor import Policy
 from monitor.presentation._format import json_text
 from monitor.replay import Replay, StoredCalibrator, read_events
 from monitor.serve import GateAPI
+from monitor.slices import status_document
 from monitor.store import Snapshot
 from tests.unit.monitor.records.test_records import DEMO, STREAM, calibrator, covariate_lines
 from tests.unit.monitor.serve.test_http import ReadModel, request
@@ -61,7 +62,7 @@ def calibrated_snapshot(tmp_path: Path) -> tuple[Snapshot, float]:
 def status_texts(tmp_path: Path) -> dict[str, str]:
     """``driftgate status --json`` of each state, as printed."""
     return {
-        name: json_text(snapshot.status_document(now))
+        name: json_text(status_document(snapshot, now).to_builtins())
         for name, (snapshot, now) in {
             "demo": demo_snapshot(),
             "calibrated": calibrated_snapshot(tmp_path),

@@ -16,10 +16,10 @@ import msgspec
 import orjson
 
 from ..config import Policy
-from ..subjects import HANDLERS
-from ..subjects._columnar import COLUMNS, element_types
-from ..subjects._decode import MessageDecoder
-from ._structs import JSON_SCHEMA_RULES
+from ..events._structs import JSON_SCHEMA_RULES
+from . import HANDLERS
+from ._columnar import COLUMNS, element_types
+from ._decode import MessageDecoder
 
 __all__ = [
     "DIALECT",

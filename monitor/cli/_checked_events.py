@@ -9,6 +9,7 @@ from typing import Any
 
 from ..emit._events import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, envelopes
 from ..runtime._kafka import MAX_MESSAGE_BYTES
+from ..workflows._pairs import InputError
 
 __all__ = ["MAX_PRODUCE_FILE_BYTES", "checked_events"]
 
@@ -26,7 +27,6 @@ def checked_events(path: str, topic: str, kind: str) -> list[Any]:
     from ..config import Policy
     from ..pipeline import RawMessage
     from ..subjects import HANDLERS
-    from ..workflows._pairs import InputError
 
     try:
         size = Path(path).stat().st_size
