@@ -19,8 +19,8 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
     """The input topic that ``--topic`` names, and its kind (whose events it holds): a
     short name (``labels``), a full one (``driftgate.labels``), or another deployment's
     (``staging.labels``)."""
-    from ..subjects import HANDLERS
-    from ..subjects._schemas import topic_kind
+    from ..slices import HANDLERS
+    from ..slices._schemas import topic_kind
 
     kind = topic_kind(name, settings.topic_prefix)
     if kind is None:
@@ -72,8 +72,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of an input topic's messages: no service, no settings needed."""
-    from ..subjects import HANDLERS
-    from ..subjects._schemas import schema_text, topic_kind
+    from ..slices import HANDLERS
+    from ..slices._schemas import schema_text, topic_kind
 
     kind = topic_kind(args.topic)
     if kind is None:

@@ -104,7 +104,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..config import Policy, load_policy
     from ..replay import Replay, read_calibrator_file, read_events
     from ..replay._summary import parse_known_good, summary_lines
-    from ..subjects._schemas import topic_kind
+    from ..slices._schemas import topic_kind
     from ..workflows._pairs import InputError, Progress
 
     started = time.perf_counter()

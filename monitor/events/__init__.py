@@ -1,6 +1,6 @@
 """The records driftgate reads and writes, as ``msgspec`` Structs: the input topics' events
 (:mod:`._structs`, light enough for :mod:`monitor.emit`; their JSON Schemas are made from
-the decoders, in :mod:`monitor.subjects._schemas`), the decisions and gate records
+the decoders, in :mod:`monitor.slices._schemas`), the decisions and gate records
 (:mod:`._decisions`) and the subjects' views (:mod:`._views`) the worker stores and the
 read side shows.
 

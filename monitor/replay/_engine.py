@@ -32,11 +32,10 @@ from ..pipeline import Handler, Judgement, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject, publish
 from ..presentation._format import finite_or
-from ..slices import status_document
+from ..slices import HANDLERS, status_document
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
-from ..subjects import HANDLERS
 from ..subjects._late_labels import MemoryBuckets
 from ._calibrators import StoredCalibrator
 from ._input import EventLog

@@ -14,8 +14,8 @@ import pytest
 from monitor import Policy
 from monitor.cli import main
 from monitor.pipeline import RawMessage
-from monitor.subjects import HANDLERS
-from monitor.subjects._schemas import (
+from monitor.slices import HANDLERS
+from monitor.slices._schemas import (
     DIALECT,
     columnar_schema,
     message_schema,

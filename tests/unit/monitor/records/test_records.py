@@ -32,7 +32,7 @@ from monitor.events._views import ExperimentView, StreamView
 from monitor.pipeline import RawMessage
 from monitor.pipeline._judge import gate_records, judge_subject
 from monitor.replay import Replay, StoredCalibrator, read_events
-from monitor.subjects import HANDLERS
+from monitor.slices import HANDLERS
 from monitor.subjects._labels import ActiveCalibrator, LabelModel
 from monitor.workflows._calibration import fresh_records
 

@@ -17,9 +17,9 @@ import orjson
 
 from ..config import Policy
 from ..events._structs import JSON_SCHEMA_RULES
+from ..subjects._columnar import COLUMNS, element_types
+from ..subjects._decode import MessageDecoder
 from . import HANDLERS
-from ._columnar import COLUMNS, element_types
-from ._decode import MessageDecoder
 
 __all__ = [
     "DIALECT",
