@@ -81,7 +81,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     snapshot = read_model.snapshot(with_history=True, residual_history_of=args.subject)
     folder = Path(args.out) if args.out is not None else default_folder(args.subject)
     try:
-        written = write_report(snapshot, read_model.audit(), args.subject, folder)
+        written = write_report(snapshot, read_model.audit(), args.subject, folder, REGISTRY)
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
     except ImportError as exc:  # matplotlib, for the plots, is in the report extra

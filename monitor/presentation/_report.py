@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._experiment_memo import analysis_section, sign_off
 from ._format import interval, number, rfc3339
@@ -44,6 +44,18 @@ DECILE_PLOT = "residuals_by_decile.png"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+ReportSection = Callable[[Memo, "Snapshot", str, list[dict[str, Any]], float], None]
+"""A kind's section of the memo: ``(memo, snapshot, subject, its audit entries, now)``."""
+
+
+class Kinds(Protocol):
+    """The subject kinds a memo is made of (:data:`monitor.slices.REGISTRY`)."""
+
+    def report_sections(self, snapshot: Snapshot, subject: str) -> list[ReportSection]: ...
+
+    def report_nouns(self) -> str: ...
+
+
 class ReportError(ValueError):
     """A report that cannot be made (bad input: exit status 2)."""
 
@@ -66,6 +78,7 @@ def write_report(
     audit: Iterable[dict[str, Any]],
     subject: str,
     folder: Path,
+    kinds: Kinds,
     now: float | None = None,
 ) -> list[Path]:
     """Write the memo of ``subject`` (a stream, an experiment or an agent) into ``folder``.
@@ -81,6 +94,8 @@ def write_report(
         The stream's, experiment's or agent's name.
     folder
         Created if missing; the memo's files are replaced.
+    kinds
+        The subject kinds, each writing its section of a subject it holds, in order.
     now
         The time the memo is made (hours running are counted to it).
 
@@ -94,7 +109,7 @@ def write_report(
     UnknownSubjectError
         No stream, experiment or agent has that name.
     """
-    memo = build_memo(snapshot, audit, subject, now)
+    memo = build_memo(snapshot, audit, subject, kinds, now)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = [folder / MARKDOWN, folder / HTML]
@@ -112,16 +127,15 @@ def build_memo(
     snapshot: Snapshot,
     audit: Iterable[dict[str, Any]],
     subject: str,
+    kinds: Kinds,
     now: float | None = None,
 ) -> Memo:
     """The memo of ``subject`` (see :func:`write_report`), not yet written."""
-    from ..slices import REGISTRY
-
     now = time.time() if now is None else now
-    sections = [k.report for k in REGISTRY if k.report is not None and k.holds(snapshot, subject)]
+    sections = kinds.report_sections(snapshot, subject)
     if not sections:
         raise UnknownSubjectError(
-            f"unknown subject {subject!r}: no {REGISTRY.report_nouns()} of that name"
+            f"unknown subject {subject!r}: no {kinds.report_nouns()} of that name"
         )
     entries = [e for e in audit if e.get("subject") == subject and e.get("kind") != "webhook"]
     memo = Memo(f"Decision memo: {subject}")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["REGISTRY", "ApiRoute", "SubjectKind", "SubjectRegistry"]
 
 HandlerFactory = Callable[["Policy"], "Handler"]
+ReportSection = Callable[["Memo", "Snapshot", str, list[dict[str, Any]], float], None]
 Document = msgspec.Struct | Mapping[str, Any]
 """What a kind shows: a Struct (the built-in kinds'), or a mapping."""
 
@@ -120,7 +121,7 @@ class SubjectKind:
     status_lines: Callable[[Any], Iterable[str]] | None = None
     metrics: Callable[[Snapshot], Iterable[Metric]] | None = None
     api: Mapping[str, ApiRoute] = field(default_factory=dict)
-    report: Callable[[Memo, Snapshot, str, list[dict[str, Any]], float], None] | None = None
+    report: ReportSection | None = None
     report_nouns: tuple[str, ...] = ()
     commands: Callable[[Any], None] | None = None
 
@@ -238,6 +239,10 @@ class SubjectRegistry:
 
     def api(self) -> dict[str, ApiRoute]:
         return {name: route for kind in self for name, route in kind.api.items()}
+
+    def report_sections(self, snapshot: Snapshot, subject: str) -> list[ReportSection]:
+        """The report sections of the kinds that hold ``subject``, in the order registered."""
+        return [k.report for k in self if k.report is not None and k.holds(snapshot, subject)]
 
     def report_nouns(self) -> str:
         """``stream, experiment or agent``: what ``report`` takes, in words."""
