@@ -88,4 +88,6 @@ def agent_status(snapshot: Snapshot, name: str, now: float | None = None) -> Age
         return None
     now = time.time() if now is None else now
     hours = max(0.0, (now - view["deployed_at"]) / 3600)
-    return AgentStatus(**view, hours_running=hours, gates=[*snapshot.gates_of("experiment", name)])
+    # Checked as the worker wrote it (a field a newer worker adds is left out).
+    agent = msgspec.convert({**view, "hours_running": hours, "gates": []}, AgentStatus)
+    return msgspec.structs.replace(agent, gates=[*snapshot.gates_of("experiment", name)])

@@ -20,16 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
 from monitor import Policy
+from monitor.events._decisions import GateAnswer
 from monitor.presentation._format import json_text
 from monitor.replay import Replay, StoredCalibrator, read_events
 from monitor.serve import GateAPI
-from monitor.slices import status_document
+from monitor.slices import agent_status, status_document
 from monitor.store import Snapshot
 from tests.unit.monitor.records.test_records import DEMO, STREAM, calibrator, covariate_lines
 from tests.unit.monitor.serve.test_http import ReadModel, request
@@ -175,3 +177,24 @@ def _regenerate() -> None:  # pragma: no cover - run by hand
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(_regenerate())
+
+
+def test_an_agent_is_shown_as_its_row_with_its_hours_and_gates() -> None:
+    snapshot, now = demo_snapshot()
+    row = snapshot.views["experiment"]["demo-agent"]["agent"]
+    # A field a newer worker adds is left out; the rest is the row as written.
+    snapshot.views["experiment"]["demo-agent"]["agent"] = {**row, "added_later": 1}
+    agent = agent_status(snapshot, "demo-agent", row["deployed_at"] + 5400)
+    assert agent is not None and agent.hours_running == 1.5
+    shown = msgspec.to_builtins(agent)
+    assert "added_later" not in shown
+    assert {k: shown[k] for k in row} == row
+    assert [g.gate for g in agent.gates] == [
+        g.gate for g in snapshot.gates_of("experiment", "demo-agent")
+    ]
+    # The HTTP API's answer shows each gate as GATE alone.
+    assert all(
+        set(msgspec.to_builtins(g)) == set(GateAnswer.__struct_fields__)
+        for g in agent.answer().gates
+    )
+    assert agent_status(snapshot, "nobody", now) is None
