@@ -33,13 +33,12 @@ if TYPE_CHECKING:
 
     from ..config import Policy
     from ..pipeline import Handler
-    from ..presentation._memo import Memo
+    from ..presentation._report import ReportSection
     from ..store import Snapshot
 
 __all__ = ["REGISTRY", "ApiRoute", "SubjectKind", "SubjectRegistry"]
 
 HandlerFactory = Callable[["Policy"], "Handler"]
-ReportSection = Callable[["Memo", "Snapshot", str, list[dict[str, Any]], float], None]
 Document = msgspec.Struct | Mapping[str, Any]
 """What a kind shows: a Struct (the built-in kinds'), or a mapping."""
 
