@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .config import Policy, ResidualDriftPolicy, ScoreDriftPolicy, Settings
     from .gates import Verdict, residual_drift_gate, score_drift_gate
     from .pipeline import BatchResult, BatchRunner, Handler, RawMessage, SubjectModel
-    from .subjects import HANDLERS, LabelHandler
+    from .slices import HANDLERS
+    from .subjects import LabelHandler
 
 __all__ = [
     "HANDLERS",
@@ -49,7 +50,7 @@ _WHERE = {
     "Handler": ".pipeline",
     "RawMessage": ".pipeline",
     "SubjectModel": ".pipeline",
-    "HANDLERS": ".subjects",
+    "HANDLERS": ".slices",
     "LabelHandler": ".subjects",
 }
 

@@ -9,24 +9,26 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..config import _args as types
+from ..slices import agent_status
 from ._common import UsageError, load_settings, open_read_model, with_kafka
 
 if TYPE_CHECKING:
+    from ..events._views import AgentStatus
     from ._parser import Commands
 
 __all__ = ["add_commands", "cmd_pause", "cmd_promote", "cmd_resume", "cmd_rollback"]
 
 
-def _current_agent(settings: Settings, name: str) -> dict[str, Any]:
+def _current_agent(settings: Settings, name: str) -> AgentStatus:
     """The agent's row of ``driftgate status``: its current bundle and phase."""
-    agent = open_read_model(settings).snapshot().status_document()["agents"].get(name)
+    agent = agent_status(open_read_model(settings).subject("experiment", name), name)
     if agent is None:
         raise UsageError(f"unknown agent {name!r}: no canary of it was ever deployed")
-    return agent  # type: ignore[no-any-return]
+    return agent
 
 
 def _canary_action(
-    args: argparse.Namespace, action: str, agent: dict[str, Any] | None = None, **fields: Any
+    args: argparse.Namespace, action: str, agent: AgentStatus | None = None, **fields: Any
 ) -> int:
     """Publish a canary event for the agent's current bundle: the same path (decision,
     audit log) as the events of any deployment controller. Read from Redis first: an
@@ -37,7 +39,7 @@ def _canary_action(
 
     settings = load_settings(args)
     agent = agent or _current_agent(settings, args.agent)
-    bundle, phase = agent["bundle_id"], agent["phase"]
+    bundle, phase = agent.bundle_id, agent.phase
     if already_done(action, phase):
         print(f"bundle {bundle} of {args.agent} is already rolled back: nothing sent")
         return 0
@@ -65,7 +67,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     percent = args.percent
     if percent is None:
         ladder = settings.policy.for_agent(args.agent).canary.ladder
-        percent = next_percent(ladder, agent["canary_percent"])
+        percent = next_percent(ladder, agent.canary_percent)
     return _canary_action(args, "promote", agent, canary_percent=percent, rationale=args.reason)
 
 

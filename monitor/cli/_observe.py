@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..presentation._status import ignored_lines
-from ..slices import REGISTRY
+from ..slices import REGISTRY, status_document
 from ._common import UsageError, load_settings, open_read_model, print_json
 
 __all__ = ["cmd_log", "cmd_report", "cmd_status"]
@@ -15,16 +15,18 @@ __all__ = ["cmd_log", "cmd_report", "cmd_status"]
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    document = open_read_model(settings).snapshot(with_history=True).status_document()
+    document = status_document(open_read_model(settings).snapshot(with_history=True))
+    shown = document.to_builtins()
     if args.json:
-        print_json(document)
+        print_json(shown)
         return 0
-    if not any(document.values()):
+    if not any(shown.values()):
         print("nothing monitored yet")
     for kind in REGISTRY:  # each kind's lines, in the order the kinds registered
-        for line in kind.status_lines(document) if kind.status_lines else ():
+        section = document.sections.get(kind.name)
+        for line in kind.status_lines(section) if kind.status_lines and section is not None else ():
             print(line)
-    for line in ignored_lines(document.get("ignored", {})):
+    for line in ignored_lines(document.ignored):
         print(line)
     return 0
 
@@ -79,7 +81,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     snapshot = read_model.snapshot(with_history=True, residual_history_of=args.subject)
     folder = Path(args.out) if args.out is not None else default_folder(args.subject)
     try:
-        written = write_report(snapshot, read_model.audit(), args.subject, folder)
+        written = write_report(snapshot, read_model.audit(), args.subject, folder, REGISTRY)
     except ReportError as exc:
         raise UsageError(str(exc)) from exc
     except ImportError as exc:  # matplotlib, for the plots, is in the report extra

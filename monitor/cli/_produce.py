@@ -19,8 +19,8 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
     """The input topic that ``--topic`` names, and its kind (whose events it holds): a
     short name (``labels``), a full one (``driftgate.labels``), or another deployment's
     (``staging.labels``)."""
-    from ..events._schemas import topic_kind
-    from ..subjects import HANDLERS
+    from ..slices import HANDLERS
+    from ..slices._schemas import topic_kind
 
     kind = topic_kind(name, settings.topic_prefix)
     if kind is None:
@@ -34,7 +34,7 @@ def _input_topic(settings: Settings, name: str) -> tuple[str, str]:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from ..emit import AsyncEmitter
-    from ..events._produce import checked_events
+    from ._checked_events import checked_events
 
     settings = load_settings(args)
     topic, kind = _input_topic(settings, args.topic)
@@ -72,8 +72,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of an input topic's messages: no service, no settings needed."""
-    from ..events._schemas import schema_text, topic_kind
-    from ..subjects import HANDLERS
+    from ..slices import HANDLERS
+    from ..slices._schemas import schema_text, topic_kind
 
     kind = topic_kind(args.topic)
     if kind is None:

@@ -102,9 +102,9 @@ def add_replay(commands: Any, command: Callable[..., argparse.ArgumentParser]) -
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from ..config import Policy, load_policy
-    from ..events._schemas import topic_kind
     from ..replay import Replay, read_calibrator_file, read_events
     from ..replay._summary import parse_known_good, summary_lines
+    from ..slices._schemas import topic_kind
     from ..workflows._pairs import InputError, Progress
 
     started = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TextIO
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
+from ..events._decisions import GateDocument
 from ..presentation._format import number
 from ..runtime._demo import reset_demo
 from ..runtime._preflight import ServiceUnavailable, check_redis, ensure_topics, topic_names
@@ -308,11 +309,11 @@ async def _supervise(
                     raise ChildExited(child)
             with contextlib.suppress(*STORE_ERRORS):
                 for record in read_model.snapshot().gates:
-                    name = f"{record['gate']}|{record['subject']}"
+                    name = f"{record.gate}|{record.subject}"
                     if _news(shown.get(name), record):
                         console.say(_verdict_line(console, name, record))
-                    shown[name] = (record["verdict"], record["action"])
-                    if record["subject"] == DEMO_STREAM:
+                    shown[name] = (record.verdict, str(record.action))
+                    if record.subject == DEMO_STREAM:
                         watched.set()  # the worker judges the demo stream
             if producer is not None and producer.done():
                 try:
@@ -329,7 +330,7 @@ async def _supervise(
         read_model.client.close()
 
 
-def _news(last: tuple[str, str] | None, record: dict[str, Any]) -> bool:
+def _news(last: tuple[str, str] | None, record: GateDocument) -> bool:
     """Whether ``up`` prints a gate's record: its first, a new verdict, or the same verdict
     asking for more (a decision's rule): a guardrail breach judged before the canary's
     deploy was applied only alerts, and its rollback once the deploy is applied is news."""
@@ -338,14 +339,14 @@ def _news(last: tuple[str, str] | None, record: dict[str, Any]) -> bool:
     if last is None:
         return True
     verdict, action = last
-    return should_publish(verdict, record["verdict"], last_action=action, action=record["action"])
+    return should_publish(verdict, record.verdict, last_action=action, action=str(record.action))
 
 
-def _verdict_line(console: _Console, name: str, record: dict[str, Any]) -> str:
-    evidence = record["evidence"]
+def _verdict_line(console: _Console, name: str, record: GateDocument) -> str:
+    evidence = record.evidence
     return (
-        f"[{time.strftime('%H:%M:%S')}] {name}: {console.verdict(record['verdict'])} "
-        f"{record['action']} ({record['reason']}) "
+        f"[{time.strftime('%H:%M:%S')}] {name}: {console.verdict(record.verdict)} "
+        f"{record.action} ({record.reason}) "
         f"n={evidence.get('n')} "
         f"estimate={number(evidence.get('estimate'), '.4g')} "
         f"ci=[{number(evidence.get('ci_low'), '.4g')}, "

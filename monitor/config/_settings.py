@@ -15,7 +15,11 @@ from . import _args as arguments
 from ._policy import ConfigError, Policy, load_policy
 from ._secrets import secrets_of
 
-__all__ = ["ENVIRONMENT", "Settings"]
+__all__ = ["ENVIRONMENT", "MAX_MESSAGE_BYTES", "Settings"]
+
+# The broker's message limit (Kafka's default message.max.bytes), which every producer of
+# driftgate keeps to: the worker's dead letters, the emitter, ``produce``.
+MAX_MESSAGE_BYTES = 1_048_576
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,64 @@ contract, a gate's published record, and the gate record of a subject's view.
 Their JSON is the one the contract and the stored views have always had (field order,
 names, which fields are left out): :func:`encode` writes them with ``orjson`` (through
 :func:`msgspec.to_builtins`), as every record was written before they were typed, so the
-bytes do not change. Light (``msgspec`` only): the store and the command line import it.
+bytes do not change. Beside them, what every layer spells the same way: the verdicts'
+order and status codes, a time as the contract writes it (RFC 3339), a number JSON can
+read. Light (``msgspec`` and the standard library): the store and the command line import
+it.
+
+>>> finite_or(float("nan")), finite_or(float("inf"), 0.0), finite_or(2.5)
+(None, 0.0, 2.5)
+>>> rfc3339(0.5), rfc3339(0.5, timespec="seconds")
+('1970-01-01T00:00:00.500000Z', '1970-01-01T00:00:00Z')
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
 import msgspec
 import orjson
 from msgspec import UNSET, UnsetType
 
-__all__ = ["Decision", "GateRecord", "Published", "decode_published", "encode", "to_builtins"]
+__all__ = [
+    "GATE_STATUS_CODES",
+    "SEVERITY",
+    "Decision",
+    "GateAnswer",
+    "GateDocument",
+    "GateRecord",
+    "Published",
+    "decode_published",
+    "encode",
+    "finite_or",
+    "rfc3339",
+    "to_builtins",
+]
+
+T = TypeVar("T")
+
+# A verdict as a number: the ``driftgate_gate_status`` metric and the exit codes.
+GATE_STATUS_CODES = {"PASS": 0, "WARN": 1, "FAIL": 2, "INCONCLUSIVE": 3, "HOLD": 3}
+
+# Worst first, as the contract orders an agent's verdict: FAIL, HOLD, INCONCLUSIVE, WARN, PASS.
+SEVERITY = {"FAIL": 4, "HOLD": 3, "INCONCLUSIVE": 2, "WARN": 1, "PASS": 0}
+
+
+@overload
+def finite_or(value: float | None) -> float | None: ...
+@overload
+def finite_or(value: float | None, default: T) -> float | T: ...
+def finite_or(value: float | None, default: Any = None) -> Any:
+    """``value`` when it is a finite number, else ``default`` (for None, NaN and +-inf,
+    which JSON and people cannot read)."""
+    return value if value is not None and math.isfinite(value) else default
+
+
+def rfc3339(ts: float, timespec: str = "auto") -> str:
+    """A Unix time in seconds as RFC 3339 in UTC, ``...Z`` (the contract's ``ts``)."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -70,6 +116,36 @@ class GateRecord(msgspec.Struct, frozen=True):
     published_action: str | None = None
     published_reason: str | None = None
     published_at: str | None = None
+
+
+class GateAnswer(msgspec.Struct, frozen=True):
+    """A gate's verdict of a subject as the HTTP API answers it (``GATE`` of the
+    contract): the current verdict, as the decision that announced it, with the current
+    evidence; ``decision_id`` is None (and ``ts`` the time of the evaluation) for a
+    verdict never announced."""
+
+    gate: str
+    subject: str
+    verdict: str
+    action: str | None
+    reason: str | None
+    decision_id: str | None
+    ts: str | None
+    evidence: dict[str, Any]
+
+
+class GateDocument(GateAnswer, frozen=True):
+    """A gate's verdict as the read model reads it: ``GATE``, and when it was evaluated
+    (Unix seconds), the kind of its subject and, for one of several verdicts of a gate
+    (a covariate, a group), its part; what ``status`` shows of an agent's gates."""
+
+    evaluated_at: float | None
+    kind: str
+    part: str | UnsetType = UNSET
+
+    def answer(self) -> GateAnswer:
+        """``GATE`` alone, as the HTTP API shows it."""
+        return GateAnswer(*msgspec.structs.astuple(self)[: len(GateAnswer.__struct_fields__)])
 
 
 def to_builtins(record: Any) -> Any:

@@ -8,9 +8,8 @@ from typing import Any
 
 from msgspec import UNSET
 
-from ..events._decisions import Decision
-from ..presentation._format import finite_or as finite_or_none
-from ..presentation._format import rfc3339
+from ..events._decisions import GATE_STATUS_CODES, SEVERITY, Decision, rfc3339
+from ..events._decisions import finite_or as finite_or_none
 
 __all__ = [
     "ACTION_RANK",
@@ -24,11 +23,6 @@ __all__ = [
     "rfc3339",
     "should_publish",
 ]
-
-GATE_STATUS_CODES = {"PASS": 0, "WARN": 1, "FAIL": 2, "INCONCLUSIVE": 3, "HOLD": 3}
-
-# Worst first, as the contract orders an agent's verdict: FAIL, HOLD, INCONCLUSIVE, WARN, PASS.
-SEVERITY = {"FAIL": 4, "HOLD": 3, "INCONCLUSIVE": 2, "WARN": 1, "PASS": 0}
 
 
 def record_key(gate: str, part: str = "") -> str:

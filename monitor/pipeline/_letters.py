@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from ..runtime._kafka import MAX_MESSAGE_BYTES
+from ..config._settings import MAX_MESSAGE_BYTES
 
 __all__ = [
     "ERROR",

@@ -1,7 +1,8 @@
 """How driftgate writes a figure, an interval, a count, a time and a JSON document: one
 spelling for ``status``, ``log``, ``report``, the command line and the decision records.
 
-Pure functions of the standard library and orjson: any layer may use them.
+Pure functions of the standard library and orjson: any layer may use them (the time and
+the number as the contract writes them are the events' own: ``events._decisions``).
 
 >>> number(0.01234), number(None), number(12, ",")
 ('+0.0123', '-', '12')
@@ -11,38 +12,17 @@ Pure functions of the standard library and orjson: any layer may use them.
 '[-, 1]'
 >>> plural(1, "label"), plural(2_000, "label"), plural(None, "label")
 ('1 label', '2,000 labels', '- labels')
->>> finite_or(float("nan")), finite_or(float("inf"), 0.0), finite_or(2.5)
-(None, 0.0, 2.5)
->>> rfc3339(0.5), rfc3339(0.5, timespec="seconds")
-('1970-01-01T00:00:00.500000Z', '1970-01-01T00:00:00Z')
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-from typing import Any, TypeVar, overload
+from typing import Any
 
 import orjson
 
+from ..events._decisions import finite_or, rfc3339
+
 __all__ = ["count", "finite_or", "interval", "json_text", "number", "plural", "rfc3339"]
-
-T = TypeVar("T")
-
-
-@overload
-def finite_or(value: float | None) -> float | None: ...
-@overload
-def finite_or(value: float | None, default: T) -> float | T: ...
-def finite_or(value: float | None, default: Any = None) -> Any:
-    """``value`` when it is a finite number, else ``default`` (for None, NaN and +-inf,
-    which JSON and people cannot read)."""
-    return value if value is not None and math.isfinite(value) else default
-
-
-def rfc3339(ts: float, timespec: str = "auto") -> str:
-    """A Unix time in seconds as RFC 3339 in UTC, ``...Z`` (the contract's ``ts``)."""
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def number(value: float | None, form: str = "+.4f", none: str = "-") -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._experiment_memo import analysis_section, sign_off
 from ._format import interval, number, rfc3339
@@ -22,6 +22,7 @@ from ._report_plots import agg_figure, decile_error_bar, decile_figure, guardrai
 from ._residual_series import residual_figure, residual_series
 
 if TYPE_CHECKING:
+    from ..events._views import AgentStatus
     from ..store import Snapshot
 
 __all__ = [
@@ -41,6 +42,18 @@ GUARDRAIL_PLOT = "guardrails.png"
 DECILE_PLOT = "residuals_by_decile.png"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+ReportSection = Callable[[Memo, "Snapshot", str, list[dict[str, Any]], float], None]
+"""A kind's section of the memo: ``(memo, snapshot, subject, its audit entries, now)``."""
+
+
+class Kinds(Protocol):
+    """The subject kinds a memo is made of (:data:`monitor.slices.REGISTRY`)."""
+
+    def report_sections(self, snapshot: Snapshot, subject: str) -> list[ReportSection]: ...
+
+    def report_nouns(self) -> str: ...
 
 
 class ReportError(ValueError):
@@ -65,6 +78,7 @@ def write_report(
     audit: Iterable[dict[str, Any]],
     subject: str,
     folder: Path,
+    kinds: Kinds,
     now: float | None = None,
 ) -> list[Path]:
     """Write the memo of ``subject`` (a stream, an experiment or an agent) into ``folder``.
@@ -80,6 +94,8 @@ def write_report(
         The stream's, experiment's or agent's name.
     folder
         Created if missing; the memo's files are replaced.
+    kinds
+        The subject kinds, each writing its section of a subject it holds, in order.
     now
         The time the memo is made (hours running are counted to it).
 
@@ -93,7 +109,7 @@ def write_report(
     UnknownSubjectError
         No stream, experiment or agent has that name.
     """
-    memo = build_memo(snapshot, audit, subject, now)
+    memo = build_memo(snapshot, audit, subject, kinds, now)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = [folder / MARKDOWN, folder / HTML]
@@ -111,16 +127,15 @@ def build_memo(
     snapshot: Snapshot,
     audit: Iterable[dict[str, Any]],
     subject: str,
+    kinds: Kinds,
     now: float | None = None,
 ) -> Memo:
     """The memo of ``subject`` (see :func:`write_report`), not yet written."""
-    from ..slices import REGISTRY
-
     now = time.time() if now is None else now
-    sections = [k.report for k in REGISTRY if k.report is not None and k.holds(snapshot, subject)]
+    sections = kinds.report_sections(snapshot, subject)
     if not sections:
         raise UnknownSubjectError(
-            f"unknown subject {subject!r}: no {REGISTRY.report_nouns()} of that name"
+            f"unknown subject {subject!r}: no {kinds.report_nouns()} of that name"
         )
     entries = [e for e in audit if e.get("subject") == subject and e.get("kind") != "webhook"]
     memo = Memo(f"Decision memo: {subject}")
@@ -165,7 +180,8 @@ def stream_section(
             f"labeled: {view['labeled_n']}."
         ),
     ]
-    step = (snapshot.gate("residual_drift", name) or {}).get("evidence", {}).get("next_step")
+    residual = snapshot.gate("residual_drift", name)
+    step = None if residual is None else residual.evidence.get("next_step")
     if step:
         memo.blocks.append(Paragraph(f"Next step: {step}"))  # no full stop after a command
     # The verdict's interval, then the all-time and since-the-change ones where the view
@@ -213,7 +229,7 @@ def stream_section(
     else:
         memo.blocks.append(Paragraph("No earlier calibrator version of this stream."))
     score = snapshot.gate("score_drift", name)
-    band = (score or {}).get("reason") or "-"
+    band = (score and score.reason) or "-"
     memo.blocks.append(
         Paragraph(
             f"Score drift: {view.get('score_verdict') or 'not evaluated'} ({band}); KS distance "
@@ -316,19 +332,18 @@ def _decile_section(memo: Memo, name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def experiment_section(
-    memo: Memo, snapshot: Snapshot, name: str, view: dict[str, Any], now: float
+    memo: Memo, snapshot: Snapshot, name: str, view: dict[str, Any], agent: AgentStatus | None
 ) -> None:
-    agent = snapshot.agent(name, now)
     if agent is not None:
         memo.blocks += [
             Heading(f"Agent {name}"),
             Paragraph(
-                f"Bundle {agent['bundle_id']}: {agent['phase']} at {agent['canary_percent']:g}% "
-                f"for {agent['hours_running']:.1f} h. Verdict: {agent['verdict']} "
-                f"({agent['reason']}). Recommendation: {agent['recommendation']}."
+                f"Bundle {agent.bundle_id}: {agent.phase} at {agent.canary_percent:g}% "
+                f"for {agent.hours_running:.1f} h. Verdict: {agent.verdict} "
+                f"({agent.reason}). Recommendation: {agent.recommendation}."
             ),
         ]
-    gates = [g for g in snapshot.gates if g["subject"] == name and g["kind"] == "experiment"]
+    gates = snapshot.gates_of("experiment", name)
     if gates:
         memo.blocks += [
             Heading("Gates", 3),
@@ -336,15 +351,15 @@ def experiment_section(
                 ["gate", "verdict", "action", "reason", "n", "estimate [interval]"],
                 [
                     [
-                        g["gate"],
-                        g["verdict"],
-                        str(g["action"]),
-                        str(g["reason"]),
-                        str(g["evidence"].get("n", "-")),
+                        g.gate,
+                        g.verdict,
+                        str(g.action),
+                        str(g.reason),
+                        str(g.evidence.get("n", "-")),
                         interval(
-                            g["evidence"].get("estimate"),
-                            g["evidence"].get("ci_low"),
-                            g["evidence"].get("ci_high"),
+                            g.evidence.get("estimate"),
+                            g.evidence.get("ci_low"),
+                            g.evidence.get("ci_high"),
                         ),
                     ]
                     for g in gates

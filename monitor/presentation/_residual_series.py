@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..events._decisions import GateDocument
 from ..store._keys import HistoryPoint
 from ..store._read_model import ts_seconds
 
@@ -59,7 +60,7 @@ class ResidualSeries:
 def residual_series(
     history: Sequence[HistoryPoint],
     entries: Sequence[dict[str, Any]],
-    current: dict[str, Any] | None,
+    current: GateDocument | None,
 ) -> ResidualSeries | None:
     """The plot's data from the stream's history, else from its decisions (None: no
     point to plot)."""
@@ -70,8 +71,8 @@ def residual_series(
     ]
     decided = [p for p in decided if p["ts"] is not None]
     thresholds = [p["threshold"] for p in decided if p.get("threshold") is not None]
-    if current is not None and current["evidence"].get("threshold") is not None:
-        thresholds.append(current["evidence"]["threshold"])
+    if current is not None and current.evidence.get("threshold") is not None:
+        thresholds.append(current.evidence["threshold"])
     threshold = thresholds[-1] if thresholds else DEFAULT_THRESHOLD
     marks = [(p["ts"], p["verdict"]) for p in decided]
     shown = [p for p in history if p.estimate is not None]
@@ -88,12 +89,12 @@ def residual_series(
         ]
         return ResidualSeries("history", points, marks, threshold)
     if current is not None:
-        ts = current.get("evaluated_at")
+        ts = current.evaluated_at
         decided.append(
             {
-                "ts": float(ts) if ts is not None else ts_seconds(current.get("ts")),
-                "verdict": current["verdict"],
-                **current["evidence"],
+                "ts": float(ts) if ts is not None else ts_seconds(current.ts),
+                "verdict": current.verdict,
+                **current.evidence,
             }
         )
     points = [p for p in decided if p["ts"] is not None and p.get("estimate") is not None]

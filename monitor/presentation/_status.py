@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._format import count, interval, number, plural
+
+if TYPE_CHECKING:
+    from ..events._views import AgentStatus
 
 __all__ = ["experiment_lines", "ignored_lines", "stream_lines"]
 
@@ -186,7 +189,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2g} s"
 
 
-def experiment_lines(experiments: Mapping[str, Any], agents: Mapping[str, Any]) -> list[str]:
+def experiment_lines(
+    experiments: Mapping[str, Any], agents: Mapping[str, AgentStatus]
+) -> list[str]:
     """Each experiment's guardrails and split by variant, and each agent's canary."""
     lines = []
     for name, row in experiments.items():
@@ -220,8 +225,8 @@ def experiment_lines(experiments: Mapping[str, Any], agents: Mapping[str, Any]) 
             )
     for name, agent in agents.items():
         lines.append(
-            f"agent {name}: bundle {agent['bundle_id']} {agent['phase']} at "
-            f"{agent['canary_percent']:g}% for {agent['hours_running']:.1f} h: {agent['verdict']} "
-            f"({agent['reason']}), recommendation {agent['recommendation']}"
+            f"agent {name}: bundle {agent.bundle_id} {agent.phase} at "
+            f"{agent.canary_percent:g}% for {agent.hours_running:.1f} h: {agent.verdict} "
+            f"({agent.reason}), recommendation {agent.recommendation}"
         )
     return lines

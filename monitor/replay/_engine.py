@@ -32,10 +32,10 @@ from ..pipeline import Handler, Judgement, KeepsPending, SubjectModel
 from ..pipeline._dedupe import DuplicateWindow
 from ..pipeline._judge import gate_records, judge_subject, publish
 from ..presentation._format import finite_or
+from ..slices import HANDLERS, status_document
 from ..store import Snapshot
 from ..store import _keys as fields
 from ..store._read_model import _gate_document
-from ..subjects import HANDLERS
 from ..subjects._late_labels import MemoryBuckets
 from ._calibrators import StoredCalibrator
 from ._input import EventLog
@@ -328,6 +328,11 @@ class Replay:
 
     def _status(self, now: float) -> dict[str, Any]:
         """``status --json`` of the replay's end, from the same views the worker writes."""
+        return status_document(self.snapshot(), now).to_builtins()
+
+    def snapshot(self) -> Snapshot:
+        """What the read model would read of the worker's state now: every subject's
+        view and gates (the HTTP API's and ``status``'s input)."""
         snapshot = Snapshot()
         for subject in self._subjects.values():
             view = subject.model.view(subject.name, subject.state, subject.judgement)
@@ -342,7 +347,7 @@ class Replay:
                 _gate_document(gate, subject.name, subject.kind, to_builtins(record))
                 for gate, record in records.items()
             ]
-        return snapshot.status_document(now=now)
+        return snapshot
 
 
 def _subject_ids(groups: list[Any], kinds: dict[str, str]) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import CovariateDriftPolicy, Policy
 from ..pipeline import RawMessage, SubjectEvents
-from ..subjects import HANDLERS
+from ..slices import HANDLERS
 from ..subjects._covariates import covariate_names
 from ..workflows._calibration import InputError, Progress
 

@@ -11,12 +11,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from ..config import Settings
+from ..config._settings import MAX_MESSAGE_BYTES
 
-__all__ = ["client_options", "faust_credentials", "send_events", "start_producer"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "client_options",
+    "faust_credentials",
+    "send_events",
+    "start_producer",
+]
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 1_048_576
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -16,10 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import msgspec
+from msgspec import UNSET, UnsetType
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from ..config import Policy
+from ..events._decisions import GateAnswer, GateDocument
+from ..events._views import AgentStatus, AgentUnavailable
 from ..slices import REGISTRY, ApiRoute
+from ..slices._registry import Document
 from ..store import STORE_ERRORS, ReadModel
 
 __all__ = ["GateAPI"]
@@ -28,7 +33,6 @@ __all__ = ["GateAPI"]
 STATE_ERRORS = STORE_ERRORS
 # The request target as sent (waitress's and uWSGI's name for it), query and all.
 RAW_PATH = "REQUEST_URI"
-GATE_FIELDS = ("gate", "subject", "verdict", "action", "reason", "decision_id", "ts", "evidence")
 FLAGGER_HOOKS = ("rollout", "confirm-promotion", "rollback")
 MAX_BODY = 1 << 20
 DRAIN_LIMIT = 64 * MAX_BODY
@@ -36,7 +40,39 @@ DRAIN_LIMIT = 64 * MAX_BODY
 sender gets the 413 (past it, the server refuses the request itself)."""
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-Answer = tuple[int, dict[str, Any]]
+
+
+class ErrorAnswer(msgspec.Struct, frozen=True):
+    """Any refusal, and a gate or subject that is not known."""
+
+    error: str
+
+
+class HealthAnswer(msgspec.Struct, frozen=True):
+    """``/healthz``: ``ok``, or ``unavailable`` and why."""
+
+    status: str
+    reason: str | UnsetType = UNSET
+
+
+class GatesAnswer(msgspec.Struct, frozen=True):
+    """``/v1/gates``: every gate of every subject."""
+
+    gates: list[GateAnswer]
+
+
+class HookAnswer(msgspec.Struct, frozen=True):
+    """A Flagger hook's answer: the agent's verdict and recommendation, 200 when the
+    hook's step may go on, 409 when not."""
+
+    agent: str
+    hook: str
+    verdict: str
+    recommendation: str
+    reason: str | None
+
+
+Answer = tuple[int, Document]
 
 
 class GateAPI:
@@ -92,8 +128,8 @@ class GateAPI:
         try:
             status, document = self._route("GET" if head else method, parts, environ)
         except STATE_ERRORS as exc:
-            status, document = 503, {"error": f"the state in Redis cannot be read: {exc}"}
-        body = json.dumps(document, default=str).encode()
+            status, document = 503, ErrorAnswer(f"the state in Redis cannot be read: {exc}")
+        body = json.dumps(msgspec.to_builtins(document, enc_hook=str), default=str).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="driftgate"'))
@@ -111,9 +147,9 @@ class GateAPI:
         if not authorized and not is_hook:  # a hook may carry the token in its body
             return UNAUTHORIZED
         if methods is None:
-            return 404, {"error": _unknown(parts)}
+            return 404, ErrorAnswer(_unknown(parts))
         if method not in methods:
-            return 405, {"error": f"/{'/'.join(parts)} takes {' or '.join(methods)}"}
+            return 405, ErrorAnswer(f"/{'/'.join(parts)} takes {' or '.join(methods)}")
         if is_hook:
             return self._flagger(parts[2], environ, authorized)
         if parts == ["healthz"]:
@@ -121,15 +157,15 @@ class GateAPI:
         if parts[1] in self.routes:
             return self._subject(parts[1], parts[2])
         if len(parts) == 2:
-            return 200, {"gates": [_gate(g) for g in self.read_model.snapshot().gates]}
+            return 200, GatesAnswer([g.answer() for g in self.read_model.snapshot().gates])
         # ?covariate=NAME: one covariate's verdict of covariate_drift (which gives one per
         # covariate); without it, the worst of a gate's verdicts of the subject.
         covariate = parse_qs(environ.get("QUERY_STRING", "")).get("covariate", [None])[-1]
         found = self.read_model.snapshot().gate(parts[2], parts[3], covariate)
         if found is None:
             of = "" if covariate is None else f" and covariate {covariate!r}"
-            return 404, {"error": f"no gate {parts[2]!r} for subject {parts[3]!r}{of}"}
-        return 200, _gate(found)
+            return 404, ErrorAnswer(f"no gate {parts[2]!r} for subject {parts[3]!r}{of}")
+        return 200, found.answer()
 
     def _bearer(self, environ: dict[str, Any]) -> bool:
         """Whether the request is let in by its ``Authorization: Bearer`` header (every
@@ -153,8 +189,8 @@ class GateAPI:
             except STATE_ERRORS as exc:
                 reason = f"Redis does not answer: {exc}"
         if reason is not None:
-            return 503, {"status": "unavailable", "reason": reason}
-        return 200, {"status": "ok"}
+            return 503, HealthAnswer("unavailable", reason)
+        return 200, HealthAnswer("ok")
 
     def _subject(self, collection: str, name: str) -> Answer:
         """A subject of a kind, by name (one read); while the state cannot be read, the
@@ -171,8 +207,8 @@ class GateAPI:
         with self._lock:
             self._errors.pop(key, None)
         if document is None:
-            return 404, {"error": f"unknown {route.noun} {name!r}"}
-        if "gates" in document:
+            return 404, ErrorAnswer(f"unknown {route.noun} {name!r}")
+        if isinstance(document, Mapping) and "gates" in document:
             document = {**document, "gates": [_gate(g) for g in document["gates"]]}
         return 200, document
 
@@ -189,34 +225,24 @@ class GateAPI:
         metadata = _metadata(payload)
         name = metadata.get("agent") or payload.get("name")
         if not isinstance(name, str) or not name:
-            return 400, {"error": "no agent: give metadata.agent or name"}
+            return 400, ErrorAnswer("no agent: give metadata.agent or name")
         status, agent = self._subject("agents", name)
         if status != 200:
             return status, agent
-        verdict, recommendation = agent["verdict"], agent["recommendation"]
-        bundle, followed = metadata.get("bundle_id"), agent.get("bundle_id")
+        assert isinstance(agent, AgentStatus | AgentUnavailable)  # the experiments' slice's
+        verdict, recommendation = agent.verdict, agent.recommendation
+        bundle, followed = metadata.get("bundle_id"), agent.bundle_id
         # (followed is None when the state cannot be read: the fail-safe answers then.)
         if bundle is not None and followed is not None and bundle != followed:
             # Asked about another bundle than driftgate follows: no verdict of it to give.
-            return 409, {
-                "agent": name,
-                "hook": hook,
-                "verdict": "INCONCLUSIVE",
-                "recommendation": "monitor",
-                "reason": f"driftgate follows bundle {agent.get('bundle_id')!r}, not {bundle!r}",
-            }
+            reason = f"driftgate follows bundle {followed!r}, not {bundle!r}"
+            return 409, HookAnswer(name, hook, "INCONCLUSIVE", "monitor", reason)
         allowed = {
             "rollout": verdict not in ("FAIL", "HOLD"),
             "confirm-promotion": recommendation == "promote",
-            "rollback": agent["phase"] == "rolled_back" or recommendation == "rollback",
+            "rollback": agent.phase == "rolled_back" or recommendation == "rollback",
         }[hook]
-        answer = {
-            "agent": name,
-            "hook": hook,
-            "verdict": verdict,
-            "recommendation": recommendation,
-            "reason": agent.get("reason"),
-        }
+        answer = HookAnswer(name, hook, verdict, recommendation, agent.reason)
         return (200 if allowed else 409), answer
 
 
@@ -261,12 +287,12 @@ def _payload(environ: dict[str, Any]) -> dict[str, Any] | Answer:
             # Read and dropped, not parsed: closing on unread bytes resets the
             # connection, and the client sees the reset instead of this answer.
             _discard(environ["wsgi.input"], min(length, DRAIN_LIMIT))
-            return 413, {"error": f"the body is {length} bytes, over the limit of {MAX_BODY}"}
+            return 413, ErrorAnswer(f"the body is {length} bytes, over the limit of {MAX_BODY}")
         payload = json.loads(environ["wsgi.input"].read(length) or b"{}")
     except (ValueError, TypeError) as exc:
-        return 400, {"error": f"the body is not Flagger's JSON payload: {exc}"}
+        return 400, ErrorAnswer(f"the body is not Flagger's JSON payload: {exc}")
     if not isinstance(payload, dict):
-        return 400, {"error": "the body must be a JSON object"}
+        return 400, ErrorAnswer("the body must be a JSON object")
     return payload
 
 
@@ -283,16 +309,17 @@ def _discard(stream: Any, length: int) -> None:
         length -= len(chunk)
 
 
-def _gate(document: dict[str, Any]) -> dict[str, Any]:
-    return {name: document.get(name) for name in GATE_FIELDS}
+def _gate(gate: Any) -> Any:
+    """A gate in a kind's document, as ``GATE`` of the contract."""
+    return gate.answer() if isinstance(gate, GateDocument) else gate
 
 
 UNAUTHORIZED: Answer = (
     401,
-    {
-        "error": "this request needs DRIFTGATE_API_TOKEN: send Authorization: Bearer TOKEN "
+    ErrorAnswer(
+        "this request needs DRIFTGATE_API_TOKEN: send Authorization: Bearer TOKEN "
         "(a Flagger hook may send metadata.token instead)"
-    },
+    ),
 )
 
 _REASONS = {

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from ..config import ACTIONS
-from ..gates import GATE_STATUS_CODES
+from ..events._decisions import GATE_STATUS_CODES
 from ..slices import REGISTRY
 from ..store import STORE_ERRORS, ReadModel, Snapshot
 
@@ -84,7 +84,7 @@ def _counters(snapshot: Snapshot) -> Iterator[Metric]:
     decisions = CounterMetricFamily(
         "driftgate_decisions", "Decisions published by gate and action.", labels=["gate", "action"]
     )
-    gates = {gate["gate"] for gate in snapshot.gates}
+    gates = {gate.gate for gate in snapshot.gates}
     for (gate, action), count in sorted(_with_zeros(snapshot.decisions, gates, ACTIONS).items()):
         decisions.add_metric([gate, action], float(count))
     yield decisions
@@ -107,15 +107,13 @@ def _gates(snapshot: Snapshot, part_labels: Mapping[str, str]) -> Iterator[Metri
         "Current verdict: 0 PASS, 1 WARN, 2 FAIL, 3 INCONCLUSIVE or HOLD.",
         labels=["gate", "subject"],
     )
-    for gate in sorted(snapshot.gates, key=lambda g: (g["gate"], g["subject"])):
-        labels = {"gate": gate["gate"], "subject": gate["subject"]}
-        part = part_labels.get(gate["gate"])
+    for gate in sorted(snapshot.gates, key=lambda g: (g.gate, g.subject)):
+        labels = {"gate": gate.gate, "subject": gate.subject}
+        part = part_labels.get(gate.gate)
         if part is not None:
-            labels[part] = str(gate["evidence"].get(part, ""))
-        group = gate["evidence"].get("group")
+            labels[part] = str(gate.evidence.get(part, ""))
+        group = gate.evidence.get("group")
         if isinstance(group, dict):  # a subgroup's verdict: its own series
             labels["group"] = f"{group['covariate']}={group['value']}"
-        status.samples.append(
-            Sample(status.name, labels, float(GATE_STATUS_CODES[gate["verdict"]]))
-        )
+        status.samples.append(Sample(status.name, labels, float(GATE_STATUS_CODES[gate.verdict])))
     yield status

@@ -4,18 +4,18 @@ p-value, and each agent's canary (read at scrape time)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ._gauges import gauge_value as _value
+from ._status import ExperimentsStatus
 
 __all__ = ["experiment_metrics"]
 
 
-def experiment_metrics(document: Mapping[str, Any]) -> Iterator[Metric]:
-    """From the slice's part of the status document (``experiments`` and ``agents``)."""
+def experiment_metrics(section: ExperimentsStatus) -> Iterator[Metric]:
+    """From the slice's section of the status document (``experiments`` and ``agents``)."""
     labels = ["experiment", "variant", "guardrail"]
     value = GaugeMetricFamily(
         "driftgate_guardrail_value", "A guardrail's current value, by variant.", labels=labels
@@ -31,7 +31,7 @@ def experiment_metrics(document: Mapping[str, Any]) -> Iterator[Metric]:
         "Sequential p-value of the declared traffic split (small: a mismatch).",
         labels=["experiment"],
     )
-    for experiment, row in sorted(document["experiments"].items()):
+    for experiment, row in sorted(section.experiments.items()):
         for variant, stats in sorted(row["variants"].items()):
             for guardrail, reading in sorted(stats["guardrails"].items()):
                 key = [experiment, variant, guardrail]
@@ -54,8 +54,8 @@ def experiment_metrics(document: Mapping[str, Any]) -> Iterator[Metric]:
         "1 for each agent's current bundle, phase and recommendation.",
         labels=["agent", "bundle_id", "phase", "recommendation"],
     )
-    for agent, row in sorted(document["agents"].items()):
-        percent.add_metric([agent], float(row["canary_percent"]))
-        hours.add_metric([agent], float(row["hours_running"]))
-        info.add_metric([agent, row["bundle_id"], row["phase"], row["recommendation"]], 1.0)
+    for name, agent in sorted(section.agents.items()):
+        percent.add_metric([name], float(agent.canary_percent))
+        hours.add_metric([name], agent.hours_running)
+        info.add_metric([name, agent.bundle_id, agent.phase, agent.recommendation], 1.0)
     yield from (percent, hours, info)

@@ -3,15 +3,17 @@ guardrails, the traffic split and the canary ladder, and ``/v1/agents/NAME``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..config import AgentPolicy
 from ..config._experiment_policy import check_experiment
 from ..config._policy import probability, require
+from ..events._views import AgentStatus, AgentUnavailable
 from ..presentation._status import experiment_lines
 from ._experiment_metrics import experiment_metrics
 from ._registry import REGISTRY, ApiRoute, SubjectKind
+from ._status import ExperimentsStatus, agent_status
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -88,47 +90,43 @@ def _check_policy(policy: Policy) -> None:
         check_experiment(name, experiment, require, probability)
 
 
-def _status(snapshot: Snapshot, now: float | None) -> dict[str, Any]:
+def _status(snapshot: Snapshot, now: float | None) -> ExperimentsStatus:
     """``experiments`` (each one's guardrails and split) and ``agents`` (each canary)."""
-    experiments: dict[str, Any] = {}
-    agents: dict[str, Any] = {}
+    experiments: dict[str, dict[str, Any]] = {}
+    agents: dict[str, AgentStatus] = {}
     for name, view in snapshot.section("experiment").items():
         if view.get("experiment"):
             experiments[name] = view["experiment"]
-        agent = snapshot.agent(name, now)
+        agent = agent_status(snapshot, name, now)
         if agent is not None:
             agents[name] = agent
-    return {"experiments": experiments, "agents": agents}
+    return ExperimentsStatus(experiments, agents)
 
 
-def _status_lines(document: Mapping[str, Any]) -> list[str]:
-    return experiment_lines(document["experiments"], document["agents"])
+def _status_lines(section: ExperimentsStatus) -> list[str]:
+    return experiment_lines(section.experiments, section.agents)
 
 
 def _metrics(snapshot: Snapshot) -> Iterator[Metric]:
     return experiment_metrics(_status(snapshot, None))
 
 
-def _agent(snapshot: Snapshot, name: str) -> dict[str, Any] | None:
-    return snapshot.agent(name)
+def _agent(snapshot: Snapshot, name: str) -> AgentStatus | None:
+    agent = agent_status(snapshot, name)
+    return None if agent is None else agent.answer()
 
 
-def _agent_unreadable(policy: Policy, name: str, errors: int, exc: Exception) -> dict[str, Any]:
+def _agent_unreadable(policy: Policy, name: str, errors: int, exc: Exception) -> AgentUnavailable:
     """While the state cannot be read, HOLD, then FAIL at the agent's limit (the
     fail-safe: a controller never promotes blind, and does not wait for ever)."""
     failed = errors >= policy.for_agent(name).canary.state_error_limit
-    return {
-        "agent": name,
-        "bundle_id": None,
-        "phase": None,
-        "canary_percent": None,
-        "hours_running": None,
-        "verdict": "FAIL" if failed else "HOLD",
-        "recommendation": "rollback" if failed else "hold",
-        "reason": "state_unavailable",
-        "detail": f"{errors} request(s) in a row could not read the state: {exc}",
-        "gates": [],
-    }
+    return AgentUnavailable(
+        agent=name,
+        verdict="FAIL" if failed else "HOLD",
+        recommendation="rollback" if failed else "hold",
+        reason="state_unavailable",
+        detail=f"{errors} request(s) in a row could not read the state: {exc}",
+    )
 
 
 def _report(
@@ -136,7 +134,8 @@ def _report(
 ) -> None:
     from ..presentation._report import experiment_section
 
-    experiment_section(memo, snapshot, name, snapshot.section("experiment")[name], now)
+    view = snapshot.section("experiment")[name]
+    experiment_section(memo, snapshot, name, view, agent_status(snapshot, name, now))
 
 
 def _commands(commands: Any) -> None:

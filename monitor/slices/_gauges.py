@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..presentation._format import finite_or
+from ..events._decisions import finite_or
 
 __all__ = ["gauge_value"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..presentation._status import stream_lines
 from ._label_metrics import stream_metrics
 from ._label_policy import check_label_policy
 from ._registry import REGISTRY, SubjectKind
+from ._status import StreamsStatus
 
 if TYPE_CHECKING:
     from ..config import Policy
@@ -25,18 +25,18 @@ def _handler(policy: Policy) -> Handler:
     return LabelHandler(policy)
 
 
-def _status(snapshot: Snapshot, now: float | None) -> dict[str, Any]:
+def _status(snapshot: Snapshot, now: float | None) -> StreamsStatus:
     """``streams``: each stream's view, with its late-label join and retired versions."""
     streams = {}
     for name, view in snapshot.section("stream").items():
         history = {"history": snapshot.history[name]} if name in snapshot.history else {}
         joins = {"late_labels": snapshot.joins[name]} if name in snapshot.joins else {}
         streams[name] = {**view, **joins, **history}
-    return {"streams": streams}
+    return StreamsStatus(streams)
 
 
-def _status_lines(document: Mapping[str, Any]) -> list[str]:
-    return [line for name, row in document["streams"].items() for line in stream_lines(name, row)]
+def _status_lines(section: StreamsStatus) -> list[str]:
+    return [line for name, row in section.streams.items() for line in stream_lines(name, row)]
 
 
 def _report(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..config import (
     ConfigError,
     PolicySection,
@@ -31,12 +33,14 @@ if TYPE_CHECKING:
 
     from ..config import Policy
     from ..pipeline import Handler
-    from ..presentation._memo import Memo
+    from ..presentation._report import ReportSection
     from ..store import Snapshot
 
 __all__ = ["REGISTRY", "ApiRoute", "SubjectKind", "SubjectRegistry"]
 
 HandlerFactory = Callable[["Policy"], "Handler"]
+Document = msgspec.Struct | Mapping[str, Any]
+"""What a kind shows: a Struct (the built-in kinds'), or a mapping."""
 
 # Topics of the monitor itself, beside the kinds' input topics.
 OUTPUT_TOPICS = ("decisions", "dlq")
@@ -49,16 +53,16 @@ class ApiRoute:
     """``GET /v1/COLLECTION/NAME`` of the HTTP API: one subject of a kind, by name.
 
     ``answer`` gets a snapshot of that one subject (one read) and returns its document,
-    or None for a name it does not know (404 ``unknown NOUN 'NAME'``); gates in the
-    document are shown as the contract's ``GATE``. ``unreadable``, when given, answers
-    while the state cannot be read (else 503), with the count of such requests in a row
-    about the subject: the agents' fail-safe.
+    or None for a name it does not know (404 ``unknown NOUN 'NAME'``); gates in a
+    mapping's ``gates`` are shown as the contract's ``GATE`` (a Struct shows its own).
+    ``unreadable``, when given, answers while the state cannot be read (else 503), with
+    the count of such requests in a row about the subject: the agents' fail-safe.
     """
 
     kind: str
     noun: str
-    answer: Callable[[Snapshot, str], dict[str, Any] | None]
-    unreadable: Callable[[Policy, str, int, Exception], dict[str, Any]] | None = None
+    answer: Callable[[Snapshot, str], Document | None]
+    unreadable: Callable[[Policy, str, int, Exception], Document] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,10 @@ class SubjectKind:
         Gate -> the label that tells apart the several verdicts the gate gives one
         subject (``covariate_drift`` -> ``covariate``), for its gates judged in parts.
     status
-        ``status --json``'s keys it adds, from a snapshot and the time now.
+        Its section of ``status --json``, from a snapshot and the time now: its keys of
+        the document, as a Struct's fields (or a mapping's).
     status_lines
-        Its lines of ``status``, from the status document.
+        Its lines of ``status``, from its section.
     metrics
         Its Prometheus families, from a snapshot (at scrape time).
     api
@@ -111,11 +116,11 @@ class SubjectKind:
     policy: tuple[PolicySection, ...] = ()
     check_policy: Callable[[Policy], None] | None = None
     gate_parts: Mapping[str, str] = field(default_factory=dict)
-    status: Callable[[Snapshot, float | None], Mapping[str, Any]] | None = None
-    status_lines: Callable[[Mapping[str, Any]], Iterable[str]] | None = None
+    status: Callable[[Snapshot, float | None], Document] | None = None
+    status_lines: Callable[[Any], Iterable[str]] | None = None
     metrics: Callable[[Snapshot], Iterable[Metric]] | None = None
     api: Mapping[str, ApiRoute] = field(default_factory=dict)
-    report: Callable[[Memo, Snapshot, str, list[dict[str, Any]], float], None] | None = None
+    report: ReportSection | None = None
     report_nouns: tuple[str, ...] = ()
     commands: Callable[[Any], None] | None = None
 
@@ -233,6 +238,10 @@ class SubjectRegistry:
 
     def api(self) -> dict[str, ApiRoute]:
         return {name: route for kind in self for name, route in kind.api.items()}
+
+    def report_sections(self, snapshot: Snapshot, subject: str) -> list[ReportSection]:
+        """The report sections of the kinds that hold ``subject``, in the order registered."""
+        return [k.report for k in self if k.report is not None and k.holds(snapshot, subject)]
 
     def report_nouns(self) -> str:
         """``stream, experiment or agent``: what ``report`` takes, in words."""

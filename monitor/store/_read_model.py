@@ -1,4 +1,4 @@
-"""The read model: what status, the metrics, the HTTP API and reports show, in one read.
+"""The read model: what status, the metrics, the HTTP API and reports read, in one read.
 
 Workers write each subject's view (the statistics as the gates saw them, and each gate's
 latest verdict) with the statistics themselves; readers never recompute a statistic,
@@ -7,15 +7,15 @@ so what is shown is what the gate saw, and a scrape costs one small read per sub
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
-from ..presentation._format import rfc3339
+from ..events._decisions import SEVERITY, GateDocument, rfc3339
 from . import _keys as fields
 from ._client import SyncClient
 from ._keys import (
@@ -33,8 +33,8 @@ __all__ = ["ReadModel", "Snapshot", "ts_seconds"]
 class Snapshot:
     views: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """Kind -> subject -> the view its model wrote."""
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    """Every gate of every subject, as the HTTP API shows it (``GATE`` of the contract)."""
+    gates: list[GateDocument] = field(default_factory=list)
+    """Every gate of every subject (``GATE`` of the contract, with its kind and part)."""
     events: dict[tuple[str, str], int] = field(default_factory=dict)
     """``(topic, outcome)`` -> events, summed over subjects (and forgotten ones)."""
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -59,49 +59,20 @@ class Snapshot:
     def section(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.views.get(kind, {})
 
-    def gate(self, gate: str, subject: str, part: str | None = None) -> dict[str, Any] | None:
+    def gate(self, gate: str, subject: str, part: str | None = None) -> GateDocument | None:
         """A gate's verdict of a subject. A gate that gives a subject several (covariate
         drift: one per covariate, ``part`` the covariate's name) answers the one of
         ``part`` when given, else the worst of them (FAIL first, as an agent's verdict)."""
-        from ..gates import SEVERITY  # here: the gates import the estimators (scipy)
-
         found = [
             g
             for g in self.gates
-            if g["gate"] == gate and g["subject"] == subject and part in (None, g.get("part", ""))
+            if g.gate == gate and g.subject == subject and part in (None, g.part or "")
         ]
-        return max(found, key=lambda g: SEVERITY.get(g["verdict"], -1), default=None)
+        return max(found, key=lambda g: SEVERITY.get(g.verdict, -1), default=None)
 
-    def status_document(self, now: float | None = None) -> dict[str, Any]:
-        """The ``driftgate status --json`` object of the contract: each subject kind's
-        keys (``streams``; ``experiments`` and ``agents``; a registered kind's own), in
-        the order the kinds registered."""
-        from ..slices import REGISTRY  # here: the registry imports config, config the store
-
-        document: dict[str, Any] = {}
-        for kind in REGISTRY:
-            if kind.status is not None:
-                document.update(kind.status(self, now))
-        ignored: dict[str, dict[str, int]] = {}
-        for (topic, reason), count in sorted(self.ignored.items()):
-            ignored.setdefault(topic, {})[reason] = count
-        if ignored:  # only once something was skipped: the contract's three keys otherwise
-            document["ignored"] = ignored
-        return document
-
-    def agent(self, name: str, now: float | None = None) -> dict[str, Any] | None:
-        """An agent as the HTTP API and ``status`` show it: its lifecycle, the hours its
-        bundle has run (now), and every gate of it; None for an unknown agent."""
-        view = self.section("experiment").get(name, {}).get("agent")
-        if not view:
-            return None
-        now = time.time() if now is None else now
-        gates = [g for g in self.gates if g["subject"] == name and g["kind"] == "experiment"]
-        return {
-            **view,
-            "hours_running": max(0.0, (now - view["deployed_at"]) / 3600),
-            "gates": gates,
-        }
+    def gates_of(self, kind: str, subject: str) -> list[GateDocument]:
+        """Every gate of one subject."""
+        return [g for g in self.gates if g.subject == subject and g.kind == kind]
 
 
 class ReadModel:
@@ -240,7 +211,7 @@ def _evaluated_at(record: dict[str, Any]) -> str | None:
     return None if evaluated is None else rfc3339(evaluated)
 
 
-def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) -> GateDocument:
     """``GATE`` of the contract: the current verdict, as the decision that announced it
     (its action and reason: a canary rolled back shows ``rollback`` for as long as the
     verdict stands), with the current evidence; a verdict never announced (a quiet start)
@@ -248,17 +219,17 @@ def _gate_document(key: str, subject: str, kind: str, record: dict[str, Any]) ->
     for one of several verdicts of a gate (the record names its gate)."""
     announced = record.get("published_verdict") == record["verdict"]
     part = key.partition("/")[2]
-    return {
-        "gate": record.get("gate", key),
-        "subject": subject,
-        "verdict": record["verdict"],
-        "action": record.get("published_action") if announced else record["action"],
-        "reason": record.get("published_reason") if announced else record["reason"],
-        "decision_id": record.get("decision_id") if announced else None,
-        "ts": record.get("published_at") if announced else _evaluated_at(record),
-        "evidence": record["evidence"],
-        "evaluated_at": record.get("evaluated_at"),
-        "kind": kind,
+    return GateDocument(
+        gate=record.get("gate", key),
+        subject=subject,
+        verdict=record["verdict"],
+        action=record.get("published_action") if announced else record["action"],
+        reason=record.get("published_reason") if announced else record["reason"],
+        decision_id=record.get("decision_id") if announced else None,
+        ts=record.get("published_at") if announced else _evaluated_at(record),
+        evidence=record["evidence"],
+        evaluated_at=record.get("evaluated_at"),
+        kind=kind,
         # One of several verdicts of a gate (a covariate, a group) names its part.
-        **({"part": part} if part else {}),
-    }
+        part=part or UNSET,
+    )

@@ -14,10 +14,10 @@ import orjson
 from estimators import CategoryCounts, QuantileSketch
 
 from ..config import CovariateDriftPolicy, Policy
+from ..events._views import CovariateRow
 from ..gates import Verdict, record_key
 from ..gates._covariate_drift import GATE, covariate_drift_gate
 from ._columnar import Table
-from ._views import CovariateRow
 
 __all__ = [
     "CovariateDrift",

@@ -21,6 +21,7 @@ from estimators import DifferenceInterval, benjamini_hochberg, mean_difference_s
 
 from ..config import AgentPolicy, GuardrailPolicy, Policy
 from ..events._decisions import Decision
+from ..events._views import AgentRow, ExperimentRow, ExperimentView
 from ..gates import SEVERITY, Verdict, finite_or_none
 from ..gates._canary import CanaryFacts, Comparison, canary_gate, compare
 from ..gates._guardrails import (
@@ -34,7 +35,6 @@ from ..pipeline import Judgement
 from ..store import _keys as fields
 from ._experiment_analysis import analyse
 from ._experiment_state import ExperimentState, VariantStats
-from ._views import AgentRow, ExperimentRow, ExperimentView
 
 __all__ = [
     "ACTIVE_PHASES",

@@ -25,6 +25,7 @@ from estimators import (
 from ..config import Policy
 from ..events._decisions import Decision
 from ..events._structs import LabelEvent
+from ..events._views import CalibratorRef, StreamView, ValueView
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, Judgement, PendingWrites, RawMessage, SubjectEvents
@@ -51,7 +52,6 @@ from ._label_state import (
 from ._late_labels import LateLabelJoin
 from ._residual_history import ResidualHistory, fold_by_minute, verdict_point
 from ._subgroups import SubgroupResiduals, subgroup_gate_keys
-from ._views import CalibratorRef, StreamView, ValueView
 
 __all__ = ["ActiveCalibrator", "LabelEvent", "LabelHandler", "LabelModel", "LabelState"]
 

@@ -30,6 +30,7 @@ from monitor.runtime._services import (
     start_redis,
     wait_for_cluster,
 )
+from monitor.slices import status_document
 from monitor.store import KeyLayout, ReadModel, Snapshot, SyncClient, connect
 
 pytestmark = pytest.mark.integration
@@ -235,7 +236,8 @@ class Deployment:
         ``driftgate`` process a poll pays its start-up (seconds on a loaded machine)."""
         client = self.redis_server.client()
         try:
-            return ReadModel(client, KeyLayout()).snapshot(with_history=True).status_document()
+            snapshot = ReadModel(client, KeyLayout()).snapshot(with_history=True)
+            return status_document(snapshot).to_builtins()
         finally:
             client.close()
 

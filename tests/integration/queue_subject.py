@@ -160,8 +160,7 @@ def api_answer(snapshot: Snapshot, name: str) -> dict[str, Any] | None:
     view = snapshot.section(KIND).get(name)
     if view is None:
         return None
-    gates = [g for g in snapshot.gates if g["subject"] == name and g["kind"] == KIND]
-    return {"queue": name, **view, "gates": gates}
+    return {"queue": name, **view, "gates": snapshot.gates_of(KIND, name)}
 
 
 def report(

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from monitor.runtime._services import free_port, port_open
+from monitor.slices import status_document
 from monitor.store import KeyLayout, ReadModel, connect
 
 from .conftest import Deployment, encode, label, run_cli
@@ -297,7 +298,7 @@ def demo_labels(env: dict[str, str]) -> int:
     ``driftgate`` process a poll would pay its start-up (seconds on a loaded machine)."""
     client = connect(env["DRIFTGATE_REDIS_URL"], False)
     try:
-        document = ReadModel(client, KeyLayout()).snapshot().status_document()
+        document = status_document(ReadModel(client, KeyLayout()).snapshot()).to_builtins()
     finally:
         client.close()
     stream = document["streams"].get("demo:judge")

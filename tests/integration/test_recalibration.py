@@ -16,6 +16,7 @@ import pytest
 
 from estimators import IsotonicCalibrator
 from monitor import Policy
+from monitor.slices import status_document
 from monitor.store import KeyLayout, ReadModel
 from monitor.store._calibrators import StateConflictError
 from monitor.workflows._calibration import activate_calibrator
@@ -43,7 +44,7 @@ def read_model(deployment: Deployment) -> tuple[dict[str, Any], list[dict[str, A
     client = deployment.redis_server.client()
     try:
         snapshot = ReadModel(client, KeyLayout()).snapshot(with_history=True)
-        return snapshot.status_document()["streams"]["judge"], snapshot.gates
+        return status_document(snapshot).to_builtins()["streams"]["judge"], snapshot.gates
     finally:
         client.close()
 
@@ -137,8 +138,8 @@ def test_recalibration_during_traffic_is_announced_once_and_never_flaps(
     retired = row["history"]["0"]["labeled_n"]
     assert retired > 1000 and row["labeled_n"] > 0
     assert retired + row["labeled_n"] == total
-    [residual] = [g for g in gates if g["subject"] == "judge" and g["gate"] == "residual_drift"]
-    assert residual["decision_id"] == after[0]["decision_id"]
+    [residual] = [g for g in gates if g.subject == "judge" and g.gate == "residual_drift"]
+    assert residual.decision_id == after[0]["decision_id"]
 
     # The audit log holds the announcement too (it was written in the same atomic write).
     log = deployment.cli("log", "--json")

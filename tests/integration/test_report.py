@@ -111,6 +111,7 @@ def test_the_residual_plot_has_a_point_per_minute_of_event_time(
     """Labels over six minutes of event time, in order (one partition): the report plots
     the stream's history, one point per minute, each the verdict's interval then."""
     from monitor.presentation._report import RESIDUAL_PLOT, build_memo
+    from monitor.slices import REGISTRY
     from monitor.store import KeyLayout, ReadModel
 
     rng = np.random.default_rng(20261208)
@@ -138,7 +139,7 @@ def test_the_residual_plot_has_a_point_per_minute_of_event_time(
     try:
         read_model = ReadModel(client, KeyLayout())
         snapshot = read_model.snapshot(with_history=True, residual_history_of="hist")
-        memo = build_memo(snapshot, list(read_model.audit()), "hist")
+        memo = build_memo(snapshot, list(read_model.audit()), "hist", REGISTRY)
     finally:
         client.close()
     series = memo.series[RESIDUAL_PLOT]

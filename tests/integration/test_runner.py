@@ -14,6 +14,7 @@ import pytest
 from estimators import IsotonicCalibrator, QuantileSketch
 from monitor import Policy
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
+from monitor.slices import agent_status, status_document
 from monitor.store import KeyLayout, ReadModel, SyncClient, connect_async
 from monitor.store._keys import Fence
 from monitor.store._write import SubjectWrite
@@ -77,9 +78,8 @@ def sync_client(redis_server: RedisServer) -> Iterator[SyncClient]:
 
 
 def view(client: SyncClient, stream: str) -> dict[str, Any]:
-    return (
-        ReadModel(client, LAYOUT).snapshot(with_history=True).status_document()["streams"][stream]
-    )
+    snapshot = ReadModel(client, LAYOUT).snapshot(with_history=True)
+    return status_document(snapshot).to_builtins()["streams"][stream]  # type: ignore[no-any-return]
 
 
 def messages(
@@ -529,10 +529,10 @@ async def test_a_rollback_shows_in_every_gate_record_of_its_batch(
     assert [d for d in mine if d[1] == "rollback"] == mine[-1:]
     snapshot = ReadModel(sync_client, LAYOUT).snapshot()
     gate = snapshot.gate("canary", "a")
-    assert gate is not None and gate["verdict"] != "FAIL" and gate["action"] == "none"
-    agent = snapshot.agent("a")
+    assert gate is not None and gate.verdict != "FAIL" and gate.action == "none"
+    agent = agent_status(snapshot, "a")
     assert agent is not None
-    assert (agent["phase"], agent["verdict"], agent["recommendation"]) == (
+    assert (agent.phase, agent.verdict, agent.recommendation) == (
         "rolled_back",
         "FAIL",
         "rollback",

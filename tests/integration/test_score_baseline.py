@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -37,7 +38,7 @@ def scores_only(stream: str, s: np.ndarray, first: int) -> list[bytes]:
 def score_gate(deployment: Deployment, stream: str) -> dict:
     gate = deployment.snapshot().gate("score_drift", stream)
     assert gate is not None
-    return gate
+    return msgspec.to_builtins(gate)  # type: ignore[no-any-return]
 
 
 @CLUSTER_NOW_STANDALONE_IN_SOAK

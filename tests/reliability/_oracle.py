@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from monitor import Policy
 from monitor.gates import decision_record, should_publish
 from monitor.pipeline import DeadLetter, DecodedBatch, RawMessage
+from monitor.slices import HANDLERS
 from monitor.store import KeyLayout, ReadModel, SyncClient
 from monitor.store import _keys as fields
-from monitor.subjects import HANDLERS
 
 from ..integration.conftest import Deployment
 

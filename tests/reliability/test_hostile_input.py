@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from monitor import Policy
 from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
+from monitor.slices import HANDLERS
 from monitor.store import KeyLayout, connect_async
 from monitor.store._keys import OutboxEntry
-from monitor.subjects import HANDLERS
 
 from ..integration.conftest import Deployment, RedisServer, encode, label
 from ._hostile import Hostile, HostileInput

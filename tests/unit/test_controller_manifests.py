@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from monitor import Settings
 from monitor.cli import build_parser
 from monitor.config import ENVIRONMENT, CanaryPolicy, GuardrailPolicy, Policy, load_policy
+from monitor.events._decisions import GateDocument
 from monitor.gates import SEVERITY
 from monitor.runtime._preflight import TOPIC_NAMES
 from monitor.serve._http import FLAGGER_HOOKS, GateAPI
@@ -93,6 +94,9 @@ def agent_view(name: str, verdict: str, recommendation: str, phase: str = "monit
         "verdict": verdict,
         "reason": "because",
         "recommendation": recommendation,
+        "comparison": None,
+        "rollback": None,
+        "history": [],
     }
 
 
@@ -116,17 +120,18 @@ class FixedReadModel:
         snapshot = Snapshot()
         snapshot.views["experiment"] = {name: {"agent": v} for name, v in self.views.items()}
         snapshot.gates = [
-            {
-                "gate": "canary",
-                "subject": name,
-                "verdict": view["verdict"],
-                "action": "none",
-                "reason": view["reason"],
-                "decision_id": None,
-                "ts": "2024-01-15T19:00:00Z",
-                "evidence": {},
-                "kind": "experiment",
-            }
+            GateDocument(
+                "canary",
+                name,
+                view["verdict"],
+                "none",
+                view["reason"],
+                None,
+                "2024-01-15T19:00:00Z",
+                {},
+                evaluated_at=None,
+                kind="experiment",
+            )
             for name, view in self.views.items()
         ]
         return snapshot
@@ -136,7 +141,7 @@ class FixedReadModel:
         view = whole.section(kind).get(name)
         return Snapshot(
             views={kind: {name: view}} if view is not None else {},
-            gates=[g for g in whole.gates if (g["kind"], g["subject"]) == (kind, name)],
+            gates=whole.gates_of(kind, name),
         )
 
 

@@ -7,7 +7,12 @@ functions included):
 - ``monitor/config/`` imports nothing of ``monitor`` outside itself (``events`` allowed): it
   is the bottom layer, under events, store, gates and subjects, then slices, then runtime,
   serve, presentation and the CLI. What it needs of a layer above comes as a call-back
-  (the subject kinds' policy sections and checks: ``config.add_policy_loader``).
+  (the subject kinds' policy sections and checks: ``config.add_policy_loader``);
+- ``monitor/store/`` imports nothing of the layers that read it (slices, presentation,
+  serve, workflows, runtime, the CLI): what is shown of its snapshot (the status document,
+  an agent) is made above it, in ``monitor/slices/``, and what it shares with them (the
+  verdicts' order, the contract's time) lives below it, in ``monitor/events/``;
+- every import of ``monitor`` runs down ``LAYERS`` (or within one layer).
 
 What breaks a rule today is listed in ``ALLOWED`` with the reason; an entry that no longer
 breaks it fails the test too, so the list only shrinks.
@@ -52,6 +57,68 @@ CONFIG_MAY_IMPORT = frozenset({"monitor.config", "monitor.events"})
 # (module path, imported monitor package): known breaches of "config imports nothing of
 # monitor above it", each with the reason it stays. None today.
 CONFIG_ALLOWED: dict[tuple[str, str], str] = {}
+
+
+# What monitor/store/ may not import, at module level or in a function.
+ABOVE_STORE = frozenset(
+    {
+        "monitor.slices",
+        "monitor.presentation",
+        "monitor.serve",
+        "monitor.cli",
+        "monitor.runtime",
+        "monitor.workflows",
+        "monitor.replay",
+        "monitor",
+    }
+)
+
+
+# monitor's packages, bottom to top; a package imports only from its own layer or below.
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(f"monitor.{name}" for name in layer.split())
+    for layer in (
+        "config",
+        "events",
+        "store",
+        "gates",
+        "pipeline",
+        "subjects",
+        "slices",
+        "presentation serve workflows replay",
+        "runtime",
+        "emit",
+        "cli",
+    )
+)
+LAYER_OF = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}
+TOP = len(LAYERS)  # monitor itself (its __init__ and __main__)
+
+# (module path, imported monitor package): imports that run up the layers, each with the
+# reason it stays. A subject kind's module is its slice's wiring: it names its status
+# lines and report section (presentation) and its commands (the CLI), imported in the
+# function that needs them, so that reading the registry stays light.
+LAYERS_ALLOWED: dict[tuple[str, str], str] = {
+    ("monitor/slices/_labels.py", "monitor.presentation"): (
+        "the labels' kind names its status lines (module level: status reads them) and its "
+        "report section (imported when a report is made)"
+    ),
+    ("monitor/slices/_labels.py", "monitor.cli"): (
+        "the labels' kind adds its commands (label, calibrate...) to the CLI's parser, "
+        "imported when the parser is built"
+    ),
+    ("monitor/slices/_experiments.py", "monitor.presentation"): (
+        "the experiments' kind names its status lines and its report section, as the "
+        "labels' kind does"
+    ),
+    ("monitor/slices/_experiments.py", "monitor.cli"): (
+        "the experiments' kind adds its commands (rollback, promote, experiment...) to the "
+        "CLI's parser, imported when the parser is built"
+    ),
+    ("monitor/slices/_registry.py", "monitor.presentation"): (
+        "for type checking only: a kind's report section writes into presentation's Memo"
+    ),
+}
 
 
 def _modules(package: str) -> Iterator[Path]:
@@ -156,3 +223,38 @@ def test_config_imports_nothing_of_monitor_above_it() -> None:
     stale = sorted(CONFIG_ALLOWED.keys() - offenders)
     assert stale == [], "these no longer break the rule: take them off CONFIG_ALLOWED"
     assert all(len(why) > 40 for why in CONFIG_ALLOWED.values()), "say why each stays"
+
+
+def test_store_imports_nothing_that_reads_it() -> None:
+    offenders = sorted(
+        (_relative(path), package)
+        for path in _modules("monitor/store")
+        for package in _monitor_packages(path) & ABOVE_STORE
+    )
+    assert offenders == [], "store is read by these layers: make what they show above it"
+
+
+def test_the_walk_sees_imports_in_functions() -> None:
+    # The labels' slice imports the CLI only in a function (its commands, on demand).
+    assert "monitor.cli" in _monitor_packages(ROOT / "monitor/slices/_labels.py")
+
+
+def _layer(package: str) -> int:
+    return LAYER_OF.get(package, TOP)
+
+
+def test_every_import_runs_down_the_layers() -> None:
+    offenders = {
+        (_relative(path), package)
+        for path in _modules("monitor")
+        for package in _monitor_packages(path)
+        if _layer(package) > _layer(".".join(path.relative_to(ROOT).parts[:2]))
+    }
+    unexplained = sorted(offenders - LAYERS_ALLOWED.keys())
+    assert unexplained == [], "an import runs up the layers (or explain it in LAYERS_ALLOWED)"
+    stale = sorted(LAYERS_ALLOWED.keys() - offenders)
+    assert stale == [], "these no longer run up: take them off LAYERS_ALLOWED"
+    assert all(len(why) > 40 for why in LAYERS_ALLOWED.values()), "say why each stays"
+    assert set(LAYER_OF) == {
+        f"monitor.{path.name}" for path in (ROOT / "monitor").iterdir() if path.is_dir()
+    } - {"monitor.__pycache__"}, "give every package of monitor a layer"

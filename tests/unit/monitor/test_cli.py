@@ -19,6 +19,7 @@ from estimators import VarianceModel, plan_for_budget
 from monitor.cli import build_parser, main
 from monitor.cli._parser import EXAMPLES
 from monitor.cli._up import StopRequested, _Console, _news, _StopSignals
+from monitor.events._decisions import GateDocument
 
 
 @pytest.fixture(autouse=True)
@@ -387,8 +388,8 @@ def test_color_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_up_prints_a_gates_first_record_a_new_verdict_and_an_escalation() -> None:
-    def record(verdict: str, action: str) -> dict[str, str]:
-        return {"verdict": verdict, "action": action}
+    def record(verdict: str, action: str) -> GateDocument:
+        return GateDocument("g", "s", verdict, action, "r", None, None, {}, None, "stream")
 
     assert _news(None, record("INCONCLUSIVE", "none"))  # the first one, whatever it says
     assert _news(("PASS", "none"), record("FAIL", "alert"))

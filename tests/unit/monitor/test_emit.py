@@ -26,7 +26,7 @@ from monitor.emit._events import (
 )
 from monitor.emit._sender import _Batches
 from monitor.pipeline import RawMessage
-from monitor.subjects import HANDLERS
+from monitor.slices import HANDLERS
 from monitor.subjects._late_labels import LateLabelJoin, response_digests
 from monitor.subjects._telemetry import TelemetryColumns
 

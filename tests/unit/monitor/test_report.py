@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from monitor.events._decisions import GateDocument
 from monitor.presentation._report import (
     ReportError,
     UnknownSubjectError,
@@ -16,6 +17,7 @@ from monitor.presentation._report import (
     default_folder,
     write_report,
 )
+from monitor.slices import REGISTRY
 from monitor.store import Snapshot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,19 +80,10 @@ def evidence(n: int, estimate: float, low: float, high: float, method: str) -> d
 
 def gate_document(
     gate: str, subject: str, verdict: str, action: str, reason: str, kind: str, ev: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "gate": gate,
-        "subject": subject,
-        "verdict": verdict,
-        "action": action,
-        "reason": reason,
-        "decision_id": None,
-        "ts": None,
-        "evidence": ev,
-        "evaluated_at": NOW - 60,
-        "kind": kind,
-    }
+) -> GateDocument:
+    return GateDocument(
+        gate, subject, verdict, action, reason, None, None, ev, evaluated_at=NOW - 60, kind=kind
+    )
 
 
 def experiment_view() -> dict[str, Any]:
@@ -299,7 +292,7 @@ def parsed(document: str) -> _Checker:
 
 
 def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
-    written = write_report(snapshot, audit(), "policy/gpt", tmp_path / "memo", now=NOW)
+    written = write_report(snapshot, audit(), "policy/gpt", tmp_path / "memo", REGISTRY, now=NOW)
     names = [p.name for p in written]
     assert names == [
         "report.md",
@@ -336,7 +329,7 @@ def test_a_drifting_stream(snapshot: Snapshot, tmp_path: Path) -> None:
 
 
 def test_an_agent_and_its_experiment(snapshot: Snapshot, tmp_path: Path) -> None:
-    written = write_report(snapshot, audit(), "triage", tmp_path, now=NOW)
+    written = write_report(snapshot, audit(), "triage", tmp_path, REGISTRY, now=NOW)
     assert [p.name for p in written] == ["report.md", "report.html", "guardrails.png"]
     markdown = written[0].read_text()
     assert "rolled_back at 10% for 3.0 h. Verdict: FAIL (guardrail_breach)" in markdown
@@ -355,7 +348,7 @@ def test_an_agent_and_its_experiment(snapshot: Snapshot, tmp_path: Path) -> None
 def test_text_is_escaped_in_html(snapshot: Snapshot) -> None:
     entries = audit()
     entries[3]["rationale"] = "<script>alert(1)</script> & more"
-    memo = build_memo(snapshot, entries, "triage", now=NOW)
+    memo = build_memo(snapshot, entries, "triage", REGISTRY, now=NOW)
     page = parsed(memo.html())
     assert "<script>alert(1)</script> & more" in "".join(page.text)
     assert "<script>" not in memo.html()
@@ -363,14 +356,14 @@ def test_text_is_escaped_in_html(snapshot: Snapshot) -> None:
 
 def test_an_unknown_subject_is_named(snapshot: Snapshot, tmp_path: Path) -> None:
     with pytest.raises(UnknownSubjectError, match="'nope'"):
-        write_report(snapshot, audit(), "nope", tmp_path / "out")
+        write_report(snapshot, audit(), "nope", tmp_path / "out", REGISTRY)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_stream_without_decisions_has_no_invented_points(tmp_path: Path) -> None:
     view = stream_view() | {"residuals_by_decile": []}
     snapshot = Snapshot(views={"stream": {"quiet": view}})
-    memo = build_memo(snapshot, [], "quiet", now=time.time())
+    memo = build_memo(snapshot, [], "quiet", REGISTRY, now=time.time())
     assert memo.plots == {}
     assert "No residual drift evaluation yet" in memo.markdown()
     assert "No labeled residual yet under this calibrator version" in memo.markdown()
@@ -386,4 +379,4 @@ def test_a_folder_that_cannot_be_made_is_named(snapshot: Snapshot, tmp_path: Pat
     taken = tmp_path / "a-file"
     taken.write_text("not a folder")
     with pytest.raises(ReportError, match="a-file"):
-        write_report(snapshot, audit(), "policy/gpt", taken, now=NOW)
+        write_report(snapshot, audit(), "policy/gpt", taken, REGISTRY, now=NOW)

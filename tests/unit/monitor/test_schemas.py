@@ -13,7 +13,9 @@ import pytest
 
 from monitor import Policy
 from monitor.cli import main
-from monitor.events._schemas import (
+from monitor.pipeline import RawMessage
+from monitor.slices import HANDLERS
+from monitor.slices._schemas import (
     DIALECT,
     columnar_schema,
     message_schema,
@@ -21,8 +23,6 @@ from monitor.events._schemas import (
     schema_text,
     topic_kind,
 )
-from monitor.pipeline import RawMessage
-from monitor.subjects import HANDLERS
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "docs" / "schemas"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigError, Policy, PolicySection, Settings, load_policy
-from monitor.slices import REGISTRY, ApiRoute, SubjectKind
-from monitor.subjects import HANDLERS, OTLP_HANDLERS
+from monitor.slices import HANDLERS, OTLP_HANDLERS, REGISTRY, ApiRoute, SubjectKind
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -28,12 +28,12 @@ import pytest
 from estimators import IsotonicCalibrator, QuantileSketch
 from monitor.config import Policy, load_policy
 from monitor.events._decisions import Decision, GateRecord, Published, encode
+from monitor.events._views import ExperimentView, StreamView
 from monitor.pipeline import RawMessage
 from monitor.pipeline._judge import gate_records, judge_subject
 from monitor.replay import Replay, StoredCalibrator, read_events
-from monitor.subjects import HANDLERS
+from monitor.slices import HANDLERS
 from monitor.subjects._labels import ActiveCalibrator, LabelModel
-from monitor.subjects._views import ExperimentView, StreamView
 from monitor.workflows._calibration import fresh_records
 
 HERE = Path(__file__).parent

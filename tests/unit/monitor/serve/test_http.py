@@ -63,7 +63,7 @@ class ReadModel:
         view = whole.section(kind).get(name)
         return Snapshot(
             views={kind: {name: view}} if view is not None else {},
-            gates=[g for g in whole.gates if (g["kind"], g["subject"]) == (kind, name)],
+            gates=whole.gates_of(kind, name),
         )
 
 

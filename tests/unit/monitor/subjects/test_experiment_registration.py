@@ -18,6 +18,7 @@ from monitor.gates import Verdict
 from monitor.pipeline import RawMessage
 from monitor.presentation._report import build_memo
 from monitor.runtime._demo import DEMO_EXPERIMENT, DEMO_EXPERIMENT_POLICY, ab_telemetry
+from monitor.slices import REGISTRY
 from monitor.store import Snapshot
 from monitor.subjects._experiment_analysis import analyse, recommend
 from monitor.subjects._experiments import ExperimentState, TelemetryHandler
@@ -146,7 +147,7 @@ def test_the_memo_of_an_experiment_without_a_plan_says_so() -> None:
     view = to_builtins(handler.model.view(DEMO_EXPERIMENT, state, judgement))
     assert view["experiment"]["analysis"]["registered"] is False
     memo = build_memo(
-        Snapshot(views={"experiment": {DEMO_EXPERIMENT: view}}), [], DEMO_EXPERIMENT, NOW
+        Snapshot(views={"experiment": {DEMO_EXPERIMENT: view}}), [], DEMO_EXPERIMENT, REGISTRY, NOW
     ).markdown()
     assert "Not pre-registered" in memo and "Pre-registered: no" in memo
     assert "Effect sizes" in memo and "Recommendation:" in memo

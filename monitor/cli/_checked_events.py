@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config._settings import MAX_MESSAGE_BYTES
 from ..emit._events import MAX_ENVELOPE_BYTES, MAX_KEY_BYTES, envelopes
-from ..runtime._kafka import MAX_MESSAGE_BYTES
+from ..workflows._pairs import InputError
 
 __all__ = ["MAX_PRODUCE_FILE_BYTES", "checked_events"]
 
@@ -25,8 +26,7 @@ def checked_events(path: str, topic: str, kind: str) -> list[Any]:
 
     from ..config import Policy
     from ..pipeline import RawMessage
-    from ..subjects import HANDLERS
-    from ..workflows._pairs import InputError
+    from ..slices import HANDLERS
 
     try:
         size = Path(path).stat().st_size

@@ -16,10 +16,10 @@ import msgspec
 import orjson
 
 from ..config import Policy
-from ..subjects import HANDLERS
+from ..events._structs import JSON_SCHEMA_RULES
 from ..subjects._columnar import COLUMNS, element_types
 from ..subjects._decode import MessageDecoder
-from ._structs import JSON_SCHEMA_RULES
+from . import HANDLERS
 
 __all__ = [
     "DIALECT",

@@ -1,6 +1,7 @@
 """The subjects' views, as ``msgspec`` Structs: what a model's ``view`` returns, the worker
 stores beside the state and ``driftgate status`` shows (a stream's row; an experiment's
-and its agent's).
+and its agent's); and an agent as the read side shows it (its row, how long its bundle
+has run, its gates), or while the state cannot be read.
 
 The fields are in the order of the stored JSON, which does not change (the read model,
 dashboards and tests read it): :func:`monitor.events._decisions.encode` writes them.
@@ -15,8 +16,12 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ._decisions import GateAnswer, GateDocument
+
 __all__ = [
     "AgentRow",
+    "AgentStatus",
+    "AgentUnavailable",
     "CalibratorRef",
     "CovariateRow",
     "ExperimentRow",
@@ -135,3 +140,33 @@ class ExperimentView(msgspec.Struct, kw_only=True):
 
     experiment: ExperimentRow
     agent: AgentRow | None
+
+
+class AgentStatus(AgentRow, kw_only=True):
+    """An agent: its row of the experiment's view (lifecycle, verdict, recommendation),
+    the hours its bundle has run and every gate of it (with their kind in ``status``,
+    ``GATE`` alone in the HTTP API)."""
+
+    hours_running: float
+    gates: list[GateAnswer]
+
+    def answer(self) -> AgentStatus:
+        """As ``GET /v1/agents/NAME`` answers it: each gate as ``GATE`` alone."""
+        gates = [g.answer() if isinstance(g, GateDocument) else g for g in self.gates]
+        return msgspec.structs.replace(self, gates=gates)
+
+
+class AgentUnavailable(msgspec.Struct, kw_only=True):
+    """An agent while the state cannot be read (the fail-safe of the HTTP API): HOLD,
+    then FAIL at the agent's limit of such requests in a row."""
+
+    agent: str
+    bundle_id: None = None
+    phase: None = None
+    canary_percent: None = None
+    hours_running: None = None
+    verdict: str
+    recommendation: str
+    reason: str
+    detail: str
+    gates: list[GateAnswer] = msgspec.field(default_factory=list)
