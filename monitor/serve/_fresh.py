@@ -21,8 +21,9 @@ from typing import Generic, TypeVar
 __all__ = ["FRESH_FOR", "Fresh", "NotFresh"]
 
 FRESH_FOR = 0.5
-"""Seconds an answer is kept: an answer is at most this old (counted from the start of the
-read it comes from). A controller asks every 10-60 s, so it never sees the difference."""
+"""Seconds an answer is kept, counted from the start of the read it comes from: an answer
+comes from a read that started at most this long before the request, or was under way when
+it came. A controller asks every 10-60 s, so it never sees the difference."""
 MAX_KEPT = 4096
 """Answers kept at most (one per subject, gate or path asked about): past it, the expired
 ones are dropped, and if that is not enough, all of them."""
