@@ -75,8 +75,8 @@ SERVERS = {
     "stdlib": "wsgiref, backlog 1,024, a pool of 8 threads",
     "waitress": "waitress, 4 threads, connection limit 512 (driftgate's serve before)",
     "waitress-tuned": "waitress tuned: 2 threads, connection limit 100, channel timeout 15 s",
-    "aiohttp": f"aiohttp, {THREADS} threads read, answers kept 0.5 s and given on the loop "
-    f"(driftgate's serve)",
+    "aiohttp": f"a front of its own, aiohttp for the rest, {THREADS} threads read, answers "
+    "kept 0.5 s (driftgate's serve)",
 }
 DEFAULT_SERVERS = ("before", "aiohttp")
 POOL_THREADS = 8
