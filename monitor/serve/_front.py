@@ -104,6 +104,7 @@ class Front(asyncio.Protocol):
         self.body_at = 0  # where the body of ``head`` starts in the buffer
         self.held = 0  # bytes of that body counted in the server's BODY_BUDGET
         self.reading = True  # False once refused (lingering), closing or handed over
+        self.full = False  # the transport's write buffer is full: read nothing more meanwhile
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -114,7 +115,22 @@ class Front(asyncio.Protocol):
         if not self.reading:
             return  # lingering after a refusal: read and dropped
         self.buffer += data
-        while self.reading and self._next():
+        self._take()
+
+    def pause_writing(self) -> None:
+        """A client that sends requests and does not read the answers is not read either
+        until it has taken them (the answers held are bounded by the transport's limit)."""
+        self.full = True
+        self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        self.full = False
+        if self.reading:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+            self._take()
+
+    def _take(self) -> None:
+        while self.reading and not self.full and self._next():
             pass
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -185,10 +201,10 @@ class Front(asyncio.Protocol):
             self._refuse(500, "the API failed to answer")
             return
         self.reading = True
-        transport.resume_reading()
+        if not self.full:
+            transport.resume_reading()
         if self._answer(called.result(), head, end):
-            while self.reading and self._next():
-                pass
+            self._take()
 
     def _answer(
         self, answer: tuple[str, list[tuple[str, str]], bytes], head: _Head, end: int

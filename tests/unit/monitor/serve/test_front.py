@@ -187,3 +187,18 @@ def test_an_application_that_fails_gets_500_and_the_connection_closes(path: str)
         connection.close()
     finally:
         running.close()
+
+
+def test_many_requests_in_one_write_are_answered_in_order(server: HTTPServer) -> None:
+    """Pipelined: 2,000 requests sent before any answer is read (the answers, ~1 MB, may
+    fill the socket's buffers: the front reads no more of the client meanwhile)."""
+    connection = connect(server)
+    requests = [
+        GET if i % 2 == 0 else b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n" for i in range(2000)
+    ]
+    connection.sendall(b"".join(requests))
+    found = answers(connection, 2000)
+    assert [status for status, _, _ in found] == [
+        b"HTTP/1.1 200 OK" if i % 2 == 0 else b"HTTP/1.1 404 Not Found" for i in range(2000)
+    ]
+    connection.close()
