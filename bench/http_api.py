@@ -1,6 +1,7 @@
 """The HTTP gate API under a burst of parallel controllers: the servers side by side.
 
-    python bench/http_api.py [--clients 200] [--rounds 5] [--out DIR]
+    python bench/http_api.py [--clients 200] [--rounds 10] [--servers before,aiohttp]
+                             [--before REF] [--out DIR]
 
 Each server runs in a process of its own (as the worker's would, apart from the
 controllers), on 127.0.0.1, over the real read model: a redis-server of the bench's own
@@ -13,15 +14,25 @@ failures, the latency from connect to the last byte of the answer, and the serve
 process's CPU time per request (steadier than latency on a shared machine). The servers take
 their rounds in turn, so that the machine's noise falls on all of them alike.
 
+The client is kept light, since it shares the two cores with the server: one epoll loop
+over non-blocking sockets (no asyncio task, future or stream per connection), the requests'
+bytes built before the burst, and its own CPU time per request measured and reported. Each
+round's percentiles and the machine's load average after it are in the results.
+
+``before`` is the server of another commit (``--before``, by default the one before the
+API's answers were shared and kept): its ``monitor`` and this bench's server side taken
+from that commit with ``git archive``, so that both run in the same rounds.
+
 Writes bench/results/http_api.md and .json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import errno
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -48,7 +59,7 @@ from monitor import Policy  # noqa: E402
 from monitor.runtime._services import free_port, start_redis  # noqa: E402
 from monitor.serve import GateAPI, serve  # noqa: E402
 from monitor.serve._http import DRAIN_LIMIT, RAW_PATH  # noqa: E402
-from monitor.serve._server import BACKLOG, CONNECTION_LIMIT, REQUEST_TIMEOUT, THREADS  # noqa: E402
+from monitor.serve._server import BACKLOG, REQUEST_TIMEOUT, THREADS  # noqa: E402
 from monitor.store import KeyLayout, ReadModel, connect  # noqa: E402
 from monitor.store._keys import GATES, VIEW  # noqa: E402
 
@@ -56,15 +67,18 @@ HOST = "127.0.0.1"
 AGENT = "inbox_triage"
 PREFIX = "driftgate:"
 TIMEOUT = 5.0  # Flagger's webhook timeout; it does not retry
+# The commit before the API's reads were shared and kept (monitor/serve/_fresh.py).
+BEFORE = "67f00d4"
 SERVERS = {
+    "before": f"aiohttp at {BEFORE}: every request reads Redis, in a thread (before)",
     "old": "wsgiref, backlog 5, a thread per connection (before issue 21)",
     "stdlib": "wsgiref, backlog 1,024, a pool of 8 threads",
     "waitress": "waitress, 4 threads, connection limit 512 (driftgate's serve before)",
     "waitress-tuned": "waitress tuned: 2 threads, connection limit 100, channel timeout 15 s",
-    "aiohttp": f"aiohttp, {THREADS} threads answer, connection limit {CONNECTION_LIMIT} "
-    "(driftgate's serve)",
+    "aiohttp": f"a front of its own, aiohttp for the rest, {THREADS} threads read, answers "
+    "kept 0.5 s (driftgate's serve)",
 }
-DEFAULT_SERVERS = ("waitress", "waitress-tuned", "aiohttp")
+DEFAULT_SERVERS = ("before", "aiohttp")
 POOL_THREADS = 8
 # waitress as driftgate served with it until 2026-12-08 (monitor/serve/_http.py then), and
 # tuned: fewer channels for its I/O thread to ask each turn, idle ones closed sooner.
@@ -170,6 +184,7 @@ def cpu_seconds(pid: int) -> float:
 @dataclass
 class Tally:
     cpu: float = 0.0
+    client_cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
     resets: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -177,6 +192,8 @@ class Tally:
     round_p99: list[float] = field(default_factory=list)
     """Each burst's own p99 (ms): the machine is shared, and a busy neighbour during one
     round moves the pooled tail of every round."""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """Each burst's figures (ms), the load average after it."""
 
     def fail(self, what: str) -> None:
         self.failures[what] = self.failures.get(what, 0) + 1
@@ -203,67 +220,144 @@ def request_bytes(kind: str) -> tuple[bytes, bytes]:
     return head.encode(), body
 
 
-async def one_request(port: int, kind: str, start: asyncio.Event, tally: Tally) -> None:
-    head, body = request_bytes(kind)
-    await start.wait()
-    started = time.perf_counter()
-    writer = None
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            reader, writer = await asyncio.open_connection(HOST, port)
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            writer.write(head)
-            await writer.drain()
-            if body:
-                await asyncio.sleep(0.001)  # the body as a segment of its own
-                writer.write(body)
-                await writer.drain()
-            answer = await reader.readuntil(b"\r\n\r\n")
-            lines = answer.decode("latin-1").split("\r\n")
-            length = next(
-                int(line.split(":", 1)[1])
-                for line in lines
-                if line.lower().startswith("content-length:")
-            )
-            await reader.readexactly(length)
-        tally.latencies.append(time.perf_counter() - started)
-        status = int(lines[0].split()[1])
-        tally.statuses[status] = tally.statuses.get(status, 0) + 1
-    except ConnectionResetError:
-        tally.resets += 1
-    except TimeoutError:
-        tally.fail("timeout")
-    except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration) as exc:
-        tally.fail(type(exc).__name__)
-    finally:
-        if writer is not None:
-            writer.close()
+class Exchange:
+    """One request on a connection of its own, driven by :func:`burst`'s epoll loop."""
+
+    __slots__ = ("body", "end", "head", "received", "sock", "started", "status")
+
+    def __init__(self, head: bytes, body: bytes) -> None:
+        self.head, self.body = head, body
+        self.received = bytearray()
+        self.end = -1  # where the answer ends, once its head is in
+        self.status = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.started = 0.0
+
+    def complete(self, data: bytes) -> bool:
+        """Whether the answer is in whole, with ``data``; ValueError if it is malformed."""
+        self.received += data
+        if self.end < 0:
+            head_end = self.received.find(b"\r\n\r\n")
+            if head_end < 0:
+                return False
+            lines = bytes(self.received[:head_end]).decode("latin-1").split("\r\n")
+            try:
+                self.status = int(lines[0].split()[1])
+                length = next(
+                    int(line.split(":", 1)[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                )
+            except (IndexError, StopIteration) as exc:
+                raise ValueError(f"malformed answer: {exc!r}") from exc
+            self.end = head_end + 4 + length
+        return len(self.received) >= self.end
 
 
-async def stall(port: int, done: asyncio.Event) -> None:
-    """A slow sender: the head of a hook, then nothing until the burst is over."""
+def stall(port: int) -> socket.socket:
+    """A slow sender: the head of a hook, then nothing until it is closed."""
     head, _ = request_bytes("post")
-    _, writer = await asyncio.open_connection(HOST, port)
-    writer.write(head)
-    await writer.drain()
-    await done.wait()
-    writer.close()
+    sock = socket.create_connection((HOST, port))
+    sock.sendall(head)
+    return sock
 
 
-async def burst(port: int, clients: int, tally: Tally, stallers: int = 0) -> None:
+def burst(port: int, clients: int, tally: Tally, stallers: int = 0) -> None:
     """``clients`` connections at once, half Flagger hooks, half Argo's GET, while
-    ``stallers`` slow senders hold connections open."""
-    start, done = asyncio.Event(), asyncio.Event()
-    slow = [asyncio.create_task(stall(port, done)) for _ in range(stallers)]
-    tasks = [
-        asyncio.create_task(one_request(port, "post" if i % 2 == 0 else "get", start, tally))
-        for i in range(clients)
-    ]
-    await asyncio.sleep(0.2)  # every task waits on the event; the slow senders are in
-    start.set()
-    await asyncio.gather(*tasks)
-    done.set()
-    await asyncio.gather(*slow)
+    ``stallers`` slow senders hold connections open; a request not answered within
+    ``TIMEOUT`` of the burst's start counts as a timeout.
+
+    The client is one epoll loop over non-blocking sockets (no asyncio: no task, future or
+    transport per connection), so that it takes as little as it can of the cores the
+    server shares: each connection is opened, its head sent once it is connected, a hook's
+    body 1 ms later (a segment of its own, TCP_NODELAY), the answer read whole, and the
+    connection closed. The latency of a request runs from its ``connect`` to the last
+    byte of its answer."""
+    slow = [stall(port) for _ in range(stallers)]
+    if slow:
+        time.sleep(0.2)  # the server has taken their heads
+    exchanges = [Exchange(*request_bytes("post" if i % 2 == 0 else "get")) for i in range(clients)]
+    poll = select.epoll()
+    open_: dict[int, Exchange] = {}
+    connected: set[int] = set()
+    bodies: list[tuple[float, int]] = []  # (due, fd) of the hooks' bodies still to send
+    started = time.perf_counter()
+
+    def close(fd: int) -> None:
+        poll.unregister(fd)
+        open_.pop(fd).sock.close()
+
+    def failed(fd: int, exc: OSError) -> None:
+        if isinstance(exc, ConnectionResetError) or exc.errno == errno.ECONNRESET:
+            tally.resets += 1
+        else:
+            tally.fail(errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+        close(fd)
+
+    for exchange in exchanges:
+        exchange.started = time.perf_counter()
+        error = exchange.sock.connect_ex((HOST, port))
+        if error not in (0, errno.EINPROGRESS):
+            tally.fail(errno.errorcode.get(error, str(error)))
+            exchange.sock.close()
+            continue
+        fd = exchange.sock.fileno()
+        open_[fd] = exchange
+        poll.register(fd, select.EPOLLOUT)
+    try:
+        while open_:
+            now = time.perf_counter()
+            left = started + TIMEOUT - now
+            if left <= 0:
+                break
+            while bodies and bodies[0][0] <= now:
+                _, fd = bodies.pop(0)
+                if fd in open_:
+                    try:
+                        open_[fd].sock.send(open_[fd].body)
+                    except OSError as exc:
+                        failed(fd, exc)
+            wait = min(left, bodies[0][0] - now) if bodies else left
+            for fd, _ in poll.poll(max(wait, 0.0)):
+                exchange = open_[fd]
+                if fd not in connected:
+                    error = exchange.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    try:
+                        if error:
+                            raise OSError(error, os.strerror(error))
+                        exchange.sock.send(exchange.head)
+                    except OSError as exc:
+                        failed(fd, exc)
+                        continue
+                    connected.add(fd)
+                    if exchange.body:
+                        bodies.append((time.perf_counter() + 0.001, fd))
+                    poll.modify(fd, select.EPOLLIN)
+                    continue
+                try:
+                    data = exchange.sock.recv(65536)
+                    if not data:
+                        tally.fail("closed before the whole answer")
+                    elif not exchange.complete(data):
+                        continue
+                    else:
+                        tally.latencies.append(time.perf_counter() - exchange.started)
+                        tally.statuses[exchange.status] = tally.statuses.get(exchange.status, 0) + 1
+                except ValueError:
+                    tally.fail("malformed answer")
+                except OSError as exc:
+                    failed(fd, exc)
+                    continue
+                close(fd)
+    finally:
+        for fd in list(open_):
+            tally.fail("timeout")
+            close(fd)
+        poll.close()
+        for sock in slow:
+            sock.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -288,15 +382,58 @@ def summary_row(name: str, tally: Tally, sent: int) -> list[Any]:
         statistics.median(tally.round_p99) if tally.round_p99 else float("nan"),
         max(ms, default=float("nan")),
         1000 * tally.cpu / sent,
+        1000 * tally.client_cpu / sent,
     ]
+
+
+def round_figures(latencies: list[float], tally: Tally, resets: int) -> dict[str, Any]:
+    """One burst's percentiles (ms), its resets, and the load average after it."""
+    ms = [1000 * value for value in latencies]
+    return {
+        "answered": len(ms),
+        "resets": tally.resets - resets,
+        "p50": statistics.median(ms) if ms else float("nan"),
+        "p90": percentile(ms, 0.90),
+        "p99": percentile(ms, 0.99),
+        "max": max(ms, default=float("nan")),
+        "load": os.getloadavg()[0],
+    }
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def server_command(name: str, redis_url: str, before: Path | None) -> list[str]:
+    """The command of a server process: ``before`` from the tree of the ``--before``
+    commit (its bench's server side, its ``monitor``), the others from this one."""
+    if name == "before":
+        assert before is not None
+        script, name = before / "bench" / "http_api.py", "aiohttp"
+    else:
+        script = Path(__file__)
+    return [sys.executable, str(script), "--serve", name, "--redis-url", redis_url]
+
+
+def checkout(ref: str) -> Path:
+    """``monitor`` and ``bench`` of commit ``ref``, in a directory of their own."""
+    into = Path(tempfile.mkdtemp(prefix="driftgate-bench-before-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "monitor", "bench"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--stallers", type=int, default=2 * POOL_THREADS)
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
+    parser.add_argument("--before", default=BEFORE, help="the commit of the 'before' server")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--serve", choices=list(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -305,6 +442,9 @@ def main() -> None:
         run_server(args.serve, args.redis_url)
         return
     names = args.servers.split(",")
+    if "before" in names:
+        SERVERS["before"] = SERVERS["before"].replace(BEFORE, args.before)
+    before = checkout(args.before) if "before" in names else None
     redis_server = start_redis(
         free_port(), Path(tempfile.mkdtemp(prefix="driftgate-bench-")), appendonly=False
     )
@@ -312,7 +452,7 @@ def main() -> None:
         write_agent(client, KeyLayout(PREFIX))
     processes = {
         name: subprocess.Popen(
-            [sys.executable, __file__, "--serve", name, "--redis-url", redis_server.address],
+            server_command(name, redis_server.address, before),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -320,28 +460,31 @@ def main() -> None:
     }
     try:
         ports = {name: int(p.stdout.readline()) for name, p in processes.items()}  # type: ignore[union-attr]
-        load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
+        uptime_before = uptime()  # the machine is shared: say how busy it was
         tallies = {(name, s): Tally() for name in names for s in (0, args.stallers)}
         for name in names:  # one small warm-up burst each, not counted
-            asyncio.run(burst(ports[name], 10, Tally()))
+            burst(ports[name], 10, Tally())
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else reversed(names):
                 for stallers in (0, args.stallers):
                     tally = tallies[name, stallers]
-                    before = cpu_seconds(processes[name].pid)
-                    answered = len(tally.latencies)
-                    asyncio.run(burst(ports[name], args.clients, tally, stallers))
-                    this_round = [1000 * value for value in tally.latencies[answered:]]
-                    if this_round:
-                        tally.round_p99.append(percentile(this_round, 0.99))
-                    tally.cpu += cpu_seconds(processes[name].pid) - before
+                    before_cpu = cpu_seconds(processes[name].pid)
+                    client_cpu = time.process_time()
+                    answered, resets = len(tally.latencies), tally.resets
+                    burst(ports[name], args.clients, tally, stallers)
+                    tally.client_cpu += time.process_time() - client_cpu
+                    tally.cpu += cpu_seconds(processes[name].pid) - before_cpu
+                    figures = round_figures(tally.latencies[answered:], tally, resets)
+                    tally.rounds.append(figures)
+                    if figures["answered"]:
+                        tally.round_p99.append(figures["p99"])
                     time.sleep(1.0)  # let the kernel's queues empty between bursts
+        uptime_after = uptime()
     finally:
         for process in processes.values():
             process.stdin.close()  # type: ignore[union-attr]
             process.wait(10)
         redis_server.stop()
-    load_after = os.getloadavg()[0]
     sent = args.clients * args.rounds
     headers = [
         "server",
@@ -355,18 +498,45 @@ def main() -> None:
         "p99 ms, median round",
         "max ms",
         "server CPU ms / request",
+        "client CPU ms / request",
     ]
     tables = [
         markdown_table(headers, [summary_row(n, tallies[n, s], sent) for n in names])
         for s in (0, args.stallers)
     ]
+    round_rows = [
+        [i + 1, name, stallers]
+        + [tally.rounds[i][k] for k in ("answered", "resets", "p50", "p90", "p99", "max", "load")]
+        for i in range(args.rounds)
+        for stallers in (0, args.stallers)
+        for name in names
+        for tally in [tallies[name, stallers]]
+    ]
+    round_table = markdown_table(
+        [
+            "round",
+            "server",
+            "slow senders",
+            "answered",
+            "resets",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "load average",
+        ],
+        round_rows,
+    )
+    loads = [figures["load"] for tally in tallies.values() for figures in tally.rounds]
     text = (
         f"{args.clients} parallel clients on {HOST}, {args.rounds} rounds each, alternating; "
         f"half `POST /v1/flagger/rollout` (headers and body in two writes), half "
-        f"`GET /v1/agents/{{agent}}`; timeout {TIMEOUT:.0f} s. {machine_summary()}; load "
-        f"average {load_before:.1f} before, {load_after:.1f} after.\n\n"
+        f"`GET /v1/agents/{{agent}}`; timeout {TIMEOUT:.0f} s. {machine_summary()}. Load "
+        f"average (1 min) over the rounds {min(loads):.2f}-{max(loads):.2f}; `uptime` before: "
+        f"`{uptime_before}`, after: `{uptime_after}`.\n\n"
         f"{tables[0]}\n\nThe same while {args.stallers} slow senders hold connections open "
-        f"(a hook's headers sent, its body not, until the burst is over):\n\n{tables[1]}\n"
+        f"(a hook's headers sent, its body not, until the burst is over):\n\n{tables[1]}\n\n"
+        f"Each round:\n\n{round_table}\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "http_api.md").write_text(text)
@@ -374,12 +544,15 @@ def main() -> None:
         json.dumps(
             {
                 f"{name}, {stallers} slow senders": {
+                    "server": SERVERS[name],
                     "latencies_ms": [1000 * v for v in tally.latencies],
                     "resets": tally.resets,
                     "failures": tally.failures,
                     "statuses": tally.statuses,
                     "server_cpu_seconds": tally.cpu,
+                    "client_cpu_seconds": tally.client_cpu,
                     "round_p99_ms": tally.round_p99,
+                    "rounds": tally.rounds,
                 }
                 for (name, stallers), tally in tallies.items()
             }

@@ -2,9 +2,11 @@
 
 One server (``_server``: aiohttp's, on a thread of its own) serves both, off the worker's
 event loop, so a controller's question is answered even while a batch is being applied.
-Every answer is JSON and comes from the read model. With a token, every ``/v1/...``
-request must carry it (as a bearer token, or a Flagger hook as ``metadata.token``);
-``/healthz`` and ``/metrics`` stay open.
+Every answer is JSON and comes from the read model, each read shared by the requests
+that ask the same at once and kept ``FRESH_FOR`` (0.5 s: ``_fresh``); an answer that needs
+no read is given by :meth:`GateAPI.cached` on the server's loop. With a token, every
+``/v1/...`` request must carry it (as a bearer token, or a Flagger hook as
+``metadata.token``); ``/healthz`` and ``/metrics`` stay open.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..events._views import AgentStatus, AgentUnavailable
 from ..slices import REGISTRY, ApiRoute
 from ..slices._registry import Document
 from ..store import STORE_ERRORS, ReadModel
+from ._fresh import FRESH_FOR, Fresh, NotFresh
 
 __all__ = ["GateAPI"]
 
@@ -73,6 +76,18 @@ class HookAnswer(msgspec.Struct, frozen=True):
 
 
 Answer = tuple[int, Document]
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+class _Encoded:
+    """A document kept for the requests to come, with its JSON: encoded once. Never
+    changed after it is made (every request that asks gets this one)."""
+
+    __slots__ = ("body", "document")
+
+    def __init__(self, document: Document) -> None:
+        self.document = document
+        self.body = _encode(document)
 
 
 class GateAPI:
@@ -90,6 +105,9 @@ class GateAPI:
         For each agent's ``canary.state_error_limit``.
     token
         ``DRIFTGATE_API_TOKEN``: when given, every ``/v1/...`` request must carry it.
+    fresh_for
+        Seconds a read of the state is kept for the requests after it (0: shared only
+        by the requests that ask while it is under way).
     """
 
     def __init__(
@@ -99,6 +117,7 @@ class GateAPI:
         health: Callable[[], str | None],
         policy: Policy,
         token: str | None = None,
+        fresh_for: float = FRESH_FOR,
     ) -> None:
         self.read_model = read_model
         self.metrics = make_wsgi_app(registry)
@@ -109,8 +128,27 @@ class GateAPI:
         self.routes: dict[str, ApiRoute] = REGISTRY.api()
         self._errors: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._reads: Fresh[Any] = Fresh(fresh_for)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return self._respond(environ, start_response, cached_only=False)
+
+    def cached(self, environ: dict[str, Any]) -> Response | None:
+        """The answer (status, headers, body) when it needs no I/O: from reads kept, or
+        no read at all (401, 404, 405, 400); None when it needs a read (then call the
+        application, from a thread, with ``wsgi.input`` read again from its start)."""
+        seen: list[Any] = []
+        try:
+            chunks = self._respond(
+                environ, lambda status, headers, *_: seen.extend((status, headers)), True
+            )
+        except NotFresh:
+            return None
+        return seen[0], seen[1], b"".join(chunks)
+
+    def _respond(
+        self, environ: dict[str, Any], start_response: StartResponse, cached_only: bool
+    ) -> Iterable[bytes]:
         # The path as sent, split before decoding: a subject may hold "/" (sent as %2F),
         # and each part is decoded once, as UTF-8 (PATH_INFO is decoded already, as Latin-1).
         raw = (environ.get(RAW_PATH) or environ.get("PATH_INFO", "/")).split("?", 1)[0]
@@ -120,16 +158,18 @@ class GateAPI:
         # Content-Length included, wherever GET is answered.
         head = method == "HEAD" and "GET" in (_methods(parts, self.routes) or ())
         if parts == ["metrics"] and method in ("GET", "HEAD"):
+            if cached_only:
+                raise NotFresh("metrics")
             if head:
                 return _without_body(
                     self.metrics, {**environ, "REQUEST_METHOD": "GET"}, start_response
                 )
             return self.metrics(environ, start_response)  # type: ignore[no-any-return]
         try:
-            status, document = self._route("GET" if head else method, parts, environ)
+            status, document = self._route("GET" if head else method, parts, environ, cached_only)
         except STATE_ERRORS as exc:
             status, document = 503, ErrorAnswer(f"the state in Redis cannot be read: {exc}")
-        body = json.dumps(msgspec.to_builtins(document, enc_hook=str), default=str).encode()
+        body = document.body if isinstance(document, _Encoded) else _encode(document)
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="driftgate"'))
@@ -138,7 +178,9 @@ class GateAPI:
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         return [] if head else [body]
 
-    def _route(self, method: str, parts: list[str], environ: dict[str, Any]) -> Answer:
+    def _route(
+        self, method: str, parts: list[str], environ: dict[str, Any], cached_only: bool
+    ) -> Answer:
         """Who may ask (the token, before anything about the path is told), whether the
         path is one of the API's, whether it takes the method, then the answer."""
         methods = _methods(parts, self.routes)
@@ -151,17 +193,20 @@ class GateAPI:
         if method not in methods:
             return 405, ErrorAnswer(f"/{'/'.join(parts)} takes {' or '.join(methods)}")
         if is_hook:
-            return self._flagger(parts[2], environ, authorized)
+            return self._flagger(parts[2], environ, authorized, cached_only)
         if parts == ["healthz"]:
+            if cached_only:
+                raise NotFresh("healthz")
             return self._healthz()
         if parts[1] in self.routes:
-            return self._subject(parts[1], parts[2])
+            return self._subject(parts[1], parts[2], cached_only)
         if len(parts) == 2:
-            return 200, GatesAnswer([g.answer() for g in self.read_model.snapshot().gates])
+            return 200, self._reads.get(("gates",), self._gates, cached_only)
         # ?covariate=NAME: one covariate's verdict of covariate_drift (which gives one per
         # covariate); without it, the worst of a gate's verdicts of the subject.
         covariate = parse_qs(environ.get("QUERY_STRING", "")).get("covariate", [None])[-1]
-        found = self.read_model.snapshot().gate(parts[2], parts[3], covariate)
+        snapshot = self._reads.get(("snapshot",), self.read_model.snapshot, cached_only)
+        found = snapshot.gate(parts[2], parts[3], covariate)
         if found is None:
             of = "" if covariate is None else f" and covariate {covariate!r}"
             return 404, ErrorAnswer(f"no gate {parts[2]!r} for subject {parts[3]!r}{of}")
@@ -192,27 +237,42 @@ class GateAPI:
             return 503, HealthAnswer("unavailable", reason)
         return 200, HealthAnswer("ok")
 
-    def _subject(self, collection: str, name: str) -> Answer:
+    def _gates(self) -> _Encoded:
+        """``/v1/gates``: every gate of every subject (a read of every subject)."""
+        return _Encoded(GatesAnswer([g.answer() for g in self.read_model.snapshot().gates]))
+
+    def _subject(self, collection: str, name: str, cached_only: bool = False) -> Answer:
         """A subject of a kind, by name (one read); while the state cannot be read, the
-        kind's fail-safe answer if it has one (the agents': HOLD, then FAIL at the limit)."""
+        kind's fail-safe answer if it has one (the agents': HOLD, then FAIL at the limit).
+        Every request that cannot read counts, also those that waited for one read."""
         route, key = self.routes[collection], (collection, name)
-        try:
+
+        def read() -> _Encoded | None:
             document = route.answer(self.read_model.subject(route.kind, name), name)
+            if document is None:
+                return None
+            if isinstance(document, Mapping) and "gates" in document:
+                document = {**document, "gates": [_gate(g) for g in document["gates"]]}
+            return _Encoded(document)
+
+        try:
+            document = self._reads.get(("subject", *key), read, cached_only)
         except STATE_ERRORS as exc:
             if route.unreadable is None:
                 raise
             with self._lock:
                 errors = self._errors[collection, name] = self._errors.get(key, 0) + 1
             return 200, route.unreadable(self.policy, name, errors, exc)
-        with self._lock:
-            self._errors.pop(key, None)
+        if key in self._errors:
+            with self._lock:
+                self._errors.pop(key, None)
         if document is None:
             return 404, ErrorAnswer(f"unknown {route.noun} {name!r}")
-        if isinstance(document, Mapping) and "gates" in document:
-            document = {**document, "gates": [_gate(g) for g in document["gates"]]}
         return 200, document
 
-    def _flagger(self, hook: str, environ: dict[str, Any], authorized: bool) -> Answer:
+    def _flagger(
+        self, hook: str, environ: dict[str, Any], authorized: bool, cached_only: bool
+    ) -> Answer:
         """Flagger's webhooks (it takes 200-202 as success, anything else as failure).
         Flagger sends no headers of its own: the token may come as ``metadata.token``."""
         payload = _payload(environ)
@@ -226,9 +286,11 @@ class GateAPI:
         name = metadata.get("agent") or payload.get("name")
         if not isinstance(name, str) or not name:
             return 400, ErrorAnswer("no agent: give metadata.agent or name")
-        status, agent = self._subject("agents", name)
+        status, agent = self._subject("agents", name, cached_only)
         if status != 200:
             return status, agent
+        if isinstance(agent, _Encoded):
+            agent = agent.document
         assert isinstance(agent, AgentStatus | AgentUnavailable)  # the experiments' slice's
         verdict, recommendation = agent.verdict, agent.recommendation
         bundle, followed = metadata.get("bundle_id"), agent.bundle_id
@@ -307,6 +369,10 @@ def _discard(stream: Any, length: int) -> None:
         if not chunk:
             return
         length -= len(chunk)
+
+
+def _encode(document: Document) -> bytes:
+    return json.dumps(msgspec.to_builtins(document, enc_hook=str), default=str).encode()
 
 
 def _gate(gate: Any) -> Any:

@@ -114,7 +114,8 @@ def http_answers(tmp_path: Path) -> Iterator[dict[str, Any]]:
         views={**demo.views, **calibrated.views}, gates=[*demo.gates, *calibrated.gates]
     )
     read_model = ReadModel(snapshot)
-    app = GateAPI(read_model, CollectorRegistry(), lambda: None, Policy())  # type: ignore[arg-type]
+    # Kept reads (0.5 s) would answer the fail-safe requests below from before Redis failed.
+    app = GateAPI(read_model, CollectorRegistry(), lambda: None, Policy(), fresh_for=0)  # type: ignore[arg-type]
     for method, path, body in REQUESTS:
         yield _answer(app, method, path, body)
     locked = GateAPI(read_model, CollectorRegistry(), lambda: None, Policy(), TOKEN)  # type: ignore[arg-type]

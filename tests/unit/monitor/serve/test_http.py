@@ -23,6 +23,7 @@ from monitor.events._decisions import Published, encode
 from monitor.gates import Verdict
 from monitor.pipeline._judge import gate_records
 from monitor.serve import GateAPI, serve
+from monitor.serve._fresh import FRESH_FOR, Fresh
 from monitor.serve._http import MAX_BODY, RAW_PATH
 from monitor.store import Snapshot
 from monitor.store._read_model import _gate_document
@@ -481,6 +482,8 @@ def test_an_unknown_agent_is_404(app: GateAPI, name: str) -> None:
 def test_while_the_state_cannot_be_read_hold_then_fail(app: GateAPI, read_model: ReadModel) -> None:
     """The fail-safe: HOLD (never promote blind), then FAIL from the state_error_limit-th
     request in a row on (do not wait for ever); one success starts the count again."""
+    now = [0.0]
+    app._reads = Fresh(FRESH_FOR, clock=lambda: now[0])
     limit = CanaryPolicy().state_error_limit
     assert limit == 5
     read_model.error = redis.ConnectionError("Connection refused")
@@ -508,7 +511,13 @@ def test_while_the_state_cannot_be_read_hold_then_fail(app: GateAPI, read_model:
     read_model.error = None
     assert call(app, "/v1/agents/ready")[1]["verdict"] == "PASS"
     read_model.error = redis.ConnectionError("again")
-    assert call(app, "/v1/agents/ready")[1]["verdict"] == "HOLD"  # counted afresh
+    # The successful read is kept FRESH_FOR seconds (a failed one never is): the state was
+    # readable that recently, and its answer stands until then.
+    assert call(app, "/v1/agents/ready")[1]["verdict"] == "PASS"
+    now[0] += FRESH_FOR
+    document = call(app, "/v1/agents/ready")[1]
+    assert document["verdict"] == "HOLD"  # counted afresh
+    assert document["detail"].startswith("1 request(s) in a row")
 
 
 @pytest.mark.parametrize(
