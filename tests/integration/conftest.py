@@ -258,7 +258,18 @@ class Deployment:
             except (redis.ConnectionError, redis.exceptions.ClusterError):
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}{self._complaints()}")
+
+    def _complaints(self) -> str:
+        """The workers' last lines above INFO, so that a wait that timed out says why."""
+        lines = [
+            f"worker{index}: {line}"
+            for index in range(len(self.workers))
+            if (self.workdir / f"worker{index}.log").exists()
+            for line in self.worker_log(index).decode(errors="replace").splitlines()
+            if line.startswith("[") and "[INFO]" not in line
+        ]
+        return "".join(f"\n  {line[:300]}" for line in lines[-30:])
 
     def wait_for_count(self, topic: str, outcome: str, expected: int, timeout: float = 60) -> None:
         self.wait_for(
