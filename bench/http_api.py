@@ -343,8 +343,11 @@ def burst(port: int, clients: int, tally: Tally, stallers: int = 0) -> None:
                     elif not exchange.complete(data):
                         continue
                     else:
-                        tally.latencies.append(time.perf_counter() - exchange.started)
                         tally.statuses[exchange.status] = tally.statuses.get(exchange.status, 0) + 1
+                        if exchange.status == 200:  # the agent is PASS: anything else failed
+                            tally.latencies.append(time.perf_counter() - exchange.started)
+                        else:
+                            tally.fail(f"HTTP {exchange.status}")
                 except ValueError:
                     tally.fail("malformed answer")
                 except OSError as exc:

@@ -130,9 +130,11 @@ class AgentRow(msgspec.Struct, kw_only=True):
     verdict: str
     reason: str
     recommendation: str
-    comparison: dict[str, Any] | None
-    rollback: dict[str, Any] | None
-    history: list[dict[str, Any]]
+    # Later than the first workers' rows: a row stored without them still reads (an API
+    # that cannot read an older agent's row would fail every controller's check of it).
+    comparison: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class ExperimentView(msgspec.Struct, kw_only=True):

@@ -473,6 +473,20 @@ def test_a_healthy_agent(app: GateAPI) -> None:
     assert (status, document["verdict"], document["gates"]) == (200, "INCONCLUSIVE", [])
 
 
+def test_an_agent_row_of_an_earlier_worker_is_answered() -> None:
+    """A row stored before ``comparison``, ``rollback`` and ``history`` were written (an
+    earlier worker's state) is answered, not a 500 that fails every controller's check."""
+    row = agent_view("old", "monitoring", "PASS", "promotion_ready", "promote")
+    for later in ("comparison", "rollback", "history"):
+        del row[later]
+    views = {"experiment": {"old": {"experiment": {}, "agent": row}}}
+    app = GateAPI(ReadModel(Snapshot(views=views)), CollectorRegistry(), lambda: None, Policy())  # type: ignore[arg-type]
+    status, document = call(app, "/v1/agents/old")
+    assert (status, document["verdict"], document["history"]) == (200, "PASS", [])
+    status, document = call(app, "/v1/flagger/rollout", "POST", body={"name": "old"})
+    assert (status, document["verdict"]) == (200, "PASS")
+
+
 @pytest.mark.parametrize("name", ["nobody", "exp", "policy%3Agpt-4"])
 def test_an_unknown_agent_is_404(app: GateAPI, name: str) -> None:
     status, document = call(app, f"/v1/agents/{name}")
