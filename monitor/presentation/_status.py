@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._format import count, interval, number, plural
@@ -57,37 +57,46 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
             )
     else:
         lines.append(f"  verdict uses: the all-time interval: {used}")
-    value = row.get("value")
-    if value is not None:
-        lines.append(
-            f"  value:        {number(value['estimate'], '.3g')} "
-            f"{interval(None, value['ci_low'], value['ci_high'], '.3g')} "
-            f"= mean f(S) {number(value['plug_in'], '.3g')} over {count(value['n_scored'])} scored "
-            f"+ mean residual {number(value['residual_correction'], '+.3g')} "
-            f"over {count(value['n_labeled'])} labeled"
-        )
+    _add(lines, "value:", row.get("value"), _value)
     if "score_band" in row:
         lines.append(f"  score drift:  {_score_drift(row)}")
-    wait = row.get("until_decided")
-    if wait is not None:
-        lines.append(f"  decision:     {_until_decided(row, wait)}")
+    _add(lines, "decision:", row.get("until_decided"), lambda wait: _until_decided(row, wait))
     if row.get("next_step"):
         lines.append(f"  next step:    {row['next_step']}")
     if "label_plan" in row:
         paired = (row.get("value") or {}).get("n_labeled", 0)  # the plan's own labels
         lines.append(f"  label plan:   {_plan(row['label_plan'], paired)}")
-    join = row.get("late_labels")
-    if join is not None:
-        lines.append(
-            f"  late labels:  {count(join['waiting'])} waiting, {count(join['joined'])} "
-            f"joined, {count(join['expired'])} expired, {count(join.get('repeated', 0))} repeated"
-        )
+    _add(lines, "late labels:", row.get("late_labels"), _late_labels)
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):
         means = " ".join(number(d["mean_residual"], "+.2g") if d["n"] else "." for d in deciles)
         counts = " ".join(count(d["n"]) for d in deciles)
         lines.append(f"  by decile:    mean residual {means} (labels {counts})")
     return lines + group_lines(row.get("groups") or {})
+
+
+def _add(lines: list[str], label: str, item: Any, render: Callable[[Any], str]) -> None:
+    """A line of a stream's rows: ``label`` (padded) and ``render(item)``, unless ``item``
+    is None."""
+    if item is not None:
+        lines.append(f"  {label:<14}{render(item)}")
+
+
+def _value(value: Mapping[str, Any]) -> str:
+    return (
+        f"{number(value['estimate'], '.3g')} "
+        f"{interval(None, value['ci_low'], value['ci_high'], '.3g')} "
+        f"= mean f(S) {number(value['plug_in'], '.3g')} over {count(value['n_scored'])} scored "
+        f"+ mean residual {number(value['residual_correction'], '+.3g')} "
+        f"over {count(value['n_labeled'])} labeled"
+    )
+
+
+def _late_labels(join: Mapping[str, Any]) -> str:
+    return (
+        f"{count(join['waiting'])} waiting, {count(join['joined'])} joined, "
+        f"{count(join['expired'])} expired, {count(join.get('repeated', 0))} repeated"
+    )
 
 
 def group_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import AgentPolicy
 from ..config._experiment_policy import check_experiment
-from ..config._policy import probability, require
+from ..config._ranges import increasing_pair, probability, require
 from ..events._views import AgentStatus, AgentUnavailable
 from ..presentation._status import experiment_lines
 from ._experiment_metrics import experiment_metrics
@@ -58,12 +58,7 @@ def _check_policy(policy: Policy) -> None:
         probability(canary.alpha, f"{at}canary.alpha")
         probability(canary.srm_alpha, f"{at}canary.srm_alpha")
         probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
-        bounds = canary.quality_range
-        require(
-            len(bounds) == 2 and bounds[0] < bounds[1],
-            f"{at}canary.quality_range",
-            f"must be [low, high] with low < high, got {list(bounds)}",
-        )
+        increasing_pair(canary.quality_range, f"{at}canary.quality_range")
         require(
             canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
         )
