@@ -26,6 +26,7 @@ __all__ = [
     "CovariateRow",
     "ExperimentRow",
     "ExperimentView",
+    "StreamStatus",
     "StreamView",
     "ValueView",
 ]
@@ -100,6 +101,43 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     covariates: dict[str, CovariateRow]
     groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """Per group (``covariate=value``) its residual verdict; left out when none is declared."""
+
+
+class StreamStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A stream's row of ``status --json``: its :class:`StreamView` as the worker stored
+    it, with its late-label join and its retired versions. A view of an older worker lacks
+    the figures added since (``next_step`` and those after ``calibrator``): they are left
+    out, as is a field a newer worker adds."""
+
+    n: int
+    labeled_n: int
+    residual_n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+    interval: str
+    verdict: str
+    reason: str
+    next_step: str | UnsetType | None = UNSET
+    calibrator: CalibratorRef
+    all_time: dict[str, Any] | UnsetType = UNSET
+    since_change: dict[str, Any] | UnsetType | None = UNSET
+    changes_detected: int | UnsetType = UNSET
+    score_mean: Number | UnsetType | None = UNSET
+    score_ks: Number | UnsetType | None = UNSET
+    score_verdict: str | UnsetType | None = UNSET
+    score_band: str | UnsetType | None = UNSET
+    value: ValueView | UnsetType = UNSET
+    residuals_by_decile: list[Any] | UnsetType = UNSET
+    until_decided: dict[str, Any] | UnsetType = UNSET
+    label_plan: dict[str, Any] | UnsetType | None = UNSET
+    covariates: dict[str, CovariateRow] | UnsetType = UNSET
+    groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    late_labels: dict[str, int] | UnsetType = UNSET
+    """The late-label join's counts (``waiting``, ``joined``, ``expired``, ``repeated``),
+    once the stream had a half of a late-labeled pair."""
+    history: dict[str, dict[str, Any]] | UnsetType = UNSET
+    """Retired calibrator version -> its view as stored (``status`` with history)."""
 
 
 class ExperimentRow(msgspec.Struct, kw_only=True, omit_defaults=True):

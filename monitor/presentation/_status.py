@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._format import count, interval, number, plural
 
 if TYPE_CHECKING:
-    from ..events._views import AgentStatus
+    from ..events._views import AgentStatus, ExperimentRow
 
 __all__ = ["experiment_lines", "ignored_lines", "stream_lines"]
 
@@ -199,17 +199,17 @@ def _duration(seconds: float) -> str:
 
 
 def experiment_lines(
-    experiments: Mapping[str, Any], agents: Mapping[str, AgentStatus]
+    experiments: Mapping[str, ExperimentRow], agents: Mapping[str, AgentStatus]
 ) -> list[str]:
     """Each experiment's guardrails and split by variant, and each agent's canary."""
     lines = []
     for name, row in experiments.items():
-        srm = row["srm_p_value"]
+        srm = row.srm_p_value
         lines.append(
-            f"experiment {name}: guardrails {row['verdict']}, split {row['srm_verdict']}"
-            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row['control']}"
+            f"experiment {name}: guardrails {row.verdict}, split {row.srm_verdict}"
+            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row.control}"
         )
-        for variant, stats in row["variants"].items():
+        for variant, stats in row.variants.items():
             guardrails = stats["guardrails"]
             primary = guardrails.get("primary_outcome_mean", {})
             shown = ", ".join(
