@@ -26,8 +26,12 @@ __all__ = [
     "CovariateRow",
     "ExperimentRow",
     "ExperimentView",
+    "IntervalView",
+    "LabelPlanView",
+    "SinceChangeView",
     "StreamStatus",
     "StreamView",
+    "UntilDecided",
     "ValueView",
 ]
 
@@ -51,6 +55,50 @@ class ValueView(msgspec.Struct, kw_only=True):
     standard_error: Number | None
     n_scored: int
     n_labeled: int
+
+
+class IntervalView(msgspec.Struct, kw_only=True):
+    """An anytime-valid interval of the mean residual, and its labels."""
+
+    n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+
+
+class SinceChangeView(msgspec.Struct, kw_only=True):
+    """The interval restarted after the change detector's alarm: after which label it
+    starts, the shift the detector saw, then the interval."""
+
+    since_labeled_n: int | None
+    change_shift: Number | None
+    n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+
+
+class UntilDecided(msgspec.Struct, kw_only=True):
+    """How far the residual gate is from a decision: ``status`` (``decided``,
+    ``collecting`` or ``watching``), in labels and, at the recent label rate, seconds
+    (``None``: not in any useful time, or no rate yet)."""
+
+    status: str
+    labels: int | None
+    seconds: Number | None
+    label_rate_per_second: Number | None
+
+
+class LabelPlanView(msgspec.Struct, kw_only=True):
+    """``driftgate plan`` re-estimated from the stream's own variances: the MDE now and
+    the labels the bias threshold (as the target MDE) needs."""
+
+    target_mde: Number
+    current_mde: Number | None
+    labels_needed: int | None
+    more_labels: int | None
+    sigma2_eval: Number
+    sigma2_cal: Number
 
 
 class CovariateRow(msgspec.Struct, kw_only=True):
@@ -87,8 +135,8 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: str
     next_step: str | None
     calibrator: CalibratorRef
-    all_time: dict[str, Any]
-    since_change: dict[str, Any] | None
+    all_time: IntervalView
+    since_change: SinceChangeView | None
     changes_detected: int
     score_mean: Number | None
     score_ks: Number | None
@@ -96,8 +144,8 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     score_band: str | None
     value: ValueView
     residuals_by_decile: list[Any]
-    until_decided: dict[str, Any]
-    label_plan: dict[str, Any] | None
+    until_decided: UntilDecided
+    label_plan: LabelPlanView | None
     covariates: dict[str, CovariateRow]
     groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """Per group (``covariate=value``) its residual verdict; left out when none is declared."""
@@ -120,8 +168,8 @@ class StreamStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     reason: str
     next_step: str | UnsetType | None = UNSET
     calibrator: CalibratorRef
-    all_time: dict[str, Any] | UnsetType = UNSET
-    since_change: dict[str, Any] | UnsetType | None = UNSET
+    all_time: IntervalView | UnsetType = UNSET
+    since_change: SinceChangeView | UnsetType | None = UNSET
     changes_detected: int | UnsetType = UNSET
     score_mean: Number | UnsetType | None = UNSET
     score_ks: Number | UnsetType | None = UNSET
@@ -129,8 +177,8 @@ class StreamStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     score_band: str | UnsetType | None = UNSET
     value: ValueView | UnsetType = UNSET
     residuals_by_decile: list[Any] | UnsetType = UNSET
-    until_decided: dict[str, Any] | UnsetType = UNSET
-    label_plan: dict[str, Any] | UnsetType | None = UNSET
+    until_decided: UntilDecided | UnsetType = UNSET
+    label_plan: LabelPlanView | UnsetType | None = UNSET
     covariates: dict[str, CovariateRow] | UnsetType = UNSET
     groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     late_labels: dict[str, int] | UnsetType = UNSET
