@@ -6,7 +6,10 @@ has run, its gates), or while the state cannot be read.
 The fields are in the order of the stored JSON, which does not change (the read model,
 dashboards and tests read it): :func:`monitor.events._decisions.encode` writes them.
 What a field holds is documented in ``docs/`` (``status --json``); parts whose shape is
-the estimators' own (a guardrail reading, a comparison, a label plan) stay mappings.
+the estimators' own (a guardrail reading, a comparison, an analysis) stay mappings.
+
+``status --json`` shows a stream's stored view as a :class:`StreamStatus`: the same
+fields, those an older worker did not write yet left out.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "IntervalView",
     "LabelPlanView",
     "SinceChangeView",
+    "StreamHead",
     "StreamStatus",
     "StreamView",
     "UntilDecided",
@@ -119,10 +123,9 @@ class CovariateRow(msgspec.Struct, kw_only=True):
     shares: dict[str, Number] | UnsetType = UNSET
 
 
-class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A stream's row: the interval the residual verdict uses on top, the all-time and
-    restarted intervals beside it, score drift, the value estimate, the label plan, the
-    declared covariates' drift and (with ``residual_drift.group_by``) the subgroups."""
+class StreamHead(msgspec.Struct, kw_only=True):
+    """The first fields of a stream's row, which every worker wrote: its counts and the
+    interval and verdict of the residual gate."""
 
     n: int
     labeled_n: int
@@ -133,6 +136,13 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     interval: str
     verdict: str
     reason: str
+
+
+class StreamView(StreamHead, kw_only=True, omit_defaults=True):
+    """A stream's row: the interval the residual verdict uses on top, the all-time and
+    restarted intervals beside it, score drift, the value estimate, the label plan, the
+    declared covariates' drift and (with ``residual_drift.group_by``) the subgroups."""
+
     next_step: str | None
     calibrator: CalibratorRef
     all_time: IntervalView
@@ -151,21 +161,12 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Per group (``covariate=value``) its residual verdict; left out when none is declared."""
 
 
-class StreamStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
+class StreamStatus(StreamHead, kw_only=True, omit_defaults=True):
     """A stream's row of ``status --json``: its :class:`StreamView` as the worker stored
     it, with its late-label join and its retired versions. A view of an older worker lacks
     the figures added since (``next_step`` and those after ``calibrator``): they are left
     out, as is a field a newer worker adds."""
 
-    n: int
-    labeled_n: int
-    residual_n: int
-    residual_mean: Number | None
-    ci_low: Number | None
-    ci_high: Number | None
-    interval: str
-    verdict: str
-    reason: str
     next_step: str | UnsetType | None = UNSET
     calibrator: CalibratorRef
     all_time: IntervalView | UnsetType = UNSET
