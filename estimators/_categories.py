@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,23 @@ def _rank(category: str) -> int:
     that decides which categories are counted one by one, the same in every process."""
     digest = hashlib.blake2b(category.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+_Part = TypeVar("_Part")
+
+
+def _pop_ranked_last(
+    named: dict[str, _Part], keep: int, pooled_from: int | None
+) -> tuple[list[_Part], int | None]:
+    """Pop the categories ranked last until ``keep`` are left: what they held (in the
+    order popped), and the lowest rank pooled (``pooled_from``'s, or a popped one's)."""
+    popped = []
+    while len(named) > keep:
+        last = max(named, key=_rank)
+        popped.append(named.pop(last))
+        rank = _rank(last)
+        pooled_from = rank if pooled_from is None else min(pooled_from, rank)
+    return popped, pooled_from
 
 
 class CategoryCounts(StatefulEstimator):
@@ -91,11 +108,10 @@ class CategoryCounts(StatefulEstimator):
 
     def _trim(self) -> None:
         """Pool the categories ranked last until ``max_categories`` are left."""
-        while len(self.counts) > self.max_categories:
-            last = max(self.counts, key=_rank)
-            self.pooled += self.counts.pop(last)
-            rank = _rank(last)
-            self.pooled_from = rank if self.pooled_from is None else min(self.pooled_from, rank)
+        popped, self.pooled_from = _pop_ranked_last(
+            self.counts, self.max_categories, self.pooled_from
+        )
+        self.pooled += sum(popped)
 
     def _check_compatible(self, other: CategoryCounts) -> None:
         if other.max_categories != self.max_categories:

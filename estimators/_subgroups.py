@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._base import StatefulEstimator
-from ._categories import OTHER_CATEGORY, _rank
+from ._categories import OTHER_CATEGORY, _pop_ranked_last, _rank
 from ._interval import Interval
 
 __all__ = ["BoundedMeanEProcess", "GroupedMeans", "default_bets"]
@@ -308,11 +308,9 @@ class GroupedMeans(StatefulEstimator):
             self._trim()
 
     def _trim(self) -> None:
-        while len(self.groups) > self.max_groups:
-            last = max(self.groups, key=_rank)
-            self.pooled += self.groups.pop(last)
-            rank = _rank(last)
-            self.pooled_from = rank if self.pooled_from is None else min(self.pooled_from, rank)
+        popped, self.pooled_from = _pop_ranked_last(self.groups, self.max_groups, self.pooled_from)
+        for part in popped:  # in the order popped, as the pooled e-process folds them
+            self.pooled += part
 
     def __iadd__(self, other: GroupedMeans) -> GroupedMeans:
         if (other.max_groups, other.low, other.high, other.bets) != (

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "Range",
     "in_range",
+    "increasing_pair",
     "probability",
     "require",
 ]
@@ -89,3 +90,19 @@ def in_range(value: float, key: str, range_: Range) -> None:
 def probability(value: float, key: str) -> None:
     """A policy check of a probability: in (0, 1), else :class:`ConfigError` naming ``key``."""
     in_range(value, key, PROBABILITY)
+
+
+def increasing_pair(bounds: tuple[float, ...], key: str) -> None:
+    """A policy check of bounds: ``[low, high]`` with ``low < high``, else
+    :class:`ConfigError` naming ``key``.
+
+    >>> increasing_pair((1.0, 0.0), "q")
+    Traceback (most recent call last):
+    ...
+    monitor.config._ranges.ConfigError: q must be [low, high] with low < high, got [1.0, 0.0]
+    """
+    require(
+        len(bounds) == 2 and bounds[0] < bounds[1],
+        key,
+        f"must be [low, high] with low < high, got {list(bounds)}",
+    )

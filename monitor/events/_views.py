@@ -6,7 +6,10 @@ has run, its gates), or while the state cannot be read.
 The fields are in the order of the stored JSON, which does not change (the read model,
 dashboards and tests read it): :func:`monitor.events._decisions.encode` writes them.
 What a field holds is documented in ``docs/`` (``status --json``); parts whose shape is
-the estimators' own (a guardrail reading, a comparison, a label plan) stay mappings.
+the estimators' own (a guardrail reading, a comparison, an analysis) stay mappings.
+
+``status --json`` shows a stream's stored view as a :class:`StreamStatus`: the same
+fields, those an older worker did not write yet left out.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ __all__ = [
     "CovariateRow",
     "ExperimentRow",
     "ExperimentView",
+    "IntervalView",
+    "LabelPlanView",
+    "SinceChangeView",
+    "StreamHead",
+    "StreamStatus",
     "StreamView",
+    "UntilDecided",
     "ValueView",
 ]
 
@@ -52,6 +61,50 @@ class ValueView(msgspec.Struct, kw_only=True):
     n_labeled: int
 
 
+class IntervalView(msgspec.Struct, kw_only=True):
+    """An anytime-valid interval of the mean residual, and its labels."""
+
+    n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+
+
+class SinceChangeView(msgspec.Struct, kw_only=True):
+    """The interval restarted after the change detector's alarm: after which label it
+    starts, the shift the detector saw, then the interval."""
+
+    since_labeled_n: int | None
+    change_shift: Number | None
+    n: int
+    residual_mean: Number | None
+    ci_low: Number | None
+    ci_high: Number | None
+
+
+class UntilDecided(msgspec.Struct, kw_only=True):
+    """How far the residual gate is from a decision: ``status`` (``decided``,
+    ``collecting`` or ``watching``), in labels and, at the recent label rate, seconds
+    (``None``: not in any useful time, or no rate yet)."""
+
+    status: str
+    labels: int | None
+    seconds: Number | None
+    label_rate_per_second: Number | None
+
+
+class LabelPlanView(msgspec.Struct, kw_only=True):
+    """``driftgate plan`` re-estimated from the stream's own variances: the MDE now and
+    the labels the bias threshold (as the target MDE) needs."""
+
+    target_mde: Number
+    current_mde: Number | None
+    labels_needed: int | None
+    more_labels: int | None
+    sigma2_eval: Number
+    sigma2_cal: Number
+
+
 class CovariateRow(msgspec.Struct, kw_only=True):
     """One declared covariate's drift; a categorical one adds the shares of its baseline
     and of the values since."""
@@ -70,10 +123,9 @@ class CovariateRow(msgspec.Struct, kw_only=True):
     shares: dict[str, Number] | UnsetType = UNSET
 
 
-class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A stream's row: the interval the residual verdict uses on top, the all-time and
-    restarted intervals beside it, score drift, the value estimate, the label plan, the
-    declared covariates' drift and (with ``residual_drift.group_by``) the subgroups."""
+class StreamHead(msgspec.Struct, kw_only=True):
+    """The first fields of a stream's row, which every worker wrote: its counts and the
+    interval and verdict of the residual gate."""
 
     n: int
     labeled_n: int
@@ -84,10 +136,17 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     interval: str
     verdict: str
     reason: str
+
+
+class StreamView(StreamHead, kw_only=True, omit_defaults=True):
+    """A stream's row: the interval the residual verdict uses on top, the all-time and
+    restarted intervals beside it, score drift, the value estimate, the label plan, the
+    declared covariates' drift and (with ``residual_drift.group_by``) the subgroups."""
+
     next_step: str | None
     calibrator: CalibratorRef
-    all_time: dict[str, Any]
-    since_change: dict[str, Any] | None
+    all_time: IntervalView
+    since_change: SinceChangeView | None
     changes_detected: int
     score_mean: Number | None
     score_ks: Number | None
@@ -95,11 +154,39 @@ class StreamView(msgspec.Struct, kw_only=True, omit_defaults=True):
     score_band: str | None
     value: ValueView
     residuals_by_decile: list[Any]
-    until_decided: dict[str, Any]
-    label_plan: dict[str, Any] | None
+    until_decided: UntilDecided
+    label_plan: LabelPlanView | None
     covariates: dict[str, CovariateRow]
     groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """Per group (``covariate=value``) its residual verdict; left out when none is declared."""
+
+
+class StreamStatus(StreamHead, kw_only=True, omit_defaults=True):
+    """A stream's row of ``status --json``: its :class:`StreamView` as the worker stored
+    it, with its late-label join and its retired versions. A view of an older worker lacks
+    the figures added since (``next_step`` and those after ``calibrator``): they are left
+    out, as is a field a newer worker adds."""
+
+    next_step: str | UnsetType | None = UNSET
+    calibrator: CalibratorRef
+    all_time: IntervalView | UnsetType = UNSET
+    since_change: SinceChangeView | UnsetType | None = UNSET
+    changes_detected: int | UnsetType = UNSET
+    score_mean: Number | UnsetType | None = UNSET
+    score_ks: Number | UnsetType | None = UNSET
+    score_verdict: str | UnsetType | None = UNSET
+    score_band: str | UnsetType | None = UNSET
+    value: ValueView | UnsetType = UNSET
+    residuals_by_decile: list[Any] | UnsetType = UNSET
+    until_decided: UntilDecided | UnsetType = UNSET
+    label_plan: LabelPlanView | UnsetType | None = UNSET
+    covariates: dict[str, CovariateRow] | UnsetType = UNSET
+    groups: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    late_labels: dict[str, int] | UnsetType = UNSET
+    """The late-label join's counts (``waiting``, ``joined``, ``expired``, ``repeated``),
+    once the stream had a half of a late-labeled pair."""
+    history: dict[str, dict[str, Any]] | UnsetType = UNSET
+    """Retired calibrator version -> its view as stored (``status`` with history)."""
 
 
 class ExperimentRow(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._format import count, interval, number, plural
 
 if TYPE_CHECKING:
-    from ..events._views import AgentStatus
+    from ..events._views import AgentStatus, ExperimentRow
 
 __all__ = ["experiment_lines", "ignored_lines", "stream_lines"]
 
@@ -57,37 +57,46 @@ def stream_lines(name: str, row: Mapping[str, Any]) -> list[str]:
             )
     else:
         lines.append(f"  verdict uses: the all-time interval: {used}")
-    value = row.get("value")
-    if value is not None:
-        lines.append(
-            f"  value:        {number(value['estimate'], '.3g')} "
-            f"{interval(None, value['ci_low'], value['ci_high'], '.3g')} "
-            f"= mean f(S) {number(value['plug_in'], '.3g')} over {count(value['n_scored'])} scored "
-            f"+ mean residual {number(value['residual_correction'], '+.3g')} "
-            f"over {count(value['n_labeled'])} labeled"
-        )
+    _add(lines, "value:", row.get("value"), _value)
     if "score_band" in row:
         lines.append(f"  score drift:  {_score_drift(row)}")
-    wait = row.get("until_decided")
-    if wait is not None:
-        lines.append(f"  decision:     {_until_decided(row, wait)}")
+    _add(lines, "decision:", row.get("until_decided"), lambda wait: _until_decided(row, wait))
     if row.get("next_step"):
         lines.append(f"  next step:    {row['next_step']}")
     if "label_plan" in row:
         paired = (row.get("value") or {}).get("n_labeled", 0)  # the plan's own labels
         lines.append(f"  label plan:   {_plan(row['label_plan'], paired)}")
-    join = row.get("late_labels")
-    if join is not None:
-        lines.append(
-            f"  late labels:  {count(join['waiting'])} waiting, {count(join['joined'])} "
-            f"joined, {count(join['expired'])} expired, {count(join.get('repeated', 0))} repeated"
-        )
+    _add(lines, "late labels:", row.get("late_labels"), _late_labels)
     deciles = row.get("residuals_by_decile")
     if deciles and any(d["n"] for d in deciles):
         means = " ".join(number(d["mean_residual"], "+.2g") if d["n"] else "." for d in deciles)
         counts = " ".join(count(d["n"]) for d in deciles)
         lines.append(f"  by decile:    mean residual {means} (labels {counts})")
     return lines + group_lines(row.get("groups") or {})
+
+
+def _add(lines: list[str], label: str, item: Any, render: Callable[[Any], str]) -> None:
+    """A line of a stream's rows: ``label`` (padded) and ``render(item)``, unless ``item``
+    is None."""
+    if item is not None:
+        lines.append(f"  {label:<14}{render(item)}")
+
+
+def _value(value: Mapping[str, Any]) -> str:
+    return (
+        f"{number(value['estimate'], '.3g')} "
+        f"{interval(None, value['ci_low'], value['ci_high'], '.3g')} "
+        f"= mean f(S) {number(value['plug_in'], '.3g')} over {count(value['n_scored'])} scored "
+        f"+ mean residual {number(value['residual_correction'], '+.3g')} "
+        f"over {count(value['n_labeled'])} labeled"
+    )
+
+
+def _late_labels(join: Mapping[str, Any]) -> str:
+    return (
+        f"{count(join['waiting'])} waiting, {count(join['joined'])} joined, "
+        f"{count(join['expired'])} expired, {count(join.get('repeated', 0))} repeated"
+    )
 
 
 def group_lines(groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -190,17 +199,17 @@ def _duration(seconds: float) -> str:
 
 
 def experiment_lines(
-    experiments: Mapping[str, Any], agents: Mapping[str, AgentStatus]
+    experiments: Mapping[str, ExperimentRow], agents: Mapping[str, AgentStatus]
 ) -> list[str]:
     """Each experiment's guardrails and split by variant, and each agent's canary."""
     lines = []
     for name, row in experiments.items():
-        srm = row["srm_p_value"]
+        srm = row.srm_p_value
         lines.append(
-            f"experiment {name}: guardrails {row['verdict']}, split {row['srm_verdict']}"
-            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row['control']}"
+            f"experiment {name}: guardrails {row.verdict}, split {row.srm_verdict}"
+            f"{'' if srm is None else f' (SRM p={srm:.3g})'}, control {row.control}"
         )
-        for variant, stats in row["variants"].items():
+        for variant, stats in row.variants.items():
             guardrails = stats["guardrails"]
             primary = guardrails.get("primary_outcome_mean", {})
             shown = ", ".join(

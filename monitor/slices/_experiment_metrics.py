@@ -32,14 +32,14 @@ def experiment_metrics(section: ExperimentsStatus) -> Iterator[Metric]:
         labels=["experiment"],
     )
     for experiment, row in sorted(section.experiments.items()):
-        for variant, stats in sorted(row["variants"].items()):
+        for variant, stats in sorted(row.variants.items()):
             for guardrail, reading in sorted(stats["guardrails"].items()):
                 key = [experiment, variant, guardrail]
                 value.add_metric(key, _value(reading["value"], math.nan))
                 low.add_metric(key, _value(reading["ci_low"], -math.inf))
                 high.add_metric(key, _value(reading["ci_high"], math.inf))
-        if row["srm_p_value"] is not None:
-            srm.add_metric([experiment], row["srm_p_value"])
+        if row.srm_p_value is not None:
+            srm.add_metric([experiment], row.srm_p_value)
     yield from (value, low, high, srm)
     percent = GaugeMetricFamily(
         "driftgate_canary_percent", "Share of traffic on the canary bundle.", labels=["agent"]

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..config import AgentPolicy
 from ..config._experiment_policy import check_experiment
-from ..config._policy import probability, require
-from ..events._views import AgentStatus, AgentUnavailable
+from ..config._ranges import increasing_pair, probability, require
+from ..events._views import AgentStatus, AgentUnavailable, ExperimentRow
 from ..presentation._status import experiment_lines
 from ._experiment_metrics import experiment_metrics
 from ._registry import REGISTRY, ApiRoute, SubjectKind
@@ -58,12 +60,7 @@ def _check_policy(policy: Policy) -> None:
         probability(canary.alpha, f"{at}canary.alpha")
         probability(canary.srm_alpha, f"{at}canary.srm_alpha")
         probability(canary.quality_drop_max, f"{at}canary.quality_drop_max")
-        bounds = canary.quality_range
-        require(
-            len(bounds) == 2 and bounds[0] < bounds[1],
-            f"{at}canary.quality_range",
-            f"must be [low, high] with low < high, got {list(bounds)}",
-        )
+        increasing_pair(canary.quality_range, f"{at}canary.quality_range")
         require(
             canary.latency_increase_max > 0, f"{at}canary.latency_increase_max", "must be positive"
         )
@@ -92,11 +89,11 @@ def _check_policy(policy: Policy) -> None:
 
 def _status(snapshot: Snapshot, now: float | None) -> ExperimentsStatus:
     """``experiments`` (each one's guardrails and split) and ``agents`` (each canary)."""
-    experiments: dict[str, dict[str, Any]] = {}
+    experiments: dict[str, ExperimentRow] = {}
     agents: dict[str, AgentStatus] = {}
     for name, view in snapshot.section("experiment").items():
         if view.get("experiment"):
-            experiments[name] = view["experiment"]
+            experiments[name] = msgspec.convert(view["experiment"], ExperimentRow)
         agent = agent_status(snapshot, name, now)
         if agent is not None:
             agents[name] = agent

@@ -6,7 +6,15 @@ from __future__ import annotations
 import re
 
 from ..config import CovariateDriftPolicy, Policy
-from ..config._policy import probability, require
+from ..config._ranges import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    Range,
+    in_range,
+    increasing_pair,
+    probability,
+    require,
+)
 
 __all__ = ["check_label_policy"]
 
@@ -20,24 +28,20 @@ def check_label_policy(policy: Policy) -> None:
         "residual_drift.change_alpha",
         "must be below residual_drift.alpha (the gate's total, which it is part of)",
     )
-    labels = policy.residual_drift.label_range
-    require(
-        len(labels) == 2 and labels[0] < labels[1],
-        "residual_drift.label_range",
-        f"must be [low, high] with low < high, got {list(labels)}",
-    )
-    bias = policy.residual_drift.bias_threshold
-    require(bias >= 0, "residual_drift.bias_threshold", f"must be 0 or more, got {bias}")
+    increasing_pair(policy.residual_drift.label_range, "residual_drift.label_range")
+    in_range(policy.residual_drift.bias_threshold, "residual_drift.bias_threshold", NON_NEGATIVE)
     probability(policy.score_drift.alpha, "score_drift.alpha")
     probability(policy.score_drift.relative_accuracy, "score_drift.relative_accuracy")
     _check_covariate_drift(policy.covariate_drift)
     _check_names(policy.residual_drift.group_by, "residual_drift.group_by")
     probability(policy.residual_drift.group_fdr, "residual_drift.group_fdr")
-    groups = policy.residual_drift.max_groups
-    require(1 <= groups <= 100, "residual_drift.max_groups", f"must be in 1..100, got {groups}")
+    in_range(policy.residual_drift.max_groups, "residual_drift.max_groups", _MAX_GROUPS)
     require(policy.labels.join_window_seconds > 0, "labels.join_window_seconds", "must be positive")
 
 
+_MAX_GROUPS = Range(1, 100, text="in 1..100")
+# The union bound of the distance spends alpha over 2^max_categories - 1 events.
+_MAX_CATEGORIES = Range(high=30, text="at most 30")
 # A covariate's name becomes part of a gate's record key and a metric label value.
 _COVARIATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
@@ -46,14 +50,8 @@ def _check_covariate_drift(policy: CovariateDriftPolicy) -> None:
     probability(policy.alpha, "covariate_drift.alpha")
     probability(policy.relative_accuracy, "covariate_drift.relative_accuracy")
     for key in ("baseline_n", "min_n", "max_categories"):
-        value = getattr(policy, key)
-        require(value >= 1, f"covariate_drift.{key}", f"must be at least 1, got {value}")
-    # The union bound of the distance spends alpha over 2^max_categories - 1 events.
-    require(
-        policy.max_categories <= 30,
-        "covariate_drift.max_categories",
-        f"must be at most 30, got {policy.max_categories}",
-    )
+        in_range(getattr(policy, key), f"covariate_drift.{key}", AT_LEAST_ONE)
+    in_range(policy.max_categories, "covariate_drift.max_categories", _MAX_CATEGORIES)
     _check_names(policy.covariates, "covariate_drift.covariates")
 
 

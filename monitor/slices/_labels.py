@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+from msgspec import UNSET
+
+from ..events._views import StreamStatus
 from ..presentation._status import stream_lines
 from ._label_metrics import stream_metrics
 from ._label_policy import check_label_policy
@@ -29,14 +33,19 @@ def _status(snapshot: Snapshot, now: float | None) -> StreamsStatus:
     """``streams``: each stream's view, with its late-label join and retired versions."""
     streams = {}
     for name, view in snapshot.section("stream").items():
-        history = {"history": snapshot.history[name]} if name in snapshot.history else {}
-        joins = {"late_labels": snapshot.joins[name]} if name in snapshot.joins else {}
-        streams[name] = {**view, **joins, **history}
+        row = msgspec.convert(view, StreamStatus)
+        row.late_labels = snapshot.joins.get(name, UNSET)
+        row.history = snapshot.history.get(name, UNSET)
+        streams[name] = row
     return StreamsStatus(streams)
 
 
 def _status_lines(section: StreamsStatus) -> list[str]:
-    return [line for name, row in section.streams.items() for line in stream_lines(name, row)]
+    return [
+        line
+        for name, row in section.streams.items()
+        for line in stream_lines(name, msgspec.to_builtins(row))
+    ]
 
 
 def _report(

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ..events._views import AgentStatus
+from ..events._views import AgentStatus, ExperimentRow, StreamStatus
 from ..store import Snapshot
 from ._registry import REGISTRY
 
@@ -38,14 +38,14 @@ class StreamsStatus(msgspec.Struct):
     """``streams``: each stream's view as the worker wrote it (a view of an older worker
     lacks the later figures), with its late-label join and its retired versions."""
 
-    streams: dict[str, dict[str, Any]]
+    streams: dict[str, StreamStatus]
 
 
 class ExperimentsStatus(msgspec.Struct):
     """``experiments`` (each one's guardrails and split, as its view has them) and
     ``agents`` (each canary)."""
 
-    experiments: dict[str, dict[str, Any]]
+    experiments: dict[str, ExperimentRow]
     agents: dict[str, AgentStatus]
 
 

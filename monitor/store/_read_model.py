@@ -74,6 +74,12 @@ class Snapshot:
         """Every gate of one subject."""
         return [g for g in self.gates if g.subject == subject and g.kind == kind]
 
+    def of_subject(self, kind: str, name: str) -> Snapshot:
+        """The view and gates of one subject: what :meth:`ReadModel.subject` reads."""
+        view = self.section(kind).get(name)
+        views = {kind: {name: view}} if view is not None else {}
+        return Snapshot(views=views, gates=self.gates_of(kind, name))
+
 
 class ReadModel:
     """Reads the views of every subject (blocking client: CLI, metrics thread, HTTP API)."""

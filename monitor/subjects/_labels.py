@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -23,9 +24,9 @@ from estimators import (
 )
 
 from ..config import Policy
+from ..events import _views as views
 from ..events._decisions import Decision
 from ..events._structs import LabelEvent
-from ..events._views import CalibratorRef, StreamView, ValueView
 from ..gates import Verdict, finite_or_none, residual_drift_gate, score_drift_gate
 from ..gates._score_drift import BASELINE_WINDOW_PER_MIN_N, baseline_may_advance
 from ..pipeline import DecodedBatch, Judgement, PendingWrites, RawMessage, SubjectEvents
@@ -201,14 +202,14 @@ class LabelModel:
     def needs_tick(self, view: Mapping[str, Any]) -> bool:
         return False  # only labels move a stream's verdicts
 
-    def view(self, subject: str, state: LabelState, judgement: Judgement) -> StreamView:
+    def view(self, subject: str, state: LabelState, judgement: Judgement) -> views.StreamView:
         """The stream's row of ``driftgate status``: the interval the verdict uses on top,
         the all-time and restarted intervals beside it."""
         verdicts = judgement.verdicts
         residual = next(v for v in verdicts if v.gate == "residual_drift")
         score = next((v for v in verdicts if v.gate == "score_drift"), None)
         evidence = residual.evidence
-        return StreamView(
+        return views.StreamView(
             n=state.n,
             labeled_n=state.residuals.n,
             residual_n=evidence["n"],
@@ -220,16 +221,18 @@ class LabelModel:
             verdict=residual.verdict,
             reason=residual.reason,
             next_step=evidence.get("next_step"),
-            calibrator=CalibratorRef(kind=state.calibrator.kind, version=state.calibrator.version),
+            calibrator=views.CalibratorRef(
+                kind=state.calibrator.kind, version=state.calibrator.version
+            ),
             all_time=_interval_view(state.residuals.all_time),
             since_change=(
                 None
                 if state.residuals.since_change is None
-                else {
-                    "since_labeled_n": state.residuals.change_at,
-                    "change_shift": state.residuals.alarm_shift,
-                    **_interval_view(state.residuals.since_change),
-                }
+                else views.SinceChangeView(
+                    since_labeled_n=state.residuals.change_at,
+                    change_shift=state.residuals.alarm_shift,
+                    **msgspec.structs.asdict(_interval_view(state.residuals.since_change)),
+                )
             ),
             changes_detected=state.residuals.changes,
             score_mean=state.scores.mean if state.scores.n else None,
@@ -244,7 +247,7 @@ class LabelModel:
             groups=SubgroupResiduals.view(verdicts),
         )
 
-    def _value_view(self, state: LabelState) -> ValueView:
+    def _value_view(self, state: LabelState) -> views.ValueView:
         """The augmented value estimate: mean ``f(S)`` over every scored event plus the
         mean labeled residual, with its anytime-valid interval."""
         policy = self.policy.residual_drift
@@ -259,7 +262,7 @@ class LabelModel:
             policy.target_time,
             policy.min_labeled,
         )
-        return ValueView(
+        return views.ValueView(
             estimate=finite_or_none(value.estimate),
             ci_low=finite_or_none(value.interval.low),
             ci_high=finite_or_none(value.interval.high),
@@ -270,7 +273,7 @@ class LabelModel:
             n_labeled=value.n_labeled,
         )
 
-    def _until_decided(self, state: LabelState, residual: Verdict) -> dict[str, Any]:
+    def _until_decided(self, state: LabelState, residual: Verdict) -> views.UntilDecided:
         """How far the residual gate is from a decision, in labels and (at the recent
         label rate) in seconds. WARN and FAIL have decided; INCONCLUSIVE waits for
         ``min_labeled``; PASS waits for as many labels as would make its interval exclude
@@ -296,14 +299,14 @@ class LabelModel:
                 policy.target_time,
                 policy.min_labeled,
             )
-        return {
-            "status": status,
-            "labels": labels,
-            "seconds": None if not labels else state.label_rate.seconds_for(labels),
-            "label_rate_per_second": state.label_rate.per_second,
-        }
+        return views.UntilDecided(
+            status=status,
+            labels=labels,
+            seconds=None if not labels else state.label_rate.seconds_for(labels),
+            label_rate_per_second=state.label_rate.per_second,
+        )
 
-    def _plan_view(self, state: LabelState) -> dict[str, Any] | None:
+    def _plan_view(self, state: LabelState) -> views.LabelPlanView | None:
         """``driftgate plan`` re-estimated from the stream's own variances: the MDE now,
         and the labels the gate's bias threshold (as the target MDE) needs."""
         policy = self.policy.residual_drift
@@ -317,14 +320,14 @@ class LabelModel:
         )
         if plan is None:
             return None
-        return {
-            "target_mde": plan.target_mde,
-            "current_mde": finite_or_none(plan.current_mde),
-            "labels_needed": plan.labels_needed,
-            "more_labels": plan.more_labels,
-            "sigma2_eval": plan.sigma2_eval,
-            "sigma2_cal": plan.sigma2_cal,
-        }
+        return views.LabelPlanView(
+            target_mde=plan.target_mde,
+            current_mde=finite_or_none(plan.current_mde),
+            labels_needed=plan.labels_needed,
+            more_labels=plan.more_labels,
+            sigma2_eval=plan.sigma2_eval,
+            sigma2_cal=plan.sigma2_cal,
+        )
 
 
 def _score_band(score: Verdict | None) -> str | None:
@@ -335,14 +338,14 @@ def _score_band(score: Verdict | None) -> str | None:
     return severity_band(score.evidence["ci_low"])
 
 
-def _interval_view(sequence: Any) -> dict[str, Any]:
+def _interval_view(sequence: Any) -> views.IntervalView:
     interval = sequence.interval
-    return {
-        "n": sequence.n,
-        "residual_mean": finite_or_none(interval.estimate) if sequence.n else None,
-        "ci_low": finite_or_none(interval.low),
-        "ci_high": finite_or_none(interval.high),
-    }
+    return views.IntervalView(
+        n=sequence.n,
+        residual_mean=finite_or_none(interval.estimate) if sequence.n else None,
+        ci_low=finite_or_none(interval.low),
+        ci_high=finite_or_none(interval.high),
+    )
 
 
 class LabelHandler:

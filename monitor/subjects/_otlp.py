@@ -21,9 +21,9 @@ all goes to the dead-letter topic whole.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -169,6 +169,31 @@ def telemetry_events(
     return events
 
 
+_Found = TypeVar("_Found")
+
+
+def _decode_each(
+    messages: Sequence[RawMessage], decode: Callable[[bytes, Counter[str]], list[_Found]]
+) -> tuple[DecodedBatch, list[_Found], list[int]]:
+    """The batch (its dead letters: the messages ``decode`` cannot decode; its tallies:
+    the records it skips), what ``decode`` finds in each message and how many in each."""
+    batch = DecodedBatch()
+    found: list[_Found] = []
+    counts: list[int] = []
+    for message in messages:
+        ignored: Counter[str] = Counter()
+        try:
+            decoded = decode(message.value or b"", ignored)
+        except (OtlpDecodeError, UnicodeDecodeError) as exc:
+            batch.dead_letters.append(_not_decodable(message, exc))
+            decoded = []
+        else:
+            batch.ignored += _tallies(ignored, message)
+        found += decoded
+        counts.append(len(decoded))
+    return batch, found, counts
+
+
 def _tallies(ignored: Counter[str], message: RawMessage) -> list[Ignored]:
     return [
         Ignored(reason, count, message.partition, message.offset)
@@ -195,21 +220,9 @@ class OtlpSpanHandler:
         return self.telemetry.model
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        batch = DecodedBatch()
-        events: list[TelemetryEvent] = []
-        counts: list[int] = []
-        for message in messages:
-            ignored: Counter[str] = Counter()
-            try:
-                wire, value_of = spans(message.value or b"")
-                decoded = telemetry_events(wire, value_of, self.otlp, ignored)
-            except (OtlpDecodeError, UnicodeDecodeError) as exc:
-                batch.dead_letters.append(_not_decodable(message, exc))
-                decoded = []
-            else:
-                batch.ignored += _tallies(ignored, message)
-            events += decoded
-            counts.append(len(decoded))
+        batch, events, counts = _decode_each(
+            messages, lambda value, ignored: telemetry_events(*spans(value), self.otlp, ignored)
+        )
         if events:
             batch.subjects = split_by_subject(
                 [event.experiment_id for event in events],
@@ -337,21 +350,10 @@ class OtlpLogHandler:
         return self.labels.model
 
     def decode(self, messages: Sequence[RawMessage]) -> DecodedBatch:
-        batch = DecodedBatch()
-        found: list[Evaluation] = []
-        counts: list[int] = []
-        for message in messages:
-            ignored: Counter[str] = Counter()
-            try:
-                wire, value_of = log_records(message.value or b"")
-                decoded = evaluation_events(wire, value_of, self.otlp, ignored)
-            except (OtlpDecodeError, UnicodeDecodeError) as exc:
-                batch.dead_letters.append(_not_decodable(message, exc))
-                decoded = []
-            else:
-                batch.ignored += _tallies(ignored, message)
-            found += decoded
-            counts.append(len(decoded))
+        batch, found, counts = _decode_each(
+            messages,
+            lambda value, ignored: evaluation_events(*log_records(value), self.otlp, ignored),
+        )
         if found:
             n = len(found)
             events = [evaluation.event for evaluation in found]

@@ -137,12 +137,7 @@ class FixedReadModel:
         return snapshot
 
     def subject(self, kind: str, name: str) -> Snapshot:
-        whole = self.snapshot()
-        view = whole.section(kind).get(name)
-        return Snapshot(
-            views={kind: {name: view}} if view is not None else {},
-            gates=whole.gates_of(kind, name),
-        )
+        return self.snapshot().of_subject(kind, name)
 
 
 def call(

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from monitor import Policy, ResidualDriftPolicy
+from monitor.events._views import StreamStatus
 from monitor.presentation._status import stream_lines
+from monitor.slices import status_document
+from monitor.slices._labels import LABELS
+from monitor.store import Snapshot
 from monitor.subjects._labels import LabelHandler
 
 from .subjects.test_label_value import NOW, events, fitted, fold, fresh_state, view
@@ -52,20 +57,23 @@ def test_a_restarted_interval_is_named_with_the_all_time_one_beside_it(
     assert lines[lines.index(f"  next step:    {row['next_step']}") - 1].startswith("  decision:")
 
 
+# A view of an older worker: none of the later figures.
+OLD_VIEW = {
+    "n": 12,
+    "labeled_n": 12,
+    "residual_n": 12,
+    "residual_mean": 0.01,
+    "ci_low": None,
+    "ci_high": None,
+    "interval": "all_time",
+    "verdict": "INCONCLUSIVE",
+    "reason": "insufficient_data",
+    "calibrator": {"kind": "identity", "version": 0},
+}
+
+
 def test_an_old_view_without_the_later_figures_still_prints() -> None:
-    old = {
-        "n": 12,
-        "labeled_n": 12,
-        "residual_n": 12,
-        "residual_mean": 0.01,
-        "ci_low": None,
-        "ci_high": None,
-        "interval": "all_time",
-        "verdict": "INCONCLUSIVE",
-        "reason": "insufficient_data",
-        "calibrator": {"kind": "identity", "version": 0},
-    }
-    lines = stream_lines("old", old)
+    lines = stream_lines("old", OLD_VIEW)
     assert lines == [
         "old: INCONCLUSIVE (insufficient_data); 12 scored, 12 labeled; calibrator identity v0"
         " (identity: no calibrator fitted)",
@@ -155,3 +163,37 @@ def test_a_stream_with_a_null_mean_says_no_decision_is_in_sight() -> None:
     }
     decision = stream_lines("flat", row)[-1]
     assert "too near 0 for its interval to exclude 0" in decision
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A view as the read model has it: decoded from the JSON the worker stored."""
+    return orjson.loads(orjson.dumps(row))
+
+
+def test_status_json_shows_the_stored_views_as_they_are_with_the_join_and_history(
+    late_shift_view: dict[str, Any],
+) -> None:
+    """``status --json``'s rows are typed, yet a view (current, or an older worker's
+    without the later figures) comes out byte for byte as stored, the late-label join
+    and retired versions after it; an older view's lines still print."""
+    current = _stored(late_shift_view)
+    old = _stored(OLD_VIEW)
+    joins = {"waiting": 2, "joined": 5, "expired": 1, "repeated": 0}
+    snapshot = Snapshot(
+        views={"stream": {"judge": current, "old": old}},
+        joins={"old": joins},
+        history={"judge": {"1": old}},
+    )
+    document = status_document(snapshot, NOW)
+    assert isinstance(document.section("labels").streams["judge"], StreamStatus)
+    streams = orjson.dumps(document.to_builtins()["streams"])
+    assert streams == orjson.dumps(
+        {
+            "judge": {**current, "history": {"1": old}},
+            "old": {**old, "late_labels": joins},
+        }
+    )
+    assert LABELS.status_lines is not None
+    lines = list(LABELS.status_lines(document.section("labels")))
+    assert lines[0] == stream_lines("judge", current)[0]
+    assert "  late labels:  2 waiting, 5 joined, 1 expired, 0 repeated" in lines
