@@ -102,6 +102,9 @@ def write_agent(client: redis.Redis, layout: KeyLayout) -> None:
         "verdict": "PASS",
         "reason": "promotion_ready",
         "recommendation": "promote",
+        "comparison": None,  # the worker writes these three (AgentRow: a view without is refused)
+        "rollback": None,
+        "history": [],
     }
     document = {"experiment": {"control": "control", "variants": {}}, "agent": view}
     key = layout.subject("experiment", AGENT).view
@@ -342,6 +345,8 @@ def burst(port: int, clients: int, tally: Tally, stallers: int = 0) -> None:
                         tally.fail("closed before the whole answer")
                     elif not exchange.complete(data):
                         continue
+                    elif exchange.status not in (200, 409):  # a refusal, not an answer
+                        tally.fail(f"status {exchange.status}")
                     else:
                         tally.statuses[exchange.status] = tally.statuses.get(exchange.status, 0) + 1
                         if exchange.status == 200:  # the agent is PASS: anything else failed

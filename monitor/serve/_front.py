@@ -7,8 +7,9 @@ Why: bench/http_api.py measured aiohttp's server at 0.16-0.19 ms of CPU per conn
 constant answer, and a bare asyncio protocol at 0.07 ms; in a burst of 200 controllers, all
 but the first requests about an agent are answered from what is kept, so aiohttp's cost was
 most of the server's. The front takes only what it reads without doubt: HTTP/1.1, ``GET``,
-``HEAD`` or ``POST``, the head in printable ASCII (no folded line, no ``Transfer-Encoding``,
-``Expect`` or ``Upgrade``, at most one ``Content-Length``), a body of at most
+``HEAD`` or ``POST``, the head in printable ASCII within :data:`HEAD_LIMIT` bytes (one
+``Host``, no folded line, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, no second
+of a field aiohttp takes once, as ``Content-Length``), a body of at most
 :data:`BODY_LIMIT` bytes. Anything else goes to aiohttp with the bytes as they came (it
 answers it as before, and keeps the connection). The bounds are the server's: a head due within
 ``REQUEST_TIMEOUT`` of the connection or of the last answer, a body within it of its head
@@ -38,13 +39,26 @@ if TYPE_CHECKING:
 __all__ = ["BODY_LIMIT", "Front"]
 
 HEAD_LIMIT = 8190
-"""A head not complete within this many bytes goes to aiohttp (its line limit)."""
+"""A head longer than this goes to aiohttp (its line limit: a longer line it refuses)."""
 BODY_LIMIT = 16 * 1024
 """A larger body goes to aiohttp (Flagger's payloads are ~1 KB): the front holds at most
 this much of a body per connection."""
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VALUE = re.compile(rb"[\x20-\x7e\t]*\Z")
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
+# aiohttp refuses a request with two of these (RFC 9110 5.3: a field that is not a list).
+_SINGLETONS = {
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "etag",
+    "host",
+    "max-forwards",
+    "server",
+    "transfer-encoding",
+    "user-agent",
+}
 _REFUSED = {408: "Request Timeout", 500: "Internal Server Error", 503: "Service Unavailable"}
 log = logging.getLogger(__name__)
 
@@ -68,26 +82,32 @@ def _parse(head: bytes) -> _Head | None:
     if not _TARGET.match(parts[1]):
         return None
     request = _Head(parts[0].decode(), parts[1].decode(), [])
-    lengths = 0
+    seen: set[str] = set()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.match(name) or not _VALUE.match(value):
             return None
         key, text = name.decode().lower(), value.strip(b" \t").decode()
-        if key in ("transfer-encoding", "expect", "upgrade"):
+        if key in ("transfer-encoding", "expect", "upgrade") or (
+            key in seen and key in _SINGLETONS
+        ):
             return None
+        seen.add(key)
         if key == "content-length":
-            lengths += 1
-            if lengths > 1 or not text.isdigit():
+            if not text.isdigit():
                 return None
             request.length, request.has_length = int(text), True
         elif key == "connection":
             tokens = {token.strip().lower() for token in text.split(",")}
             if "upgrade" in tokens:
                 return None
-            request.close = "close" in tokens
+            request.close = request.close or "close" in tokens  # a list: lines combine
         request.headers.append((name.decode(), text))
-    if request.length > BODY_LIMIT or (request.length and request.method != "POST"):
+    if (
+        "host" not in seen
+        or request.length > BODY_LIMIT
+        or (request.length and request.method != "POST")
+    ):
         return None
     return request
 
@@ -149,7 +169,7 @@ class Front(asyncio.Protocol):
         more bytes behind it)."""
         if self.head is None:
             end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > HEAD_LIMIT:
                 if len(self.buffer) > HEAD_LIMIT:
                     self._hand_over()
                 return False

@@ -23,7 +23,7 @@ from .test_server import raw_answer, start
         b"GET /v1/agents/ready HTTP/1.1\r\nHost: x",
         b"HEAD /v1/gates?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc",
         b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Length: 12",
-        b"GET /healthz HTTP/1.1\r\nConnection: close",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close",
     ],
 )
 def test_the_front_reads_plain_http_1_1(head: bytes) -> None:
@@ -49,6 +49,9 @@ def test_the_front_reads_plain_http_1_1(head: bytes) -> None:
         b"GET /v1/gates HTTP/1.1\r\nHost : x",
         b"GET /v1/gates HTTP/1.1\r\nX-Name: caf\xc3\xa9",
         b"GET /v1/gates HTTP/1.1\r\nX-Name: a\nb",
+        b"GET /v1/gates HTTP/1.1",  # no Host: aiohttp's 400 (RFC 9112 3.2)
+        b"GET /v1/gates HTTP/1.1\r\nHost: x\r\nHost: y",
+        b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\nContent-Type: b",
     ],
 )
 def test_anything_else_goes_to_aiohttp(head: bytes) -> None:
