@@ -59,7 +59,7 @@ from monitor import Policy  # noqa: E402
 from monitor.runtime._services import free_port, start_redis  # noqa: E402
 from monitor.serve import GateAPI, serve  # noqa: E402
 from monitor.serve._http import DRAIN_LIMIT, RAW_PATH  # noqa: E402
-from monitor.serve._server import BACKLOG, REQUEST_TIMEOUT, THREADS  # noqa: E402
+from monitor.serve._limits import BACKLOG, REQUEST_TIMEOUT, THREADS  # noqa: E402
 from monitor.store import KeyLayout, ReadModel, connect  # noqa: E402
 from monitor.store._keys import GATES, VIEW  # noqa: E402
 

@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import json
 import logging
 import re
-import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import Any, Protocol
 
-from . import _server
-from ._http import RAW_PATH
-
-if TYPE_CHECKING:
-    from ._server import HTTPServer
+from . import _limits
+from ._wsgi import Answer, WSGIApp, call_app, environ_of
 
 __all__ = ["BODY_LIMIT", "Front"]
 
@@ -61,6 +57,27 @@ _SINGLETONS = {
 }
 _REFUSED = {408: "Request Timeout", 500: "Internal Server Error", 503: "Service Unavailable"}
 log = logging.getLogger(__name__)
+
+
+class _Server(Protocol):
+    """What a front shares with its server (``_server.HTTPServer``): the application, the
+    pool that calls it, the connection slots, the bodies held, and aiohttp's server to
+    hand a connection to."""
+
+    _held: int
+
+    @property
+    def _app(self) -> WSGIApp: ...
+    @property
+    def _cached(self) -> Callable[[dict[str, Any]], Answer | None] | None: ...
+    @property
+    def _fronts(self) -> set[Front]: ...
+    @property
+    def _pool(self) -> Executor: ...
+    @property
+    def _slots(self) -> asyncio.Semaphore: ...
+    @property
+    def _web(self) -> Callable[[], asyncio.Protocol]: ...
 
 
 class _Head:
@@ -115,7 +132,7 @@ def _parse(head: bytes) -> _Head | None:
 class Front(asyncio.Protocol):
     """A connection's protocol until it is handed to aiohttp (if ever)."""
 
-    def __init__(self, server: HTTPServer) -> None:
+    def __init__(self, server: _Server) -> None:
         self.server = server
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -182,7 +199,7 @@ class Front(asyncio.Protocol):
         head = self.head
         arrived = min(len(self.buffer) - self.body_at, head.length)
         if arrived > self.held:
-            if self.server._held + arrived - self.held > _server.BODY_BUDGET:
+            if self.server._held + arrived - self.held > _limits.BODY_BUDGET:
                 self._refuse(503, "too many request bodies are being received; retry")
                 return False
             self.server._held += arrived - self.held
@@ -203,9 +220,7 @@ class Front(asyncio.Protocol):
             self.reading = False
             self.transport.pause_reading()  # type: ignore[union-attr]
             loop = asyncio.get_running_loop()
-            called = loop.run_in_executor(
-                self.server._pool, _server._call, self.server._app, environ
-            )
+            called = loop.run_in_executor(self.server._pool, call_app, self.server._app, environ)
             called.add_done_callback(functools.partial(self._called, head, end))
             return False
         return self._answer(answer, head, end)
@@ -261,42 +276,19 @@ class Front(asyncio.Protocol):
         self.transport.write(data if head.method == "HEAD" else data + body)  # type: ignore[union-attr]
 
     def _environ(self, head: _Head, body: bytes) -> dict[str, Any]:
-        """The WSGI environ, as the server's ``_environ`` makes it of aiohttp's request."""
-        path, _, query = head.target.partition("?")
+        """The WSGI environ, as the server makes it of aiohttp's request."""
         transport = self.transport
-        host, port = transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
         peer = transport.get_extra_info("peername")  # type: ignore[union-attr]
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": head.method,
-            RAW_PATH: head.target,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(path, "latin-1"),
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": "",
-            "CONTENT_LENGTH": str(head.length) if head.has_length else "",
-            "SERVER_NAME": str(host),
-            "SERVER_PORT": str(port),
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": str(peer[0]) if peer else "",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        content_type = None
-        for name, value in head.headers:
-            if "_" in name:  # HTTP_X_Y must not be forged by "X_Y" beside "X-Y"
-                continue
-            key = "HTTP_" + name.upper().replace("-", "_")
-            if key == "HTTP_CONTENT_TYPE":
-                content_type = value if content_type is None else content_type
-            elif key != "HTTP_CONTENT_LENGTH":
-                environ[key] = f"{environ[key]},{value}" if key in environ else value
-        environ["CONTENT_TYPE"] = content_type or ""
-        return environ
+        return environ_of(
+            head.method,
+            head.target,
+            "HTTP/1.1",
+            transport.get_extra_info("sockname"),  # type: ignore[union-attr]
+            str(peer[0]) if peer else "",
+            body,
+            str(head.length) if head.has_length else "",
+            head.headers,
+        )
 
     def _hand_over(self) -> None:
         """The connection, and the bytes read so far, to aiohttp's server."""
@@ -324,7 +316,7 @@ class Front(asyncio.Protocol):
         self._write((f"{status} {_REFUSED[status]}", headers, body), head)
         self._release()
         self.reading = False
-        self._due(self.close, _server.LINGER)
+        self._due(self.close, _limits.LINGER)
 
     def _idle(self) -> None:
         """No request head within ``REQUEST_TIMEOUT``: closed, nothing said."""
@@ -332,7 +324,7 @@ class Front(asyncio.Protocol):
         self.close()
 
     def _body_late(self) -> None:
-        self._refuse(408, f"the body did not arrive within {_server.REQUEST_TIMEOUT:g} s")
+        self._refuse(408, f"the body did not arrive within {_limits.REQUEST_TIMEOUT:g} s")
 
     def _due(self, callback: Any, delay: float | None = None) -> None:
         """``callback`` after ``delay`` (``REQUEST_TIMEOUT``), in place of any other."""
@@ -340,7 +332,7 @@ class Front(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         if callback is not None:
-            delay = _server.REQUEST_TIMEOUT if delay is None else delay
+            delay = _limits.REQUEST_TIMEOUT if delay is None else delay
             self.timer = asyncio.get_running_loop().call_later(delay, callback)
 
     def _release(self) -> None:

@@ -28,56 +28,24 @@ import asyncio
 import contextlib
 import errno
 import functools
-import io
 import json
 import logging
 import socket
-import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from . import _limits
 from ._front import Front
-from ._http import DRAIN_LIMIT, MAX_BODY, RAW_PATH
+from ._http import DRAIN_LIMIT, MAX_BODY
+from ._wsgi import Answer, WSGIApp, call_app, environ_of
 
 __all__ = ["HTTPServer", "serve"]
 
-# The threads that answer what needs a read: one Redis read (HGETALL) and JSON, ~0.1 ms of
-# CPU; they contend for the GIL with the loop and the worker; more do not answer faster.
-THREADS = 4
-# Connections queued by the kernel beyond those being served (bench/http_api.py: with
-# wsgiref's 5, 50 parallel controllers waited a second for SYN retries, and some reset).
-BACKLOG = 1024
-# Connections open at once; the rest wait in the backlog. A connection costs the loop
-# nothing while idle (it is not polled), so the limit is for memory and descriptors.
-CONNECTION_LIMIT = 512
-# Seconds for a request to arrive: its head from the connection or the previous answer
-# (an idle keep-alive connection is closed then too), its body from its head. Argo and
-# Flagger send a request whole at once; a slow sender is let go in this time.
-REQUEST_TIMEOUT = 15.0
-# Request bodies held in memory at once, over every connection (each kept up to the API's
-# MAX_BODY of 1 MiB); past it a request is answered 503. Flagger's payloads are ~1 KB, so
-# only a flood of large bodies reaches it.
-BODY_BUDGET = 64 * MAX_BODY
-# What aiohttp buffers of a connection before it stops reading it (its default 256 KiB,
-# times 512 connections, would be 128 MiB of buffers).
-READ_BUFFER = 64 * 1024
-# After an answer given before its body was in (408, 413), how long the rest of the body is
-# still read and dropped: closing on unread bytes resets the connection, and the sender
-# would see the reset instead of the answer.
-LINGER = 2.0
-# How long close() waits for answers under way.
-SHUTDOWN_TIMEOUT = 2.0
-# After a failed accept for want of descriptors or memory, before the next.
-ACCEPT_BACKOFF = 0.1
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-Answer = tuple[str, list[tuple[str, str]], bytes]
 log = logging.getLogger(__name__)
 
 
@@ -92,21 +60,21 @@ class HTTPServer:
             app, "cached", None
         )
         self._socket = listening
-        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="driftgate-api")
+        self._pool = ThreadPoolExecutor(_limits.THREADS, thread_name_prefix="driftgate-api")
         self._loop = asyncio.new_event_loop()
-        self._slots = asyncio.Semaphore(CONNECTION_LIMIT)
+        self._slots = asyncio.Semaphore(_limits.CONNECTION_LIMIT)
         self._web = _ConnectionCounter(
             self._answer,
             self._slots,
             loop=self._loop,
-            keepalive_timeout=REQUEST_TIMEOUT,
-            lingering_time=LINGER,
-            read_bufsize=READ_BUFFER,
+            keepalive_timeout=_limits.REQUEST_TIMEOUT,
+            lingering_time=_limits.LINGER,
+            read_bufsize=_limits.READ_BUFFER,
             access_log=None,
         )
         self._connecting: set[asyncio.Task[None]] = set()
         self._fronts: set[Front] = set()  # connections not (yet) handed to aiohttp
-        self._held = 0  # bytes of request bodies held (BODY_BUDGET)
+        self._held = 0  # bytes of request bodies held (_limits.BODY_BUDGET)
         self._accepting = self._loop.create_task(self._accept())
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="driftgate-http", daemon=True
@@ -118,7 +86,7 @@ class HTTPServer:
         if self._loop.is_closed():
             return
         stopping = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
-        stopping.result(SHUTDOWN_TIMEOUT + 5)
+        stopping.result(_limits.SHUTDOWN_TIMEOUT + 5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -131,7 +99,7 @@ class HTTPServer:
         self._socket.close()
         for front in list(self._fronts):
             front.close()
-        await self._web.shutdown(SHUTDOWN_TIMEOUT)
+        await self._web.shutdown(_limits.SHUTDOWN_TIMEOUT)
 
     async def _accept(self) -> None:
         """Accept while fewer than ``CONNECTION_LIMIT`` connections are open."""
@@ -144,7 +112,7 @@ class HTTPServer:
                 self._slots.release()
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("the HTTP API cannot accept a connection: %s", exc)
-                    await asyncio.sleep(ACCEPT_BACKOFF)
+                    await asyncio.sleep(_limits.ACCEPT_BACKOFF)
                 continue  # else the client gave up before it was accepted
             except BaseException:
                 self._slots.release()
@@ -172,19 +140,28 @@ class HTTPServer:
                 self._keep(kept, request.content.read_nowait())
                 length = len(kept)
             else:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
+                async with asyncio.timeout(_limits.REQUEST_TIMEOUT):
                     length = await self._read_body(request, kept)
             if length > DRAIN_LIMIT:
                 return _refusal(413, f"the body is over {DRAIN_LIMIT} bytes")
-            environ = _environ(request, bytes(kept), length)
+            environ = environ_of(
+                request.method,
+                request.raw_path,
+                f"HTTP/{request.version.major}.{request.version.minor}",
+                request.transport.get_extra_info("sockname"),  # type: ignore[union-attr]
+                request.remote or "",
+                bytes(kept),
+                str(length) if length or request.content_length is not None else "",
+                request.headers.items(),
+            )
             answer = None if self._cached is None else self._cached(environ)
             if answer is None:  # it needs a read: in a thread of the pool
                 environ["wsgi.input"].seek(0)
                 loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(self._pool, _call, self._app, environ)
+                answer = await loop.run_in_executor(self._pool, call_app, self._app, environ)
             status, headers, payload = answer
         except TimeoutError:
-            return _refusal(408, f"the body did not arrive within {REQUEST_TIMEOUT:g} s")
+            return _refusal(408, f"the body did not arrive within {_limits.REQUEST_TIMEOUT:g} s")
         except ConnectionError:  # the sender left before its body was in: no one to answer
             return _refusal(400, "the connection closed before the body was in")
         except _OverBudget:
@@ -220,7 +197,7 @@ class HTTPServer:
         return max(size, request.content_length or 0)
 
     def _keep(self, kept: bytearray, chunk: bytes) -> None:
-        if self._held + len(chunk) > BODY_BUDGET:
+        if self._held + len(chunk) > _limits.BODY_BUDGET:
             raise _OverBudget
         self._held += len(chunk)
         kept += chunk
@@ -248,7 +225,9 @@ class _ConnectionCounter(web.Server):
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        self._first_head_due[handler] = self._loop.call_later(REQUEST_TIMEOUT, handler.force_close)
+        self._first_head_due[handler] = self._loop.call_later(
+            _limits.REQUEST_TIMEOUT, handler.force_close
+        )
 
     def head_received(self, handler: RequestHandler) -> None:
         due = self._first_head_due.pop(handler, None)
@@ -259,57 +238,6 @@ class _ConnectionCounter(web.Server):
         self.head_received(handler)
         super().connection_lost(handler, exc)
         self._slots.release()
-
-
-def _environ(request: web.BaseRequest, body: bytes, length: int) -> dict[str, Any]:
-    """The WSGI environ of a request read whole (PEP 3333)."""
-    raw = request.raw_path
-    path, _, query = raw.partition("?")
-    host, port = request.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        RAW_PATH: raw,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote(path, "latin-1"),
-        "QUERY_STRING": query,
-        "CONTENT_TYPE": request.headers.get("Content-Type", ""),
-        "CONTENT_LENGTH": str(length) if length or request.content_length is not None else "",
-        "SERVER_NAME": str(host),
-        "SERVER_PORT": str(port),
-        "SERVER_PROTOCOL": f"HTTP/{request.version.major}.{request.version.minor}",
-        "REMOTE_ADDR": request.remote or "",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    for name, value in request.headers.items():
-        if "_" in name:  # HTTP_X_Y must not be forged by "X_Y" beside "X-Y"
-            continue
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
-    return environ
-
-
-def _call(app: WSGIApp, environ: dict[str, Any]) -> Answer:
-    """The application's status, headers and body (in a thread of the pool)."""
-    started: list[Any] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
-        started[:] = [status, headers]
-
-    chunks = app(environ, start_response)
-    try:
-        body = b"".join(chunks)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    return started[0], started[1], body
 
 
 def _refusal(status: int, error: str) -> web.Response:
@@ -331,7 +259,7 @@ def serve(app: WSGIApp, host: str, port: int) -> HTTPServer:
     listening = socket.create_server(
         (host, port),
         family=socket.AF_INET6 if ipv6 else socket.AF_INET,
-        backlog=BACKLOG,
+        backlog=_limits.BACKLOG,
         dualstack_ipv6=ipv6 and socket.has_dualstack_ipv6(),
     )
     listening.setblocking(False)

@@ -16,7 +16,7 @@ from monitor import Policy
 from monitor.serve import GateAPI
 from monitor.serve._fresh import FRESH_FOR, MAX_KEPT, Fresh, NotFresh
 from monitor.serve._http import RAW_PATH
-from monitor.serve._server import _call
+from monitor.serve._wsgi import call_app as _call
 
 from .test_http import ReadModel, flagger, request, snapshot
 
@@ -189,7 +189,7 @@ def api(model: CountingReadModel, clock: Clock, token: str | None = None) -> Gat
 
 
 def environ(path: str, method: str = "GET", body: bytes = b"", **extra: str) -> dict[str, Any]:
-    """What the server hands the application (monitor/serve/_server.py's _environ)."""
+    """What the server hands the application (monitor/serve/_wsgi.py's environ_of)."""
     return {
         "REQUEST_METHOD": method,
         RAW_PATH: path,

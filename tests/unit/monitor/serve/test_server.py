@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor import Policy
-from monitor.serve import GateAPI, HTTPServer, _server, serve
+from monitor.serve import GateAPI, HTTPServer, _limits, serve
 
 from .test_http import AGENTS, ReadModel, flagger, snapshot
 
@@ -265,8 +265,8 @@ def test_a_slow_sender_holds_no_thread_and_is_let_go(monkeypatch: pytest.MonkeyP
     """A hook whose body never comes: the others are answered meanwhile (more of them than
     there are threads), and it gets 408 once REQUEST_TIMEOUT has passed; a connection that
     never completes its head is closed."""
-    monkeypatch.setattr(_server, "REQUEST_TIMEOUT", 0.5)
-    monkeypatch.setattr(_server, "LINGER", 0.5)
+    monkeypatch.setattr(_limits, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(_limits, "LINGER", 0.5)
     running = start()
     try:
         body_never = socket.create_connection(("127.0.0.1", running.port), timeout=10)
@@ -275,7 +275,7 @@ def test_a_slow_sender_holds_no_thread_and_is_let_go(monkeypatch: pytest.MonkeyP
             b"POST /v1/flagger/rollout HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"
         )
         head_never.sendall(b"GET /v1/agents/ready HTTP/1.1\r\nHost: x\r\n")
-        for _ in range(2 * _server.THREADS):
+        for _ in range(2 * _limits.THREADS):
             assert ask(running, "GET", "/v1/agents/ready")[0] == 200
         answer = raw_answer(body_never)
         assert answer.startswith(b"HTTP/1.1 408 ")
@@ -292,7 +292,7 @@ def test_beyond_the_connection_limit_a_client_waits_its_turn(
 ) -> None:
     """Past CONNECTION_LIMIT open connections, a new one waits in the kernel's backlog
     (not reset) and is served once another closes."""
-    monkeypatch.setattr(_server, "CONNECTION_LIMIT", 2)
+    monkeypatch.setattr(_limits, "CONNECTION_LIMIT", 2)
     running = start()
     try:
         idle = [socket.create_connection(("127.0.0.1", running.port), timeout=10) for _ in "ab"]
@@ -314,7 +314,7 @@ def test_the_answering_threads_are_bounded() -> None:
     try:
         asyncio.run(burst(running.port))
         answering = [t for t in threading.enumerate() if t.name.startswith("driftgate-api")]
-        assert 0 < len(answering) <= _server.THREADS
+        assert 0 < len(answering) <= _limits.THREADS
     finally:
         running.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("driftgate-")]
@@ -337,7 +337,7 @@ def test_the_query_reaches_the_api_over_the_wire() -> None:
 def test_bodies_held_at_once_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past BODY_BUDGET bytes of bodies held over every connection, a request is answered
     503 (and a body within it still answered once the others are done)."""
-    monkeypatch.setattr(_server, "BODY_BUDGET", 1000)
+    monkeypatch.setattr(_limits, "BODY_BUDGET", 1000)
     running = start()
     try:
         holding = socket.create_connection(("127.0.0.1", running.port), timeout=10)
