@@ -257,6 +257,10 @@ class Deployment:
                     return
             except (redis.ConnectionError, redis.exceptions.ClusterError):
                 pass
+            except KeyError:
+                # A subject or field not in the state yet is "not yet": a worker takes the
+                # topics in no fixed order (an agent's deploy may come after its telemetry).
+                pass
             time.sleep(0.2)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}{self._complaints()}")
 
