@@ -36,7 +36,7 @@ def plan_fences(
         start = fence.offset if fence is not None and fence.epoch == epoch else 0
         end = highwaters.get(partition)
         if fence is not None and fence.epoch == epoch and end and start > end:
-            raise _LogRecreated(partition, epoch)
+            raise _LogRecreated(partition, epoch, start)
         new = Fence(epoch, max(start, int(offsets[partitions == partition].max()) + 1))
         if fence is None or new > fence:
             moved[partition] = new

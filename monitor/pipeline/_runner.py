@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic
 
 import numpy as np
@@ -107,8 +107,12 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         dedupe_window: float,
         clock: Callable[[], float] = time.time,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        log_end: Callable[[str, int], Awaitable[int | None]] | None = None,
     ) -> None:
         self.client = client
+        # The end of a partition's log asked of the broker now (not as last fetched): a new
+        # epoch is started only when it too lies before the fence.
+        self.log_end = log_end
         self.layout = layout
         self.reads = RunnerReads(client, layout)
         self.handler = handler
@@ -190,7 +194,7 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
         self,
         pending: dict[str, SubjectEvents],
         topic: str,
-        highwaters: Mapping[int, int | None],
+        highwaters: dict[int, int | None],
         result: BatchResult,
     ) -> dict[str, str]:
         """Plan and write every pending subject once; drops the applied ones from
@@ -218,7 +222,7 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
                 await self._read_epochs()
             except _LogRecreated as recreated:
                 self._subjects[name] = entry
-                await self._new_epoch(topic, recreated.partition, recreated.epoch)
+                await self._log_recreated(topic, recreated, highwaters)
         writes = [plan.write for plan in plans if plan.write is not None]
         landed = iter(await self.script.run(writes))
         refused: dict[str, str] = {}
@@ -345,12 +349,37 @@ class BatchRunner(_DeadLetters, Generic[StateT]):
     async def _read_epochs(self) -> None:
         self._epochs = await self.reads.epochs()
 
-    async def _new_epoch(self, topic: str, partition: int, epoch: int) -> None:
+    async def _log_recreated(
+        self, topic: str, recreated: _LogRecreated, highwaters: dict[int, int | None]
+    ) -> None:
+        """A fence beyond the log end the consumer last saw: the log is new, or that end is
+        older than the fence (this worker was paused, with a batch that begins the log,
+        while another moved the fence). Asked afresh, an end at or past the fence is the
+        second case: that end is dropped and the batch is planned against the fence."""
+        fresh = None if self.log_end is None else await self.log_end(topic, recreated.partition)
+        if fresh is not None and fresh >= recreated.fence:
+            log.info(
+                "%s[%d]: the log end seen before (%s) was older than the fence %d; the log "
+                "ends at %d: no new epoch",
+                topic,
+                recreated.partition,
+                highwaters.get(recreated.partition),
+                recreated.fence,
+                fresh,
+            )
+            highwaters.pop(recreated.partition, None)
+            return
+        await self._new_epoch(topic, recreated.partition, recreated.epoch, fresh)
+
+    async def _new_epoch(
+        self, topic: str, partition: int, epoch: int, end: int | None = None
+    ) -> None:
         log.warning(
-            "offset fences of %s[%d] lie beyond the end of the log: the log was created anew; "
-            "its offsets start a new epoch",
+            "offset fences of %s[%d] lie beyond the end of the log%s: the log was created "
+            "anew; its offsets start a new epoch",
             topic,
             partition,
+            "" if end is None else f" (the broker says it ends at {end})",
         )
         await self.reads.bump_epoch(topic, partition, epoch)
         await self._read_epochs()

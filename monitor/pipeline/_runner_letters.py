@@ -47,7 +47,13 @@ class _DeadLetters:
 
         async def _read_epochs(self) -> None: ...
 
-        async def _new_epoch(self, topic: str, partition: int, epoch: int) -> None: ...
+        async def _new_epoch(
+            self, topic: str, partition: int, epoch: int, end: int | None = None
+        ) -> None: ...
+
+        async def _log_recreated(
+            self, topic: str, recreated: _LogRecreated, highwaters: dict[int, int | None]
+        ) -> None: ...
 
         @property
         def _known_epochs(self) -> Mapping[tuple[str, int], int]: ...
@@ -56,7 +62,7 @@ class _DeadLetters:
         self,
         topic: str,
         letters: list[DeadLetter | Ignored],
-        highwaters: Mapping[int, int | None],
+        highwaters: dict[int, int | None],
         result: BatchResult,
     ) -> None:
         """Put dead letters into their partition's outbox, and count ignored records, once:
@@ -80,7 +86,7 @@ class _DeadLetters:
                     await self._read_epochs()
                 except _LogRecreated as recreated:
                     retries += 1
-                    await self._new_epoch(topic, recreated.partition, recreated.epoch)
+                    await self._log_recreated(topic, recreated, highwaters)
                 else:
                     plans.append((partition, len(chunk), write))
             outcomes = await self.script.run([write for _, _, write in plans])

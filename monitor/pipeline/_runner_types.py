@@ -45,9 +45,9 @@ class _StaleEpochs(Exception):
 class _LogRecreated(Exception):
     """A fence lies beyond the end of its log: the log was created anew."""
 
-    def __init__(self, partition: int, epoch: int) -> None:
-        super().__init__(partition, epoch)
-        self.partition, self.epoch = partition, epoch
+    def __init__(self, partition: int, epoch: int, fence: int) -> None:
+        super().__init__(partition, epoch, fence)
+        self.partition, self.epoch, self.fence = partition, epoch, fence
 
 
 @dataclass

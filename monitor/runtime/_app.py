@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from ..config import Settings
@@ -120,6 +121,7 @@ class MonitorApp:
                 topics,
                 policy.dedupe_window_seconds,
                 max_message_bytes=MAX_MESSAGE_BYTES,  # dead letters fit the producer's limit
+                log_end=self._log_end,
             )
             self.runners[name] = runner
             topic = self.app.topic(settings.topic(name), value_type=bytes)
@@ -172,6 +174,16 @@ class MonitorApp:
         if self._producer is None:
             self._producer = await start_producer(self.settings)
         return self._producer
+
+    async def _log_end(self, topic: str, partition: int) -> int | None:
+        """The end of a partition's log, asked of the broker now (ListOffsets); None when
+        the broker does not answer (the runner then keeps the end it saw last)."""
+        try:
+            ends = await asyncio.wait_for(self.app.consumer.highwaters(TP(topic, partition)), 10)
+        except Exception as exc:  # noqa: BLE001 - any failure: the end seen last decides
+            log.warning("could not ask the end of %s[%d]: %r", topic, partition, exc)
+            return None
+        return ends.get(TP(topic, partition))
 
     def _agent(self, runner: BatchRunner[Any]) -> Callable[[Any], Awaitable[None]]:
         topic = self.settings.topic(runner.handler.topic)

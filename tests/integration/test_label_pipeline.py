@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import urllib.request
 from typing import Any
 
@@ -9,6 +11,11 @@ import numpy as np
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from monitor import Policy
+from monitor.pipeline import BatchRunner, RawMessage, TopicNames, WriteScript
+from monitor.store import KeyLayout, connect_async
+from monitor.subjects import LabelHandler
 
 from .conftest import CLUSTER_NOW_STANDALONE_IN_SOAK, Deployment, encode, label
 
@@ -182,3 +189,44 @@ def test_redelivered_event_ids_count_once(deployment: Deployment) -> None:
     assert deployment.count("labels", "ok") == 51
     assert deployment.count("labels", "duplicate") == 20
     assert deployment.status()["streams"]["dups"]["n"] == 51
+
+
+def test_a_fence_past_the_new_log_asks_the_broker_and_starts_a_new_epoch(
+    deployment: Deployment,
+) -> None:
+    """Fences 1,000 deep on every partition (as a log the broker has since lost would
+    leave them), then a new log of 10 events: the worker's first batch begins the log, its
+    fences lie past the end it fetched, it asks the broker for the log's end now (the
+    consumer's ListOffsets) and, that end being before the fences too, starts a new epoch
+    and applies the 10 events."""
+    topic = deployment.topic("labels")
+    old = [
+        RawMessage(topic, p, offset, encode(label(f"old-{p}-{offset}", "s", 0.5, 0.5)))
+        for p in range(4)
+        for offset in range(1000)
+    ]
+
+    async def seed() -> None:
+        client = connect_async(deployment.redis_server.url, deployment.redis_server.cluster)
+        script = WriteScript(client, deployment.redis_server.url)
+        runner = BatchRunner(
+            client, KeyLayout(), LabelHandler(Policy()), script, TopicNames("d", "q"), 3600.0
+        )
+        try:
+            for partition in range(4):
+                await runner.apply(old[partition * 1000 : (partition + 1) * 1000])
+        finally:
+            await script.aclose()
+            await client.aclose()
+
+    asyncio.run(seed())
+    deployment.start_worker()
+    deployment.produce(
+        "labels", [encode(label(f"new-{i}", "s", 0.5, 0.5)) for i in range(10)], [b"s"] * 10
+    )
+    deployment.wait_for_count("labels", "ok", 4010)
+    log = deployment.worker_log().decode()
+    # The end asked of the broker, not a fallback: between the first event and the tenth.
+    ends = re.findall(r"the broker says it ends at (\d+)\): the log was created anew", log)
+    assert ends and all(1 <= int(end) <= 10 for end in ends), log[-2000:]
+    assert "could not ask the end" not in log

@@ -303,6 +303,41 @@ async def test_a_fence_past_the_end_of_the_log_starts_a_new_epoch(
     assert (replay.ok, replay.skipped) == (0, 5)
 
 
+async def test_a_log_end_seen_before_a_pause_starts_no_new_epoch(
+    make_runner: Any, sync_client: SyncClient
+) -> None:
+    """A worker paused with a batch that begins the log, while another moved the fence
+    past the log end it had seen: asked afresh, the log ends past the fence, so the batch
+    is a replay below the fence (not a new log): skipped, counted as nothing, same epoch."""
+    other, paused = make_runner(), make_runner()
+    batch = messages("shared", [(0.5, 0.5)] * 500)
+    await other.apply(batch)
+    asked: list[tuple[str, int]] = []
+
+    async def log_end(topic: str, partition: int) -> int:
+        asked.append((topic, partition))
+        return 500
+
+    paused.log_end = log_end
+    stale = await paused.apply(batch[:10], highwaters={0: 10})
+    assert (stale.ok, stale.duplicate, stale.skipped) == (0, 0, 10)
+    assert asked == [(TOPIC, 0)]
+    key = LAYOUT.subject("stream", "shared").state
+    assert Fence.decode(sync_client.hget(key, f"fence:{TOPIC}:0")) == Fence(0, 500)
+    assert sync_client.hget(LAYOUT.log_epochs, f"{TOPIC}:0") is None
+
+    async def new_log_end(topic: str, partition: int) -> int:
+        return 10  # the broker really restarted empty: the log is new
+
+    paused.log_end = new_log_end
+    reborn = [
+        RawMessage(TOPIC, 0, i, encode(label(f"new-{i}", "shared", 0.5, 0.5))) for i in range(10)
+    ]
+    fresh = await paused.apply(reborn, highwaters={0: 10})
+    assert (fresh.ok, fresh.skipped) == (10, 0)
+    assert sync_client.hget(LAYOUT.log_epochs, f"{TOPIC}:0") == b"1"
+
+
 async def test_a_late_shift_fails_through_the_restarted_interval(
     runner: BatchRunner[Any], sync_client: SyncClient
 ) -> None:
