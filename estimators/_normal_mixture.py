@@ -169,9 +169,15 @@ class NormalMixtureSequence(StatefulEstimator):
         self.moments.update(x)
         bounded = self.bounded
         if bounded is not None and self.in_bounds and x.size:
-            if x.min() >= bounded.low and x.max() <= bounded.high:
+            outside = (x < bounded.low) | (x > bounded.high)
+            if not outside.any():
                 bounded.update(x)
             else:
+                # As if the values came one by one: those before the first outside the
+                # bounds still count, so the state does not depend on where batches end.
+                first = int(np.argmax(outside))
+                if first:
+                    bounded.update(x[:first])
                 self.in_bounds = False
         return self
 

@@ -179,3 +179,16 @@ def test_known_bounds_give_the_empirical_bernstein_interval_until_a_value_leaves
     )
     with pytest.raises(ValueError, match="bounds"):
         bounded += NormalMixtureSequence(0.04)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 5])
+def test_a_value_out_of_bounds_leaves_the_same_state_wherever_the_batches_end(cut: int) -> None:
+    """The values before the first one outside the bounds count in the bounded part as if
+    they came one by one: a worker's batches and a replay's cut elsewhere agree."""
+    values = [0.2, -0.4, 0.9, 5.0, 0.1, 0.3]
+    whole = NormalMixtureSequence(0.04, bounds=(-1.0, 1.0)).update(values)
+    split = NormalMixtureSequence(0.04, bounds=(-1.0, 1.0))
+    split.update(values[:cut]).update(values[cut:])
+    assert whole.bounded is not None and split.bounded is not None
+    assert (whole.bounded.n, whole.in_bounds, split.in_bounds) == (3, False, False)
+    assert split.bounded.to_state() == pytest.approx(whole.bounded.to_state(), rel=1e-12)
