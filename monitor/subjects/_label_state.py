@@ -3,6 +3,7 @@ kept per stream, and label events as arrays (row events and columnar envelopes).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -27,7 +28,14 @@ from ..events._structs import LabelEvent
 from ._calibrator_inputs import concat_objects, objects_of_events, objects_of_table
 from ._columnar import ColumnarError, Table
 from ._covariates import CovariateDrift, covariates_of_events, covariates_of_table
-from ._late_labels import LateLabelJoin, response_digests
+from ._late_labels import (
+    NO_PAIRS,
+    JoinedPairs,
+    LateLabelJoin,
+    advance_watermark,
+    has_halves,
+    response_digests,
+)
 from ._residual_history import ResidualHistory
 from ._subgroups import SubgroupResiduals
 
@@ -111,7 +119,11 @@ class LabelState:
     previous_scores: QuantileSketch | None = None
     join: LateLabelJoin | None = None
     """Halves of late-labeled pairs waiting (kept apart from the statistics: a new
-    calibrator version starts those afresh, not what waits)."""
+    calibrator version starts those afresh, not what waits); created at the stream's
+    first half, so a stream that never sends one has none (:meth:`offer`)."""
+    watermark: float = -math.inf
+    """The newest plausible event time, which the join's starts from when it is created
+    (the join's own once it exists)."""
     history: ResidualHistory = field(default_factory=ResidualHistory)
     covariates: CovariateDrift = field(default_factory=CovariateDrift)
     subgroups: SubgroupResiduals = field(default_factory=SubgroupResiduals)
@@ -139,6 +151,20 @@ class LabelState:
         self.previous_scores = None
         self.score_sketch = QuantileSketch(self.score_sketch.relative_accuracy)
 
+    def offer(
+        self, columns: LabelColumns, ts: np.ndarray, now: float, window: float
+    ) -> JoinedPairs:
+        """The batch's late-label halves to the join, which the first half creates
+        (:meth:`LateLabelJoin.starting_at` the watermark so far); the pairs it completed."""
+        if self.join is None:
+            if not has_halves(columns.responses, columns.s, columns.y):
+                self.watermark = advance_watermark(self.watermark, ts, now)
+                return NO_PAIRS
+            self.join = LateLabelJoin.starting_at(window, self.watermark)
+        pairs = self.join.offer(columns.responses, ts, columns.s, columns.y, now)
+        self.watermark = self.join.watermark
+        return pairs
+
     def to_state(self) -> dict[str, Any]:
         return {
             "version": self.calibrator.version,
@@ -154,6 +180,7 @@ class LabelState:
             "previous_scores": _sketch_state(self.previous_scores),
             "covariates": self.covariates.to_state(),
             "subgroups": self.subgroups.to_state(),
+            "watermark": self.watermark if math.isfinite(self.watermark) else None,
         }
 
 

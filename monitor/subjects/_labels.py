@@ -97,11 +97,14 @@ class LabelModel:
         )
         raw = stored[fields.STATE]
         bins = BinnedResiduals.deciles_of(calibrator.baseline_scores)
+        # A join field only once the stream had a half (a state from before has one always).
         joined = stored.get(fields.JOIN)
-        join = LateLabelJoin.from_state(
-            self.policy.labels.join_window_seconds, orjson.loads(joined) if joined else None
-        )
+        window = self.policy.labels.join_window_seconds
+        join = LateLabelJoin.from_state(window, orjson.loads(joined)) if joined else None
         history = ResidualHistory.from_field(stored.get(fields.RESIDUAL_HISTORY))
+        document = orjson.loads(raw) if raw else {}
+        mark = join.watermark if join else document.get("watermark")
+        watermark = -math.inf if mark is None else float(mark)
         if not raw:
             return LabelState(
                 calibrator,
@@ -109,9 +112,9 @@ class LabelModel:
                 QuantileSketch(self.policy.score_drift.relative_accuracy),
                 residuals_by_bin=bins,
                 join=join,
+                watermark=watermark,
                 history=history,
             )
-        document = orjson.loads(raw)
         residuals = RestartingMeanSequence.from_state(document["residuals"])
         # A state written before exact intervals has no bounds: its interval cannot be
         # rebuilt from moments, so it starts afresh, and its next verdict says so.
@@ -124,6 +127,7 @@ class LabelModel:
             int(document["n"]),
             residuals_by_bin=bins,
             join=join,
+            watermark=watermark,
             history=history,
             restarted=restarted,
         )
@@ -412,9 +416,8 @@ class LabelHandler:
         state.scores.update(s)
         self._fold_scores(state, s)
         state.predictions.update(predictions)
-        if state.join is None:
-            state.join = LateLabelJoin(self.model.policy.labels.join_window_seconds)
-        joined = state.join.offer(columns.responses, events.ts, columns.s, columns.y, now)
+        window = self.model.policy.labels.join_window_seconds
+        joined = state.offer(columns, events.ts, now, window)
         if len(joined):
             rows = np.concatenate([np.flatnonzero(labeled), joined.rows])
             order = np.argsort(rows, kind="stable")

@@ -19,8 +19,11 @@ a bucket still alive is told apart by its event time). A response id is kept as 
 stream's window has probability about ``n^2 / 2^65``).
 
 :class:`LateLabelJoin` is the whole of it, without I/O: the label handler feeds it the
-batch's halves; another source of scores and labels (OpenTelemetry evaluation events)
-can feed it the same way, with :func:`response_digests` of its ids.
+batch's halves, once a stream has had one (a stream that never sends a half has no join,
+and no join field in its state: only its watermark is kept, in its statistics, so that a
+join created later starts where one fed from the start would be); another source of
+scores and labels (OpenTelemetry evaluation events) can feed it the same way, with
+:func:`response_digests` of its ids.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from ..pipeline._dedupe import MAX_CLOCK_SKEW_SECONDS
 from ..store import _keys as fields
 
 __all__ = [
+    "NO_PAIRS",
     "RECORD",
     "JoinedPairs",
     "LateLabelJoin",
     "MemoryBuckets",
+    "advance_watermark",
+    "has_halves",
     "response_digests",
 ]
 
@@ -65,6 +71,24 @@ def response_digests(ids: Sequence[str | None]) -> np.ndarray:
         if response is not None:
             digests[row] = xxhash.xxh3_64_intdigest(response.encode()) or 1
     return digests
+
+
+def has_halves(responses: np.ndarray, s: np.ndarray, y: np.ndarray) -> bool:
+    """Whether a batch holds a half: an event with a response id and exactly one of a
+    score and a label (the first one creates a stream's join)."""
+    return bool(responses.any() and ((responses != 0) & (np.isnan(s) != np.isnan(y))).any())
+
+
+def advance_watermark(watermark: float, ts: np.ndarray, now: float) -> float:
+    """``watermark`` moved to the newest event time of ``ts`` that is plausible (not more
+    than ``MAX_CLOCK_SKEW_SECONDS`` ahead of ``now``, the worker's clock)."""
+    if not ts.size:
+        return watermark
+    newest = float(ts.max())
+    if newest > now + MAX_CLOCK_SKEW_SECONDS:
+        plausible = ts[ts <= now + MAX_CLOCK_SKEW_SECONDS]
+        newest = float(plausible.max()) if plausible.size else -math.inf
+    return max(watermark, newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +192,7 @@ class LateLabelJoin:
         """
         if not responses.any():  # the usual batch: no halves, the watermark moves
             self._advance(ts, now)
-            return _NO_PAIRS
+            return NO_PAIRS
         plausible = ts <= now + MAX_CLOCK_SKEW_SECONDS
         halves = np.flatnonzero((responses != 0) & (np.isnan(s) != np.isnan(y)))
         rows: list[int] = []
@@ -221,12 +245,7 @@ class LateLabelJoin:
 
     def _advance(self, ts: np.ndarray, now: float) -> None:
         """Move the watermark to the newest plausible time of ``ts``; expire what waited."""
-        if not ts.size:
-            return
-        newest = float(ts.max())
-        if newest > now + MAX_CLOCK_SKEW_SECONDS:
-            plausible = ts[ts <= now + MAX_CLOCK_SKEW_SECONDS]
-            newest = float(plausible.max()) if plausible.size else -math.inf
+        newest = advance_watermark(self.watermark, ts, now)
         if newest > self.watermark:
             self.watermark = newest
             self._expire(newest - self.window)
@@ -289,6 +308,13 @@ class LateLabelJoin:
         }
 
     @classmethod
+    def starting_at(cls, window: float, watermark: float) -> LateLabelJoin:
+        """A join created at a stream's first half, the stream's events before it having
+        moved the watermark to ``watermark``: the same join as one fed those events
+        (without halves) from the start."""
+        return cls(window, watermark=watermark, cutoff=watermark - window)
+
+    @classmethod
     def from_state(cls, window: float, state: Mapping[str, Any] | None) -> LateLabelJoin:
         """The join as stored, without its halves yet (:meth:`restore` reads them)."""
         if not state:
@@ -325,7 +351,7 @@ class LateLabelJoin:
         self._heap = sorted((half.ts, response) for response, half in self.pending.items())
 
 
-_NO_PAIRS = JoinedPairs(
+NO_PAIRS = JoinedPairs(
     np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0)
 )
 

@@ -189,7 +189,8 @@ def test_load_and_dump_round_trip_exactly(late_shift: tuple[LabelHandler, LabelS
     handler, state = late_shift
     model = handler.model
     dumped = model.dump(state)
-    assert list(dumped) == [fields.STATE, fields.JOIN, fields.RESIDUAL_HISTORY]
+    # No late-label half ever came: no join, no join field (tests of _late_labels).
+    assert list(dumped) == [fields.STATE, fields.RESIDUAL_HISTORY]
     stored = {**EMPTY, **{name: encoded(value) for name, value in dumped.items()}}
     restored = model.load("p", stored)
     assert model.dump(restored) == dumped

@@ -215,3 +215,72 @@ def test_a_half_without_what_completes_it_is_a_dead_letter() -> None:
     columnar["columns"]["response_id"] = ["r1", "r1"]  # type: ignore[index]
     batch = handler.decode([RawMessage("labels", 0, 2, orjson.dumps(columnar))])
     assert not batch.dead_letters and len(batch.subjects["p"]) == 2
+
+
+def fold_rows(
+    handler: LabelHandler, state, rows: list[dict], offset: int = 0, now: float = NOW + HOUR
+) -> None:
+    batch = handler.decode([halves_message(offset, *rows)])
+    handler.update("p", state, batch.subjects["p"], now)
+
+
+def test_a_stream_without_halves_has_no_join_and_writes_no_join_field() -> None:
+    """Only its watermark is kept, in its statistics: it survives a restart."""
+    handler = LabelHandler(Policy(labels=LabelsPolicy(join_window_seconds=WINDOW)))
+    state = fresh_state(handler)
+    whole = {"event_id": "a", "ts": NOW, "stream": "p", "s": 0.4, "y": 1.0}
+    # A response id on a complete event is no half either.
+    fold_rows(handler, state, [whole, {**whole, "event_id": "b", "response_id": "r"}])
+    assert state.join is None and state.watermark == NOW
+    assert handler.model.pending_buckets(state) == []
+    dumped = handler.model.dump(state)
+    assert fields.JOIN not in dumped
+    reloaded = handler.model.load("p", {**EMPTY, **dumped})
+    assert reloaded.join is None and reloaded.watermark == NOW
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_the_first_half_creates_the_join_as_if_it_had_been_there_from_the_start(
+    restart: bool,
+) -> None:
+    """A join created at the first half starts from the stream's watermark: a half older
+    than the window before it expires at once, whether or not the events that moved the
+    watermark came in an earlier batch (or before a restart), as with a join fed from
+    the start."""
+    handler = LabelHandler(Policy(labels=LabelsPolicy(join_window_seconds=WINDOW)))
+    state = fresh_state(handler)
+    newer = {"event_id": "a", "ts": NOW + 2 * WINDOW, "stream": "p", "s": 0.4, "y": 1.0}
+    old = {"event_id": "b", "ts": NOW, "stream": "p", "s": 0.7, "response_id": "r1"}
+    fresh = {"event_id": "c", "ts": NOW + 2 * WINDOW, "stream": "p", "s": 0.2, "response_id": "r2"}
+    later = NOW + 3 * WINDOW
+    fold_rows(handler, state, [newer], 0, later)
+    assert state.join is None
+    if restart:
+        state = handler.model.load("p", {**EMPTY, **handler.model.dump(state)})
+    fold_rows(handler, state, [old, fresh], 1, later)
+    assert state.join is not None
+    # The same events to a join that was there from the start (the former behaviour).
+    reference = LateLabelJoin(WINDOW)
+    for rows in ([newer], [old, fresh]):
+        columns = handler.decode([halves_message(0, *rows)]).subjects["p"]
+        reference.offer(
+            columns.columns.responses, columns.ts, columns.columns.s, columns.columns.y, later
+        )
+    assert state.join.to_state() == reference.to_state()
+    assert (state.join.expired, state.join.waiting) == (1, 1)
+    dumped = handler.model.dump(state)
+    assert orjson.loads(dumped[fields.JOIN]) == reference.to_state()
+
+
+def test_a_stored_join_field_of_a_stream_that_never_had_a_half_still_loads() -> None:
+    """Earlier versions wrote a join for every stream: such a state loads, keeps its
+    watermark, and keeps its field."""
+    handler = LabelHandler(Policy(labels=LabelsPolicy(join_window_seconds=WINDOW)))
+    before = LateLabelJoin(WINDOW)
+    before.offer(np.zeros(1, np.uint64), np.array([NOW]), np.array([0.3]), np.array([1.0]), NOW)
+    assert not before.active
+    state = handler.model.load("p", {**EMPTY, fields.JOIN: orjson.dumps(before.to_state())})
+    assert state.join is not None and state.watermark == NOW
+    fold_rows(handler, state, [{"event_id": "a", "ts": NOW + 1, "stream": "p", "s": 0.4}])
+    assert state.join.watermark == NOW + 1
+    assert orjson.loads(handler.model.dump(state)[fields.JOIN])["watermark"] == NOW + 1
